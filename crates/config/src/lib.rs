@@ -1,1 +1,625 @@
-//! TODO crate doc
+//! Tollgate configuration: the TOML schema, environment overrides, defaults and validation.
+//!
+//! Loading is three steps: parse the file (unknown keys are errors), apply environment overrides
+//! (`TOLLGATE_ADMIN_TOKEN`, `TOLLGATE_LISTEN`, `TOLLGATE_STORAGE_URL`, `TOLLGATE_REDIS_URL`), then
+//! [`Config::validate`], which reports every problem with the key that holds it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub owners: Vec<OwnerConfig>,
+    #[serde(default)]
+    pub metering: MeteringConfig,
+    #[serde(default)]
+    pub ratelimit: RateLimitConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the front door and admin API listen on.
+    pub listen: String,
+    /// Bearer token of the admin API (or `TOLLGATE_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to an upstream to send response headers, in milliseconds; then 504.
+    pub upstream_timeout_ms: u64,
+    /// Time allowed to connect to an upstream, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Attempts per request over a model's providers (connect errors, 5xx and 429 are retried while
+    /// no byte has reached the client). At least the number of providers of the model.
+    pub max_attempts: u32,
+    /// Idle keep-alive connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_token: None,
+            max_body_bytes: 8 * 1024 * 1024,
+            upstream_timeout_ms: 600_000,
+            connect_timeout_ms: 5_000,
+            max_attempts: 2,
+            pool_max_idle_per_host: 256,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite:///absolute/path.db`, `sqlite://relative.db`, or `postgres://…`.
+    pub url: String,
+    /// `strict` (default): a response's last byte is sent only after its usage record is durable.
+    /// `relaxed`: records are committed in the background (a crash may lose the last instants).
+    pub durability: Durability,
+    /// Most records written in one group commit.
+    pub batch_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://tollgate-data/ledger.db".into(),
+            durability: Durability::Strict,
+            batch_max: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Strict,
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Azure,
+    Simulated,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `https://api.openai.com/v1` for `openai`; `https://NAME.openai.azure.com` for `azure`.
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    /// Environment variable holding the upstream key.
+    pub api_key_env: Option<String>,
+    /// Azure `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Simulated: milliseconds before the first token.
+    #[serde(default)]
+    pub ttft_ms: u64,
+    /// Simulated: tokens per second of streams (0 = as fast as possible).
+    #[serde(default)]
+    pub tokens_per_second: u64,
+    /// Simulated: completion tokens when the request sets no `max_tokens`.
+    #[serde(default = "default_sim_tokens")]
+    pub output_tokens: u64,
+}
+
+fn default_sim_tokens() -> u64 {
+    16
+}
+
+impl ProviderConfig {
+    /// The upstream key: `api_key`, else the variable named by `api_key_env`.
+    pub fn resolved_api_key(&self) -> Option<String> {
+        self.api_key.clone().or_else(|| {
+            self.api_key_env
+                .as_ref()
+                .and_then(|name| std::env::var(name).ok())
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Public name; also the Azure deployment name on the front door. Several entries with the
+    /// same name form a fallback chain, tried in order.
+    pub name: String,
+    pub provider: String,
+    /// Name of the model at the upstream (defaults to `name`).
+    pub upstream_model: Option<String>,
+    /// USD per million input tokens (decimal string).
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub input_price: Option<Decimal>,
+    /// USD per million cached input tokens; the input price where unset.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub cached_input_price: Option<Decimal>,
+    /// USD per million output tokens.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub output_price: Option<Decimal>,
+    /// The model's owner (an `[[owners]]` name).
+    pub owner: Option<String>,
+    /// Tokenizer used where the upstream reports no usage: `o200k_base` or `cl100k_base`
+    /// (default: by model name).
+    pub tokenizer: Option<String>,
+}
+
+impl ModelConfig {
+    pub fn upstream_model(&self) -> &str {
+        self.upstream_model.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerConfig {
+    pub name: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub revenue_share_percent: Decimal,
+    /// The owner's usage terms, shown in evidence (e.g. "No training of competing models.").
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringConfig {
+    /// What happens when a client disconnects mid-stream: `drain` (default) reads the upstream to
+    /// its own usage report, within `drain_timeout_ms`; `cancel` stops the upstream at once and
+    /// bills the tokens generated so far, counted with the tokenizer and marked estimated.
+    pub on_client_disconnect: DisconnectPolicy,
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        Self {
+            on_client_disconnect: DisconnectPolicy::Drain,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisconnectPolicy {
+    Drain,
+    Cancel,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Shared limits across instances (`redis://host:port`); local limits when unset.
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    pub enabled: bool,
+    /// `record`, `flag`, or `review` (place under review automatically when flagged).
+    pub action: GuardAction,
+    /// Peers whose `X-Forwarded-For` is trusted for the client IP (CIDR).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            action: GuardAction::Flag,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardAction {
+    Record,
+    Flag,
+    Review,
+}
+
+impl Config {
+    /// Reads, overrides from the environment, and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config = Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no environment, no validation).
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The embedded default: simulated models only, everything under `data_dir`.
+    pub fn embedded(data_dir: &Path) -> Config {
+        let text = format!(
+            r#"
+[storage]
+url = "sqlite://{}/ledger.db"
+
+[[providers]]
+name = "sim"
+kind = "simulated"
+ttft_ms = 20
+tokens_per_second = 200
+
+[[owners]]
+name = "openai"
+revenue_share_percent = "20"
+policy = "Outputs may not be used to develop models that compete with OpenAI."
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "sim"
+input_price = "0.15"
+cached_input_price = "0.075"
+output_price = "0.60"
+owner = "openai"
+
+[[models]]
+name = "gpt-4o"
+provider = "sim"
+input_price = "2.50"
+cached_input_price = "1.25"
+output_price = "10.00"
+owner = "openai"
+
+[[models]]
+name = "text-embedding-3-small"
+provider = "sim"
+input_price = "0.02"
+output_price = "0"
+owner = "openai"
+"#,
+            data_dir.display()
+        );
+        // The embedded text is a constant shape; a failure here would be a bug caught by tests.
+        toml::from_str(&text).unwrap_or_else(|_| Config::empty())
+    }
+
+    fn empty() -> Config {
+        Config {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            providers: Vec::new(),
+            models: Vec::new(),
+            owners: Vec::new(),
+            metering: MeteringConfig::default(),
+            ratelimit: RateLimitConfig::default(),
+            guard: GuardConfig::default(),
+        }
+    }
+
+    /// Applies environment overrides through `get` (so tests need not touch the process env).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("TOLLGATE_ADMIN_TOKEN") {
+            self.server.admin_token = Some(v);
+        }
+        if let Some(v) = get("TOLLGATE_LISTEN") {
+            self.server.listen = v;
+        }
+        if let Some(v) = get("TOLLGATE_STORAGE_URL") {
+            self.storage.url = v;
+        }
+        if let Some(v) = get("TOLLGATE_REDIS_URL") {
+            self.ratelimit.redis_url = Some(v);
+        }
+    }
+
+    /// Checks everything that parsing cannot, and lists every problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "server.listen: '{}' is not an address like 127.0.0.1:8080",
+                self.server.listen
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            errors.push("server.max_body_bytes must be greater than 0".into());
+        }
+        if self.server.max_attempts == 0 {
+            errors.push("server.max_attempts must be at least 1".into());
+        }
+        if self.storage.batch_max == 0 {
+            errors.push("storage.batch_max must be at least 1".into());
+        }
+        if !(self.storage.url.starts_with("sqlite://")
+            || self.storage.url.starts_with("postgres://")
+            || self.storage.url.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "storage.url: '{}' must start with sqlite:// or postgres://",
+                self.storage.url
+            ));
+        }
+        if let Some(url) = &self.ratelimit.redis_url
+            && !url.starts_with("redis://")
+        {
+            errors.push(format!(
+                "ratelimit.redis_url: '{url}' must start with redis://"
+            ));
+        }
+        let mut providers: HashMap<&str, &ProviderConfig> = HashMap::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            if p.name.is_empty() {
+                errors.push(format!("providers[{i}].name must not be empty"));
+            }
+            if providers.insert(p.name.as_str(), p).is_some() {
+                errors.push(format!(
+                    "providers[{i}]: duplicate provider name '{}'",
+                    p.name
+                ));
+            }
+            match p.kind {
+                ProviderKind::Openai | ProviderKind::Azure => match &p.base_url {
+                    None => errors.push(format!(
+                        "providers[{i}] '{}': base_url is required for kind {:?}",
+                        p.name, p.kind
+                    )),
+                    Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => errors
+                        .push(format!(
+                            "providers[{i}] '{}': base_url '{u}' must start with http:// or https://",
+                            p.name
+                        )),
+                    Some(_) => {}
+                },
+                ProviderKind::Simulated => {}
+            }
+            if p.kind == ProviderKind::Azure && p.api_version.is_none() {
+                errors.push(format!(
+                    "providers[{i}] '{}': api_version is required for azure",
+                    p.name
+                ));
+            }
+            if let Some(env) = &p.api_key_env
+                && p.api_key.is_none()
+                && std::env::var(env).is_err()
+            {
+                errors.push(format!(
+                    "providers[{i}] '{}': environment variable {env} (api_key_env) is not set",
+                    p.name
+                ));
+            }
+        }
+        let owners: HashMap<&str, &OwnerConfig> =
+            self.owners.iter().map(|o| (o.name.as_str(), o)).collect();
+        for (i, o) in self.owners.iter().enumerate() {
+            if o.revenue_share_percent < Decimal::ZERO
+                || o.revenue_share_percent > Decimal::ONE_HUNDRED
+            {
+                errors.push(format!(
+                    "owners[{i}] '{}': revenue_share_percent must be between 0 and 100",
+                    o.name
+                ));
+            }
+        }
+        let mut first_of: HashMap<&str, &ModelConfig> = HashMap::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let at = format!("models[{i}] '{}'", m.name);
+            if m.name.is_empty() || m.name.contains('/') && m.name.starts_with('/') {
+                errors.push(format!("{at}: name must not be empty"));
+            }
+            if !providers.contains_key(m.provider.as_str()) {
+                errors.push(format!("{at}: unknown provider '{}'", m.provider));
+            }
+            if let Some(owner) = &m.owner
+                && !owners.contains_key(owner.as_str())
+            {
+                errors.push(format!(
+                    "{at}: unknown owner '{owner}' (declare it in [[owners]])"
+                ));
+            }
+            if let Some(t) = &m.tokenizer
+                && t != "o200k_base"
+                && t != "cl100k_base"
+            {
+                errors.push(format!("{at}: tokenizer must be o200k_base or cl100k_base"));
+            }
+            for (field, price) in [
+                ("input_price", m.input_price),
+                ("cached_input_price", m.cached_input_price),
+                ("output_price", m.output_price),
+            ] {
+                if let Some(p) = price
+                    && p < Decimal::ZERO
+                {
+                    errors.push(format!("{at}: {field} must not be negative"));
+                }
+            }
+            match first_of.get(m.name.as_str()) {
+                None => {
+                    if m.input_price.is_none() || m.output_price.is_none() {
+                        errors.push(format!(
+                            "{at}: input_price and output_price are required (USD per million tokens, as decimal strings)"
+                        ));
+                    }
+                    first_of.insert(m.name.as_str(), m);
+                }
+                Some(first) => {
+                    let differs = |a: Option<Decimal>, b: Option<Decimal>| a.is_some() && a != b;
+                    if differs(m.input_price, first.input_price)
+                        || differs(m.output_price, first.output_price)
+                        || differs(m.cached_input_price, first.cached_input_price)
+                    {
+                        errors.push(format!(
+                            "{at}: a fallback entry must not set prices different from the first entry of the model"
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// Path of the SQLite database when storage is SQLite.
+    pub fn sqlite_path(&self) -> Option<&str> {
+        self.storage.url.strip_prefix("sqlite://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_token = "secret"
+
+[storage]
+url = "sqlite:///var/lib/tollgate/ledger.db"
+
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key = "sk-x"
+
+[[providers]]
+name = "contoso"
+kind = "azure"
+base_url = "https://contoso.openai.azure.com"
+api_key = "k"
+api_version = "2024-10-21"
+
+[[providers]]
+name = "sim"
+kind = "simulated"
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "openai"
+upstream_model = "gpt-4o-mini"
+input_price = "0.15"
+cached_input_price = "0.075"
+output_price = "0.60"
+"#;
+
+    #[test]
+    fn contract_example_loads() {
+        let c = Config::from_toml(CONTRACT).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.providers.len(), 3);
+        assert_eq!(c.models[0].input_price, Some(Decimal::new(15, 2)));
+        assert_eq!(c.models[0].cached_input_price, Some(Decimal::new(75, 3)));
+        assert_eq!(c.sqlite_path(), Some("/var/lib/tollgate/ledger.db"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let text = r#"
+[server]
+listen = "nowhere"
+[[providers]]
+name = "a"
+kind = "azure"
+base_url = "ftp://x"
+[[models]]
+name = "m"
+provider = "b"
+input_price = "-1"
+"#;
+        let err = Config::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "server.listen",
+            "base_url 'ftp://x'",
+            "api_version is required",
+            "unknown provider 'b'",
+            "input_price must not be negative",
+            "input_price and output_price are required",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let mut c = Config::from_toml(CONTRACT).unwrap();
+        c.apply_env(|k| (k == "TOLLGATE_ADMIN_TOKEN").then(|| "from-env".to_owned()));
+        assert_eq!(c.server.admin_token.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded(Path::new("/tmp/tg"));
+        c.validate().unwrap();
+        assert!(c.models.len() >= 3);
+        assert_eq!(c.sqlite_path(), Some("/tmp/tg/ledger.db"));
+    }
+
+    #[test]
+    fn prices_must_be_strings_of_decimals() {
+        let bad = CONTRACT.replace("\"0.60\"", "\"sixty\"");
+        assert!(Config::from_toml(&bad).is_err());
+    }
+}

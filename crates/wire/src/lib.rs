@@ -1,1 +1,16 @@
-//! TODO crate doc
+//! OpenAI and Azure OpenAI wire types, with no I/O.
+//!
+//! The gateway forwards request and response bytes as they are wherever it can; this crate gives it
+//! the few views it needs into them: the request head (model, stream flags, limits) with a cheap
+//! rewrite, the `usage` object of responses and stream chunks, an incremental server-sent-events
+//! splitter, and OpenAI's error body.
+
+pub mod error;
+pub mod request;
+pub mod sse;
+pub mod usage;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use request::{ApiRequest, Endpoint, RequestError};
+pub use sse::{SseEvent, SseSplitter};
+pub use usage::Usage;

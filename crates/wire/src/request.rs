@@ -1,0 +1,579 @@
+//! The head of a client request, read without copying its values, and the rewrite sent upstream.
+//!
+//! A request body is kept as a list of top-level fields whose values are raw JSON slices of the
+//! client's bytes. The gateway reads the few fields it interprets (model, stream, stream_options,
+//! limits) and checks their types; every other field (tools, response_format, logprobs, seed, …)
+//! passes to the upstream byte for byte.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// The inference endpoints of the front door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path below the provider's base URL (`/chat/completions`, …).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    /// The front-door path (`/v1/chat/completions`, …).
+    pub fn public_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// The field that carries the prompt.
+    fn prompt_field(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        }
+    }
+}
+
+/// Why a request body was refused: a message for the client and the offending parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+impl RequestError {
+    fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Self {
+            message: message.into(),
+            param,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// A parsed request: its top-level fields as raw slices plus the interpreted ones.
+#[derive(Debug)]
+pub struct ApiRequest<'a> {
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The `model` field, when present (Azure requests name the model in the path instead).
+    pub model: Option<Cow<'a, str>>,
+    /// `stream: true`.
+    pub stream: bool,
+    /// The client asked for the usage chunk (`stream_options.include_usage: true`).
+    pub include_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// `n` (number of choices), when given.
+    pub n: Option<u64>,
+    /// Length in bytes of the raw prompt field: a cheap size estimate before tokenizing.
+    pub prompt_bytes: usize,
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A chat message's head: only the role is checked; content passes through.
+#[derive(Deserialize)]
+struct MessageHead<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+}
+
+fn type_error(param: &'static str, expected: &str) -> RequestError {
+    RequestError::new(
+        format!("Invalid type for '{param}': expected {expected}."),
+        Some(param),
+    )
+}
+
+impl<'a> ApiRequest<'a> {
+    /// Parses and checks a request body for `endpoint`. `model_in_path` is true for Azure routes,
+    /// where the body may omit `model`.
+    pub fn parse(
+        body: &'a [u8],
+        endpoint: Endpoint,
+        model_in_path: bool,
+    ) -> Result<Self, RequestError> {
+        let Fields(fields) = serde_json::from_slice::<Fields<'a>>(body).map_err(|e| {
+            RequestError::new(
+                format!(
+                    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.) Detail: {e}"
+                ),
+                None,
+            )
+        })?;
+        let mut req = ApiRequest {
+            fields,
+            model: None,
+            stream: false,
+            include_usage: false,
+            max_tokens: None,
+            n: None,
+            prompt_bytes: 0,
+        };
+        let mut has_prompt = false;
+        let prompt_field = endpoint.prompt_field();
+        for (name, raw) in &req.fields {
+            let raw_str = raw.get();
+            match name.as_ref() {
+                "model" => {
+                    let m: Cow<'a, str> = serde_json::from_str(raw_str)
+                        .map_err(|_| type_error("model", "a string"))?;
+                    req.model = Some(m);
+                }
+                "stream" => {
+                    req.stream = match raw_str {
+                        "true" => true,
+                        "false" | "null" => false,
+                        _ => return Err(type_error("stream", "a boolean")),
+                    }
+                }
+                "stream_options" => {
+                    if raw_str != "null" {
+                        let Fields(opts) = serde_json::from_str::<Fields<'_>>(raw_str)
+                            .map_err(|_| type_error("stream_options", "an object"))?;
+                        for (k, v) in opts {
+                            if k == "include_usage" {
+                                req.include_usage = match v.get() {
+                                    "true" => true,
+                                    "false" | "null" => false,
+                                    _ => {
+                                        return Err(type_error(
+                                            "stream_options.include_usage",
+                                            "a boolean",
+                                        ));
+                                    }
+                                };
+                            }
+                        }
+                    }
+                }
+                "max_tokens" | "max_completion_tokens" => {
+                    if raw_str != "null" {
+                        let v: u64 = serde_json::from_str(raw_str).map_err(|_| {
+                            let p = if name == "max_tokens" {
+                                "max_tokens"
+                            } else {
+                                "max_completion_tokens"
+                            };
+                            type_error(p, "a non-negative integer")
+                        })?;
+                        if name == "max_completion_tokens" || req.max_tokens.is_none() {
+                            req.max_tokens = Some(v);
+                        }
+                    }
+                }
+                "n" => {
+                    if raw_str != "null" {
+                        let v: u64 = serde_json::from_str(raw_str)
+                            .map_err(|_| type_error("n", "a positive integer"))?;
+                        if v == 0 {
+                            return Err(RequestError::new(
+                                "0 is less than the minimum of 1 - 'n'",
+                                Some("n"),
+                            ));
+                        }
+                        req.n = Some(v);
+                    }
+                }
+                "temperature" | "top_p" | "presence_penalty" | "frequency_penalty" => {
+                    if raw_str != "null" && serde_json::from_str::<f64>(raw_str).is_err() {
+                        let p = match name.as_ref() {
+                            "temperature" => "temperature",
+                            "top_p" => "top_p",
+                            "presence_penalty" => "presence_penalty",
+                            _ => "frequency_penalty",
+                        };
+                        return Err(type_error(p, "a number"));
+                    }
+                }
+                _ => {}
+            }
+            if name == prompt_field {
+                has_prompt = true;
+                req.prompt_bytes = raw_str.len();
+                check_prompt(endpoint, raw_str)?;
+            }
+        }
+        if req.model.is_none() && !model_in_path {
+            return Err(RequestError::new(
+                "you must provide a model parameter",
+                Some("model"),
+            ));
+        }
+        if !has_prompt {
+            return Err(RequestError::new(
+                format!("Missing required parameter: '{prompt_field}'."),
+                Some(prompt_field),
+            ));
+        }
+        if endpoint == Endpoint::Embeddings && req.stream {
+            return Err(RequestError::new(
+                "Embeddings cannot be streamed.",
+                Some("stream"),
+            ));
+        }
+        Ok(req)
+    }
+
+    /// The raw JSON of a top-level field.
+    pub fn field(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields
+            .iter()
+            .find_map(|(k, v)| (k == name).then_some(*v))
+    }
+
+    /// Whether the upstream body must differ from the client's: another model name, or a stream
+    /// that must ask for the usage chunk.
+    pub fn needs_rewrite(&self, upstream_model: &str) -> bool {
+        self.model.as_deref() != Some(upstream_model) || (self.stream && !self.include_usage)
+    }
+
+    /// The body for the upstream: `model` set to `upstream_model`, and for streams
+    /// `stream_options.include_usage = true`. All other fields are copied byte for byte, in order.
+    pub fn rewrite(&self, upstream_model: &str) -> Vec<u8> {
+        let total: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(total + upstream_model.len() + 48);
+        out.push(b'{');
+        let mut first = true;
+        let mut push_key = |out: &mut Vec<u8>, key: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_json_str(out, key);
+            out.push(b':');
+        };
+        let mut wrote_model = false;
+        let mut wrote_options = false;
+        for (k, v) in &self.fields {
+            match k.as_ref() {
+                "model" => {
+                    push_key(&mut out, k);
+                    write_json_str(&mut out, upstream_model);
+                    wrote_model = true;
+                }
+                "stream_options" if self.stream => {
+                    push_key(&mut out, k);
+                    write_stream_options(&mut out, v.get());
+                    wrote_options = true;
+                }
+                _ => {
+                    push_key(&mut out, k);
+                    out.extend_from_slice(v.get().as_bytes());
+                }
+            }
+        }
+        if !wrote_model {
+            push_key(&mut out, "model");
+            write_json_str(&mut out, upstream_model);
+        }
+        if self.stream && !wrote_options {
+            push_key(&mut out, "stream_options");
+            out.extend_from_slice(b"{\"include_usage\":true}");
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// Texts of the prompt (message contents, prompt strings or embedding inputs), for counting
+    /// tokens where the upstream reports none. Returns the texts and the number of chat messages.
+    pub fn prompt_texts(&self, endpoint: Endpoint) -> (Vec<String>, usize) {
+        let Some(raw) = self.field(endpoint.prompt_field()) else {
+            return (Vec::new(), 0);
+        };
+        let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
+        let mut texts = Vec::new();
+        let mut messages = 0;
+        match endpoint {
+            Endpoint::ChatCompletions => {
+                if let serde_json::Value::Array(items) = value {
+                    messages = items.len();
+                    for m in items {
+                        collect_text(m.get("content"), &mut texts);
+                        if let Some(name) = m.get("name").and_then(|n| n.as_str()) {
+                            texts.push(name.to_owned());
+                        }
+                    }
+                }
+            }
+            Endpoint::Completions | Endpoint::Embeddings => collect_text(Some(&value), &mut texts),
+        }
+        (texts, messages)
+    }
+}
+
+fn collect_text(v: Option<&serde_json::Value>, out: &mut Vec<String>) {
+    match v {
+        Some(serde_json::Value::String(s)) => out.push(s.clone()),
+        Some(serde_json::Value::Array(items)) => {
+            for item in items {
+                match item {
+                    serde_json::Value::String(s) => out.push(s.clone()),
+                    serde_json::Value::Object(o) => {
+                        if let Some(serde_json::Value::String(t)) = o.get("text") {
+                            out.push(t.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+                RequestError::new(
+                    "Invalid type for 'messages': expected an array of message objects, each with a string 'role'.",
+                    Some("messages"),
+                )
+            })?;
+            if messages.is_empty() {
+                return Err(RequestError::new(
+                    "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                    Some("messages"),
+                ));
+            }
+            for m in &messages {
+                match m.role.as_ref() {
+                    "system" | "user" | "assistant" | "tool" | "function" | "developer" => {}
+                    other => {
+                        return Err(RequestError::new(
+                            format!("Invalid value for 'messages.role': '{other}'."),
+                            Some("messages"),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Endpoint::Completions | Endpoint::Embeddings => {
+            let param = endpoint.prompt_field();
+            let param: &'static str = if param == "prompt" { "prompt" } else { "input" };
+            let ok = matches!(raw.as_bytes().first(), Some(b'"') | Some(b'['));
+            if !ok {
+                return Err(type_error(param, "a string or an array"));
+            }
+            serde_json::from_str::<IgnoredAny>(raw).map_err(|_| type_error(param, "valid JSON"))?;
+            Ok(())
+        }
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_stream_options(out: &mut Vec<u8>, raw: &str) {
+    let Ok(Fields(opts)) = serde_json::from_str::<Fields<'_>>(raw) else {
+        out.extend_from_slice(b"{\"include_usage\":true}");
+        return;
+    };
+    out.push(b'{');
+    for (k, v) in opts.iter().filter(|(k, _)| k != "include_usage") {
+        write_json_str(out, k);
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"include_usage\":true}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ApiRequest<'_>, RequestError> {
+        ApiRequest::parse(body.as_bytes(), Endpoint::ChatCompletions, false)
+    }
+
+    #[test]
+    fn reads_interpreted_fields() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":7,"n":2}"#).unwrap();
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert!(r.stream && r.include_usage);
+        assert_eq!((r.max_tokens, r.n), (Some(7), Some(2)));
+    }
+
+    #[test]
+    fn rewrite_keeps_unknown_fields_byte_for_byte() {
+        let body = r#"{"model":"public","messages":[{"role":"user","content":"hé \u00e9"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"a":1.50}}}],"seed":42,"logprobs":true}"#;
+        let r = parse(body).unwrap();
+        assert!(r.needs_rewrite("up"));
+        let out = String::from_utf8(r.rewrite("up")).unwrap();
+        assert_eq!(out, body.replace(r#""model":"public""#, r#""model":"up""#));
+        assert!(!r.needs_rewrite("public"));
+    }
+
+    #[test]
+    fn stream_rewrite_asks_for_usage_and_keeps_other_options() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            .unwrap();
+        assert!(r.needs_rewrite("m"));
+        let out: serde_json::Value = serde_json::from_slice(&r.rewrite("m")).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
+
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true}}"#).unwrap();
+        assert!(!r.include_usage);
+        let out: serde_json::Value = serde_json::from_slice(&r.rewrite("m")).unwrap();
+        assert_eq!(
+            out["stream_options"],
+            serde_json::json!({"continuous_usage_stats": true, "include_usage": true})
+        );
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_param() {
+        assert!(parse("{not json").unwrap_err().param.is_none());
+        assert_eq!(parse("[1,2]").unwrap_err().param, None);
+        let cases = [
+            (
+                r#"{"model":1,"messages":[{"role":"user","content":"x"}]}"#,
+                "model",
+            ),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":"m"}"#, "messages"),
+            (r#"{"model":"m","messages":"hi"}"#, "messages"),
+            (r#"{"model":"m","messages":[]}"#, "messages"),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, "messages"),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "stream",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+                "n",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                "temperature",
+            ),
+        ];
+        for (body, param) in cases {
+            assert_eq!(parse(body).unwrap_err().param, Some(param), "{body}");
+        }
+    }
+
+    #[test]
+    fn azure_body_may_omit_model() {
+        let r = ApiRequest::parse(
+            br#"{"messages":[{"role":"user","content":"x"}]}"#,
+            Endpoint::ChatCompletions,
+            true,
+        )
+        .unwrap();
+        assert!(r.model.is_none());
+        let out: serde_json::Value = serde_json::from_slice(&r.rewrite("dep")).unwrap();
+        assert_eq!(out["model"], "dep");
+    }
+
+    #[test]
+    fn embeddings_and_completions_prompts() {
+        let r = ApiRequest::parse(
+            br#"{"model":"e","input":["a b","c"]}"#,
+            Endpoint::Embeddings,
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.prompt_texts(Endpoint::Embeddings).0, vec!["a b", "c"]);
+        assert!(
+            ApiRequest::parse(br#"{"model":"e","input":5}"#, Endpoint::Embeddings, false).is_err()
+        );
+        let r = ApiRequest::parse(
+            br#"{"model":"c","prompt":"once upon"}"#,
+            Endpoint::Completions,
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.prompt_texts(Endpoint::Completions).0, vec!["once upon"]);
+    }
+
+    #[test]
+    fn chat_prompt_texts_include_content_parts() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hello"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#).unwrap();
+        let (texts, n) = r.prompt_texts(Endpoint::ChatCompletions);
+        assert_eq!(
+            (texts, n),
+            (vec!["be brief".to_owned(), "hello".to_owned()], 2)
+        );
+    }
+}
