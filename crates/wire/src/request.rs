@@ -177,6 +177,7 @@ impl<'a> ApiRequest<'a> {
         let prompt_field = endpoint.prompt_field();
         for (name, raw) in &req.fields {
             let raw_str = raw.get();
+            let is_null = raw_str == "null";
             match name.as_ref() {
                 "model" => {
                     let m: Cow<'a, str> = serde_json::from_str(raw_str)
@@ -190,64 +191,58 @@ impl<'a> ApiRequest<'a> {
                         _ => return Err(type_error("stream", "a boolean")),
                     }
                 }
-                "stream_options" => {
-                    if raw_str != "null" {
-                        let Fields(opts) = serde_json::from_str::<Fields<'_>>(raw_str)
-                            .map_err(|_| type_error("stream_options", "an object"))?;
-                        for (k, v) in opts {
-                            if k == "include_usage" {
-                                req.include_usage = match v.get() {
-                                    "true" => true,
-                                    "false" | "null" => false,
-                                    _ => {
-                                        return Err(type_error(
-                                            "stream_options.include_usage",
-                                            "a boolean",
-                                        ));
-                                    }
-                                };
-                            }
-                        }
-                    }
-                }
-                "max_tokens" | "max_completion_tokens" => {
-                    if raw_str != "null" {
-                        let v: u64 = serde_json::from_str(raw_str).map_err(|_| {
-                            let p = if name == "max_tokens" {
-                                "max_tokens"
-                            } else {
-                                "max_completion_tokens"
+                "stream_options" if !is_null => {
+                    let Fields(opts) = serde_json::from_str::<Fields<'_>>(raw_str)
+                        .map_err(|_| type_error("stream_options", "an object"))?;
+                    for (k, v) in opts {
+                        if k == "include_usage" {
+                            req.include_usage = match v.get() {
+                                "true" => true,
+                                "false" | "null" => false,
+                                _ => {
+                                    return Err(type_error(
+                                        "stream_options.include_usage",
+                                        "a boolean",
+                                    ));
+                                }
                             };
-                            type_error(p, "a non-negative integer")
-                        })?;
-                        if name == "max_completion_tokens" || req.max_tokens.is_none() {
-                            req.max_tokens = Some(v);
                         }
                     }
                 }
-                "n" => {
-                    if raw_str != "null" {
-                        let v: u64 = serde_json::from_str(raw_str)
-                            .map_err(|_| type_error("n", "a positive integer"))?;
-                        if v == 0 {
-                            return Err(RequestError::new(
-                                "0 is less than the minimum of 1 - 'n'",
-                                Some("n"),
-                            ));
-                        }
-                        req.n = Some(v);
-                    }
-                }
-                "temperature" | "top_p" | "presence_penalty" | "frequency_penalty" => {
-                    if raw_str != "null" && serde_json::from_str::<f64>(raw_str).is_err() {
-                        let p = match name.as_ref() {
-                            "temperature" => "temperature",
-                            "top_p" => "top_p",
-                            "presence_penalty" => "presence_penalty",
-                            _ => "frequency_penalty",
+                "max_tokens" | "max_completion_tokens" if !is_null => {
+                    let v: u64 = serde_json::from_str(raw_str).map_err(|_| {
+                        let p = if name == "max_tokens" {
+                            "max_tokens"
+                        } else {
+                            "max_completion_tokens"
                         };
-                        return Err(type_error(p, "a number"));
+                        type_error(p, "a non-negative integer")
+                    })?;
+                    if name == "max_completion_tokens" || req.max_tokens.is_none() {
+                        req.max_tokens = Some(v);
                     }
+                }
+                "n" if !is_null => {
+                    let v: u64 = serde_json::from_str(raw_str)
+                        .map_err(|_| type_error("n", "a positive integer"))?;
+                    if v == 0 {
+                        return Err(RequestError::new(
+                            "0 is less than the minimum of 1 - 'n'",
+                            Some("n"),
+                        ));
+                    }
+                    req.n = Some(v);
+                }
+                "temperature" | "top_p" | "presence_penalty" | "frequency_penalty"
+                    if !is_null && serde_json::from_str::<f64>(raw_str).is_err() =>
+                {
+                    let p = match name.as_ref() {
+                        "temperature" => "temperature",
+                        "top_p" => "top_p",
+                        "presence_penalty" => "presence_penalty",
+                        _ => "frequency_penalty",
+                    };
+                    return Err(type_error(p, "a number"));
                 }
                 _ => {}
             }
