@@ -1,0 +1,434 @@
+//! The price catalogue (per model, per million tokens, with `effective_from` times), token
+//! counters and the exact cost of usage.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::MoneyError;
+use crate::money::{add, mul, shift_down};
+
+/// Prices of one model in USD per million tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    /// Price of uncached input tokens.
+    #[serde(with = "crate::money::serde_exact")]
+    pub input: Decimal,
+    /// Price of cached input tokens; the input price applies when absent.
+    #[serde(with = "crate::money::serde_exact_opt", default)]
+    pub cached_input: Option<Decimal>,
+    /// Price of output tokens.
+    #[serde(with = "crate::money::serde_exact")]
+    pub output: Decimal,
+}
+
+impl Price {
+    /// The price applied to cached input tokens.
+    #[must_use]
+    pub fn effective_cached_input(&self) -> Decimal {
+        self.cached_input.unwrap_or(self.input)
+    }
+}
+
+/// One catalogue entry: `price` applies to `model` from `effective_from` until the next
+/// entry of the same model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceEntry {
+    /// Public model name.
+    pub model: String,
+    /// Prices per million tokens.
+    pub price: Price,
+    /// Instant from which this price applies.
+    #[serde(with = "time::serde::rfc3339")]
+    pub effective_from: OffsetDateTime,
+}
+
+/// A validated price catalogue: per model, entries sorted by `effective_from`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    by_model: BTreeMap<String, Vec<PriceEntry>>,
+}
+
+/// A span `[from, to)` of time during which one price entry is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricePeriod<'a> {
+    /// Inclusive start.
+    pub from: OffsetDateTime,
+    /// Exclusive end.
+    pub to: OffsetDateTime,
+    /// The entry in force during the whole span.
+    pub entry: &'a PriceEntry,
+}
+
+impl Catalogue {
+    /// Builds a catalogue, rejecting negative prices and two entries of one model with the
+    /// same `effective_from`.
+    pub fn new(entries: Vec<PriceEntry>) -> Result<Self, MoneyError> {
+        let mut by_model: BTreeMap<String, Vec<PriceEntry>> = BTreeMap::new();
+        for e in entries {
+            let p = &e.price;
+            for v in [Some(p.input), p.cached_input, Some(p.output)]
+                .into_iter()
+                .flatten()
+            {
+                if v.is_sign_negative() && !v.is_zero() {
+                    return Err(MoneyError::NegativePrice {
+                        model: e.model.clone(),
+                        price: v,
+                    });
+                }
+            }
+            by_model.entry(e.model.clone()).or_default().push(e);
+        }
+        for list in by_model.values_mut() {
+            list.sort_by_key(|e| e.effective_from);
+            if let Some(w) = list
+                .windows(2)
+                .find(|w| w[0].effective_from == w[1].effective_from)
+            {
+                return Err(MoneyError::DuplicatePriceEntry {
+                    model: w[0].model.clone(),
+                    effective_from: rfc3339(w[0].effective_from),
+                });
+            }
+        }
+        Ok(Self { by_model })
+    }
+
+    /// Models present in the catalogue, sorted.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.by_model.keys().map(String::as_str)
+    }
+
+    /// All entries of `model`, oldest first.
+    #[must_use]
+    pub fn entries(&self, model: &str) -> &[PriceEntry] {
+        self.by_model.get(model).map_or(&[], Vec::as_slice)
+    }
+
+    /// The entry in force for `model` at `t`: the latest with `effective_from <= t`.
+    #[must_use]
+    pub fn price_at(&self, model: &str, t: OffsetDateTime) -> Option<&PriceEntry> {
+        let list = self.entries(model);
+        let idx = list.partition_point(|e| e.effective_from <= t);
+        idx.checked_sub(1).and_then(|i| list.get(i))
+    }
+
+    /// Splits `[from, to)` at the `effective_from` boundaries of `model`'s entries and
+    /// returns each piece with the entry in force. Time before the model's first entry has
+    /// no price and is left out. Empty when `from >= to` or the model is unknown.
+    #[must_use]
+    pub fn periods(
+        &self,
+        model: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Vec<PricePeriod<'_>> {
+        let list = self.entries(model);
+        let mut out = Vec::new();
+        if from >= to {
+            return out;
+        }
+        for (i, entry) in list.iter().enumerate() {
+            let start = entry.effective_from.max(from);
+            let end = list.get(i + 1).map_or(to, |n| n.effective_from.min(to));
+            if start < end {
+                out.push(PricePeriod {
+                    from: start,
+                    to: end,
+                    entry,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Aggregated token counts. `cached_input` is the part of `input` served from cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tokens {
+    /// All input (prompt) tokens, cached ones included.
+    pub input: u64,
+    /// Input tokens served from the provider's prompt cache (≤ `input`).
+    pub cached_input: u64,
+    /// Output (completion) tokens.
+    pub output: u64,
+}
+
+impl Tokens {
+    /// Token counts, checking that `cached_input <= input`.
+    pub fn new(input: u64, cached_input: u64, output: u64) -> Result<Self, MoneyError> {
+        let t = Self {
+            input,
+            cached_input,
+            output,
+        };
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// Checks `cached_input <= input`.
+    pub fn validate(&self) -> Result<(), MoneyError> {
+        if self.cached_input > self.input {
+            return Err(MoneyError::CachedExceedsInput {
+                cached: self.cached_input,
+                input: self.input,
+            });
+        }
+        Ok(())
+    }
+
+    /// Field-wise sum, or [`MoneyError::Overflow`] if any counter exceeds `u64`.
+    pub fn checked_add(&self, other: &Self) -> Result<Self, MoneyError> {
+        let f = |a: u64, b: u64| a.checked_add(b).ok_or(MoneyError::Overflow);
+        Ok(Self {
+            input: f(self.input, other.input)?,
+            cached_input: f(self.cached_input, other.cached_input)?,
+            output: f(self.output, other.output)?,
+        })
+    }
+}
+
+/// Exact cost in USD of `tokens` at `price`, unrounded:
+/// `((input − cached) × input_price + cached × cached_price + output × output_price) / 10^6`.
+///
+/// Errors when `cached_input > input` or when the exact result does not fit a `Decimal`.
+pub fn cost(tokens: &Tokens, price: &Price) -> Result<Decimal, MoneyError> {
+    tokens.validate()?;
+    let uncached = Decimal::from(tokens.input - tokens.cached_input);
+    let per_million = add(
+        add(
+            mul(uncached, price.input)?,
+            mul(
+                Decimal::from(tokens.cached_input),
+                price.effective_cached_input(),
+            )?,
+        )?,
+        mul(Decimal::from(tokens.output), price.output)?,
+    )?;
+    shift_down(per_million, 6)
+}
+
+/// RFC 3339 text of an instant, for messages and CSV.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+    use time::macros::datetime;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn entry(
+        model: &str,
+        input: &str,
+        cached: Option<&str>,
+        output: &str,
+        t: OffsetDateTime,
+    ) -> PriceEntry {
+        PriceEntry {
+            model: model.into(),
+            price: Price {
+                input: d(input),
+                cached_input: cached.map(d),
+                output: d(output),
+            },
+            effective_from: t,
+        }
+    }
+
+    #[test]
+    fn cost_formula_by_hand() {
+        let p = Price {
+            input: d("2.50"),
+            cached_input: Some(d("1.25")),
+            output: d("10"),
+        };
+        // (1000 - 400) × 2.5 + 400 × 1.25 + 200 × 10 = 1500 + 500 + 2000 = 4000 → 0.004
+        let t = Tokens::new(1000, 400, 200).unwrap();
+        assert_eq!(cost(&t, &p).unwrap(), d("0.004"));
+        // Without a cached price, cached tokens pay the input price: 1000 × 2.5 + 2000 = 4500.
+        let p2 = Price {
+            cached_input: None,
+            ..p.clone()
+        };
+        assert_eq!(cost(&t, &p2).unwrap(), d("0.0045"));
+        // One token at $0.075/M is kept exactly, not rounded per request.
+        let cheap = Price {
+            input: d("0.075"),
+            cached_input: None,
+            output: d("0"),
+        };
+        assert_eq!(
+            cost(&Tokens::new(1, 0, 0).unwrap(), &cheap).unwrap(),
+            d("0.000000075")
+        );
+    }
+
+    #[test]
+    fn cached_above_input_is_rejected() {
+        assert_eq!(
+            Tokens::new(10, 11, 0),
+            Err(MoneyError::CachedExceedsInput {
+                cached: 11,
+                input: 10
+            })
+        );
+        let bad = Tokens {
+            input: 1,
+            cached_input: 2,
+            output: 0,
+        };
+        let p = Price {
+            input: d("1"),
+            cached_input: None,
+            output: d("1"),
+        };
+        assert!(matches!(
+            cost(&bad, &p),
+            Err(MoneyError::CachedExceedsInput { .. })
+        ));
+    }
+
+    #[test]
+    fn token_addition_is_checked() {
+        let a = Tokens::new(u64::MAX, 0, 0).unwrap();
+        assert_eq!(
+            a.checked_add(&Tokens::new(1, 0, 0).unwrap()),
+            Err(MoneyError::Overflow)
+        );
+        let s = Tokens::new(5, 2, 1)
+            .unwrap()
+            .checked_add(&Tokens::new(3, 3, 4).unwrap())
+            .unwrap();
+        assert_eq!(s, Tokens::new(8, 5, 5).unwrap());
+    }
+
+    #[test]
+    fn price_at_picks_latest_effective_entry() {
+        let cat = Catalogue::new(vec![
+            entry("m", "2", None, "8", datetime!(2025-03-16 00:00 UTC)),
+            entry("m", "3", None, "12", datetime!(2025-01-01 00:00 UTC)),
+            entry("other", "1", None, "1", datetime!(2020-01-01 00:00 UTC)),
+        ])
+        .unwrap();
+        assert!(cat.price_at("m", datetime!(2024-12-31 23:59 UTC)).is_none());
+        assert_eq!(
+            cat.price_at("m", datetime!(2025-01-01 00:00 UTC))
+                .unwrap()
+                .price
+                .input,
+            d("3")
+        );
+        assert_eq!(
+            cat.price_at("m", datetime!(2025-03-15 23:59:59 UTC))
+                .unwrap()
+                .price
+                .input,
+            d("3")
+        );
+        assert_eq!(
+            cat.price_at("m", datetime!(2025-03-16 00:00 UTC))
+                .unwrap()
+                .price
+                .input,
+            d("2")
+        );
+        assert!(
+            cat.price_at("nope", datetime!(2025-03-16 00:00 UTC))
+                .is_none()
+        );
+        assert_eq!(cat.models().collect::<Vec<_>>(), ["m", "other"]);
+    }
+
+    #[test]
+    fn periods_split_at_price_changes() {
+        let cat = Catalogue::new(vec![
+            entry("m", "3", None, "12", datetime!(2025-01-01 00:00 UTC)),
+            entry("m", "2", None, "8", datetime!(2025-03-16 00:00 UTC)),
+            entry("m", "1", None, "4", datetime!(2025-05-01 00:00 UTC)),
+        ])
+        .unwrap();
+        let ps = cat.periods(
+            "m",
+            datetime!(2025-03-01 00:00 UTC),
+            datetime!(2025-04-01 00:00 UTC),
+        );
+        assert_eq!(ps.len(), 2);
+        assert_eq!(
+            (ps[0].from, ps[0].to),
+            (
+                datetime!(2025-03-01 00:00 UTC),
+                datetime!(2025-03-16 00:00 UTC)
+            )
+        );
+        assert_eq!(ps[0].entry.price.input, d("3"));
+        assert_eq!(
+            (ps[1].from, ps[1].to),
+            (
+                datetime!(2025-03-16 00:00 UTC),
+                datetime!(2025-04-01 00:00 UTC)
+            )
+        );
+        assert_eq!(ps[1].entry.price.input, d("2"));
+        // Before the first entry there is no price.
+        let early = cat.periods(
+            "m",
+            datetime!(2024-12-01 00:00 UTC),
+            datetime!(2025-01-02 00:00 UTC),
+        );
+        assert_eq!(early.len(), 1);
+        assert_eq!(early[0].from, datetime!(2025-01-01 00:00 UTC));
+        assert!(
+            cat.periods(
+                "m",
+                datetime!(2025-04-01 00:00 UTC),
+                datetime!(2025-04-01 00:00 UTC)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn catalogue_validation() {
+        let t = datetime!(2025-01-01 00:00 UTC);
+        assert!(matches!(
+            Catalogue::new(vec![
+                entry("m", "1", None, "1", t),
+                entry("m", "2", None, "2", t)
+            ]),
+            Err(MoneyError::DuplicatePriceEntry { .. })
+        ));
+        assert!(matches!(
+            Catalogue::new(vec![entry("m", "1", Some("-0.5"), "1", t)]),
+            Err(MoneyError::NegativePrice { .. })
+        ));
+    }
+
+    #[test]
+    fn price_entry_serde_roundtrip() {
+        let e = entry(
+            "gpt-x",
+            "0.075",
+            Some("0.0375"),
+            "0.30",
+            datetime!(2025-03-16 12:00 UTC),
+        );
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"model":"gpt-x","price":{"input":"0.075","cached_input":"0.0375","output":"0.3"},"effective_from":"2025-03-16T12:00:00Z"}"#
+        );
+        let back: PriceEntry = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.price.output, d("0.3"));
+        assert_eq!(back.effective_from, e.effective_from);
+    }
+}
