@@ -1,0 +1,796 @@
+//! Per-account state: fixed-size counters and sketches updated on the request path, plus the
+//! bounded evidence (hourly timeline, per-owner extent, templates, keys and — for flagged accounts
+//! only — a pruned prompt sample). See [`memory_bound`] for the size bound.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
+use crate::score::{SignalValues, entropy};
+use crate::sketch::{Hll, hamming};
+
+/// HyperLogLog precision for distinct prompts (1 KiB of registers, ±3.25% standard error).
+pub const HLL_PRECISION: u8 = 10;
+/// Templates tracked per account (space-saving heavy hitters).
+pub const MAX_TEMPLATES: usize = 32;
+/// Stored skeleton text per template, in bytes.
+pub const MAX_SKELETON_BYTES: usize = 160;
+/// Hourly timeline buckets kept (7 days).
+pub const TIMELINE_HOURS: usize = 168;
+/// Model owners tracked per account; further owners are folded into "other".
+pub const MAX_OWNERS: usize = 16;
+/// Daily extent buckets per owner.
+pub const OWNER_DAYS: usize = 30;
+/// Keys tracked per account; further keys are folded into "other".
+pub const MAX_KEYS: usize = 64;
+/// Bytes of key or owner name stored.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Recent distinct client IPs remembered per account (coordination).
+pub const MAX_IPS: usize = 16;
+/// Link keys remembered per account (for evidence).
+pub const MAX_LINK_KEYS: usize = 48;
+/// Bytes of prompt text kept per sampled prompt (flagged accounts only).
+pub const MAX_SAMPLE_BYTES: usize = 1024;
+/// Hamming radius under which two template SimHashes are the same template.
+pub const TEMPLATE_RADIUS: u32 = 4;
+/// A template "explains" traffic once it has this many requests …
+pub const HEAVY_TEMPLATE_MIN: u32 = 20;
+/// … and at least this share of the account's requests.
+pub const HEAVY_TEMPLATE_SHARE: f64 = 0.02;
+
+/// Summable counters (account or cluster aggregate).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub reasoning: u64,
+    pub rubric: u64,
+    pub reveal: u64,
+    pub elicit: u64,
+    pub out_dist: u64,
+    pub max_high: u64,
+    pub same_seed: u64,
+    pub single_turn: u64,
+    pub bench: u64,
+    pub harvest: u64,
+    pub completions: u64,
+    pub cancelled: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub harvest_tokens: u64,
+    pub explained: u64,
+    pub explained_harvest: u64,
+    pub topics: [u32; TOPICS],
+    pub harvest_topics: [u32; TOPICS],
+    pub recent_topics: [u32; TOPICS],
+    pub hours: [u32; 24],
+    pub temps: u32,
+    pub active_hours: u64,
+    pub active_minutes: u64,
+    pub max_minute: u64,
+    pub gap_n: u64,
+    pub gap_mean: f64,
+    pub gap_m2: f64,
+    pub top5: u64,
+}
+
+impl Counters {
+    /// Add another account's counters (cluster aggregation).
+    pub fn add(&mut self, o: &Counters) {
+        macro_rules! sum { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
+        sum!(
+            requests,
+            reasoning,
+            rubric,
+            reveal,
+            elicit,
+            out_dist,
+            max_high,
+            same_seed,
+            single_turn,
+            bench,
+            harvest,
+            completions,
+            cancelled,
+            input_tokens,
+            output_tokens,
+            harvest_tokens,
+            explained,
+            explained_harvest,
+            active_hours,
+            active_minutes,
+            top5
+        );
+        for i in 0..TOPICS {
+            self.topics[i] += o.topics[i];
+            self.harvest_topics[i] += o.harvest_topics[i];
+            self.recent_topics[i] += o.recent_topics[i];
+        }
+        for i in 0..24 {
+            self.hours[i] += o.hours[i];
+        }
+        self.temps |= o.temps;
+        self.max_minute = self.max_minute.max(o.max_minute);
+        // Pooled gap statistics (Chan et al.).
+        let n = self.gap_n + o.gap_n;
+        if n > 0 {
+            let d = o.gap_mean - self.gap_mean;
+            let mean = self.gap_mean + d * o.gap_n as f64 / n as f64;
+            self.gap_m2 += o.gap_m2 + d * d * self.gap_n as f64 * o.gap_n as f64 / n as f64;
+            self.gap_mean = mean;
+            self.gap_n = n;
+        }
+    }
+
+    /// Signal values from counters plus the distinct-prompt estimate.
+    pub fn values(&self, distinct: f64) -> SignalValues {
+        let n = self.requests.max(1) as f64;
+        let share = |x: u64| x as f64 / n;
+        let unexplained = self.requests.saturating_sub(self.explained);
+        let unexplained_h = self.harvest.saturating_sub(self.explained_harvest);
+        let harvest_n: u32 = self.harvest_topics.iter().sum();
+        let recent_n: u32 = self.recent_topics.iter().sum();
+        let all_n: u32 = self.topics.iter().sum();
+        let drift = if recent_n >= 64 && all_n >= 4 * recent_n {
+            let tv: f64 = (0..TOPICS)
+                .map(|i| {
+                    (f64::from(self.recent_topics[i]) / f64::from(recent_n)
+                        - f64::from(self.topics[i]) / f64::from(all_n))
+                    .abs()
+                })
+                .sum::<f64>()
+                / 2.0;
+            // Sampling noise of 64+ requests over 32 buckets is ~0.3 TV; only excess counts.
+            ((tv - 0.35) / 0.4).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let hours_total: u32 = self.hours.iter().sum();
+        let diurnal = if self.active_hours >= 24 && hours_total > 0 {
+            let trough = (0..24)
+                .map(|s| (0..6).map(|k| self.hours[(s + k) % 24]).sum::<u32>())
+                .min()
+                .unwrap_or(0);
+            (1.0 - f64::from(trough) / f64::from(hours_total) / 0.25).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let cv = if self.gap_n >= 10 && self.gap_mean > 0.0 {
+            (self.gap_m2 / self.gap_n as f64).sqrt() / self.gap_mean
+        } else {
+            1.0
+        };
+        let bench = share(self.bench);
+        let persistence = (self.active_hours as f64 / 6.0).min(1.0);
+        let distinct_temperatures = self.temps.count_ones();
+        SignalValues {
+            requests: self.requests,
+            unexplained_harvest: unexplained_h as f64 / (unexplained as f64 + 10.0),
+            unexplained_share: share(unexplained),
+            harvest_share: share(self.harvest),
+            harvest_breadth: if harvest_n >= 10 {
+                entropy(&self.harvest_topics)
+            } else {
+                0.0
+            },
+            elicitation: share(self.elicit),
+            reasoning: share(self.reasoning),
+            rubric: share(self.rubric),
+            output_distribution: share(self.out_dist),
+            reveal: share(self.reveal),
+            benchmark_overlap: bench,
+            persistence,
+            single_turn: share(self.single_turn),
+            novelty: (distinct / n).min(1.0),
+            topic_breadth: entropy(&self.topics),
+            topic_drift: drift,
+            template_concentration: share(self.top5),
+            temperature_sweep: (f64::from(distinct_temperatures.saturating_sub(2)) / 4.0).min(1.0),
+            distinct_temperatures,
+            fixed_seed: share(self.same_seed),
+            max_tokens_high: share(self.max_high),
+            diurnal,
+            regularity: (1.0 - cv).clamp(0.0, 1.0),
+            burstiness: if self.active_minutes > 0 {
+                self.max_minute as f64 / (n / self.active_minutes as f64)
+            } else {
+                0.0
+            },
+            cancellations: if self.completions >= 10 {
+                self.cancelled as f64 / self.completions as f64
+            } else {
+                0.0
+            },
+            one_off_benchmark: if bench >= 0.8 {
+                (1.0 - (self.active_hours as f64 - 3.0) / 3.0).clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            active_hours: self.active_hours,
+            linked_accounts: 0,
+        }
+    }
+}
+
+/// One template (prompt skeleton head) with its volume.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Template {
+    pub simhash: u64,
+    pub count: u32,
+    /// Space-saving overestimate inherited from the evicted entry.
+    pub err: u32,
+    pub harvest: u32,
+    /// Topic histogram of requests in this template (saturating, halved at 255).
+    pub topics: Vec<u8>,
+    pub skeleton: String,
+    pub registered: bool,
+}
+
+impl Template {
+    fn guaranteed(&self) -> u32 {
+        self.count.saturating_sub(self.err)
+    }
+    /// Heavy and topically narrow: product traffic that "explains" its requests.
+    pub fn explains(&self, requests: u64, narrow_entropy: f64) -> bool {
+        let g = self.guaranteed();
+        g >= HEAVY_TEMPLATE_MIN
+            && f64::from(g) >= HEAVY_TEMPLATE_SHARE * requests as f64
+            && entropy(&self.topics) <= narrow_entropy
+    }
+}
+
+/// Hourly timeline bucket.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HourBucket {
+    /// Unix time of the start of the hour.
+    pub hour: i64,
+    pub requests: u32,
+    pub harvesting: u32,
+    pub elicitation: u32,
+    pub output_distribution: u32,
+    pub benchmark: u32,
+    pub tokens: u64,
+    pub harvesting_tokens: u64,
+}
+
+/// Daily extent bucket (per model owner).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DayBucket {
+    /// Unix time of the start of the day (UTC).
+    pub day: i64,
+    pub requests: u32,
+    pub harvesting: u32,
+    pub tokens: u64,
+    pub harvesting_tokens: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OwnerExtent {
+    pub owner: String,
+    pub days: VecDeque<DayBucket>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyStats {
+    pub key: String,
+    pub requests: u64,
+    pub harvesting: u64,
+    pub elicitation: u64,
+    pub output_distribution: u64,
+    pub benchmark: u64,
+    pub tokens: u64,
+    pub harvesting_tokens: u64,
+    /// Whether the key's latest request carried harvesting signals (attributes completions).
+    pub last_harvest: bool,
+    pub last_owner: Option<u16>,
+}
+
+/// A retained prompt (flagged accounts only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SamplePrompt {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub key: String,
+    pub model_owner: Option<String>,
+    pub harvesting: bool,
+    pub text: String,
+}
+
+/// Everything kept about one organization.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Account {
+    pub counters: Counters,
+    pub distinct: Hll,
+    pub templates: Vec<Template>,
+    pub timeline: VecDeque<HourBucket>,
+    pub owners: Vec<OwnerExtent>,
+    pub keys: Vec<KeyStats>,
+    pub ips: VecDeque<IpAddr>,
+    pub link_keys: Vec<u64>,
+    pub sample: VecDeque<SamplePrompt>,
+    pub last_seed: Option<i64>,
+    pub last_time: Option<i64>,
+    pub last_hour: Option<i64>,
+    pub last_minute: Option<i64>,
+    pub minute_count: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_seen: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub score: f64,
+    pub own_score: f64,
+    pub flagged: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub flagged_at: Option<OffsetDateTime>,
+    pub requests_until_flagged: Option<u64>,
+    pub cluster: Option<String>,
+    pub cluster_score: f64,
+    pub cluster_flagged: bool,
+    pub linked: usize,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Self {
+            counters: Counters::default(),
+            distinct: Hll::new(HLL_PRECISION),
+            templates: Vec::new(),
+            timeline: VecDeque::new(),
+            owners: Vec::new(),
+            keys: Vec::new(),
+            ips: VecDeque::new(),
+            link_keys: Vec::new(),
+            sample: VecDeque::new(),
+            last_seed: None,
+            last_time: None,
+            last_hour: None,
+            last_minute: None,
+            minute_count: 0,
+            first_seen: None,
+            last_seen: None,
+            score: 0.0,
+            own_score: 0.0,
+            flagged: false,
+            flagged_at: None,
+            requests_until_flagged: None,
+            cluster: None,
+            cluster_score: 0.0,
+            cluster_flagged: false,
+            linked: 0,
+        }
+    }
+}
+
+/// Result of folding one request into an account.
+pub struct Update {
+    pub harvesting: bool,
+    /// Template simhash that just became heavy enough to register for cross-account links.
+    pub register_template: Option<u64>,
+    /// Whether the client IP is new for this account.
+    pub new_ip: bool,
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+impl Account {
+    /// Fold one request in. `skeleton` is called only when a template needs its text.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        f: &RequestFeatures,
+        bench_hit: bool,
+        time: OffsetDateTime,
+        key: &str,
+        ip: Option<IpAddr>,
+        owner: Option<&str>,
+        max_tokens_high: u64,
+        skeleton: &dyn Fn() -> String,
+    ) -> Update {
+        let c = &mut self.counters;
+        let harvesting = f.elicits() || f.harvest_params();
+        c.requests += 1;
+        c.reasoning += u64::from(f.reasoning);
+        c.rubric += u64::from(f.rubric);
+        c.reveal += u64::from(f.reveal);
+        c.elicit += u64::from(f.reasoning || f.rubric);
+        c.out_dist += u64::from(f.harvest_params());
+        c.max_high += u64::from(f.max_tokens.is_some_and(|m| m >= max_tokens_high));
+        c.single_turn += u64::from(!f.multi_turn());
+        c.bench += u64::from(bench_hit);
+        c.harvest += u64::from(harvesting);
+        c.input_tokens += f.input_tokens;
+        if let Some(t) = f.temperature {
+            c.temps |= 1 << t.min(31);
+        }
+        if let Some(s) = f.seed {
+            c.same_seed += u64::from(self.last_seed == Some(s));
+            self.last_seed = Some(s);
+        }
+        if f.topic != NO_TOPIC {
+            let t = usize::from(f.topic) % TOPICS;
+            c.topics[t] += 1;
+            c.recent_topics[t] += 1;
+            if c.recent_topics.iter().sum::<u32>() >= 512 {
+                c.recent_topics.iter_mut().for_each(|x| *x /= 2);
+            }
+            if harvesting {
+                c.harvest_topics[t] += 1;
+            }
+        }
+        if f.parsed {
+            self.distinct.insert(f.prompt_hash);
+        }
+
+        // Timing.
+        let ts = time.unix_timestamp();
+        let hour = ts.div_euclid(3600);
+        let minute = ts.div_euclid(60);
+        c.hours[time.hour() as usize % 24] += 1;
+        if self.last_hour.is_none_or(|h| hour > h) {
+            c.active_hours += 1;
+            self.last_hour = Some(hour);
+        }
+        if self.last_minute.is_none_or(|m| minute > m) {
+            c.active_minutes += 1;
+            self.last_minute = Some(minute);
+            self.minute_count = 0;
+        }
+        self.minute_count += 1;
+        c.max_minute = c.max_minute.max(self.minute_count);
+        if let Some(prev) = self.last_time {
+            let gap = (ts - prev).clamp(0, 6 * 3600) as f64;
+            c.gap_n += 1;
+            let d = gap - c.gap_mean;
+            c.gap_mean += d / c.gap_n as f64;
+            c.gap_m2 += d * (gap - c.gap_mean);
+        }
+        self.last_time = Some(ts.max(self.last_time.unwrap_or(ts)));
+        if self.first_seen.is_none() {
+            self.first_seen = Some(time);
+        }
+        if self.last_seen.is_none_or(|l| time > l) {
+            self.last_seen = Some(time);
+        }
+
+        // Templates (space-saving heavy hitters over template SimHashes).
+        let mut register_template = None;
+        let idx = self
+            .templates
+            .iter()
+            .position(|t| hamming(t.simhash, f.template_simhash) <= TEMPLATE_RADIUS);
+        let idx = match idx {
+            Some(i) => Some(i),
+            None if self.templates.len() < MAX_TEMPLATES => {
+                self.templates.push(Template {
+                    simhash: f.template_simhash,
+                    count: 0,
+                    err: 0,
+                    harvest: 0,
+                    topics: vec![0; TOPICS],
+                    skeleton: String::new(),
+                    registered: false,
+                });
+                Some(self.templates.len() - 1)
+            }
+            None => {
+                let (i, min) = self
+                    .templates
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, t)| t.count)
+                    .map(|(i, t)| (i, t.count))
+                    .unwrap_or((0, 0));
+                if let Some(t) = self.templates.get_mut(i) {
+                    *t = Template {
+                        simhash: f.template_simhash,
+                        count: min,
+                        err: min,
+                        harvest: 0,
+                        topics: vec![0; TOPICS],
+                        skeleton: String::new(),
+                        registered: false,
+                    };
+                }
+                Some(i)
+            }
+        };
+        if let Some(t) = idx.and_then(|i| self.templates.get_mut(i)) {
+            t.count += 1;
+            t.harvest += u32::from(harvesting);
+            if f.topic != NO_TOPIC {
+                let k = usize::from(f.topic) % TOPICS;
+                if let Some(x) = t.topics.get_mut(k) {
+                    if *x == u8::MAX {
+                        t.topics.iter_mut().for_each(|v| *v /= 2);
+                    }
+                }
+                if let Some(x) = t.topics.get_mut(k) {
+                    *x = x.saturating_add(1);
+                }
+            }
+            if t.skeleton.is_empty() && t.count - t.err >= 3 {
+                t.skeleton = truncate(&skeleton(), MAX_SKELETON_BYTES);
+            }
+            let g = t.count - t.err;
+            if !t.registered && g >= 5 && f64::from(g) >= 0.2 * c.requests as f64 {
+                t.registered = true;
+                register_template = Some(t.simhash);
+            }
+        }
+
+        // Timeline and extents.
+        let tokens = f.input_tokens;
+        let hour_start = hour * 3600;
+        let pos = self.timeline.iter().rposition(|b| b.hour == hour_start);
+        let pos = match pos {
+            Some(p) => Some(p),
+            None if self.timeline.back().is_none_or(|b| b.hour < hour_start) => {
+                if self.timeline.len() >= TIMELINE_HOURS {
+                    self.timeline.pop_front();
+                }
+                self.timeline.push_back(HourBucket {
+                    hour: hour_start,
+                    ..Default::default()
+                });
+                Some(self.timeline.len() - 1)
+            }
+            None => None, // older than the retained window or out of order: counted in totals only
+        };
+        let bucket = pos.and_then(|p| self.timeline.get_mut(p));
+        if let Some(b) = bucket {
+            b.requests += 1;
+            b.harvesting += u32::from(harvesting);
+            b.elicitation += u32::from(f.elicits());
+            b.output_distribution += u32::from(f.harvest_params());
+            b.benchmark += u32::from(bench_hit);
+            b.tokens += tokens;
+            if harvesting {
+                b.harvesting_tokens += tokens;
+            }
+        }
+        if harvesting {
+            c.harvest_tokens += tokens;
+        }
+        let owner_idx = owner.map(|o| self.owner_index(o));
+        if let Some(oi) = owner_idx {
+            add_day(
+                &mut self.owners[oi].days,
+                ts,
+                1,
+                u32::from(harvesting),
+                tokens,
+                harvesting,
+            );
+        }
+        let ki = self.key_index(key);
+        if let Some(k) = self.keys.get_mut(ki) {
+            k.requests += 1;
+            k.harvesting += u64::from(harvesting);
+            k.elicitation += u64::from(f.elicits());
+            k.output_distribution += u64::from(f.harvest_params());
+            k.benchmark += u64::from(bench_hit);
+            k.tokens += tokens;
+            if harvesting {
+                k.harvesting_tokens += tokens;
+            }
+            k.last_harvest = harvesting;
+            k.last_owner = owner_idx.map(|i| i as u16);
+        }
+
+        let mut new_ip = false;
+        if let Some(ip) = ip
+            && !self.ips.contains(&ip)
+        {
+            if self.ips.len() >= MAX_IPS {
+                self.ips.pop_front();
+            }
+            self.ips.push_back(ip);
+            new_ip = true;
+        }
+        Update {
+            harvesting,
+            register_template,
+            new_ip,
+        }
+    }
+
+    fn owner_index(&mut self, owner: &str) -> usize {
+        if let Some(i) = self.owners.iter().position(|o| o.owner == owner) {
+            return i;
+        }
+        if self.owners.len() < MAX_OWNERS - 1 {
+            self.owners.push(OwnerExtent {
+                owner: truncate(owner, MAX_NAME_BYTES),
+                days: VecDeque::new(),
+            });
+            return self.owners.len() - 1;
+        }
+        if let Some(i) = self.owners.iter().position(|o| o.owner == "other") {
+            return i;
+        }
+        self.owners.push(OwnerExtent {
+            owner: "other".to_owned(),
+            days: VecDeque::new(),
+        });
+        self.owners.len() - 1
+    }
+
+    fn key_index(&mut self, key: &str) -> usize {
+        if let Some(i) = self.keys.iter().position(|k| k.key == key) {
+            return i;
+        }
+        let name = if self.keys.len() < MAX_KEYS - 1 {
+            truncate(key, MAX_NAME_BYTES)
+        } else {
+            "other".to_owned()
+        };
+        if let Some(i) = self.keys.iter().position(|k| k.key == name) {
+            return i;
+        }
+        self.keys.push(KeyStats {
+            key: name,
+            ..Default::default()
+        });
+        self.keys.len() - 1
+    }
+
+    /// Attribute a completion (output tokens, cancellation) to the key's latest request.
+    pub fn complete(
+        &mut self,
+        key: &str,
+        time: OffsetDateTime,
+        output_tokens: u64,
+        cancelled: bool,
+    ) {
+        let c = &mut self.counters;
+        c.completions += 1;
+        c.cancelled += u64::from(cancelled);
+        c.output_tokens += output_tokens;
+        let ki = self.key_index(key);
+        let (harvest, owner) = match self.keys.get_mut(ki) {
+            Some(k) => {
+                k.tokens += output_tokens;
+                if k.last_harvest {
+                    k.harvesting_tokens += output_tokens;
+                }
+                (k.last_harvest, k.last_owner)
+            }
+            None => (false, None),
+        };
+        if harvest {
+            self.counters.harvest_tokens += output_tokens;
+        }
+        let hour_start = time.unix_timestamp().div_euclid(3600) * 3600;
+        if let Some(b) = self
+            .timeline
+            .iter_mut()
+            .rev()
+            .find(|b| b.hour == hour_start)
+        {
+            b.tokens += output_tokens;
+            if harvest {
+                b.harvesting_tokens += output_tokens;
+            }
+        }
+        if let Some(o) = owner.and_then(|i| self.owners.get_mut(usize::from(i))) {
+            add_day(
+                &mut o.days,
+                time.unix_timestamp(),
+                0,
+                0,
+                output_tokens,
+                harvest,
+            );
+        }
+    }
+
+    /// Recompute the template-derived counters (explained traffic, top-5 share).
+    pub fn refresh_templates(&mut self, narrow_entropy: f64) {
+        let requests = self.counters.requests;
+        let (mut ex, mut exh) = (0u64, 0u64);
+        for t in &self.templates {
+            if t.explains(requests, narrow_entropy) {
+                ex += u64::from(t.guaranteed());
+                exh += u64::from(t.harvest.min(t.guaranteed()));
+            }
+        }
+        self.counters.explained = ex;
+        self.counters.explained_harvest = exh;
+        let mut counts: Vec<u32> = self.templates.iter().map(Template::guaranteed).collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        self.counters.top5 = counts.iter().take(5).map(|&c| u64::from(c)).sum();
+    }
+
+    /// Current signal values.
+    pub fn values(&self) -> SignalValues {
+        let mut v = self.counters.values(self.distinct.estimate());
+        v.linked_accounts = self.linked;
+        v
+    }
+
+    /// Keep a prompt in the evidence sample (flagged accounts only), pruning by event time.
+    pub fn retain_sample(&mut self, s: SamplePrompt, size: usize, retention_days: u32) {
+        if size == 0 {
+            return;
+        }
+        let now = s.time;
+        self.prune_sample(now, retention_days);
+        if self.sample.len() >= size {
+            self.sample.pop_front();
+        }
+        self.sample.push_back(SamplePrompt {
+            text: truncate(&s.text, MAX_SAMPLE_BYTES),
+            ..s
+        });
+    }
+
+    /// Drop samples older than the retention period relative to `now` (event time).
+    pub fn prune_sample(&mut self, now: OffsetDateTime, retention_days: u32) {
+        let cutoff = now - time::Duration::days(i64::from(retention_days));
+        self.sample.retain(|s| s.time >= cutoff);
+    }
+}
+
+fn add_day(
+    days: &mut VecDeque<DayBucket>,
+    ts: i64,
+    requests: u32,
+    harvesting: u32,
+    tokens: u64,
+    harvest: bool,
+) {
+    let day = ts.div_euclid(86_400) * 86_400;
+    let b = match days.iter_mut().rev().find(|b| b.day == day) {
+        Some(b) => b,
+        None => {
+            if days.back().is_some_and(|b| b.day > day) {
+                return;
+            }
+            if days.len() >= OWNER_DAYS {
+                days.pop_front();
+            }
+            days.push_back(DayBucket {
+                day,
+                ..Default::default()
+            });
+            match days.back_mut() {
+                Some(b) => b,
+                None => return,
+            }
+        }
+    };
+    b.requests += requests;
+    b.harvesting += harvesting;
+    b.tokens += tokens;
+    if harvest {
+        b.harvesting_tokens += tokens;
+    }
+}
+
+/// Upper bound, in bytes, of the memory one organization can hold (excluding allocator
+/// overhead), computed from the sketch sizes above; `sample_size` is the configured prompt sample
+/// (0 unless flagged).
+pub fn memory_bound(sample_size: usize) -> usize {
+    use std::mem::size_of;
+    let hll = 1usize << HLL_PRECISION;
+    let templates = MAX_TEMPLATES * (size_of::<Template>() + TOPICS + MAX_SKELETON_BYTES);
+    let timeline = TIMELINE_HOURS * size_of::<HourBucket>();
+    let owners = MAX_OWNERS
+        * (size_of::<OwnerExtent>() + MAX_NAME_BYTES + OWNER_DAYS * size_of::<DayBucket>());
+    let keys = MAX_KEYS * (size_of::<KeyStats>() + MAX_NAME_BYTES);
+    let ips = MAX_IPS * size_of::<IpAddr>();
+    let links = MAX_LINK_KEYS * size_of::<u64>();
+    let sample = sample_size * (size_of::<SamplePrompt>() + MAX_SAMPLE_BYTES + 2 * MAX_NAME_BYTES);
+    size_of::<Account>() + hll + templates + timeline + owners + keys + ips + links + sample
+}

@@ -1,0 +1,222 @@
+//! Coordination: a sharded index from link keys (shared template, client IP, /24 network,
+//! operator metadata) to the accounts that carry them, and union-find clustering over it.
+//! Registration happens on the request path only when an account shows a new IP or a template
+//! becomes heavy, so the index is touched rarely.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lock;
+use crate::sketch::{combine, hash_bytes};
+
+const SHARDS: usize = 16;
+
+/// Why two accounts are linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    /// The same prompt template (skeleton SimHash) carries a large share of both accounts' traffic.
+    Template,
+    /// The same client IP address.
+    Ip,
+    /// The same /24 (IPv4) or /48 (IPv6) network: reported, but not enough to cluster on its own.
+    Network,
+    /// Operator-supplied metadata (payment or signup fingerprint).
+    Metadata,
+}
+
+impl LinkKind {
+    /// Whether this kind of link alone merges two accounts into one cluster.
+    pub fn clusters(self) -> bool {
+        !matches!(self, LinkKind::Network)
+    }
+}
+
+/// Accounts sharing one link key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkEntry {
+    pub kind: LinkKind,
+    pub label: String,
+    pub orgs: Vec<String>,
+    /// More accounts than the fan-out limit share this key: too common to mean anything.
+    pub overflow: bool,
+}
+
+/// Key of a link value.
+pub fn link_key(kind: LinkKind, value: &[u8]) -> u64 {
+    combine(kind as u64 + 1, hash_bytes(value))
+}
+
+/// Sharded link index.
+pub struct CoordIndex {
+    shards: Vec<Mutex<HashMap<u64, LinkEntry>>>,
+    fanout: usize,
+}
+
+impl CoordIndex {
+    pub fn new(fanout: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            fanout: fanout.max(2),
+        }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<HashMap<u64, LinkEntry>> {
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    /// Record that `org` carries `key`. Returns true when the org was newly added.
+    pub fn register(
+        &self,
+        key: u64,
+        kind: LinkKind,
+        label: &dyn Fn() -> String,
+        org: &str,
+    ) -> bool {
+        let mut s = lock(self.shard(key));
+        let e = s.entry(key).or_insert_with(|| LinkEntry {
+            kind,
+            label: label(),
+            orgs: Vec::new(),
+            overflow: false,
+        });
+        if e.orgs.iter().any(|o| o == org) {
+            return false;
+        }
+        if e.orgs.len() >= self.fanout {
+            e.overflow = true;
+            return false;
+        }
+        e.orgs.push(org.to_owned());
+        true
+    }
+
+    pub fn get(&self, key: u64) -> Option<LinkEntry> {
+        lock(self.shard(key)).get(&key).cloned()
+    }
+
+    /// All entries (for clustering and snapshots).
+    pub fn entries(&self) -> Vec<(u64, LinkEntry)> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(lock(s).iter().map(|(k, v)| (*k, v.clone())));
+        }
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    pub fn insert_entry(&self, key: u64, e: LinkEntry) {
+        lock(self.shard(key)).insert(key, e);
+    }
+}
+
+/// Union-find over string ids.
+#[derive(Default)]
+pub struct UnionFind {
+    ids: HashMap<String, usize>,
+    names: Vec<String>,
+    parent: Vec<usize>,
+}
+
+impl UnionFind {
+    fn id(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = self.names.len();
+        self.ids.insert(name.to_owned(), i);
+        self.names.push(name.to_owned());
+        self.parent.push(i);
+        i
+    }
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.parent[i] != i {
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
+        }
+        i
+    }
+    pub fn union(&mut self, a: &str, b: &str) {
+        let (a, b) = (self.id(a), self.id(b));
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            // Smaller index becomes root: deterministic.
+            let (r, c) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent[c] = r;
+        }
+    }
+    /// Groups with at least two members, each sorted, ordered by first member.
+    pub fn groups(&mut self) -> Vec<Vec<String>> {
+        let mut by_root: HashMap<usize, Vec<String>> = HashMap::new();
+        for i in 0..self.names.len() {
+            let r = self.find(i);
+            by_root.entry(r).or_default().push(self.names[i].clone());
+        }
+        let mut out: Vec<Vec<String>> = by_root.into_values().filter(|g| g.len() >= 2).collect();
+        for g in &mut out {
+            g.sort();
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Clusters from the link entries.
+pub fn clusters(entries: &[(u64, LinkEntry)]) -> Vec<Vec<String>> {
+    let mut uf = UnionFind::default();
+    for (_, e) in entries {
+        if !e.kind.clusters() || e.overflow || e.orgs.len() < 2 {
+            continue;
+        }
+        for o in &e.orgs[1..] {
+            uf.union(&e.orgs[0], o);
+        }
+    }
+    uf.groups()
+}
+
+/// Stable cluster id from its smallest member.
+pub fn cluster_id(members: &[String]) -> String {
+    let first = members.first().map(String::as_str).unwrap_or("");
+    format!("cluster-{:08x}", hash_bytes(first.as_bytes()) >> 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_find_clusters_by_strong_links_only() {
+        let idx = CoordIndex::new(10);
+        let ip = link_key(LinkKind::Ip, b"10.0.0.1");
+        let net = link_key(LinkKind::Network, b"10.0.0.0/24");
+        let meta = link_key(LinkKind::Metadata, b"payment=card-1");
+        for o in ["a", "b"] {
+            idx.register(ip, LinkKind::Ip, &|| "ip".into(), o);
+        }
+        for o in ["b", "c"] {
+            idx.register(meta, LinkKind::Metadata, &|| "meta".into(), o);
+        }
+        for o in ["c", "d", "e"] {
+            idx.register(net, LinkKind::Network, &|| "net".into(), o);
+        }
+        let g = clusters(&idx.entries());
+        assert_eq!(g, vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+        assert_eq!(cluster_id(&g[0]), cluster_id(&["a".to_string()]));
+    }
+
+    #[test]
+    fn fanout_limit_marks_overflow() {
+        let idx = CoordIndex::new(3);
+        let k = link_key(LinkKind::Template, b"t");
+        for o in ["a", "b", "c", "d"] {
+            idx.register(k, LinkKind::Template, &|| "t".into(), o);
+        }
+        let e = idx.get(k).unwrap();
+        assert!(e.overflow);
+        assert_eq!(e.orgs.len(), 3);
+        assert!(clusters(&idx.entries()).is_empty());
+    }
+}

@@ -1,0 +1,782 @@
+//! The detector: sharded per-account state updated on the request path, periodic clustering,
+//! assessments, flags, investigator evidence and snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::account::{Account, Counters, DayBucket, HourBucket, MAX_LINK_KEYS, SamplePrompt};
+use crate::coord::{CoordIndex, LinkEntry, LinkKind, cluster_id, clusters, link_key};
+use crate::features::{self, RequestFeatures};
+use crate::score::Signal;
+use crate::sketch::{Bloom, Hll, hamming, hash_bytes};
+use crate::{DetectorSettings, GuardError, Observation, lock};
+
+const SHARDS: usize = 64;
+const BENCH_RADIUS: u32 = 3;
+
+/// What `observe` tells the gateway about one request.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Current score of the organization (max of its own and its cluster's).
+    pub score: f64,
+    pub flagged: bool,
+    /// This request made the organization flagged.
+    pub newly_flagged: bool,
+    /// This request itself asks for reasoning, rubrics, the system prompt or output distributions.
+    pub harvesting_signals: bool,
+}
+
+/// Current assessment of an organization.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Assessment {
+    pub organization: String,
+    pub score: f64,
+    pub own_score: f64,
+    pub flagged: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub flagged_at: Option<OffsetDateTime>,
+    pub requests_until_flagged: Option<u64>,
+    pub requests: u64,
+    pub cluster: Option<String>,
+    pub cluster_score: Option<f64>,
+    pub signals: Vec<Signal>,
+}
+
+/// A flagged organization.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FlagSummary {
+    pub organization: String,
+    pub score: f64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub flagged_at: OffsetDateTime,
+    pub cluster: Option<String>,
+}
+
+/// A template in the evidence.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TemplateEvidence {
+    pub skeleton: String,
+    pub count: u32,
+    pub harvesting: u32,
+    /// Heavy and topically narrow: treated as product traffic.
+    pub explains_traffic: bool,
+    /// Other accounts whose heavy traffic uses the same template.
+    pub shared_with: usize,
+}
+
+/// Per-key figures.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct KeyEvidence {
+    pub key: String,
+    pub requests: u64,
+    pub harvesting_share: f64,
+    pub elicitation_share: f64,
+    pub output_distribution_share: f64,
+    pub benchmark_share: f64,
+    pub tokens: u64,
+    pub harvesting_tokens: u64,
+}
+
+/// A linked account and why.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LinkedAccount {
+    pub organization: String,
+    pub reasons: Vec<String>,
+}
+
+/// Requests and tokens, with the part carrying harvesting signals.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ExtentTotals {
+    pub requests: u64,
+    pub harvesting_requests: u64,
+    pub harvesting_request_share: f64,
+    pub tokens: u64,
+    pub harvesting_tokens: u64,
+    pub harvesting_token_share: f64,
+}
+
+impl ExtentTotals {
+    fn new(requests: u64, harvesting_requests: u64, tokens: u64, harvesting_tokens: u64) -> Self {
+        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        Self {
+            requests,
+            harvesting_requests,
+            harvesting_request_share: share(harvesting_requests, requests),
+            tokens,
+            harvesting_tokens,
+            harvesting_token_share: share(harvesting_tokens, tokens),
+        }
+    }
+}
+
+/// Extent for one model owner, with daily buckets.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OwnerEvidence {
+    pub owner: String,
+    pub totals: ExtentTotals,
+    pub days: Vec<DayBucket>,
+}
+
+/// How much of the traffic carries harvesting signals, overall and per model owner.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Extent {
+    pub overall: ExtentTotals,
+    pub by_owner: Vec<OwnerEvidence>,
+}
+
+/// Evidence for an investigator.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Evidence {
+    pub organization: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    /// The model owner the evidence is filtered to (extent and sample), if any.
+    pub model_owner: Option<String>,
+    pub score: f64,
+    pub flagged: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub flagged_at: Option<OffsetDateTime>,
+    pub cluster: Option<String>,
+    pub signals: Vec<Signal>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_seen: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// Hourly signal timeline (last 7 days of activity), all owners.
+    pub timeline: Vec<HourBucket>,
+    pub top_templates: Vec<TemplateEvidence>,
+    pub keys: Vec<KeyEvidence>,
+    pub linked_accounts: Vec<LinkedAccount>,
+    pub extent: Extent,
+    /// Retained prompts: flagged accounts only, within the retention period.
+    pub sample: Vec<SamplePrompt>,
+}
+
+/// Public benchmark filter: exact (Bloom over normalized hashes) plus near-duplicate (SimHash
+/// with 4 × 16-bit LSH bands).
+struct BenchFilter {
+    bloom: Bloom,
+    bands: HashMap<u64, Vec<u64>>,
+    prompts: usize,
+}
+
+impl BenchFilter {
+    fn load(files: &[std::path::PathBuf]) -> Result<Option<BenchFilter>, GuardError> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let mut hashes = Vec::new();
+        for path in files {
+            let file = std::fs::File::open(path).map_err(|source| GuardError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            for line in std::io::BufReader::new(file).lines() {
+                let line = line.map_err(|source| GuardError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                if let Some(text) = benchmark_prompt(&line) {
+                    hashes.push(features::normalized_hash(&text));
+                }
+            }
+        }
+        let mut bloom = Bloom::with_capacity(hashes.len(), 0.001);
+        let mut bands: HashMap<u64, Vec<u64>> = HashMap::new();
+        for &(h, sim) in &hashes {
+            bloom.insert(h);
+            for b in 0..4u64 {
+                bands.entry(band_key(sim, b)).or_default().push(sim);
+            }
+        }
+        Ok(Some(BenchFilter {
+            bloom,
+            bands,
+            prompts: hashes.len(),
+        }))
+    }
+
+    fn hit(&self, f: &RequestFeatures) -> bool {
+        if f.words < 3 {
+            return false;
+        }
+        if self.bloom.contains(f.prompt_hash)
+            || f.line_hashes.iter().any(|&h| self.bloom.contains(h))
+        {
+            return true;
+        }
+        (0..4u64).any(|b| {
+            self.bands
+                .get(&band_key(f.skeleton_simhash, b))
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|&s| hamming(s, f.skeleton_simhash) <= BENCH_RADIUS)
+                })
+        })
+    }
+}
+
+fn band_key(sim: u64, band: u64) -> u64 {
+    ((sim >> (band * 16)) & 0xffff) | (band << 16)
+}
+
+/// The prompt of one benchmark line: a JSON object's prompt-like field, or the text itself.
+fn benchmark_prompt(line: &str) -> Option<String> {
+    let t = line.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        for k in ["prompt", "instruction", "question", "input", "text"] {
+            if let Some(s) = v.get(k).and_then(|x| x.as_str())
+                && !s.trim().is_empty()
+            {
+                return Some(s.to_owned());
+            }
+        }
+        return None;
+    }
+    Some(t.to_owned())
+}
+
+/// The distillation detector. `Send + Sync`; per-account state lives in 64 mutex-guarded shards
+/// chosen by organization hash, so concurrent requests of different accounts rarely contend.
+pub struct Detector {
+    settings: DetectorSettings,
+    bench: Option<BenchFilter>,
+    shards: Vec<Mutex<HashMap<String, Account>>>,
+    coord: CoordIndex,
+    observed: AtomicU64,
+    recluster: Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    observed: u64,
+    accounts: BTreeMap<String, Account>,
+    links: Vec<(u64, LinkEntry)>,
+}
+
+impl Detector {
+    /// Build a detector; loads the benchmark files.
+    pub fn new(settings: DetectorSettings) -> Result<Detector, GuardError> {
+        settings.validate()?;
+        let bench = BenchFilter::load(&settings.benchmark_files)?;
+        let coord = CoordIndex::new(settings.max_link_fanout);
+        Ok(Detector {
+            settings,
+            bench,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            coord,
+            observed: AtomicU64::new(0),
+            recluster: Mutex::new(()),
+        })
+    }
+
+    pub fn settings(&self) -> &DetectorSettings {
+        &self.settings
+    }
+
+    /// Number of prompts in the benchmark filter (0 when overlap detection is off).
+    pub fn benchmark_prompts(&self) -> usize {
+        self.bench.as_ref().map_or(0, |b| b.prompts)
+    }
+
+    fn shard(&self, org: &str) -> &Mutex<HashMap<String, Account>> {
+        &self.shards[(hash_bytes(org.as_bytes()) as usize) % SHARDS]
+    }
+
+    /// Fold one request into the organization's state and score it.
+    pub fn observe(&self, obs: &Observation<'_>) -> Outcome {
+        let (f, texts) = features::extract(obs.endpoint, obs.body, self.settings.max_tokens_high);
+        let bench_hit = self.bench.as_ref().is_some_and(|b| b.hit(&f));
+        let skeleton = || {
+            texts
+                .as_ref()
+                .map(|t| features::skeleton_text(&t.system, &t.user))
+                .unwrap_or_default()
+        };
+        let s = &self.settings;
+        let outcome = {
+            let mut shard = lock(self.shard(obs.organization));
+            let acc = match shard.get_mut(obs.organization) {
+                Some(a) => a,
+                None => shard.entry(obs.organization.to_owned()).or_default(),
+            };
+            let up = acc.update(
+                &f,
+                bench_hit,
+                obs.time,
+                obs.key,
+                obs.client_ip,
+                obs.model_owner,
+                s.max_tokens_high,
+                &skeleton,
+            );
+            let n = acc.counters.requests;
+            if n <= 64 || n % 8 == 0 {
+                acc.refresh_templates(s.template_narrow_entropy);
+            }
+            let own = acc.values().score(&s.weights);
+            acc.own_score = own;
+            acc.score = if acc.cluster.is_some() {
+                own.max(acc.cluster_score)
+            } else {
+                own
+            };
+            let mut newly = false;
+            if !acc.flagged
+                && ((n >= s.min_requests && own >= s.flag_threshold) || acc.cluster_flagged)
+            {
+                acc.flagged = true;
+                acc.flagged_at = Some(obs.time);
+                acc.requests_until_flagged = Some(n);
+                newly = true;
+            }
+            if acc.flagged && up.harvesting {
+                let text = texts
+                    .as_ref()
+                    .map(|t| t.user.to_string())
+                    .unwrap_or_default();
+                acc.retain_sample(
+                    SamplePrompt {
+                        time: obs.time,
+                        key: obs.key.to_owned(),
+                        model_owner: obs.model_owner.map(str::to_owned),
+                        harvesting: true,
+                        text,
+                    },
+                    s.sample_size,
+                    s.sample_retention_days,
+                );
+            }
+            if let Some(sim) = up.register_template {
+                let label = || format!("shared template: {}", acc_skeleton(&acc.templates, sim));
+                let label_text = label();
+                self.link(
+                    acc,
+                    obs.organization,
+                    LinkKind::Template,
+                    &sim.to_le_bytes(),
+                    &|| label_text.clone(),
+                );
+            }
+            if up.new_ip
+                && let Some(ip) = obs.client_ip
+            {
+                self.link(
+                    acc,
+                    obs.organization,
+                    LinkKind::Ip,
+                    ip.to_string().as_bytes(),
+                    &|| format!("same client IP {ip}"),
+                );
+                let net = network(ip);
+                self.link(
+                    acc,
+                    obs.organization,
+                    LinkKind::Network,
+                    net.as_bytes(),
+                    &|| format!("same network {net}"),
+                );
+            }
+            Outcome {
+                score: acc.score,
+                flagged: acc.flagged,
+                newly_flagged: newly,
+                harvesting_signals: up.harvesting,
+            }
+        };
+        let seen = self.observed.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.settings.cluster_interval > 0 && seen % self.settings.cluster_interval == 0 {
+            self.recluster();
+        }
+        outcome
+    }
+
+    fn link(
+        &self,
+        acc: &mut Account,
+        org: &str,
+        kind: LinkKind,
+        value: &[u8],
+        label: &dyn Fn() -> String,
+    ) {
+        let key = link_key(kind, value);
+        if self.coord.register(key, kind, label, org) && acc.link_keys.len() < MAX_LINK_KEYS {
+            acc.link_keys.push(key);
+        }
+    }
+
+    /// Record the end of a completion for the key's latest request.
+    pub fn record_completion(
+        &self,
+        organization: &str,
+        key: &str,
+        time: OffsetDateTime,
+        output_tokens: u64,
+        cancelled: bool,
+    ) {
+        let mut shard = lock(self.shard(organization));
+        if let Some(acc) = shard.get_mut(organization) {
+            acc.complete(key, time, output_tokens, cancelled);
+        }
+    }
+
+    /// Operator-supplied metadata (payment or signup fingerprint) linking accounts.
+    pub fn link_metadata(&self, organization: &str, kind: &str, value: &str) {
+        let mut shard = lock(self.shard(organization));
+        let acc = match shard.get_mut(organization) {
+            Some(a) => a,
+            None => shard.entry(organization.to_owned()).or_default(),
+        };
+        let v = format!("{kind}={value}");
+        self.link(acc, organization, LinkKind::Metadata, v.as_bytes(), &|| {
+            format!("same {kind} fingerprint")
+        });
+    }
+
+    /// Recompute clusters (union-find over strong links) and cluster scores; flags the members
+    /// of clusters whose aggregate traffic scores at or above the threshold.
+    pub fn recluster(&self) {
+        let Ok(_guard) = self.recluster.try_lock() else {
+            return;
+        };
+        let groups = clusters(&self.coord.entries());
+        let mut membership: HashMap<String, (String, f64, bool, usize)> = HashMap::new();
+        for g in &groups {
+            let mut counters = Counters::default();
+            let mut hll = Hll::new(crate::account::HLL_PRECISION);
+            for org in g {
+                let shard = lock(self.shard(org));
+                if let Some(a) = shard.get(org) {
+                    counters.add(&a.counters);
+                    hll.merge(&a.distinct);
+                }
+            }
+            let mut v = counters.values(hll.estimate());
+            v.linked_accounts = g.len() - 1;
+            let score = v.score(&self.settings.weights);
+            let flagged = counters.requests >= self.settings.min_requests
+                && score >= self.settings.flag_threshold;
+            let id = cluster_id(g);
+            for org in g {
+                membership.insert(org.clone(), (id.clone(), score, flagged, g.len() - 1));
+            }
+        }
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            for (org, acc) in shard.iter_mut() {
+                match membership.get(org) {
+                    Some((id, score, flagged, linked)) => {
+                        acc.cluster = Some(id.clone());
+                        acc.cluster_score = *score;
+                        acc.cluster_flagged = *flagged;
+                        acc.linked = *linked;
+                        acc.score = acc.own_score.max(*score);
+                        if *flagged && !acc.flagged {
+                            acc.flagged = true;
+                            acc.flagged_at = acc.last_seen;
+                            acc.requests_until_flagged = Some(acc.counters.requests);
+                        }
+                    }
+                    None => {
+                        acc.cluster = None;
+                        acc.cluster_score = 0.0;
+                        acc.cluster_flagged = false;
+                        acc.linked = 0;
+                        acc.score = acc.own_score;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Current assessment of an organization.
+    pub fn assessment(&self, organization: &str) -> Option<Assessment> {
+        let shard = lock(self.shard(organization));
+        let acc = shard.get(organization)?;
+        Some(self.assess(organization, acc))
+    }
+
+    fn assess(&self, organization: &str, acc: &Account) -> Assessment {
+        Assessment {
+            organization: organization.to_owned(),
+            score: acc.score,
+            own_score: acc.own_score,
+            flagged: acc.flagged,
+            flagged_at: acc.flagged_at,
+            requests_until_flagged: acc.requests_until_flagged,
+            requests: acc.counters.requests,
+            cluster: acc.cluster.clone(),
+            cluster_score: acc.cluster.as_ref().map(|_| acc.cluster_score),
+            signals: acc.values().explain(&self.settings.weights),
+        }
+    }
+
+    /// Assessments of every organization, sorted by name.
+    pub fn assessments(&self) -> Vec<Assessment> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            out.extend(shard.iter().map(|(o, a)| self.assess(o, a)));
+        }
+        out.sort_by(|a, b| a.organization.cmp(&b.organization));
+        out
+    }
+
+    /// Flagged organizations (re-clusters first), highest score first.
+    pub fn flags(&self) -> Vec<FlagSummary> {
+        self.recluster();
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            for (org, a) in shard.iter() {
+                if let (true, Some(at)) = (a.flagged, a.flagged_at) {
+                    out.push(FlagSummary {
+                        organization: org.clone(),
+                        score: a.score,
+                        flagged_at: at,
+                        cluster: a.cluster.clone(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.organization.cmp(&b.organization))
+        });
+        out
+    }
+
+    /// Clear a flag after review (the account keeps its history and can be flagged again).
+    pub fn clear_flag(&self, organization: &str) -> bool {
+        let mut shard = lock(self.shard(organization));
+        match shard.get_mut(organization) {
+            Some(a) if a.flagged => {
+                a.flagged = false;
+                a.flagged_at = None;
+                a.requests_until_flagged = None;
+                a.sample.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Evidence for an investigator, optionally filtered to one model owner (extent and sample).
+    /// Samples older than the retention period relative to `now` are pruned.
+    pub fn evidence(
+        &self,
+        organization: &str,
+        owner: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<Evidence> {
+        let (ev_base, link_keys) = {
+            let mut shard = lock(self.shard(organization));
+            let acc = shard.get_mut(organization)?;
+            acc.prune_sample(now, self.settings.sample_retention_days);
+            let a = self.assess(organization, acc);
+            let requests = acc.counters.requests;
+            let mut templates: Vec<&crate::account::Template> =
+                acc.templates.iter().filter(|t| t.count > t.err).collect();
+            templates.sort_by(|a, b| (b.count - b.err).cmp(&(a.count - a.err)));
+            let top_templates: Vec<TemplateEvidence> = templates
+                .iter()
+                .take(10)
+                .map(|t| TemplateEvidence {
+                    skeleton: if t.skeleton.is_empty() {
+                        "(fewer than 3 requests)".into()
+                    } else {
+                        t.skeleton.clone()
+                    },
+                    count: t.count - t.err,
+                    harvesting: t.harvest,
+                    explains_traffic: t.explains(requests, self.settings.template_narrow_entropy),
+                    shared_with: 0,
+                })
+                .collect();
+            let keys = acc
+                .keys
+                .iter()
+                .map(|k| {
+                    let s = |x: u64| {
+                        if k.requests == 0 {
+                            0.0
+                        } else {
+                            x as f64 / k.requests as f64
+                        }
+                    };
+                    KeyEvidence {
+                        key: k.key.clone(),
+                        requests: k.requests,
+                        harvesting_share: s(k.harvesting),
+                        elicitation_share: s(k.elicitation),
+                        output_distribution_share: s(k.output_distribution),
+                        benchmark_share: s(k.benchmark),
+                        tokens: k.tokens,
+                        harvesting_tokens: k.harvesting_tokens,
+                    }
+                })
+                .collect();
+            let c = &acc.counters;
+            let tokens = c.input_tokens + c.output_tokens;
+            let by_owner = acc
+                .owners
+                .iter()
+                .filter(|o| owner.is_none_or(|w| w == o.owner))
+                .map(|o| {
+                    let (r, h, t, ht) =
+                        o.days
+                            .iter()
+                            .fold((0u64, 0u64, 0u64, 0u64), |(r, h, t, ht), d| {
+                                (
+                                    r + u64::from(d.requests),
+                                    h + u64::from(d.harvesting),
+                                    t + d.tokens,
+                                    ht + d.harvesting_tokens,
+                                )
+                            });
+                    OwnerEvidence {
+                        owner: o.owner.clone(),
+                        totals: ExtentTotals::new(r, h, t, ht),
+                        days: o.days.iter().cloned().collect(),
+                    }
+                })
+                .collect();
+            let sample = acc
+                .sample
+                .iter()
+                .filter(|s| owner.is_none_or(|w| s.model_owner.as_deref() == Some(w)))
+                .cloned()
+                .collect();
+            let ev = Evidence {
+                organization: organization.to_owned(),
+                generated_at: now,
+                model_owner: owner.map(str::to_owned),
+                score: a.score,
+                flagged: a.flagged,
+                flagged_at: a.flagged_at,
+                cluster: a.cluster,
+                signals: a.signals,
+                first_seen: acc.first_seen,
+                last_seen: acc.last_seen,
+                timeline: acc.timeline.iter().cloned().collect(),
+                top_templates,
+                keys,
+                linked_accounts: Vec::new(),
+                extent: Extent {
+                    overall: ExtentTotals::new(c.requests, c.harvest, tokens, c.harvest_tokens),
+                    by_owner,
+                },
+                sample,
+            };
+            (ev, acc.link_keys.clone())
+        };
+        let mut ev = ev_base;
+        let mut linked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in link_keys {
+            let Some(e) = self.coord.get(key) else {
+                continue;
+            };
+            if e.kind == LinkKind::Template
+                && let Some(t) = ev
+                    .top_templates
+                    .iter_mut()
+                    .find(|t| e.label.ends_with(&t.skeleton))
+            {
+                t.shared_with = e.orgs.len().saturating_sub(1);
+            }
+            if e.overflow {
+                continue;
+            }
+            for o in e.orgs.iter().filter(|o| *o != organization) {
+                linked.entry(o.clone()).or_default().push(e.label.clone());
+            }
+        }
+        ev.linked_accounts = linked
+            .into_iter()
+            .map(|(organization, reasons)| LinkedAccount {
+                organization,
+                reasons,
+            })
+            .collect();
+        Some(ev)
+    }
+
+    /// Serializable state, so the gateway can persist it across restarts.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let mut accounts = BTreeMap::new();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            for (o, a) in shard.iter() {
+                accounts.insert(o.clone(), a.clone());
+            }
+        }
+        let snap = Snapshot {
+            version: 1,
+            observed: self.observed.load(Ordering::Relaxed),
+            accounts,
+            links: self.coord.entries(),
+        };
+        serde_json::to_value(snap).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Rebuild a detector from [`Detector::snapshot`] output (benchmark files are reloaded).
+    pub fn restore(
+        settings: DetectorSettings,
+        snapshot: serde_json::Value,
+    ) -> Result<Detector, GuardError> {
+        let snap: Snapshot =
+            serde_json::from_value(snapshot).map_err(|e| GuardError::Snapshot(e.to_string()))?;
+        if snap.version != 1 {
+            return Err(GuardError::Snapshot(format!(
+                "unsupported version {}",
+                snap.version
+            )));
+        }
+        let d = Detector::new(settings)?;
+        d.observed.store(snap.observed, Ordering::Relaxed);
+        for (org, mut acc) in snap.accounts {
+            acc.distinct.repair();
+            for t in &mut acc.templates {
+                t.topics.resize(crate::features::TOPICS, 0);
+            }
+            lock(d.shard(&org)).insert(org, acc);
+        }
+        for (k, e) in snap.links {
+            d.coord.insert_entry(k, e);
+        }
+        Ok(d)
+    }
+}
+
+fn acc_skeleton(templates: &[crate::account::Template], sim: u64) -> String {
+    templates
+        .iter()
+        .find(|t| t.simhash == sim)
+        .map(|t| t.skeleton.clone())
+        .unwrap_or_default()
+}
+
+fn network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Compact sketches used on the request path: a 64-bit hash, HyperLogLog, SimHash, a Bloom
+//! filter and a tiny deterministic PRNG. All have fixed, documented sizes so per-account memory
+//! stays bounded.
+
+use serde::{Deserialize, Serialize};
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Finalizer from MurmurHash3: spreads the bits of an FNV-style accumulator.
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// Incremental FNV-1a state; call [`WordHasher::finish`] for a well-mixed 64-bit value.
+#[derive(Clone, Copy)]
+pub struct WordHasher(u64);
+
+impl WordHasher {
+    #[inline]
+    pub fn new() -> Self {
+        Self(FNV_OFFSET)
+    }
+    #[inline]
+    pub fn push(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    #[inline]
+    pub fn finish(self) -> u64 {
+        mix64(self.0)
+    }
+}
+
+impl Default for WordHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Hash of a byte string (FNV-1a then Murmur finalizer).
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = WordHasher::new();
+    for &b in bytes {
+        h.push(b);
+    }
+    h.finish()
+}
+
+/// Combine two hashes (order-sensitive).
+#[inline]
+pub fn combine(a: u64, b: u64) -> u64 {
+    mix64(a.rotate_left(17) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Hash of a word sequence given the per-word hashes (order-sensitive).
+pub fn hash_seq(words: &[u64]) -> u64 {
+    words
+        .iter()
+        .fold(0x1234_5678_9abc_def0, |acc, &w| combine(acc, w))
+}
+
+/// HyperLogLog distinct counter with `2^p` one-byte registers. The harmonic sum is maintained
+/// incrementally so [`Hll::estimate`] is O(1) (the request path reads it on every request).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hll {
+    p: u8,
+    regs: Vec<u8>,
+    /// Sum of 2^-reg over all registers.
+    sum: f64,
+    zeros: u32,
+}
+
+impl Hll {
+    /// New sketch with precision `p` (4..=16); memory is `2^p` bytes.
+    pub fn new(p: u8) -> Self {
+        let p = p.clamp(4, 16);
+        let m = 1usize << p;
+        Self {
+            p,
+            regs: vec![0; m],
+            sum: m as f64,
+            zeros: m as u32,
+        }
+    }
+
+    /// Number of registers (= bytes of register memory).
+    pub fn registers(&self) -> usize {
+        self.regs.len()
+    }
+
+    /// Insert an already-hashed item.
+    #[inline]
+    pub fn insert(&mut self, hash: u64) {
+        let p = u32::from(self.p);
+        let idx = (hash >> (64 - p)) as usize;
+        let rest = hash << p;
+        let rank = (rest.leading_zeros().min(64 - p) + 1) as u8;
+        if let Some(r) = self.regs.get_mut(idx)
+            && rank > *r
+        {
+            if *r == 0 {
+                self.zeros -= 1;
+            }
+            self.sum += pow2_neg(rank) - pow2_neg(*r);
+            *r = rank;
+        }
+    }
+
+    /// Estimated number of distinct items.
+    pub fn estimate(&self) -> f64 {
+        let m = self.regs.len() as f64;
+        let alpha = match self.regs.len() {
+            16 => 0.673,
+            32 => 0.697,
+            64 => 0.709,
+            _ => 0.7213 / (1.0 + 1.079 / m),
+        };
+        let raw = alpha * m * m / self.sum;
+        if raw <= 2.5 * m && self.zeros > 0 {
+            m * (m / f64::from(self.zeros)).ln()
+        } else {
+            raw
+        }
+    }
+
+    /// Merge another sketch of the same precision into this one (register-wise max).
+    pub fn merge(&mut self, other: &Hll) {
+        if other.p != self.p {
+            return;
+        }
+        for (a, &b) in self.regs.iter_mut().zip(other.regs.iter()) {
+            if b > *a {
+                if *a == 0 {
+                    self.zeros -= 1;
+                }
+                self.sum += pow2_neg(b) - pow2_neg(*a);
+                *a = b;
+            }
+        }
+    }
+
+    /// Recompute the cached sum (after deserialization from an untrusted snapshot).
+    pub fn repair(&mut self) {
+        let m = 1usize << self.p.clamp(4, 16);
+        self.regs.resize(m, 0);
+        self.sum = self.regs.iter().map(|&r| pow2_neg(r)).sum();
+        self.zeros = self.regs.iter().filter(|&&r| r == 0).count() as u32;
+    }
+}
+
+#[inline]
+fn pow2_neg(r: u8) -> f64 {
+    f64::from_bits((1023u64.saturating_sub(u64::from(r))) << 52)
+}
+
+/// 64-bit SimHash accumulator over hashed features (Charikar). Near-duplicate inputs give
+/// hashes with a small Hamming distance.
+pub struct SimHasher {
+    acc: [i32; 64],
+    n: u32,
+}
+
+impl SimHasher {
+    pub fn new() -> Self {
+        Self { acc: [0; 64], n: 0 }
+    }
+    #[inline]
+    pub fn add(&mut self, feature: u64) {
+        for (i, a) in self.acc.iter_mut().enumerate() {
+            // Branch-free: +1 when bit i is set, -1 otherwise.
+            *a += (((feature >> i) & 1) as i32) * 2 - 1;
+        }
+        self.n += 1;
+    }
+    pub fn count(&self) -> u32 {
+        self.n
+    }
+    pub fn finish(&self) -> u64 {
+        self.acc
+            .iter()
+            .enumerate()
+            .fold(0u64, |h, (i, &a)| if a > 0 { h | (1u64 << i) } else { h })
+    }
+}
+
+impl Default for SimHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// SimHash of a sequence of word hashes using word bigrams as features.
+pub fn simhash_words(words: &[u64]) -> u64 {
+    let mut s = SimHasher::new();
+    if words.len() == 1 {
+        s.add(words[0]);
+    }
+    for w in words.windows(2) {
+        s.add(combine(w[0], w[1]));
+    }
+    s.finish()
+}
+
+/// Hamming distance between two SimHashes.
+#[inline]
+pub fn hamming(a: u64, b: u64) -> u32 {
+    (a ^ b).count_ones()
+}
+
+/// Bloom filter over 64-bit hashes (double hashing, `k` probes).
+#[derive(Clone, Debug)]
+pub struct Bloom {
+    bits: Vec<u64>,
+    k: u32,
+}
+
+impl Bloom {
+    /// Size the filter for `n` items at false-positive rate `fp`.
+    pub fn with_capacity(n: usize, fp: f64) -> Self {
+        let n = n.max(1) as f64;
+        let fp = fp.clamp(1e-9, 0.5);
+        let m = (-(n * fp.ln()) / (std::f64::consts::LN_2.powi(2)))
+            .ceil()
+            .max(64.0);
+        let words = (m / 64.0).ceil() as usize;
+        let k = ((m / n) * std::f64::consts::LN_2).round().clamp(1.0, 16.0) as u32;
+        Self {
+            bits: vec![0; words],
+            k,
+        }
+    }
+    fn nbits(&self) -> u64 {
+        self.bits.len() as u64 * 64
+    }
+    pub fn insert(&mut self, h: u64) {
+        let (a, b) = (h, mix64(h) | 1);
+        let m = self.nbits();
+        for i in 0..u64::from(self.k) {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) % m;
+            if let Some(w) = self.bits.get_mut((bit / 64) as usize) {
+                *w |= 1 << (bit % 64);
+            }
+        }
+    }
+    pub fn contains(&self, h: u64) -> bool {
+        let (a, b) = (h, mix64(h) | 1);
+        let m = self.nbits();
+        (0..u64::from(self.k)).all(|i| {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) % m;
+            self.bits
+                .get((bit / 64) as usize)
+                .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+        })
+    }
+    /// Memory used by the bit array in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bits.len() * 8
+    }
+}
+
+/// SplitMix64: a tiny deterministic PRNG (used by the corpus generator; no external crate so
+/// corpora stay identical across dependency upgrades).
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    /// Exponential with the given mean.
+    pub fn exp(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.unit()).ln()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hll_accuracy_within_bounds() {
+        for &n in &[100u64, 1_000, 10_000, 100_000] {
+            let mut h = Hll::new(10);
+            for i in 0..n {
+                h.insert(mix64(i.wrapping_mul(7919) + 13));
+                // duplicates must not change the estimate
+                h.insert(mix64(i.wrapping_mul(7919) + 13));
+            }
+            let est = h.estimate();
+            let err = (est - n as f64).abs() / n as f64;
+            // standard error 1.04/sqrt(1024) = 3.25%; allow ~3 sigma
+            assert!(err < 0.10, "n={n} est={est} err={err}");
+        }
+    }
+
+    #[test]
+    fn hll_merge_equals_union() {
+        let mut a = Hll::new(10);
+        let mut b = Hll::new(10);
+        let mut u = Hll::new(10);
+        for i in 0..5000u64 {
+            a.insert(mix64(i));
+            u.insert(mix64(i));
+        }
+        for i in 2500..9000u64 {
+            b.insert(mix64(i));
+            u.insert(mix64(i));
+        }
+        a.merge(&b);
+        assert!((a.estimate() - u.estimate()).abs() < 1e-6);
+        let mut r = a.clone();
+        r.repair();
+        assert!((r.estimate() - a.estimate()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn simhash_near_duplicates_are_close() {
+        let words = |s: &str| {
+            s.split_whitespace()
+                .map(|w| hash_bytes(w.as_bytes()))
+                .collect::<Vec<_>>()
+        };
+        let a = words(
+            "please explain in detail how photosynthesis converts light energy into chemical energy in plants and algae",
+        );
+        let b = words(
+            "please explain in detail how photosynthesis converts light energy into chemical energy in green plants and algae",
+        );
+        let c = words(
+            "write a python function that parses a csv file and returns the rows sorted by the second column",
+        );
+        let (ha, hb, hc) = (simhash_words(&a), simhash_words(&b), simhash_words(&c));
+        assert!(
+            hamming(ha, hb) <= 12,
+            "near dup distance {}",
+            hamming(ha, hb)
+        );
+        assert!(
+            hamming(ha, hc) >= 16,
+            "unrelated distance {}",
+            hamming(ha, hc)
+        );
+    }
+
+    #[test]
+    fn bloom_has_no_false_negatives_and_few_false_positives() {
+        let mut b = Bloom::with_capacity(10_000, 0.01);
+        for i in 0..10_000u64 {
+            b.insert(mix64(i));
+        }
+        assert!((0..10_000u64).all(|i| b.contains(mix64(i))));
+        let fp = (10_000..110_000u64)
+            .filter(|&i| b.contains(mix64(i)))
+            .count();
+        assert!(fp < 2_000, "false positives {fp}");
+    }
+}
