@@ -1,1 +1,67 @@
-//! TODO crate doc
+//! Storage: control data (organizations, projects, keys, prices, contracts, audit) and the durable
+//! usage ledger. This is the only crate that speaks SQL.
+//!
+//! Two handles share one database file:
+//! - [`Store`] for control data and queries, used through `spawn_blocking` off the async runtime;
+//! - [`Ledger`], a dedicated writer thread that appends usage records with group commit: each
+//!   batch is one transaction, so one fsync covers every record that arrived while the previous
+//!   batch was committing. A caller waits for its record to be durable, never for other work.
+//!
+//! Records are stored as given; ids and timestamps are made by the caller. Every inserted record
+//! also adds to an hourly rollup in the same transaction, so month-scale queries read rollups and
+//! only the partial hours at a range's edges from raw records.
+
+mod ledger;
+mod schema;
+mod store;
+mod types;
+
+pub use ledger::{Ledger, LedgerStats};
+pub use store::Store;
+pub use types::*;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("storage task failed: {0}")]
+    Task(String),
+    #[error("the ledger writer has stopped")]
+    LedgerClosed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unsupported storage url '{0}' (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("cannot create directory for the database: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the SQLite file at `path` with the pragmas Tollgate relies on, creating its directory.
+pub(crate) fn open_connection(
+    path: &str,
+    durability_full: bool,
+) -> Result<rusqlite::Connection, StoreError> {
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if durability_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Turns `sqlite://PATH` into the file path.
+pub fn sqlite_path(url: &str) -> Result<&str, StoreError> {
+    url.strip_prefix("sqlite://")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))
+}

@@ -1,0 +1,319 @@
+//! The durable usage ledger: one writer thread, group commit, idempotent by record id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::types::{UsageRecord, to_micros};
+use crate::{StoreError, open_connection};
+
+const HOUR_US: i64 = 3_600_000_000;
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Command {
+    /// One record; the reply says whether it was new (false: its id was already recorded).
+    Append(Box<UsageRecord>, Option<Reply<bool>>),
+    /// A batch that is stored whole or not at all; the reply gives, per record, whether it was new.
+    Import(Vec<UsageRecord>, Reply<Vec<bool>>),
+    /// Answers once everything sent before it is durable.
+    Flush(Reply<()>),
+}
+
+/// Counters of the writer, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct LedgerStats {
+    pub records: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub batches: AtomicU64,
+    pub queued: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Handle to the ledger writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<LedgerStats>,
+}
+
+impl Ledger {
+    /// Opens the ledger at `path` and starts its writer thread. `strict` makes each commit durable
+    /// (fsync) before callers are told; `batch_max` bounds one group commit.
+    pub fn open(path: &str, strict: bool, batch_max: usize) -> Result<Ledger, StoreError> {
+        let mut conn = open_connection(path, strict)?;
+        crate::schema::migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(batch_max.max(1) * 4);
+        let stats = Arc::new(LedgerStats::default());
+        let writer_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("tollgate-ledger".into())
+            .spawn(move || writer_loop(conn, rx, batch_max.max(1), &writer_stats))?;
+        Ok(Ledger { tx, stats })
+    }
+
+    /// Appends one record and waits until it is durable. Returns false when a record with the
+    /// same id was already recorded (nothing changes then).
+    pub async fn append(&self, record: UsageRecord) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append(Box::new(record), Some(reply)))
+            .await?;
+        rx.await
+            .map_err(|_| StoreError::LedgerClosed)?
+            .map_err(StoreError::Task)
+    }
+
+    /// Appends one record without waiting for it to be written (relaxed durability).
+    pub async fn append_background(&self, record: UsageRecord) -> Result<(), StoreError> {
+        self.send(Command::Append(Box::new(record), None)).await
+    }
+
+    /// Stores a batch atomically; per record, whether it was new (false = duplicate id).
+    pub async fn import(&self, records: Vec<UsageRecord>) -> Result<Vec<bool>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Import(records, reply)).await?;
+        rx.await
+            .map_err(|_| StoreError::LedgerClosed)?
+            .map_err(StoreError::Task)
+    }
+
+    /// Waits until everything appended before is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Flush(reply)).await?;
+        rx.await
+            .map_err(|_| StoreError::LedgerClosed)?
+            .map_err(StoreError::Task)
+    }
+
+    pub fn stats(&self) -> &LedgerStats {
+        &self.stats
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), StoreError> {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(cmd).await.map_err(|_| {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            StoreError::LedgerClosed
+        })
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    requests: i64,
+    input: i64,
+    cached: i64,
+    output: i64,
+    reasoning: i64,
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    batch_max: usize,
+    stats: &LedgerStats,
+) {
+    let mut batch: Vec<Command> = Vec::with_capacity(batch_max);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let outcome = write_batch(&mut conn, &batch);
+        stats.queued.fetch_sub(n, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(results) => {
+                for (cmd, result) in batch.drain(..).zip(results) {
+                    match (cmd, result) {
+                        (Command::Append(_, reply), BatchResult::One(new)) => {
+                            if new {
+                                stats.records.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok(new));
+                            }
+                        }
+                        (Command::Import(_, reply), BatchResult::Many(news)) => {
+                            let added = news.iter().filter(|n| **n).count() as u64;
+                            stats.records.fetch_add(added, Ordering::Relaxed);
+                            stats
+                                .duplicates
+                                .fetch_add(news.len() as u64 - added, Ordering::Relaxed);
+                            let _ = reply.send(Ok(news));
+                        }
+                        (Command::Import(_, reply), BatchResult::Failed(e)) => {
+                            let _ = reply.send(Err(e));
+                        }
+                        (Command::Flush(reply), _) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        (Command::Append(_, reply), _) => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Err("internal batch mismatch".into()));
+                            }
+                        }
+                        (Command::Import(_, reply), _) => {
+                            let _ = reply.send(Err("internal batch mismatch".into()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, records = n, "Ledger commit failed.");
+                stats.failures.fetch_add(n, Ordering::Relaxed);
+                for cmd in batch.drain(..) {
+                    match cmd {
+                        Command::Append(_, Some(reply)) => {
+                            let _ = reply.send(Err(msg.clone()));
+                        }
+                        Command::Append(_, None) => {}
+                        Command::Import(_, reply) => {
+                            let _ = reply.send(Err(msg.clone()));
+                        }
+                        Command::Flush(reply) => {
+                            let _ = reply.send(Err(msg.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum BatchResult {
+    One(bool),
+    Many(Vec<bool>),
+    Failed(String),
+    None,
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Command]) -> Result<Vec<BatchResult>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut rollup: HashMap<(&str, &str, &str, i64), Sums> = HashMap::new();
+    {
+        let mut insert = tx.prepare_cached(INSERT_SQL)?;
+        for cmd in batch {
+            match cmd {
+                Command::Append(record, _) => {
+                    let new = insert_record(&mut insert, record)?;
+                    if new {
+                        add_rollup(&mut rollup, record);
+                    }
+                    results.push(BatchResult::One(new));
+                }
+                Command::Import(records, _) => {
+                    tx.execute_batch("SAVEPOINT import")?;
+                    let mut news = Vec::with_capacity(records.len());
+                    let mut failed = None;
+                    for r in records {
+                        match insert_record(&mut insert, r) {
+                            Ok(new) => news.push(new),
+                            Err(e) => {
+                                failed = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        None => {
+                            tx.execute_batch("RELEASE import")?;
+                            for (r, new) in records.iter().zip(&news) {
+                                if *new {
+                                    add_rollup(&mut rollup, r);
+                                }
+                            }
+                            results.push(BatchResult::Many(news));
+                        }
+                        Some(e) => {
+                            tx.execute_batch("ROLLBACK TO import; RELEASE import")?;
+                            results.push(BatchResult::Failed(e));
+                        }
+                    }
+                }
+                Command::Flush(_) => results.push(BatchResult::None),
+            }
+        }
+        let mut upsert = tx.prepare_cached(ROLLUP_SQL)?;
+        for ((org, project, model, hour), s) in &rollup {
+            upsert.execute(params![
+                org,
+                project,
+                model,
+                hour,
+                s.requests,
+                s.input,
+                s.cached,
+                s.output,
+                s.reasoning
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+const INSERT_SQL: &str = "INSERT OR IGNORE INTO usage (id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+
+const ROLLUP_SQL: &str = "INSERT INTO usage_hourly (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, output_tokens = output_tokens + excluded.output_tokens, reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens";
+
+fn sat(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn insert_record(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    r: &UsageRecord,
+) -> Result<bool, rusqlite::Error> {
+    let changed = stmt.execute(params![
+        r.id,
+        to_micros(r.time),
+        r.organization,
+        r.project,
+        r.key,
+        r.model,
+        r.provider,
+        r.upstream_model,
+        sat(r.input_tokens),
+        sat(r.cached_input_tokens),
+        sat(r.output_tokens),
+        sat(r.reasoning_tokens),
+        r.status,
+        sat(r.latency_ms),
+        r.streamed,
+        r.estimated,
+        r.source,
+    ])?;
+    Ok(changed == 1)
+}
+
+fn add_rollup<'a>(
+    rollup: &mut HashMap<(&'a str, &'a str, &'a str, i64), Sums>,
+    r: &'a UsageRecord,
+) {
+    let hour = to_micros(r.time).div_euclid(HOUR_US) * HOUR_US;
+    let key = (
+        r.organization.as_str(),
+        r.project.as_deref().unwrap_or(""),
+        r.model.as_str(),
+        hour,
+    );
+    let s = rollup.entry(key).or_default();
+    s.requests += 1;
+    s.input = s.input.saturating_add(sat(r.input_tokens));
+    s.cached = s.cached.saturating_add(sat(r.cached_input_tokens));
+    s.output = s.output.saturating_add(sat(r.output_tokens));
+    s.reasoning = s.reasoning.saturating_add(sat(r.reasoning_tokens));
+}

@@ -1,0 +1,661 @@
+//! Control data and queries on a shared connection, run off the async runtime.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use time::OffsetDateTime;
+
+use crate::types::*;
+use crate::{StoreError, open_connection};
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// Handle to control data; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &str) -> Result<Store, StoreError> {
+        let mut conn = open_connection(path, true)?;
+        crate::schema::migrate(&mut conn)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("store connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    // ----- organizations -----
+
+    pub async fn insert_organization(&self, org: Organization) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO organizations (id, name, parent_id, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org.id, org.name, org.parent, org.state.as_str(), to_micros(org.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn organization(&self, id: &str) -> Result<Option<Organization>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT id, name, parent_id, state, created_at FROM organizations WHERE id = ?1",
+                [id],
+                org_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, parent_id, state, created_at FROM organizations ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], org_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The organization and all its descendants, by id.
+    pub async fn subtree(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "WITH RECURSIVE t(id) AS (SELECT id FROM organizations WHERE id = ?1 UNION SELECT o.id FROM organizations o JOIN t ON o.parent_id = t.id) SELECT id FROM t",
+            )?;
+            let rows = stmt
+                .query_map([id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn set_organization_state(
+        &self,
+        id: &str,
+        state: AccountState,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE organizations SET state = ?2 WHERE id = ?1",
+                params![id, state.as_str()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    // ----- projects -----
+
+    pub async fn insert_project(&self, p: Project) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO projects (id, org_id, name, rpm, tpm, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.id, p.organization, p.name, opt_i64(p.rpm), opt_i64(p.tpm), to_micros(p.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn project(&self, id: &str) -> Result<Option<Project>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT id, org_id, name, rpm, tpm, created_at FROM projects WHERE id = ?1",
+                [id],
+                project_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn projects(&self, org: Option<&str>) -> Result<Vec<Project>, StoreError> {
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, org_id, name, rpm, tpm, created_at FROM projects WHERE ?1 IS NULL OR org_id = ?1 ORDER BY created_at, id",
+            )?;
+            let rows = stmt
+                .query_map([org], project_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    // ----- keys -----
+
+    pub async fn insert_key(&self, k: ApiKey) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let models = k
+                .models
+                .as_ref()
+                .map(|m| serde_json::to_string(m).unwrap_or_default());
+            c.execute(
+                "INSERT INTO api_keys (id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    k.id,
+                    k.organization,
+                    k.project,
+                    k.name,
+                    k.prefix,
+                    &k.hash[..],
+                    k.role.as_str(),
+                    models,
+                    opt_i64(k.rpm),
+                    opt_i64(k.tpm),
+                    k.expires_at.map(to_micros),
+                    k.revoked_at.map(to_micros),
+                    to_micros(k.created_at)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keys of a project (or of an organization's reader keys when `project` is None and `org` set).
+    pub async fn keys(
+        &self,
+        project: Option<&str>,
+        org: Option<&str>,
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        let project = project.map(str::to_owned);
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "{KEY_SELECT} WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR org_id = ?2) ORDER BY created_at, id"
+            ))?;
+            let rows = stmt
+                .query_map(params![project, org], key_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(
+                c.query_row(&format!("{KEY_SELECT} WHERE id = ?1"), [id], key_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    /// Marks a key revoked (idempotent); returns the key, or None when no such key exists.
+    pub async fn revoke_key(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2), updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM api_keys) WHERE id = ?1",
+                params![id, to_micros(at)],
+            )?;
+            Ok(c.query_row(&format!("{KEY_SELECT} WHERE id = ?1"), [id], key_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Every key not revoked, for the in-memory key cache.
+    pub async fn active_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(&format!("{KEY_SELECT} WHERE revoked_at IS NULL"))?;
+            let rows = stmt
+                .query_map([], key_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    // ----- usage -----
+
+    /// Token sums per model over a filter: whole hours from the hourly rollup, partial hours at
+    /// the edges of the range from raw records.
+    pub async fn usage(&self, filter: UsageFilter) -> Result<Vec<UsageAggregate>, StoreError> {
+        self.call(move |c| usage_query(c, &filter)).await
+    }
+
+    /// Raw records of an organization set in a range, oldest first (for exports and tests).
+    pub async fn records(
+        &self,
+        filter: UsageFilter,
+        limit: usize,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        self.call(move |c| {
+            let (cond, mut args) = raw_conditions(&filter, filter.from, filter.to);
+            args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+            let sql = format!(
+                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source FROM usage WHERE {cond} ORDER BY time, seq LIMIT ?"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), record_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Number of records and sums of tokens in the whole ledger (for checks and migrations).
+    pub async fn ledger_totals(&self) -> Result<(u64, u64, u64), StoreError> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM usage",
+                [],
+                |r| Ok((u64_of(r, 0)?, u64_of(r, 1)?, u64_of(r, 2)?)),
+            )?)
+        })
+        .await
+    }
+
+    /// Which of these ids are already recorded.
+    pub async fn existing_ids(&self, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached("SELECT 1 FROM usage WHERE id = ?1")?;
+            let mut found = Vec::new();
+            for id in ids {
+                if stmt.exists([&id])? {
+                    found.push(id);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    // ----- prices, contracts, budgets -----
+
+    /// Adds a price entry; an entry for the same model and time is replaced.
+    pub async fn put_price(&self, p: PriceRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn prices(&self) -> Result<Vec<PriceRow>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT model, input_price, cached_input_price, output_price, effective_from FROM prices ORDER BY model, effective_from",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(PriceRow {
+                        model: r.get(0)?,
+                        input_price: r.get(1)?,
+                        cached_input_price: r.get(2)?,
+                        output_price: r.get(3)?,
+                        effective_from: from_micros(r.get(4)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn put_contract(&self, k: ContractRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO contracts (org_id, effective_from, discount_percent, monthly_commitment) VALUES (?1, ?2, ?3, ?4)",
+                params![k.organization, to_micros(k.effective_from), k.discount_percent, k.monthly_commitment],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn contracts(&self, org: Option<&str>) -> Result<Vec<ContractRow>, StoreError> {
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT org_id, discount_percent, monthly_commitment, effective_from FROM contracts WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, effective_from",
+            )?;
+            let rows = stmt
+                .query_map([org], |r| {
+                    Ok(ContractRow {
+                        organization: r.get(0)?,
+                        discount_percent: r.get(1)?,
+                        monthly_commitment: r.get(2)?,
+                        effective_from: from_micros(r.get(3)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn put_budget(&self, b: BudgetRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO budgets (org_id, project_id, monthly_limit) VALUES (?1, ?2, ?3)",
+                params![b.organization, b.project.unwrap_or_default(), b.monthly_limit],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn budgets(&self) -> Result<Vec<BudgetRow>, StoreError> {
+        self.call(|c| {
+            let mut stmt =
+                c.prepare("SELECT org_id, project_id, monthly_limit FROM budgets ORDER BY org_id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let project: String = r.get(1)?;
+                    Ok(BudgetRow {
+                        organization: r.get(0)?,
+                        project: (!project.is_empty()).then_some(project),
+                        monthly_limit: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    // ----- audit log and small values -----
+
+    pub async fn append_audit(&self, e: AuditEntry) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (time, actor, action, org_id, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![to_micros(e.time), e.actor, e.action, e.organization, e.reason],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn audit(&self, org: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT time, actor, action, org_id, reason FROM audit_log WHERE ?1 IS NULL OR org_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([org], |r| {
+                    Ok(AuditEntry {
+                        time: from_micros(r.get(0)?),
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        organization: r.get(3)?,
+                        reason: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.call(move |c| {
+            Ok(
+                c.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    pub async fn set_value(&self, key: &str, value: String) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+const KEY_SELECT: &str = "SELECT id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at FROM api_keys";
+
+fn opt_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn u64_of(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+}
+
+fn opt_u64(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?
+        .map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
+fn org_row(r: &Row<'_>) -> rusqlite::Result<Organization> {
+    Ok(Organization {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        parent: r.get(2)?,
+        state: AccountState::parse(&r.get::<_, String>(3)?),
+        created_at: from_micros(r.get(4)?),
+    })
+}
+
+fn project_row(r: &Row<'_>) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        organization: r.get(1)?,
+        name: r.get(2)?,
+        rpm: opt_u64(r, 3)?,
+        tpm: opt_u64(r, 4)?,
+        created_at: from_micros(r.get(5)?),
+    })
+}
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let hash_vec: Vec<u8> = r.get(5)?;
+    let mut hash = [0u8; 32];
+    if hash_vec.len() == 32 {
+        hash.copy_from_slice(&hash_vec);
+    }
+    let models: Option<String> = r.get(7)?;
+    Ok(ApiKey {
+        id: r.get(0)?,
+        organization: r.get(1)?,
+        project: r.get(2)?,
+        name: r.get(3)?,
+        prefix: r.get(4)?,
+        hash,
+        role: if r.get::<_, String>(6)? == "reader" {
+            KeyRole::Reader
+        } else {
+            KeyRole::Inference
+        },
+        models: models.and_then(|m| serde_json::from_str(&m).ok()),
+        rpm: opt_u64(r, 8)?,
+        tpm: opt_u64(r, 9)?,
+        expires_at: r.get::<_, Option<i64>>(10)?.map(from_micros),
+        revoked_at: r.get::<_, Option<i64>>(11)?.map(from_micros),
+        created_at: from_micros(r.get(12)?),
+    })
+}
+
+fn record_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
+        id: r.get(0)?,
+        time: from_micros(r.get(1)?),
+        organization: r.get(2)?,
+        project: r.get(3)?,
+        key: r.get(4)?,
+        model: r.get(5)?,
+        provider: r.get(6)?,
+        upstream_model: r.get(7)?,
+        input_tokens: u64_of(r, 8)?,
+        cached_input_tokens: u64_of(r, 9)?,
+        output_tokens: u64_of(r, 10)?,
+        reasoning_tokens: u64_of(r, 11)?,
+        status: u16::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+        latency_ms: u64_of(r, 13)?,
+        streamed: r.get(14)?,
+        estimated: r.get(15)?,
+        source: r.get(16)?,
+    })
+}
+
+/// `WHERE` conditions over raw records for the organizations and project of a filter in `[from, to)`.
+fn raw_conditions(
+    f: &UsageFilter,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = Vec::new();
+    let placeholders = vec!["?"; f.organizations.len().max(1)].join(",");
+    let mut cond = format!("org_id IN ({placeholders})");
+    if f.organizations.is_empty() {
+        args.push(Value::Null);
+    }
+    args.extend(f.organizations.iter().cloned().map(Value::Text));
+    if let Some(p) = &f.project {
+        cond.push_str(" AND project_id = ?");
+        args.push(Value::Text(p.clone()));
+    }
+    if let Some(from) = from {
+        cond.push_str(" AND time >= ?");
+        args.push(Value::Integer(to_micros(from)));
+    }
+    if let Some(to) = to {
+        cond.push_str(" AND time < ?");
+        args.push(Value::Integer(to_micros(to)));
+    }
+    (cond, args)
+}
+
+fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, StoreError> {
+    use std::collections::BTreeMap;
+    let mut out: BTreeMap<String, UsageAggregate> = BTreeMap::new();
+    let mut add = |row: UsageAggregate| {
+        let e = out
+            .entry(row.model.clone())
+            .or_insert_with(|| UsageAggregate {
+                model: row.model.clone(),
+                ..UsageAggregate::default()
+            });
+        e.requests += row.requests;
+        e.input_tokens += row.input_tokens;
+        e.cached_input_tokens += row.cached_input_tokens;
+        e.output_tokens += row.output_tokens;
+        e.reasoning_tokens += row.reasoning_tokens;
+    };
+    let from_us = f.from.map(to_micros);
+    let to_us = f.to.map(to_micros);
+    // Whole hours: [ceil(from), floor(to)).
+    let lo = from_us.map(|v| (v + HOUR_US - 1).div_euclid(HOUR_US) * HOUR_US);
+    let hi = to_us.map(|v| v.div_euclid(HOUR_US) * HOUR_US);
+    let whole_hours = match (lo, hi) {
+        (Some(l), Some(h)) => l < h,
+        _ => true,
+    };
+    let agg = |r: &Row<'_>| -> rusqlite::Result<UsageAggregate> {
+        Ok(UsageAggregate {
+            model: r.get(0)?,
+            requests: u64_of(r, 1)?,
+            input_tokens: u64_of(r, 2)?,
+            cached_input_tokens: u64_of(r, 3)?,
+            output_tokens: u64_of(r, 4)?,
+            reasoning_tokens: u64_of(r, 5)?,
+        })
+    };
+    if whole_hours {
+        let (mut cond, mut args) = raw_conditions(
+            &UsageFilter {
+                from: None,
+                to: None,
+                ..f.clone()
+            },
+            None,
+            None,
+        );
+        if let Some(l) = lo {
+            cond.push_str(" AND hour >= ?");
+            args.push(Value::Integer(l));
+        }
+        if let Some(h) = hi {
+            cond.push_str(" AND hour < ?");
+            args.push(Value::Integer(h));
+        }
+        let sql = format!(
+            "SELECT model, SUM(requests), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens) FROM usage_hourly WHERE {cond} GROUP BY model"
+        );
+        let mut stmt = c.prepare(&sql)?;
+        for row in stmt.query_map(params_from_iter(args), agg)? {
+            add(row?);
+        }
+        let edges = [(f.from, lo.map(from_micros)), (hi.map(from_micros), f.to)];
+        for (a, b) in edges {
+            if a.is_some() && b.is_some() && a < b {
+                raw_sum(c, f, a, b, &agg, &mut add)?;
+            }
+        }
+    } else {
+        raw_sum(c, f, f.from, f.to, &agg, &mut add)?;
+    }
+    Ok(out.into_values().collect())
+}
+
+fn raw_sum(
+    c: &Connection,
+    f: &UsageFilter,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+    agg: &dyn Fn(&Row<'_>) -> rusqlite::Result<UsageAggregate>,
+    add: &mut dyn FnMut(UsageAggregate),
+) -> Result<(), StoreError> {
+    let (cond, args) = raw_conditions(f, from, to);
+    let sql = format!(
+        "SELECT model, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens) FROM usage WHERE {cond} GROUP BY model"
+    );
+    let mut stmt = c.prepare(&sql)?;
+    for row in stmt.query_map(params_from_iter(args), |r| agg(r))? {
+        add(row?);
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Rows as the rest of Tollgate sees them. Times are UTC `OffsetDateTime`s (stored as unix microseconds).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Review state of an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    Active,
+    UnderReview,
+    Terminated,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Active => "active",
+            AccountState::UnderReview => "under_review",
+            AccountState::Terminated => "terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> AccountState {
+        match s {
+            "under_review" => AccountState::UnderReview,
+            "terminated" => AccountState::Terminated,
+            _ => AccountState::Active,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub state: AccountState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Project {
+    pub id: String,
+    pub organization: String,
+    pub name: String,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What a key may do: call models (`inference`) or read its organization's usage and invoices (`reader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    Inference,
+    Reader,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Inference => "inference",
+            KeyRole::Reader => "reader",
+        }
+    }
+}
+
+/// An API key. The secret itself is never stored: only its SHA-256 `hash` and a display `prefix`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub organization: String,
+    pub project: Option<String>,
+    pub name: String,
+    pub prefix: String,
+    #[serde(skip)]
+    pub hash: [u8; 32],
+    pub role: KeyRole,
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// One metered request (or one imported event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRecord {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub organization: String,
+    pub project: Option<String>,
+    pub key: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub streamed: bool,
+    /// Counts come from the tokenizer rather than the upstream's `usage`.
+    pub estimated: bool,
+    /// `gateway` or `import`.
+    pub source: String,
+}
+
+/// Which records a usage query covers. Times are a half-open range `[from, to)`.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub organizations: Vec<String>,
+    pub project: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+/// Token sums of one model over a filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageAggregate {
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+/// A price catalogue entry (USD per million tokens, exact decimal strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriceRow {
+    pub model: String,
+    pub input_price: String,
+    pub cached_input_price: Option<String>,
+    pub output_price: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub effective_from: OffsetDateTime,
+}
+
+/// A contract of a top-level organization (decimal strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContractRow {
+    pub organization: String,
+    pub discount_percent: Option<String>,
+    pub monthly_commitment: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub effective_from: OffsetDateTime,
+}
+
+/// A monthly budget of an organization or one of its projects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetRow {
+    pub organization: String,
+    pub project: Option<String>,
+    pub monthly_limit: String,
+}
+
+/// One line of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub organization: Option<String>,
+    pub reason: Option<String>,
+}
+
+pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {
+    let micros = t.unix_timestamp_nanos() / 1_000;
+    i64::try_from(micros).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_micros(us: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
