@@ -1,1 +1,144 @@
-fn main() {}
+//! `tollgate-bench`: the load harness. Runs every scenario directly against mock upstreams,
+//! through tollgate and optionally through LiteLLM, prints comparison tables and writes JSON.
+//!
+//! `tollgate-bench mock ...` runs one mock upstream; the harness starts its mocks that way, as
+//! child processes, so their CPU is not counted as the harness's.
+
+mod harness;
+mod load;
+mod procs;
+mod report;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tollgate_mock::{Behavior, MockConfig, MockUpstream};
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate-bench", version, about = "Tollgate load harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Short runs (about 2 s per scenario, under ~2 minutes in all).
+    #[arg(long)]
+    quick: bool,
+    /// Also benchmark LiteLLM's proxy (installed into .venv-litellm on first use).
+    #[arg(long)]
+    litellm: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/latest.json")]
+    out: PathBuf,
+    /// Use this tollgate binary instead of target/release/tollgate.
+    #[arg(long)]
+    tollgate_bin: Option<PathBuf>,
+    /// Do not run `cargo build --release -p tollgate` first.
+    #[arg(long)]
+    no_build: bool,
+    /// Only run scenarios whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// LiteLLM `--num_workers`.
+    #[arg(long, default_value_t = 2)]
+    litellm_workers: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one mock upstream until killed (prints its address on stdout).
+    Mock(MockArgs),
+}
+
+#[derive(Debug, Args)]
+struct MockArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 16)]
+    response_tokens: u32,
+    #[arg(long)]
+    stream_chunks: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    chunk_gap_ms: u64,
+    /// Always answer this status.
+    #[arg(long)]
+    status: Option<u16>,
+    #[arg(long, default_value_t = 0)]
+    fail_first: u32,
+    /// Tokio worker threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.build().context("building the tokio runtime")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Mock(args)) => {
+            let rt = runtime(args.threads)?;
+            rt.block_on(run_mock(args))
+        }
+        None => {
+            let b = cli.bench;
+            let opts = harness::Options {
+                quick: b.quick,
+                litellm: b.litellm,
+                out: b.out,
+                tollgate_bin: b.tollgate_bin,
+                no_build: b.no_build,
+                only: b.only,
+                litellm_workers: b.litellm_workers.max(1),
+            };
+            let rt = runtime(None)?;
+            let doc = rt.block_on(harness::run(&opts))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", report::main_table(&doc))?;
+            writeln!(out, "{}", report::stream_table(&doc))?;
+            for n in &doc.notes {
+                writeln!(out, "note: {n}")?;
+            }
+            writeln!(out, "results written to {}", opts.out.display())?;
+            Ok(())
+        }
+    }
+}
+
+async fn run_mock(args: MockArgs) -> anyhow::Result<()> {
+    let config = MockConfig {
+        behavior: args.status.map_or(Behavior::Ok, Behavior::Status),
+        response_tokens: args.response_tokens,
+        stream_chunks: args.stream_chunks,
+        ttft: Duration::from_millis(args.ttft_ms),
+        chunk_gap: Duration::from_millis(args.chunk_gap_ms),
+        fail_first: args.fail_first,
+        record_requests: false,
+        ..MockConfig::default()
+    };
+    let mock = MockUpstream::start_on(args.listen, config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "tollgate-mock listening on http://{}", mock.addr())?;
+        out.flush()?;
+    }
+    // Runs until the harness kills it; also stops on Ctrl-C.
+    let _ = tokio::signal::ctrl_c().await;
+    drop(mock);
+    Ok(())
+}

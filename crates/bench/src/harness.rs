@@ -1,0 +1,706 @@
+//! The benchmark plan: starts the mock upstreams, tollgate and (optionally) LiteLLM, runs every
+//! scenario against each target, and gathers the figures.
+
+use crate::load::{self, Mode, RequestSpec};
+use crate::procs::{self, Proc};
+use crate::report::{self, Document, Run};
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::HeaderValue;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::process::Command;
+
+/// Command-line choices that shape the plan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub quick: bool,
+    pub litellm: bool,
+    pub out: PathBuf,
+    pub tollgate_bin: Option<PathBuf>,
+    pub no_build: bool,
+    pub only: Option<String>,
+    pub litellm_workers: usize,
+}
+
+/// Which mock serves a scenario's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    Plain,
+    Stream,
+    Slow,
+    Failover,
+}
+
+impl Upstream {
+    fn model(self) -> &'static str {
+        match self {
+            Upstream::Plain => "bench-plain",
+            Upstream::Stream => "bench-stream",
+            Upstream::Slow => "bench-slow",
+            Upstream::Failover => "bench-failover",
+        }
+    }
+}
+
+/// One benchmark scenario.
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: &'static str,
+    upstream: Upstream,
+    prompt_bytes: usize,
+    stream: bool,
+    mode: Mode,
+    invalid_key: bool,
+    /// Compare with the same target's run of this scenario instead of the direct run.
+    baseline: Option<&'static str>,
+}
+
+fn scenarios(quick: bool) -> Vec<Scenario> {
+    let d = Duration::from_secs(if quick { 2 } else { 10 });
+    let closed = |connections| Mode::Closed {
+        connections,
+        duration: d,
+    };
+    let s = |name, upstream, prompt_bytes, stream, mode| Scenario {
+        name,
+        upstream,
+        prompt_bytes,
+        stream,
+        mode,
+        invalid_key: false,
+        baseline: None,
+    };
+    vec![
+        s(
+            "plain_1k_closed64",
+            Upstream::Plain,
+            1024,
+            false,
+            closed(64),
+        ),
+        s("plain_1k_serial", Upstream::Plain, 1024, false, closed(1)),
+        s(
+            "plain_1k_open2000",
+            Upstream::Plain,
+            1024,
+            false,
+            Mode::Open {
+                rate: 2000,
+                duration: d,
+                connections: 128,
+            },
+        ),
+        s(
+            "plain_10k_closed32",
+            Upstream::Plain,
+            10 * 1024,
+            false,
+            closed(32),
+        ),
+        s(
+            "plain_100k_closed16",
+            Upstream::Plain,
+            100 * 1024,
+            false,
+            closed(16),
+        ),
+        s(
+            "stream_200chunks_closed16",
+            Upstream::Stream,
+            1024,
+            true,
+            closed(16),
+        ),
+        s(
+            "slow_stream_5000",
+            Upstream::Slow,
+            256,
+            true,
+            Mode::Burst {
+                count: 5000,
+                ramp: 250,
+            },
+        ),
+        Scenario {
+            invalid_key: true,
+            baseline: Some("plain_1k_closed64"),
+            ..s(
+                "invalid_key_flood64",
+                Upstream::Plain,
+                1024,
+                false,
+                closed(64),
+            )
+        },
+        s(
+            "failover_500_then_ok32",
+            Upstream::Failover,
+            1024,
+            false,
+            closed(32),
+        ),
+    ]
+}
+
+/// The four mock upstreams, each its own child process.
+struct Mocks {
+    plain: Proc,
+    stream: Proc,
+    slow: Proc,
+    fail: Proc,
+}
+
+impl Mocks {
+    async fn start(quick: bool) -> anyhow::Result<Mocks> {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let slow_gap = if quick { "300" } else { "500" };
+        Ok(Mocks {
+            plain: procs::spawn_mock("plain", &args(&["--response-tokens", "16"])).await?,
+            stream: procs::spawn_mock(
+                "stream",
+                &args(&["--response-tokens", "200", "--chunk-gap-ms", "1"]),
+            )
+            .await?,
+            slow: procs::spawn_mock(
+                "slow",
+                &args(&["--response-tokens", "10", "--chunk-gap-ms", slow_gap]),
+            )
+            .await?,
+            fail: procs::spawn_mock("fail", &args(&["--status", "500"])).await?,
+        })
+    }
+
+    /// The mock a direct request for `upstream` goes to (failover: the healthy one).
+    fn direct(&self, upstream: Upstream) -> &Proc {
+        match upstream {
+            Upstream::Plain | Upstream::Failover => &self.plain,
+            Upstream::Stream => &self.stream,
+            Upstream::Slow => &self.slow,
+        }
+    }
+
+    async fn stop(self) {
+        for p in [self.plain, self.stream, self.slow, self.fail] {
+            p.stop().await;
+        }
+    }
+}
+
+/// Something requests are sent to.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    key: String,
+    invalid_key: String,
+    proc_pids: Box<dyn Fn() -> Vec<u32> + Send + Sync>,
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn say(msg: impl std::fmt::Display) {
+    eprintln!("[bench] {msg}");
+}
+
+/// Finds (building it first unless told not to) the tollgate release binary.
+async fn tollgate_binary(opts: &Options) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &opts.tollgate_bin {
+        return Ok(p.clone());
+    }
+    let root = workspace_root();
+    let bin = target_dir(&root).join("release").join("tollgate");
+    if !opts.no_build {
+        say("building tollgate (cargo build --release -p tollgate)...");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "-p", "tollgate"])
+            .current_dir(&root)
+            .status()
+            .await;
+        match status {
+            Ok(s) if s.success() => {}
+            other => say(format!(
+                "cargo build of tollgate failed ({other:?}); using an existing binary if any"
+            )),
+        }
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        bail!("{} not found", bin.display())
+    }
+}
+
+fn tollgate_config(listen: SocketAddr, db: &Path, mocks: &Mocks) -> String {
+    let provider = |name: &str, p: &Proc| {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\napi_key = \"sk-upstream\"\n\n",
+            p.addr
+        )
+    };
+    let model = |name: &str, provider: &str| {
+        format!(
+            "[[models]]\nname = \"{name}\"\nprovider = \"{provider}\"\nupstream_model = \"{name}\"\ninput_price = \"0.15\"\noutput_price = \"0.60\"\n\n"
+        )
+    };
+    let mut c = format!(
+        "[server]\nlisten = \"{listen}\"\nadmin_token = \"bench-admin\"\n\n[storage]\nurl = \"sqlite://{}\"\n\n",
+        db.display()
+    );
+    c += &provider("mock-plain", &mocks.plain);
+    c += &provider("mock-stream", &mocks.stream);
+    c += &provider("mock-slow", &mocks.slow);
+    c += &provider("mock-fail", &mocks.fail);
+    c += &model("bench-plain", "mock-plain");
+    c += &model("bench-stream", "mock-stream");
+    c += &model("bench-slow", "mock-slow");
+    // Same name twice: the gateway tries providers in order, the first always answers 500.
+    c += &model("bench-failover", "mock-fail");
+    c += &model("bench-failover", "mock-plain");
+    c
+}
+
+/// `id` of an admin API answer, whether a string or a number.
+fn id_of(body: &[u8]) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    match &v["id"] {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        _ => bail!("no id in {v}"),
+    }
+}
+
+async fn admin(addr: SocketAddr, path: &str, name: &str) -> anyhow::Result<Bytes> {
+    let body = serde_json::json!({ "name": name });
+    let (status, bytes) =
+        load::call(addr, Method::POST, path, Some("bench-admin"), Some(&body)).await?;
+    if !(200..300).contains(&status) {
+        bail!("POST {path}: {status} {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(bytes)
+}
+
+/// Creates an organization, a project and a key; returns the key.
+async fn make_key(addr: SocketAddr) -> anyhow::Result<String> {
+    let org = id_of(&admin(addr, "/admin/v1/organizations", "bench").await?)?;
+    let project = id_of(
+        &admin(
+            addr,
+            &format!("/admin/v1/organizations/{org}/projects"),
+            "bench",
+        )
+        .await?,
+    )?;
+    let key = admin(addr, &format!("/admin/v1/projects/{project}/keys"), "bench").await?;
+    let v: serde_json::Value = serde_json::from_slice(&key)?;
+    v["key"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no key in {v}"))
+}
+
+async fn start_tollgate(
+    opts: &Options,
+    dir: &Path,
+    mocks: &Mocks,
+) -> anyhow::Result<(Proc, String)> {
+    let bin = tollgate_binary(opts).await?;
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        tollgate_config(listen, &dir.join("ledger.db"), mocks),
+    )?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("serve").arg("--config").arg(&config);
+    let proc = procs::spawn_server(
+        "tollgate",
+        cmd,
+        listen,
+        "/healthz",
+        &dir.join("tollgate.log"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let key = make_key(listen)
+        .await
+        .context("creating a client key via the admin API")?;
+    Ok((proc, key))
+}
+
+/// Installs LiteLLM's proxy into `.venv-litellm` at the repository root if needed.
+async fn litellm_venv(root: &Path, log: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join(".venv-litellm");
+    let bin = venv.join("bin").join("litellm");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    say(format!(
+        "installing litellm[proxy] into {} (log: {})",
+        venv.display(),
+        log.display()
+    ));
+    let out = std::fs::File::create(log)?;
+    let run = |mut cmd: Command, what: &'static str| {
+        let out = out.try_clone();
+        async move {
+            let out = out?;
+            let err = out.try_clone()?;
+            let status = tokio::time::timeout(
+                Duration::from_secs(1200),
+                cmd.stdout(out).stderr(err).kill_on_drop(true).status(),
+            )
+            .await
+            .map_err(|_| anyhow!("{what} timed out"))??;
+            if !status.success() {
+                bail!("{what} failed: {status}");
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    let mut mk = Command::new("python3");
+    mk.args(["-m", "venv"]).arg(&venv);
+    run(mk, "python3 -m venv").await?;
+    let mut pip = Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--quiet", "litellm[proxy]"]);
+    run(pip, "pip install litellm[proxy]").await?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        bail!("{} missing after install", bin.display())
+    }
+}
+
+fn litellm_config(mocks: &Mocks) -> String {
+    let entry = |name: &str, model: &str, p: &Proc| {
+        format!(
+            "  - model_name: {name}\n    litellm_params:\n      model: openai/{model}\n      api_base: http://{}/v1\n      api_key: sk-upstream\n",
+            p.addr
+        )
+    };
+    let mut c = String::from("model_list:\n");
+    c += &entry("bench-plain", "bench-plain", &mocks.plain);
+    c += &entry("bench-stream", "bench-stream", &mocks.stream);
+    c += &entry("bench-slow", "bench-slow", &mocks.slow);
+    c += &entry("bench-failover", "bench-failover", &mocks.fail);
+    c += &entry("bench-failover-backup", "bench-failover", &mocks.plain);
+    c += "\nrouter_settings:\n  num_retries: 0\n  fallbacks: [{\"bench-failover\": [\"bench-failover-backup\"]}]\n";
+    c += "\nlitellm_settings:\n  drop_params: true\n  request_timeout: 120\n";
+    c += "\ngeneral_settings:\n  master_key: sk-bench-master\n";
+    c
+}
+
+async fn start_litellm(opts: &Options, dir: &Path, mocks: &Mocks) -> anyhow::Result<Proc> {
+    let root = workspace_root();
+    let bin = litellm_venv(&root, &dir.join("litellm-install.log")).await?;
+    let port = procs::free_port()?;
+    let config = dir.join("litellm.yaml");
+    std::fs::write(&config, litellm_config(mocks))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--num_workers", &opts.litellm_workers.to_string()]);
+    procs::spawn_server(
+        "litellm",
+        cmd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        "/health/liveliness",
+        &dir.join("litellm.log"),
+        Duration::from_secs(240),
+    )
+    .await
+}
+
+/// A prompt of about `bytes` bytes of words.
+fn prompt(bytes: usize) -> String {
+    const WORDS: [&str; 8] = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+    ];
+    let mut s = String::with_capacity(bytes + 16);
+    let mut i = 0;
+    while s.len() < bytes {
+        s.push_str(WORDS[i % WORDS.len()]);
+        s.push(' ');
+        i += 1;
+    }
+    s
+}
+
+fn body_for(sc: &Scenario, model: &str) -> Bytes {
+    let mut b = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt(sc.prompt_bytes)}],
+        "max_tokens": 256,
+    });
+    if sc.stream {
+        b["stream"] = serde_json::json!(true);
+        b["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    Bytes::from(b.to_string())
+}
+
+/// Runs one scenario against one server, sampling its memory while the load runs.
+async fn measure(sc: &Scenario, target: &Target, ticks: u64) -> anyhow::Result<Run> {
+    let key = if sc.invalid_key {
+        &target.invalid_key
+    } else {
+        &target.key
+    };
+    let spec = RequestSpec {
+        addr: target.addr,
+        path: "/v1/chat/completions".into(),
+        auth: Some(HeaderValue::from_str(&format!("Bearer {key}"))?),
+        body: body_for(sc, sc.upstream.model()),
+        expect_status: if sc.invalid_key { 401 } else { 200 },
+        timeout: Duration::from_secs(60),
+    };
+    let pids = (target.proc_pids)();
+    let rss_before = procs::rss_kib(&pids);
+    let cpu_before = procs::cpu_micros(&pids, ticks);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        let pids = pids.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            // At most 20 minutes of samples; the load itself is bounded far below that.
+            for _ in 0..12_000 {
+                peak = peak.max(procs::rss_kib(&pids));
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
+    let result = load::run(&spec, sc.mode).await;
+    stop.store(true, Ordering::Relaxed);
+    let rss_peak = sampler.await.unwrap_or(0);
+    let result = result?;
+    let cpu = procs::cpu_micros(&pids, ticks).saturating_sub(cpu_before);
+    let burst = matches!(sc.mode, Mode::Burst { .. });
+    Ok(Run::new(
+        sc.name,
+        target.name,
+        &result,
+        cpu,
+        rss_before,
+        rss_peak.max(rss_before),
+        burst,
+    ))
+}
+
+/// Runs the whole plan and returns the document (also written to `opts.out`).
+pub async fn run(opts: &Options) -> anyhow::Result<Document> {
+    let ticks = procs::clock_ticks();
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-bench-")
+        .tempdir()?;
+    let mut notes = Vec::new();
+    say("starting mock upstreams...");
+    let mocks = Arc::new(Mocks::start(opts.quick).await?);
+
+    let mut targets: Vec<Target> = Vec::new();
+    let mut servers: Vec<Proc> = Vec::new();
+    match start_tollgate(opts, dir.path(), &mocks).await {
+        Ok((proc, key)) => {
+            let pid = proc.pid();
+            say(format!("tollgate ready on {} (pid {pid})", proc.addr));
+            targets.push(Target {
+                name: "tollgate",
+                addr: proc.addr,
+                key,
+                invalid_key: "tg-invalid-key-0000000000000000".into(),
+                proc_pids: Box::new(move || vec![pid]),
+            });
+            servers.push(proc);
+        }
+        Err(e) => {
+            let msg = format!("tollgate skipped: {e:#}");
+            say(&msg);
+            notes.push(msg);
+        }
+    }
+    if opts.litellm {
+        match start_litellm(opts, dir.path(), &mocks).await {
+            Ok(proc) => {
+                say(format!("litellm ready on {}", proc.addr));
+                let pid = proc.pid();
+                targets.push(Target {
+                    name: "litellm",
+                    addr: proc.addr,
+                    key: "sk-bench-master".into(),
+                    invalid_key: "sk-invalid".into(),
+                    proc_pids: Box::new(move || procs::process_tree(pid)),
+                });
+                servers.push(proc);
+            }
+            Err(e) => {
+                let msg = format!("litellm skipped: {e:#}");
+                say(&msg);
+                notes.push(msg);
+            }
+        }
+    }
+
+    let mut runs: Vec<Run> = Vec::new();
+    for sc in scenarios(opts.quick) {
+        if let Some(only) = &opts.only
+            && !sc.name.contains(only.as_str())
+        {
+            continue;
+        }
+        let mut all: Vec<Target> = Vec::new();
+        if sc.baseline.is_none() {
+            let mock = mocks.direct(sc.upstream);
+            let pid = mock.pid();
+            all.push(Target {
+                name: "direct",
+                addr: mock.addr,
+                key: "sk-upstream".into(),
+                invalid_key: "sk-upstream".into(),
+                proc_pids: Box::new(move || vec![pid]),
+            });
+        }
+        for t in &targets {
+            let (name, addr, key, invalid_key) =
+                (t.name, t.addr, t.key.clone(), t.invalid_key.clone());
+            let pids = (t.proc_pids)();
+            let root_pid = pids.first().copied().unwrap_or(0);
+            all.push(Target {
+                name,
+                addr,
+                key,
+                invalid_key,
+                proc_pids: Box::new(move || procs::process_tree(root_pid)),
+            });
+        }
+        for t in &all {
+            say(format!("{} -> {}", sc.name, t.name));
+            match measure(&sc, t, ticks).await {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    let msg = format!("{} -> {} failed: {e:#}", sc.name, t.name);
+                    say(&msg);
+                    notes.push(msg);
+                }
+            }
+            // Let connections close and the servers settle between runs.
+            tokio::time::sleep(Duration::from_millis(if opts.quick { 300 } else { 1000 })).await;
+        }
+    }
+
+    let scenario_list = scenarios(opts.quick);
+    let comparisons = runs
+        .iter()
+        .filter_map(|run| {
+            let sc = scenario_list.iter().find(|s| s.name == run.scenario)?;
+            let base = match sc.baseline {
+                Some(b) => runs
+                    .iter()
+                    .find(|r| r.scenario == b && r.target == run.target)?,
+                None => runs
+                    .iter()
+                    .find(|r| r.scenario == run.scenario && r.target == "direct")?,
+            };
+            (!std::ptr::eq(base, run)).then(|| report::compare(run, base))
+        })
+        .collect();
+
+    for s in servers {
+        s.stop().await;
+    }
+    if let Ok(m) = Arc::try_unwrap(mocks) {
+        m.stop().await;
+    }
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let doc = Document {
+        tool: "tollgate-bench",
+        commit,
+        unix_time: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        quick: opts.quick,
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        notes,
+        runs,
+        comparisons,
+    };
+    if let Some(parent) = opts.out.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&opts.out, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("writing {}", opts.out.display()))?;
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_has_the_requested_size() {
+        for n in [256, 1024, 100 * 1024] {
+            let p = prompt(n);
+            assert!(p.len() >= n && p.len() < n + 16, "{n} -> {}", p.len());
+        }
+    }
+
+    #[test]
+    fn scenario_names_are_unique_and_baselines_exist() {
+        let list = scenarios(true);
+        for (i, s) in list.iter().enumerate() {
+            assert!(list[i + 1..].iter().all(|o| o.name != s.name));
+            if let Some(b) = s.baseline {
+                assert!(list.iter().any(|o| o.name == b));
+            }
+        }
+    }
+
+    #[test]
+    fn stream_bodies_ask_for_usage() {
+        let sc = scenarios(true).into_iter().find(|s| s.stream).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body_for(&sc, "m")).unwrap();
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+    }
+
+    #[test]
+    fn id_accepts_strings_and_numbers() {
+        assert_eq!(id_of(br#"{"id":"org_1"}"#).unwrap(), "org_1");
+        assert_eq!(id_of(br#"{"id":7}"#).unwrap(), "7");
+        assert!(id_of(br#"{"name":"x"}"#).is_err());
+    }
+}

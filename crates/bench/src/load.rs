@@ -1,0 +1,488 @@
+//! The load generator: hyper HTTP/1.1 keep-alive connections on tokio, closed-loop
+//! (C connections as fast as possible), open-loop (fixed rate, latency measured from each
+//! request's intended send time, so there is no coordinated omission) and burst (N
+//! concurrent one-shot requests, e.g. slow streams), with HDR histograms.
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// Why a request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("building request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("histogram: {0}")]
+    Histogram(String),
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub addr: SocketAddr,
+    pub path: String,
+    pub auth: Option<HeaderValue>,
+    pub body: Bytes,
+    /// HTTP status that counts as success (200, or 401 for the invalid-key flood).
+    pub expect_status: u16,
+    /// Per-request timeout (connect + whole response).
+    pub timeout: Duration,
+}
+
+/// How to send it.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `connections` connections, each sending back-to-back for `duration`.
+    Closed {
+        connections: usize,
+        duration: Duration,
+    },
+    /// `rate` requests per second for `duration`, over at most `connections` connections.
+    Open {
+        rate: u64,
+        duration: Duration,
+        connections: usize,
+    },
+    /// `count` concurrent one-shot requests, connections opened `ramp` at a time.
+    Burst { count: usize, ramp: usize },
+}
+
+/// Counters and histograms of one run. Latencies are in microseconds.
+pub struct LoadResult {
+    pub ok: u64,
+    pub bad_status: u64,
+    pub io_errors: u64,
+    pub elapsed: Duration,
+    /// Whole response, from send (or intended send, open-loop) to the last byte.
+    pub latency: Histogram<u64>,
+    /// From send to the first body byte.
+    pub ttfb: Histogram<u64>,
+    /// Between successive body frames of one response.
+    pub gaps: Histogram<u64>,
+    /// Most requests seen in flight at once (burst mode).
+    pub max_in_flight: u64,
+}
+
+fn histogram() -> Result<Histogram<u64>, LoadError> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| LoadError::Histogram(e.to_string()))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+impl LoadResult {
+    fn empty() -> Result<Self, LoadError> {
+        Ok(LoadResult {
+            ok: 0,
+            bad_status: 0,
+            io_errors: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram()?,
+            ttfb: histogram()?,
+            gaps: histogram()?,
+            max_in_flight: 0,
+        })
+    }
+
+    fn merge(&mut self, other: &LoadResult) {
+        self.ok += other.ok;
+        self.bad_status += other.bad_status;
+        self.io_errors += other.io_errors;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.ttfb.add(&other.ttfb);
+        let _ = self.gaps.add(&other.gaps);
+    }
+
+    /// Responses received (any status).
+    pub fn responses(&self) -> u64 {
+        self.ok + self.bad_status
+    }
+
+    /// Successful responses per second.
+    pub fn throughput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.ok as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A keep-alive connection.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conn, LoadError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| LoadError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Conn { sender })
+}
+
+/// Outcome of one request.
+struct Outcome {
+    status: u16,
+    ttfb: Option<Duration>,
+}
+
+/// Sends one request on `conn` and reads the whole response, recording frame gaps.
+async fn exchange(
+    conn: &mut Conn,
+    spec: &RequestSpec,
+    gaps: &mut Histogram<u64>,
+) -> Result<Outcome, LoadError> {
+    conn.sender.ready().await?;
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(spec.path.as_str())
+        .header(HOST, spec.addr.to_string())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(auth) = &spec.auth {
+        builder = builder.header(AUTHORIZATION, auth.clone());
+    }
+    let req = builder.body(Full::new(spec.body.clone()))?;
+    let sent = Instant::now();
+    let resp = conn.sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut first: Option<Duration> = None;
+    let mut last = sent;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if frame.is_data() {
+            let now = Instant::now();
+            if first.is_none() {
+                first = Some(now - sent);
+            } else {
+                gaps.saturating_record(micros(now - last));
+            }
+            last = now;
+        }
+    }
+    Ok(Outcome {
+        status,
+        ttfb: first,
+    })
+}
+
+/// One request with connection (re)establishment and the timeout; records into `res`.
+/// Returns the connection if it can be reused.
+async fn one(
+    conn: Option<Conn>,
+    spec: &RequestSpec,
+    start: Instant,
+    res: &mut LoadResult,
+) -> Option<Conn> {
+    let gaps = &mut res.gaps;
+    let work = async {
+        let mut conn = match conn {
+            Some(c) if !c.sender.is_closed() => c,
+            _ => connect(spec.addr).await?,
+        };
+        let out = exchange(&mut conn, spec, gaps).await?;
+        Ok::<_, LoadError>((conn, out))
+    };
+    match tokio::time::timeout(spec.timeout, work).await {
+        Ok(Ok((conn, out))) => {
+            res.latency.saturating_record(micros(start.elapsed()));
+            if let Some(t) = out.ttfb {
+                res.ttfb.saturating_record(micros(t));
+            }
+            if out.status == spec.expect_status {
+                res.ok += 1;
+            } else {
+                res.bad_status += 1;
+            }
+            Some(conn)
+        }
+        Ok(Err(_)) | Err(_) => {
+            res.io_errors += 1;
+            None
+        }
+    }
+}
+
+/// Runs `mode` against `spec`.
+pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError> {
+    let spec = Arc::new(spec.clone());
+    let started = Instant::now();
+    let mut total = LoadResult::empty()?;
+    let mut handles = Vec::new();
+    match mode {
+        Mode::Closed {
+            connections,
+            duration,
+        } => {
+            let deadline = started + duration;
+            for _ in 0..connections.max(1) {
+                let spec = Arc::clone(&spec);
+                handles.push(tokio::spawn(async move {
+                    let mut res = LoadResult::empty()?;
+                    let mut conn = None;
+                    while Instant::now() < deadline {
+                        let had = conn.is_some();
+                        conn = one(conn, &spec, Instant::now(), &mut res).await;
+                        if conn.is_none() && !had {
+                            // Could not even connect: do not spin.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    Ok::<_, LoadError>(res)
+                }));
+            }
+        }
+        Mode::Open {
+            rate,
+            duration,
+            connections,
+        } => {
+            let rate = rate.max(1);
+            let slots = rate.saturating_mul(duration.as_secs().max(1));
+            let next = Arc::new(AtomicU64::new(0));
+            let hard_deadline = started + duration + spec.timeout;
+            for _ in 0..connections.max(1) {
+                let spec = Arc::clone(&spec);
+                let next = Arc::clone(&next);
+                handles.push(tokio::spawn(async move {
+                    let mut res = LoadResult::empty()?;
+                    let mut conn = None;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= slots || Instant::now() >= hard_deadline {
+                            break;
+                        }
+                        let intended =
+                            started + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate);
+                        tokio::time::sleep_until(intended.into()).await;
+                        // Latency counts from the intended send time.
+                        conn = one(conn, &spec, intended, &mut res).await;
+                    }
+                    Ok::<_, LoadError>(res)
+                }));
+            }
+        }
+        Mode::Burst { count, ramp } => {
+            let gate = Arc::new(Semaphore::new(ramp.max(1)));
+            let in_flight = Arc::new(AtomicU64::new(0));
+            let peak = Arc::new(AtomicU64::new(0));
+            for _ in 0..count {
+                let spec = Arc::clone(&spec);
+                let gate = Arc::clone(&gate);
+                let in_flight = Arc::clone(&in_flight);
+                let peak = Arc::clone(&peak);
+                handles.push(tokio::spawn(async move {
+                    let mut res = LoadResult::empty()?;
+                    // Only connection set-up is rate limited by the gate.
+                    let conn = {
+                        let _permit = gate.acquire().await;
+                        tokio::time::timeout(spec.timeout, connect(spec.addr)).await
+                    };
+                    let conn = match conn {
+                        Ok(Ok(c)) => c,
+                        _ => {
+                            res.io_errors += 1;
+                            return Ok(res);
+                        }
+                    };
+                    let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                    peak.fetch_max(now, Ordering::Relaxed);
+                    one(Some(conn), &spec, Instant::now(), &mut res).await;
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    Ok::<_, LoadError>(res)
+                }));
+            }
+            let results = collect(handles, &mut total).await;
+            total.elapsed = started.elapsed();
+            total.max_in_flight = peak.load(Ordering::Relaxed);
+            results?;
+            return Ok(total);
+        }
+    }
+    let results = collect(handles, &mut total).await;
+    total.elapsed = started.elapsed();
+    results?;
+    Ok(total)
+}
+
+async fn collect(
+    handles: Vec<tokio::task::JoinHandle<Result<LoadResult, LoadError>>>,
+    total: &mut LoadResult,
+) -> Result<(), LoadError> {
+    let mut first_err = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(r)) => total.merge(&r),
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
+            Err(_) => total.io_errors += 1,
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// One simple JSON request, for set-up calls (admin API, health checks).
+pub async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, Bytes), LoadError> {
+    let work = async {
+        let mut conn = connect(addr).await?;
+        conn.sender.ready().await?;
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, addr.to_string())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {a}"));
+        }
+        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let resp = conn
+            .sender
+            .send_request(builder.body(Full::new(payload))?)
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok::<_, LoadError>((status, bytes))
+    };
+    tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .map_err(|_| LoadError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_mock::{Behavior, MockConfig, MockUpstream};
+
+    fn spec(addr: SocketAddr, stream: bool) -> RequestSpec {
+        let body = serde_json::json!({
+            "model": "m", "stream": stream,
+            "messages": [{"role": "user", "content": "hello world"}]
+        });
+        RequestSpec {
+            addr,
+            path: "/v1/chat/completions".into(),
+            auth: None,
+            body: Bytes::from(body.to_string()),
+            expect_status: 200,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_loop_counts_every_request_the_mock_saw() {
+        let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+        let r = run(
+            &spec(mock.addr(), false),
+            Mode::Closed {
+                connections: 4,
+                duration: Duration::from_millis(300),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(r.ok > 0);
+        assert_eq!(r.bad_status + r.io_errors, 0);
+        assert_eq!(r.ok, mock.request_count());
+        assert_eq!(r.latency.len(), r.ok);
+    }
+
+    #[tokio::test]
+    async fn open_loop_sends_exactly_rate_times_duration() {
+        let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+        let r = run(
+            &spec(mock.addr(), false),
+            Mode::Open {
+                rate: 200,
+                duration: Duration::from_secs(1),
+                connections: 8,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.ok, 200);
+        assert_eq!(mock.request_count(), 200);
+    }
+
+    #[tokio::test]
+    async fn failures_and_unexpected_statuses_are_errors() {
+        let mock = MockUpstream::start(MockConfig {
+            behavior: Behavior::Status(503),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let r = run(&spec(mock.addr(), false), Mode::Burst { count: 5, ramp: 2 })
+            .await
+            .unwrap();
+        assert_eq!(r.ok, 0);
+        assert_eq!(r.bad_status, 5);
+        let mut s = spec(mock.addr(), false);
+        s.expect_status = 503;
+        let r = run(&s, Mode::Burst { count: 3, ramp: 3 }).await.unwrap();
+        assert_eq!(r.ok, 3);
+
+        let closed = MockUpstream::start(MockConfig {
+            behavior: Behavior::CloseMidStream,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let r = run(
+            &spec(closed.addr(), true),
+            Mode::Burst { count: 4, ramp: 4 },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.io_errors, 4);
+    }
+
+    #[tokio::test]
+    async fn burst_streams_record_ttfb_and_gaps() {
+        let mock = MockUpstream::start(MockConfig {
+            response_tokens: 5,
+            chunk_gap: Duration::from_millis(2),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let r = run(&spec(mock.addr(), true), Mode::Burst { count: 10, ramp: 5 })
+            .await
+            .unwrap();
+        assert_eq!(r.ok, 10);
+        assert_eq!(r.ttfb.len(), 10);
+        assert!(r.gaps.len() >= 10, "each stream has several frames");
+        assert!(r.max_in_flight >= 1 && r.max_in_flight <= 10);
+    }
+}
