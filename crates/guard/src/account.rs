@@ -523,7 +523,11 @@ impl Account {
                 t.skeleton = truncate(&skeleton(), MAX_SKELETON_BYTES);
             }
             let g = t.count - t.err;
-            if !t.registered && g >= 5 && f64::from(g) >= 0.2 * c.requests as f64 {
+            if !t.registered
+                && f.template_len >= 10
+                && g >= 5
+                && f64::from(g) >= 0.2 * c.requests as f64
+            {
                 t.registered = true;
                 register_template = Some(t.simhash);
             }

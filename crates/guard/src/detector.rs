@@ -187,19 +187,23 @@ impl BenchFilter {
                 }
             }
         }
+        Ok(Some(BenchFilter::from_hashes(&hashes)))
+    }
+
+    fn from_hashes(hashes: &[(u64, u64)]) -> BenchFilter {
         let mut bloom = Bloom::with_capacity(hashes.len(), 0.001);
         let mut bands: HashMap<u64, Vec<u64>> = HashMap::new();
-        for &(h, sim) in &hashes {
+        for &(h, sim) in hashes {
             bloom.insert(h);
             for b in 0..4u64 {
                 bands.entry(band_key(sim, b)).or_default().push(sim);
             }
         }
-        Ok(Some(BenchFilter {
+        BenchFilter {
             bloom,
             bands,
             prompts: hashes.len(),
-        }))
+        }
     }
 
     fn hit(&self, f: &RequestFeatures) -> bool {
@@ -279,6 +283,39 @@ impl Detector {
             observed: AtomicU64::new(0),
             recluster: Mutex::new(()),
         })
+    }
+
+    /// Build a detector whose benchmark filter also holds `prompts` (in addition to the
+    /// configured files); used by the evaluation harness and tests.
+    pub fn with_benchmark_prompts(
+        settings: DetectorSettings,
+        prompts: &[String],
+    ) -> Result<Detector, GuardError> {
+        let mut d = Detector::new(settings.clone())?;
+        let mut hashes: Vec<(u64, u64)> = Vec::new();
+        for path in &settings.benchmark_files {
+            let text = std::fs::read_to_string(path).map_err(|source| GuardError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            hashes.extend(
+                text.lines()
+                    .filter_map(benchmark_prompt)
+                    .map(|p| features::normalized_hash(&p)),
+            );
+        }
+        hashes.extend(
+            prompts
+                .iter()
+                .filter_map(|p| benchmark_prompt(p))
+                .map(|p| features::normalized_hash(&p)),
+        );
+        d.bench = if hashes.is_empty() {
+            None
+        } else {
+            Some(BenchFilter::from_hashes(&hashes))
+        };
+        Ok(d)
     }
 
     pub fn settings(&self) -> &DetectorSettings {

@@ -44,6 +44,8 @@ pub struct RequestFeatures {
     pub skeleton_simhash: u64,
     /// SimHash over the system prompt plus the first [`TEMPLATE_HEAD`] skeleton tokens.
     pub template_simhash: u64,
+    /// Skeleton tokens in the template head (short heads are too generic to link accounts).
+    pub template_len: u8,
     pub topic: u8,
     pub reasoning: bool,
     pub rubric: bool,
@@ -213,6 +215,7 @@ fn raw_truthy(v: Option<&RawValue>) -> bool {
 
 struct Tables {
     stopwords: Vec<u64>,
+    labels: Vec<u64>,
     first_words: Vec<u64>,
     patterns: Vec<(Vec<u64>, Elicit)>,
 }
@@ -333,6 +336,10 @@ const PATTERNS: &[(&str, Elicit)] = &[
     ("step by step", Elicit::Reasoning),
     ("explain every step", Elicit::Reasoning),
     ("explain each step", Elicit::Reasoning),
+    ("explanation of every step", Elicit::Reasoning),
+    ("explanation of each step", Elicit::Reasoning),
+    ("every step of your", Elicit::Reasoning),
+    ("explain in detail", Elicit::Reasoning),
     ("show your work", Elicit::Reasoning),
     ("show all work", Elicit::Reasoning),
     ("show all your work", Elicit::Reasoning),
@@ -399,8 +406,22 @@ fn tables() -> &'static Tables {
             .collect();
         first_words.sort_unstable();
         first_words.dedup();
+        let labels = [
+            "question",
+            "q",
+            "prompt",
+            "input",
+            "instruction",
+            "problem",
+            "task",
+            "user",
+        ]
+        .iter()
+        .map(|w| hash_bytes(w.as_bytes()))
+        .collect();
         Tables {
             stopwords,
+            labels,
             first_words,
             patterns,
         }
@@ -500,9 +521,7 @@ impl Scan {
                     b'.' | b'!' | b'?' | b':' => sentence_start = true,
                     b'\n' => {
                         sentence_start = true;
-                        if self.words.len() >= line_start + 3 && self.lines.len() < MAX_LINES {
-                            self.lines.push(hash_seq(&self.words[line_start..]));
-                        }
+                        self.push_line(line_start);
                         line_start = self.words.len();
                     }
                     _ => {}
@@ -517,8 +536,21 @@ impl Scan {
             &mut cap,
             &mut sentence_start,
         );
-        if self.words.len() >= line_start + 3 && self.lines.len() < MAX_LINES && line_start > 0 {
-            self.lines.push(hash_seq(&self.words[line_start..]));
+        if line_start > 0 {
+            self.push_line(line_start);
+        }
+    }
+
+    /// Record the hash of the line starting at word `start`, skipping a leading label such as
+    /// "Question:" so benchmark items inside evaluation scaffolding still match.
+    fn push_line(&mut self, start: usize) {
+        let t = tables();
+        let mut start = start;
+        if self.words.len() >= start + 4 && t.labels.contains(&self.words[start]) {
+            start += 1;
+        }
+        if self.words.len() >= start + 3 && self.lines.len() < MAX_LINES {
+            self.lines.push(hash_seq(&self.words[start..]));
         }
     }
 
@@ -695,6 +727,7 @@ pub fn extract(
         th.add(head[0]);
     }
     f.template_simhash = th.finish();
+    f.template_len = head.len() as u8;
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::score::Signal;
-use crate::{Detector, DetectorSettings, Endpoint, GuardError, Observation};
+use crate::{Detector, DetectorSettings, Endpoint, GuardError, Observation, Outcome};
 
 /// One replay input line.
 #[derive(Deserialize)]
@@ -63,7 +63,7 @@ pub fn observe_line(
     detector: &Detector,
     line: &ReplayLine<'_>,
     linked: &mut HashSet<(String, String, String)>,
-) -> Result<(), String> {
+) -> Result<Outcome, String> {
     let endpoint = Endpoint::from_path(&line.endpoint)
         .ok_or_else(|| format!("unknown endpoint {:?}", line.endpoint))?;
     let client_ip = match line.client_ip.as_deref() {
@@ -78,7 +78,7 @@ pub fn observe_line(
             detector.link_metadata(&line.organization, kind, value);
         }
     }
-    detector.observe(&Observation {
+    let outcome = detector.observe(&Observation {
         time: line.time,
         organization: &line.organization,
         key: &line.key,
@@ -96,7 +96,7 @@ pub fn observe_line(
             line.cancelled.unwrap_or(false),
         );
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Replay JSON Lines through a fresh detector using event time.

@@ -1,2 +1,102 @@
-//! stub
-fn main() {}
+//! `guard-eval`: generate the labelled evaluation corpus (or read one), run the distillation
+//! detector over it in event time and report detection per kind of traffic.
+//!
+//! ```text
+//! guard-eval [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE.json]
+//!            [--threshold F] [--min-requests N] [--input CORPUS.jsonl] [--json]
+//! guard-eval --generate OUT.jsonl [--public OUT.txt] [--seed N] [--scale F] [--days N] [--small]
+//! ```
+//! The public prompt set (benchmark overlap) is built in; pass `--settings` with
+//! `benchmark_files` to use files instead.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use tollgate_guard::corpus::{CorpusConfig, generate, public_prompts};
+use tollgate_guard::{Detector, DetectorSettings, eval};
+
+fn main() -> anyhow::Result<()> {
+    let mut cfg = CorpusConfig::default();
+    let mut settings = DetectorSettings::default();
+    let (mut json, mut input, mut out_path, mut public_path) = (false, None, None, None);
+    let mut fpr = 0.01;
+    let mut args = std::env::args().skip(1);
+    let mut threshold = None;
+    let mut min_requests = None;
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--seed" => cfg.seed = val()?.parse()?,
+            "--scale" => cfg.scale = val()?.parse()?,
+            "--days" => cfg.days = val()?.parse()?,
+            "--small" => cfg.small = true,
+            "--fpr" => fpr = val()?.parse()?,
+            "--json" => json = true,
+            "--input" => input = Some(val()?),
+            "--generate" => out_path = Some(val()?),
+            "--public" => public_path = Some(val()?),
+            "--threshold" => threshold = Some(val()?.parse()?),
+            "--min-requests" => min_requests = Some(val()?.parse()?),
+            "--settings" => {
+                let p = val()?;
+                let text = std::fs::read_to_string(&p).with_context(|| format!("reading {p}"))?;
+                settings = serde_json::from_str(&text).with_context(|| format!("parsing {p}"))?;
+            }
+            "-h" | "--help" => {
+                let mut o = std::io::stdout().lock();
+                writeln!(
+                    o,
+                    "usage: guard-eval [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE] [--threshold F] [--min-requests N] [--input FILE] [--json] | --generate FILE [--public FILE]"
+                )?;
+                return Ok(());
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if let Some(t) = threshold {
+        settings.flag_threshold = t;
+    }
+    if let Some(m) = min_requests {
+        settings.min_requests = m;
+    }
+    if let Some(path) = out_path {
+        let corpus = generate(&cfg);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {path}"))?,
+        );
+        for l in &corpus.lines {
+            writeln!(f, "{l}")?;
+        }
+        f.flush()?;
+        if let Some(p) = public_path {
+            std::fs::write(&p, public_prompts().join("\n") + "\n")
+                .with_context(|| format!("writing {p}"))?;
+        }
+        return Ok(());
+    }
+    let builtin = if settings.benchmark_files.is_empty() {
+        public_prompts()
+    } else {
+        Vec::new()
+    };
+    let detector = Detector::with_benchmark_prompts(settings, &builtin)?;
+    let report = match input {
+        Some(p) => {
+            let f = std::fs::File::open(&p).with_context(|| format!("opening {p}"))?;
+            eval::evaluate(&detector, std::io::BufReader::new(f), fpr)?
+        }
+        None => {
+            let corpus = generate(&cfg);
+            let text = corpus.lines.join("\n");
+            eval::evaluate(&detector, text.as_bytes(), fpr)?
+        }
+    };
+    let mut o = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut o, &report)?;
+        writeln!(o)?;
+    } else {
+        write!(o, "{}", eval::render(&report))?;
+    }
+    Ok(())
+}
