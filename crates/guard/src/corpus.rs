@@ -1268,61 +1268,67 @@ pub fn generate(cfg: &CorpusConfig) -> Corpus {
     };
     let s = cfg.scale;
     let name = |k: Kind, i: u64| format!("{}-{i}", k.name());
-    let vary = |g: &mut Gen, base: f64| base * s * (0.6 + 0.8 * g.r.unit());
-    // (orgs, requests/day) per kind; the small preset keeps the sample under 300 KB.
-    let n = |full: u64, small: u64| if cfg.small { small } else { full };
-    for i in 0..n(30, 3) {
-        let rate = vary(&mut g, 150.0);
+    // Requests per day: (full corpus at scale 1, small preset). The small preset keeps the
+    // checked-in sample under 300 KB.
+    let small = cfg.small;
+    let vary = |g: &mut Gen, full: f64, tiny: f64| {
+        (if small { tiny } else { full * s }) * (0.6 + 0.8 * g.r.unit())
+    };
+    let n = |full: u64, tiny: u64| if small { tiny } else { full };
+    for i in 0..n(30, 2) {
+        let rate = vary(&mut g, 150.0, 15.0);
         g.consumer_chat(&name(Kind::ConsumerChat, i), i, rate);
     }
     for i in 0..n(2, 1) {
-        let rate = if i == 0 {
+        let rate = if small {
+            70.0
+        } else if i == 0 {
             6000.0 * s
         } else {
-            vary(&mut g, 1500.0)
+            vary(&mut g, 1500.0, 0.0)
         };
         g.product(&name(Kind::ProductTemplated, i), i, rate, 0.0);
     }
     for i in 0..n(5, 1) {
-        let rate = vary(&mut g, 200.0);
+        let rate = vary(&mut g, 200.0, 5.0);
         g.rag(&name(Kind::RagQa, i), i, rate);
     }
     for i in 0..n(6, 1) {
-        let rate = vary(&mut g, 150.0);
+        let rate = vary(&mut g, 150.0, 6.0);
         g.coding(&name(Kind::CodingAssistant, i), i, rate);
     }
     for i in 0..n(3, 1) {
-        let count = (300.0 + 500.0 * g.r.unit()) * s.max(0.1);
+        let count = if small {
+            30.0
+        } else {
+            (300.0 + 500.0 * g.r.unit()) * s.max(0.1)
+        };
         g.benchmark_eval(&name(Kind::BenchmarkEval, i), i, count as u64);
     }
     for i in 0..n(3, 1) {
-        let rate = vary(&mut g, 800.0);
+        let rate = vary(&mut g, 800.0, 25.0);
         g.public_replay(&name(Kind::PublicReplay, i), i, rate);
     }
     for i in 0..n(3, 1) {
-        let rate = vary(&mut g, 600.0);
+        let rate = vary(&mut g, 600.0, 20.0);
         g.self_instruct(&name(Kind::SelfInstruct, i), i, rate);
     }
     for i in 0..n(2, 1) {
-        let rate = vary(&mut g, 500.0);
+        let rate = vary(&mut g, 500.0, 20.0);
         g.cot_rubric(&name(Kind::CotRubric, i), i, rate);
     }
     for i in 0..n(2, 1) {
-        let rate = vary(&mut g, 600.0);
+        let rate = vary(&mut g, 600.0, 20.0);
         g.logprob(&name(Kind::LogprobHarvest, i), i, rate);
     }
     for c in 0..n(2, 1) {
-        let per = if cfg.small { 12.0 } else { 40.0 * s.max(0.2) };
-        g.hydra(c, n(30, 8), per);
+        let per = if small { 8.0 } else { 40.0 * s.max(0.2) };
+        g.hydra(c, n(30, 6), per);
     }
     let shares = [0.05, 0.12, 0.25];
-    for i in 0..n(3, 1) {
-        let rate = vary(&mut g, 2000.0);
-        let share = if cfg.small {
-            0.25
-        } else {
-            shares[i as usize % 3]
-        };
+    for i in 0..n(3, 0) {
+        let rate = vary(&mut g, 2000.0, 70.0);
+        let share = if small { 0.25 } else { shares[i as usize % 3] };
         g.product(&name(Kind::HiddenInProduct, i), 50 + i, rate, share);
     }
     g.out.sort_by_key(|(t, seq, _)| (*t, *seq));
