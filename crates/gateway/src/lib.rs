@@ -1,1 +1,20 @@
-//! TODO crate doc
+//! The Tollgate server: front door (OpenAI and Azure shapes), upstream providers, tenancy and
+//! limits, metering into the durable ledger, and the admin API.
+//!
+//! [`app::App`] holds the shared state and documents the request path; [`server::serve`] runs it.
+
+pub mod admin;
+pub mod app;
+pub mod bootstrap;
+pub mod error;
+pub mod limits;
+pub mod meter;
+pub mod proxy;
+pub mod relay;
+pub mod server;
+pub mod sim;
+pub mod tenancy;
+pub mod tokens;
+pub mod upstream;
+
+pub use app::{App, router};

@@ -1,0 +1,534 @@
+//! The admin API: organizations, projects, keys and usage, behind the admin bearer token.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tollgate_billing::{Catalogue, Price, PriceEntry, Tokens};
+use tollgate_store::{
+    AccountState, ApiKey, AuditEntry, KeyRole, Organization, Project, UsageAggregate, UsageFilter,
+};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::tenancy::{KEY_PREFIX, generate_key, new_id};
+
+type AppState = State<Arc<App>>;
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the admin bearer token.
+pub fn admin_auth(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_admin_token"),
+                "The admin API needs Authorization: Bearer <admin token>.",
+            )
+        })?;
+    if constant_time_eq(token.as_bytes(), app.admin_token.as_bytes()) {
+        Ok(Caller::Admin)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_admin_token"),
+            "Incorrect admin token.",
+        ))
+    }
+}
+
+/// Parses a JSON body into `T`, with a clear 400 on any problem.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}."), None))
+}
+
+fn store_error(e: tollgate_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "Store failed.");
+    ApiError::internal("The store failed; nothing was changed.")
+}
+
+fn created(value: serde_json::Value) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time parameter.
+pub fn parse_time(s: &str, param: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+        ApiError::bad_request(
+            format!("'{param}' must be an RFC 3339 time such as 2026-01-31T00:00:00Z; got '{s}'."),
+            Some(param),
+        )
+    })
+}
+
+fn non_empty(name: &str, field: &str) -> Result<String, ApiError> {
+    let n = name.trim();
+    if n.is_empty() || n.len() > 200 {
+        return Err(ApiError::bad_request(
+            format!("'{field}' must be a non-empty string of at most 200 characters."),
+            Some(field),
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+// ----- organizations -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrganization {
+    name: String,
+    parent: Option<String>,
+}
+
+pub async fn create_organization(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let req: NewOrganization = parse_body(&body)?;
+    let name = non_empty(&req.name, "name")?;
+    if let Some(p) = &req.parent
+        && app.tenancy.org(p).is_none()
+    {
+        return Err(ApiError::bad_request(
+            format!("No organization with id '{p}' exists to be the parent."),
+            Some("parent"),
+        ));
+    }
+    let org = Organization {
+        id: new_id("org_"),
+        name,
+        parent: req.parent,
+        state: AccountState::Active,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    app.store
+        .insert_organization(org.clone())
+        .await
+        .map_err(store_error)?;
+    app.tenancy.put_org(&org);
+    audit(&app, "create_organization", Some(&org.id), None).await;
+    Ok(created(org_json(&org)))
+}
+
+fn org_json(o: &Organization) -> serde_json::Value {
+    json!({"id": o.id, "object": "organization", "name": o.name, "parent": o.parent, "state": o.state, "created_at": rfc3339(o.created_at)})
+}
+
+pub async fn list_organizations(
+    State(app): AppState,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let orgs = app.store.organizations().await.map_err(store_error)?;
+    let data: Vec<_> = orgs.iter().map(org_json).collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn get_organization(
+    State(app): AppState,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let o = app
+        .store
+        .organization(&org)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))?;
+    Ok(Json(org_json(&o)).into_response())
+}
+
+// ----- projects -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProject {
+    name: String,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+}
+
+pub async fn create_project(
+    State(app): AppState,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    if app.tenancy.org(&org).is_none() {
+        return Err(ApiError::not_found(format!("No organization '{org}'.")));
+    }
+    let req: NewProject = parse_body(&body)?;
+    let name = non_empty(&req.name, "name")?;
+    check_limit(req.rpm, "rpm")?;
+    check_limit(req.tpm, "tpm")?;
+    let p = Project {
+        id: new_id("proj_"),
+        organization: org.clone(),
+        name,
+        rpm: req.rpm,
+        tpm: req.tpm,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    app.store
+        .insert_project(p.clone())
+        .await
+        .map_err(store_error)?;
+    app.tenancy.put_project(&p);
+    audit(&app, "create_project", Some(&org), Some(&p.id)).await;
+    Ok(created(project_json(&p)))
+}
+
+fn check_limit(v: Option<u64>, field: &str) -> Result<(), ApiError> {
+    if v == Some(0) {
+        return Err(ApiError::bad_request(
+            format!("'{field}' must be a positive integer (omit it for no limit)."),
+            Some(field),
+        ));
+    }
+    Ok(())
+}
+
+fn project_json(p: &Project) -> serde_json::Value {
+    json!({"id": p.id, "object": "project", "organization": p.organization, "name": p.name, "rpm": p.rpm, "tpm": p.tpm, "created_at": rfc3339(p.created_at)})
+}
+
+pub async fn list_projects(
+    State(app): AppState,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let ps = app.store.projects(Some(&org)).await.map_err(store_error)?;
+    let data: Vec<_> = ps.iter().map(project_json).collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+// ----- keys -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    models: Option<Vec<String>>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    expires_at: Option<String>,
+}
+
+pub async fn create_key(
+    State(app): AppState,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let p = app
+        .store
+        .project(&project)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("No project '{project}'.")))?;
+    let req: NewKey = parse_body(&body)?;
+    let name = non_empty(&req.name, "name")?;
+    check_limit(req.rpm, "rpm")?;
+    check_limit(req.tpm, "tpm")?;
+    if let Some(models) = &req.models {
+        for m in models {
+            if !app.models.contains_key(m) {
+                return Err(ApiError::bad_request(
+                    format!("Unknown model '{m}' in 'models'."),
+                    Some("models"),
+                ));
+            }
+        }
+    }
+    let expires_at = match &req.expires_at {
+        Some(s) => {
+            let t = parse_time(s, "expires_at")?;
+            if t <= OffsetDateTime::now_utc() {
+                return Err(ApiError::bad_request(
+                    "'expires_at' must be in the future.",
+                    Some("expires_at"),
+                ));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let (secret, hash, prefix) = generate_key(KEY_PREFIX);
+    let key = ApiKey {
+        id: new_id("key_"),
+        organization: p.organization.clone(),
+        project: Some(p.id.clone()),
+        name,
+        prefix,
+        hash,
+        role: KeyRole::Inference,
+        models: req.models,
+        rpm: req.rpm,
+        tpm: req.tpm,
+        expires_at,
+        revoked_at: None,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    app.store
+        .insert_key(key.clone())
+        .await
+        .map_err(store_error)?;
+    app.tenancy.put_key(&key);
+    audit(&app, "create_key", Some(&p.organization), Some(&key.id)).await;
+    let mut v = key_json(&key);
+    v["key"] = json!(secret);
+    Ok(created(v))
+}
+
+pub(crate) fn key_json(k: &ApiKey) -> serde_json::Value {
+    json!({
+        "id": k.id, "object": "api_key", "name": k.name, "prefix": k.prefix,
+        "organization": k.organization, "project": k.project, "role": k.role,
+        "models": k.models, "rpm": k.rpm, "tpm": k.tpm,
+        "expires_at": k.expires_at.map(rfc3339), "revoked_at": k.revoked_at.map(rfc3339),
+        "created_at": rfc3339(k.created_at)
+    })
+}
+
+pub async fn list_keys(
+    State(app): AppState,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let keys = app
+        .store
+        .keys(Some(&project), None)
+        .await
+        .map_err(store_error)?;
+    let data: Vec<_> = keys.iter().map(key_json).collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn revoke_key(
+    State(app): AppState,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    // Take the key out of the request path first: it stops working at once.
+    app.tenancy.remove_key(&key);
+    let k = app
+        .store
+        .revoke_key(&key, OffsetDateTime::now_utc())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("No key '{key}'.")))?;
+    audit(&app, "revoke_key", Some(&k.organization), Some(&k.id)).await;
+    let mut v = key_json(&k);
+    v["revoked"] = json!(true);
+    Ok(Json(v).into_response())
+}
+
+// ----- usage -----
+
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    organization: Option<String>,
+    project: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn usage(
+    State(app): AppState,
+    Query(q): Query<UsageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let org = q.organization.ok_or_else(|| {
+        ApiError::bad_request(
+            "The 'organization' query parameter is required.",
+            Some("organization"),
+        )
+    })?;
+    if app.tenancy.org(&org).is_none() {
+        return Err(ApiError::not_found(format!("No organization '{org}'.")));
+    }
+    let from = q
+        .from
+        .as_deref()
+        .map(|s| parse_time(s, "from"))
+        .transpose()?;
+    let to = q.to.as_deref().map(|s| parse_time(s, "to")).transpose()?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        return Err(ApiError::bad_request(
+            "'from' must be before 'to'.",
+            Some("from"),
+        ));
+    }
+    let orgs = app.store.subtree(&org).await.map_err(store_error)?;
+    let catalogue = catalogue(&app).await?;
+    let rows = priced_usage(&app, &catalogue, orgs, q.project.clone(), from, to).await?;
+    let data: Vec<_> = rows
+        .iter()
+        .map(|(a, cost)| {
+            json!({
+                "model": a.model, "requests": a.requests, "input_tokens": a.input_tokens,
+                "cached_input_tokens": a.cached_input_tokens, "output_tokens": a.output_tokens,
+                "reasoning_tokens": a.reasoning_tokens,
+                "cost": tollgate_billing::money::format_money(tollgate_billing::round_cents(*cost)),
+                "exact_cost": cost.normalize().to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list", "organization": org, "project": q.project,
+        "from": from.map(rfc3339), "to": to.map(rfc3339), "data": data
+    }))
+    .into_response())
+}
+
+/// The price catalogue from the store.
+pub async fn catalogue(app: &App) -> Result<Catalogue, ApiError> {
+    let rows = app.store.prices().await.map_err(store_error)?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in rows {
+        let parse = |s: &str| {
+            Decimal::from_str(s).map_err(|_| ApiError::internal("A stored price is not a decimal."))
+        };
+        entries.push(PriceEntry {
+            model: r.model,
+            price: Price {
+                input: parse(&r.input_price)?,
+                cached_input: r.cached_input_price.as_deref().map(parse).transpose()?,
+                output: parse(&r.output_price)?,
+            },
+            effective_from: r.effective_from,
+        });
+    }
+    Catalogue::new(entries).map_err(|e| ApiError::internal(format!("Price catalogue: {e}")))
+}
+
+/// Usage per model with its exact cost: the range is split at every price change so each piece
+/// is priced by the entry in force.
+pub async fn priced_usage(
+    app: &App,
+    catalogue: &Catalogue,
+    organizations: Vec<String>,
+    project: Option<String>,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+) -> Result<Vec<(UsageAggregate, Decimal)>, ApiError> {
+    let mut bounds: Vec<OffsetDateTime> = catalogue
+        .models()
+        .flat_map(|m| catalogue.entries(m).iter().map(|e| e.effective_from))
+        .filter(|t| from.is_none_or(|f| *t > f) && to.is_none_or(|e| *t < e))
+        .collect();
+    bounds.sort();
+    bounds.dedup();
+    let mut pieces: Vec<(Option<OffsetDateTime>, Option<OffsetDateTime>)> = Vec::new();
+    let mut start = from;
+    for b in bounds {
+        pieces.push((start, Some(b)));
+        start = Some(b);
+    }
+    pieces.push((start, to));
+    let mut totals: std::collections::BTreeMap<String, (UsageAggregate, Decimal)> =
+        std::collections::BTreeMap::new();
+    for (a, b) in pieces {
+        let rows = app
+            .store
+            .usage(UsageFilter {
+                organizations: organizations.clone(),
+                project: project.clone(),
+                from: a,
+                to: b,
+            })
+            .await
+            .map_err(store_error)?;
+        let at = a.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        for row in rows {
+            let cost = match catalogue.price_at(&row.model, at) {
+                Some(entry) => {
+                    let tokens = Tokens {
+                        input: row.input_tokens,
+                        cached_input: row.cached_input_tokens.min(row.input_tokens),
+                        output: row.output_tokens,
+                    };
+                    tollgate_billing::cost(&tokens, &entry.price)
+                        .map_err(|e| ApiError::internal(format!("Cost: {e}")))?
+                }
+                None => Decimal::ZERO,
+            };
+            let e = totals.entry(row.model.clone()).or_insert_with(|| {
+                (
+                    UsageAggregate {
+                        model: row.model.clone(),
+                        ..UsageAggregate::default()
+                    },
+                    Decimal::ZERO,
+                )
+            });
+            e.0.requests += row.requests;
+            e.0.input_tokens += row.input_tokens;
+            e.0.cached_input_tokens += row.cached_input_tokens;
+            e.0.output_tokens += row.output_tokens;
+            e.0.reasoning_tokens += row.reasoning_tokens;
+            e.1 = tollgate_billing::money::add(e.1, cost)
+                .map_err(|e| ApiError::internal(format!("Cost: {e}")))?;
+        }
+    }
+    Ok(totals.into_values().collect())
+}
+
+/// Appends to the audit log; failures are logged, never hidden from operators.
+pub async fn audit(app: &App, action: &str, organization: Option<&str>, reason: Option<&str>) {
+    let entry = AuditEntry {
+        time: OffsetDateTime::now_utc(),
+        actor: "admin".into(),
+        action: action.into(),
+        organization: organization.map(str::to_owned),
+        reason: reason.map(str::to_owned),
+    };
+    if let Err(error) = app.store.append_audit(entry).await {
+        tracing::error!(%error, action, "Audit log write failed.");
+    }
+}

@@ -1,0 +1,585 @@
+//! The front door: OpenAI- and Azure-shaped inference routes, models, and health.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use time::OffsetDateTime;
+use tollgate_store::{AccountState, KeyRole};
+use tollgate_wire::usage::{response_text, usage_of_response};
+use tollgate_wire::{ApiRequest, Endpoint};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::limits::Snapshot;
+use crate::meter::{Counts, Meter, new_request_id};
+use crate::sim::{self, SimRequest};
+use crate::tenancy::KeyEntry;
+use crate::upstream::{Failure, Target, UpstreamResponse, send_http};
+
+type AppState = State<Arc<App>>;
+
+/// The presented key: `Authorization: Bearer …` or Azure's `api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(header::AUTHORIZATION)
+        && let Ok(s) = v.to_str()
+    {
+        let s = s.trim();
+        if let Some(k) = s
+            .strip_prefix("Bearer ")
+            .or_else(|| s.strip_prefix("bearer "))
+        {
+            return Some(k.trim());
+        }
+    }
+    headers
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Authenticates an inference key and checks its organization may make requests.
+pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
+    let secret = presented_key(headers).ok_or_else(ApiError::missing_api_key)?;
+    let key = app
+        .tenancy
+        .key(secret)
+        .ok_or_else(ApiError::invalid_api_key)?;
+    if key.expired(OffsetDateTime::now_utc()) {
+        return Err(ApiError::invalid_api_key());
+    }
+    if key.role != KeyRole::Inference {
+        return Err(ApiError::forbidden(
+            "permission_denied",
+            "This key may only read usage and invoices; it cannot call models.",
+        ));
+    }
+    match app.tenancy.effective_state(&key.organization) {
+        AccountState::Active => Ok(key),
+        AccountState::UnderReview => Err(ApiError::forbidden(
+            "account_under_review",
+            "This account is under review for a possible violation of the usage policies and is suspended pending investigation.",
+        )),
+        AccountState::Terminated => Err(ApiError::forbidden(
+            "account_terminated",
+            "This account has been terminated for violating the usage policies.",
+        )),
+    }
+}
+
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = app.config.server.max_body_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(ApiError::payload_too_large(limit))
+            } else {
+                Err(ApiError::bad_request(
+                    "The request body could not be read.",
+                    None,
+                ))
+            }
+        }
+    }
+}
+
+pub async fn chat_completions(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, Endpoint::ChatCompletions, None, peer, headers, body).await
+}
+
+pub async fn completions(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, Endpoint::Completions, None, peer, headers, body).await
+}
+
+pub async fn embeddings(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, Endpoint::Embeddings, None, peer, headers, body).await
+}
+
+pub async fn azure_chat_completions(
+    State(app): AppState,
+    Path(deployment): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        app,
+        Endpoint::ChatCompletions,
+        Some(deployment),
+        peer,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn azure_completions(
+    State(app): AppState,
+    Path(deployment): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        app,
+        Endpoint::Completions,
+        Some(deployment),
+        peer,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn azure_embeddings(
+    State(app): AppState,
+    Path(deployment): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        app,
+        Endpoint::Embeddings,
+        Some(deployment),
+        peer,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn handle(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    deployment: Option<String>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match pipeline(app, endpoint, deployment, peer, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reservations taken against a key's and its project's limits.
+struct Reservation<'a> {
+    key: &'a KeyEntry,
+    tokens: u64,
+}
+
+impl Reservation<'_> {
+    fn release(&self) {
+        if let Some(l) = &self.key.limiter {
+            l.release(self.tokens);
+        }
+        if let Some(l) = &self.key.project_limiter {
+            l.release(self.tokens);
+        }
+    }
+}
+
+fn reserve<'a>(key: &'a KeyEntry, tokens: u64) -> Result<(Reservation<'a>, Snapshot), ApiError> {
+    let now = Instant::now();
+    let mut shown = Snapshot::default();
+    if let Some(l) = &key.limiter {
+        shown = l.reserve(now, tokens).map_err(|e| limit_error(e, "key"))?;
+    }
+    if let Some(l) = &key.project_limiter {
+        match l.reserve(now, tokens) {
+            Ok(s) => {
+                if key.limiter.is_none() {
+                    shown = s;
+                }
+            }
+            Err(e) => {
+                if let Some(k) = &key.limiter {
+                    k.release(tokens);
+                }
+                return Err(limit_error(e, "project"));
+            }
+        }
+    }
+    Ok((Reservation { key, tokens }, shown))
+}
+
+fn limit_error(e: crate::limits::Exceeded, scope: &str) -> ApiError {
+    let what = if e.tokens { "tokens" } else { "requests" };
+    let secs = e.retry_after.as_secs() + u64::from(e.retry_after.subsec_nanos() > 0);
+    let mut err = ApiError::rate_limited(
+        format!(
+            "Rate limit reached for {what} per minute on this {scope}: limit {}. Please try again in {}.",
+            e.limit,
+            crate::limits::format_reset(e.retry_after)
+        ),
+        secs,
+    );
+    if e.tokens {
+        err.kind = "tokens";
+    }
+    for (name, value) in e.snapshot.headers() {
+        err = err.with_header(name, value);
+    }
+    err
+}
+
+async fn pipeline(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    deployment: Option<String>,
+    _peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let key = authenticate(&app, &headers)?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let req = ApiRequest::parse(&bytes, endpoint, deployment.is_some())
+        .map_err(|e| ApiError::bad_request(e.message, e.param))?;
+    let name: &str = match (&deployment, &req.model) {
+        (Some(d), _) => d,
+        (None, Some(m)) => m,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "you must provide a model parameter",
+                Some("model"),
+            ));
+        }
+    };
+    let model = app
+        .models
+        .get(name)
+        .filter(|_| key.may_use(name))
+        .cloned()
+        .ok_or_else(|| ApiError::model_not_found(name))?;
+    let n = req.n.unwrap_or(1);
+    let estimate =
+        (req.prompt_bytes as u64 / 4).saturating_add(req.max_tokens.unwrap_or(0).saturating_mul(n));
+    let (reservation, snapshot) = reserve(&key, estimate)?;
+
+    let now = OffsetDateTime::now_utc();
+    let id = new_request_id(now);
+    let routes = &model.routes;
+    let attempts = (app.config.server.max_attempts as usize).max(routes.len());
+    let timeout = Duration::from_millis(app.config.server.upstream_timeout_ms);
+    let mut rewritten: Option<(Arc<str>, Bytes)> = None;
+    let mut last_failure = None;
+    let mut last_route = &routes[0];
+    for attempt in 0..attempts {
+        let route = &routes[attempt % routes.len()];
+        last_route = route;
+        let result = match &route.target {
+            Target::Http { uris, auth } => {
+                let upstream_body = if req.needs_rewrite(&route.upstream_model) {
+                    match &rewritten {
+                        Some((m, b)) if *m == route.upstream_model => b.clone(),
+                        _ => {
+                            let b = Bytes::from(req.rewrite(&route.upstream_model));
+                            rewritten = Some((route.upstream_model.clone(), b.clone()));
+                            b
+                        }
+                    }
+                } else {
+                    bytes.clone()
+                };
+                send_http(
+                    &app.client,
+                    uris,
+                    auth.as_ref(),
+                    endpoint,
+                    upstream_body,
+                    timeout,
+                )
+                .await
+            }
+            Target::Simulated(cfg) => {
+                let (texts, messages) = req.prompt_texts(endpoint);
+                let prompt_tokens = model.encoding.count_prompt(&texts, messages);
+                Ok(sim::respond(
+                    cfg,
+                    &SimRequest {
+                        endpoint,
+                        model: &model.name,
+                        stream: req.stream,
+                        include_usage: true,
+                        max_tokens: req.max_tokens,
+                        n,
+                        prompt_tokens,
+                        inputs: texts.len(),
+                        seed_text: &bytes,
+                    },
+                ))
+            }
+        };
+        match result {
+            Ok(resp) => {
+                let meter = Meter {
+                    app: app.clone(),
+                    id,
+                    time: now,
+                    started,
+                    key: key.clone(),
+                    model: model.clone(),
+                    endpoint,
+                    provider: route.provider.clone(),
+                    upstream_model: route.upstream_model.clone(),
+                    reserved_tokens: reservation.tokens,
+                    body: bytes.clone(),
+                };
+                return respond(
+                    meter,
+                    resp,
+                    req.stream,
+                    req.include_usage,
+                    snapshot,
+                    timeout,
+                )
+                .await;
+            }
+            Err(f) => {
+                let retry = f.retryable() && attempt + 1 < attempts;
+                tracing::warn!(
+                    request = %id,
+                    provider = %route.provider,
+                    attempt,
+                    retry,
+                    failure = ?failure_label(&f),
+                    "Upstream attempt failed."
+                );
+                last_failure = Some(f);
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    // Every attempt failed: bill nothing, record the failure once, answer an error.
+    let failure = last_failure.unwrap_or(Failure::Connect("no route".into()));
+    let (status, response) = failure_response(failure);
+    reservation.release();
+    let meter = Meter {
+        app: app.clone(),
+        id,
+        time: now,
+        started,
+        key: key.clone(),
+        model: model.clone(),
+        endpoint,
+        provider: last_route.provider.clone(),
+        upstream_model: last_route.upstream_model.clone(),
+        reserved_tokens: 0,
+        body: Bytes::new(),
+    };
+    meter
+        .commit(status.as_u16(), Counts::default(), req.stream)
+        .await?;
+    Ok(response)
+}
+
+fn failure_label(f: &Failure) -> String {
+    match f {
+        Failure::Connect(e) => format!("connect: {e}"),
+        Failure::Timeout => "timeout".into(),
+        Failure::Status { status, .. } => format!("status {status}"),
+    }
+}
+
+fn failure_response(f: Failure) -> (StatusCode, Response) {
+    match f {
+        Failure::Connect(_) => {
+            let e = ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "The upstream provider could not be reached.",
+            );
+            (e.status, e.into_response())
+        }
+        Failure::Timeout => {
+            let e = ApiError::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The upstream provider did not answer in time.",
+            );
+            (e.status, e.into_response())
+        }
+        Failure::Status {
+            status,
+            body,
+            retry_after,
+            content_type,
+        } => {
+            if status.is_server_error() {
+                let e = ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "The upstream provider failed with status {}.",
+                        status.as_u16()
+                    ),
+                );
+                return (e.status, e.into_response());
+            }
+            // Client errors (and an upstream's 429) pass through as the upstream shaped them.
+            let mut res = (status, body).into_response();
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                content_type.unwrap_or(HeaderValue::from_static("application/json")),
+            );
+            if let Some(r) = retry_after {
+                h.insert(header::RETRY_AFTER, r);
+            }
+            (status, res)
+        }
+    }
+}
+
+async fn respond(
+    meter: Meter,
+    resp: UpstreamResponse,
+    stream: bool,
+    client_wants_usage: bool,
+    snapshot: Snapshot,
+    timeout: Duration,
+) -> Result<Response, ApiError> {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&meter.id) {
+        headers.insert("x-request-id", v);
+    }
+    for (name, value) in snapshot.headers() {
+        headers.insert(name, value);
+    }
+    if stream {
+        headers.insert(
+            header::CONTENT_TYPE,
+            resp.content_type
+                .unwrap_or(HeaderValue::from_static("text/event-stream")),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let body = crate::relay::start(meter, resp.body, client_wants_usage);
+        let mut res = Response::new(Body::new(body));
+        *res.status_mut() = resp.status;
+        *res.headers_mut() = headers;
+        return Ok(res);
+    }
+    let collected = tokio::time::timeout(timeout, resp.body.collect(64 << 20)).await;
+    let bytes = match collected {
+        Ok(Ok(b)) => b,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, request = %meter.id, "Upstream body failed.");
+            meter.commit(502, Counts::default(), false).await?;
+            return Err(ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "The upstream response broke off.",
+            ));
+        }
+        Err(_) => {
+            meter.commit(504, Counts::default(), false).await?;
+            return Err(ApiError::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The upstream provider did not finish in time.",
+            ));
+        }
+    };
+    let counts = match usage_of_response(&bytes) {
+        Some(u) => Counts::from_usage(&u),
+        None => {
+            let text = if meter.endpoint == Endpoint::Embeddings {
+                String::new()
+            } else {
+                response_text(&bytes)
+            };
+            meter.estimate(&text)
+        }
+    };
+    meter.commit(resp.status.as_u16(), counts, false).await?;
+    headers.insert(
+        header::CONTENT_TYPE,
+        resp.content_type
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    let mut res = Response::new(Body::from(bytes));
+    *res.status_mut() = resp.status;
+    *res.headers_mut() = headers;
+    Ok(res)
+}
+
+/// `GET /v1/models`: the models this key may use.
+pub async fn list_models(State(app): AppState, headers: HeaderMap) -> Response {
+    let key = match authenticate(&app, &headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let data: Vec<_> = app
+        .model_order
+        .iter()
+        .filter(|m| key.may_use(m))
+        .filter_map(|m| app.models.get(m))
+        .map(|m| model_json(&m.name, m.created, m.owner.as_deref()))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn get_model(
+    State(app): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let key = match authenticate(&app, &headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    match app.models.get(&id).filter(|_| key.may_use(&id)) {
+        Some(m) => axum::Json(model_json(&m.name, m.created, m.owner.as_deref())).into_response(),
+        None => ApiError::model_not_found(&id).into_response(),
+    }
+}
+
+fn model_json(name: &str, created: i64, owner: Option<&str>) -> serde_json::Value {
+    json!({"id": name, "object": "model", "created": created, "owned_by": owner.unwrap_or("tollgate")})
+}
+
+/// `GET /readyz`: 200 when the ledger accepts writes.
+pub async fn ready(State(app): AppState) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), app.ledger.flush()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "ledger not ready").into_response(),
+    }
+}
+
+/// Any other path.
+pub async fn not_found(uri: http::Uri) -> Response {
+    ApiError::not_found(format!("Invalid URL ({})", uri.path())).into_response()
+}

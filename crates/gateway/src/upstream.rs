@@ -1,0 +1,333 @@
+//! Upstream providers: routes per model, the pooled HTTP client, and one attempt at one upstream.
+//!
+//! A model has an ordered list of routes (its `[[models]]` entries); each route is an
+//! OpenAI-compatible server, an Azure OpenAI deployment, or the built-in simulator. The URIs and
+//! the upstream credential header of each route are built once at start. The client's Tollgate key
+//! is never copied into an upstream request: only the route's own credential is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+use tollgate_config::{Config, ProviderKind};
+use tollgate_wire::Endpoint;
+
+use crate::sim::SimConfig;
+use crate::tokens::Encoding;
+
+/// The pooled upstream client (HTTP/1.1 keep-alive, TCP_NODELAY, TLS with embedded roots).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the upstream client.
+pub fn build_client(config: &Config) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_millis(
+        config.server.connect_timeout_ms,
+    )));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(config.server.pool_max_idle_per_host)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
+
+/// Where one route sends requests.
+#[derive(Debug)]
+pub enum Target {
+    Http {
+        /// URIs per endpoint: chat completions, completions, embeddings.
+        uris: [Uri; 3],
+        auth: Option<(HeaderName, HeaderValue)>,
+    },
+    Simulated(SimConfig),
+}
+
+/// One way to serve a model.
+#[derive(Debug)]
+pub struct Route {
+    pub provider: Arc<str>,
+    pub upstream_model: Arc<str>,
+    pub target: Target,
+}
+
+/// A public model and its routes, in fallback order.
+#[derive(Debug)]
+pub struct ModelEntry {
+    pub name: String,
+    pub routes: Vec<Route>,
+    pub owner: Option<String>,
+    pub encoding: Encoding,
+    pub created: i64,
+}
+
+fn endpoint_index(e: Endpoint) -> usize {
+    match e {
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+    }
+}
+
+/// Builds every model's routes from the configuration.
+pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
+    let mut out: Vec<ModelEntry> = Vec::new();
+    for m in &config.models {
+        let p = config
+            .providers
+            .iter()
+            .find(|p| p.name == m.provider)
+            .ok_or_else(|| format!("model {}: unknown provider {}", m.name, m.provider))?;
+        let upstream_model = m.upstream_model();
+        let target = match p.kind {
+            ProviderKind::Simulated => Target::Simulated(SimConfig {
+                ttft: Duration::from_millis(p.ttft_ms),
+                tokens_per_second: p.tokens_per_second,
+                output_tokens: p.output_tokens,
+            }),
+            ProviderKind::Openai | ProviderKind::Azure => {
+                let base = p
+                    .base_url
+                    .as_deref()
+                    .unwrap_or_default()
+                    .trim_end_matches('/');
+                let key = p.resolved_api_key();
+                let endpoints = [
+                    Endpoint::ChatCompletions,
+                    Endpoint::Completions,
+                    Endpoint::Embeddings,
+                ];
+                let mut uris = Vec::with_capacity(3);
+                for e in endpoints {
+                    let text = if p.kind == ProviderKind::Azure {
+                        format!(
+                            "{base}/openai/deployments/{upstream_model}{}?api-version={}",
+                            e.path(),
+                            p.api_version.as_deref().unwrap_or_default()
+                        )
+                    } else {
+                        format!("{base}{}", e.path())
+                    };
+                    let uri: Uri = text
+                        .parse()
+                        .map_err(|err| format!("provider {}: bad URL {text}: {err}", p.name))?;
+                    uris.push(uri);
+                }
+                let [a, b, c]: [Uri; 3] = uris
+                    .try_into()
+                    .map_err(|_| "internal: wrong number of URIs".to_owned())?;
+                let auth = match key {
+                    None => None,
+                    Some(k) => {
+                        let (name, value) = if p.kind == ProviderKind::Azure {
+                            (HeaderName::from_static("api-key"), k)
+                        } else {
+                            (AUTHORIZATION, format!("Bearer {k}"))
+                        };
+                        let mut v = HeaderValue::from_str(&value).map_err(|_| {
+                            format!(
+                                "provider {}: the API key is not a valid header value",
+                                p.name
+                            )
+                        })?;
+                        v.set_sensitive(true);
+                        Some((name, v))
+                    }
+                };
+                Target::Http {
+                    uris: [a, b, c],
+                    auth,
+                }
+            }
+        };
+        let route = Route {
+            provider: p.name.as_str().into(),
+            upstream_model: upstream_model.into(),
+            target,
+        };
+        match out.iter_mut().find(|e| e.name == m.name) {
+            Some(entry) => entry.routes.push(route),
+            None => out.push(ModelEntry {
+                name: m.name.clone(),
+                routes: vec![route],
+                owner: m.owner.clone(),
+                encoding: Encoding::for_model(upstream_model, m.tokenizer.as_deref()),
+                created: 1_700_000_000,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// A response body from an upstream, read chunk by chunk.
+pub enum UpstreamBody {
+    Http(hyper::body::Incoming),
+    Chunks(mpsc::Receiver<Bytes>),
+    Full(Option<Bytes>),
+}
+
+impl UpstreamBody {
+    /// The next piece of the body; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            UpstreamBody::Http(b) => loop {
+                match b.frame().await {
+                    None => return None,
+                    Some(Err(e)) => return Some(Err(e.to_string())),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some(Ok(data));
+                        }
+                    }
+                }
+            },
+            UpstreamBody::Chunks(rx) => rx.recv().await.map(Ok),
+            UpstreamBody::Full(b) => b.take().map(Ok),
+        }
+    }
+
+    /// The whole body, up to `limit` bytes.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, String> {
+        if let UpstreamBody::Full(Some(b)) = &mut self {
+            return Ok(std::mem::take(b));
+        }
+        let mut first: Option<Bytes> = None;
+        let mut rest: Vec<u8> = Vec::new();
+        while let Some(piece) = self.next().await {
+            let piece = piece?;
+            match &first {
+                None => first = Some(piece),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&piece);
+                }
+            }
+            let len = if rest.is_empty() {
+                first.as_ref().map_or(0, Bytes::len)
+            } else {
+                rest.len()
+            };
+            if len > limit {
+                return Err(format!("upstream response exceeds {limit} bytes"));
+            }
+        }
+        Ok(if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            Bytes::from(rest)
+        })
+    }
+}
+
+/// A successful (2xx) upstream response whose body is not yet read.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: UpstreamBody,
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made, or it broke before a response.
+    Connect(String),
+    /// No response headers within the upstream timeout.
+    Timeout,
+    /// The upstream answered an error status.
+    Status {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<HeaderValue>,
+        content_type: Option<HeaderValue>,
+    },
+}
+
+impl Failure {
+    /// Whether another attempt may succeed: connect errors, timeouts, 429 and 5xx.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Failure::Connect(_) | Failure::Timeout => true,
+            Failure::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+        }
+    }
+}
+
+/// Sends one request over HTTP to a route.
+pub async fn send_http(
+    client: &HttpClient,
+    uris: &[Uri; 3],
+    auth: Option<&(HeaderName, HeaderValue)>,
+    endpoint: Endpoint,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<UpstreamResponse, Failure> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(uris[endpoint_index(endpoint)].clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some((name, value)) = auth {
+        builder = builder.header(name, value.clone());
+    }
+    let req = builder
+        .body(Full::new(body))
+        .map_err(|e| Failure::Connect(e.to_string()))?;
+    let res = match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => return Err(Failure::Timeout),
+        Ok(Err(e)) => return Err(Failure::Connect(error_chain(&e))),
+        Ok(Ok(res)) => res,
+    };
+    let status = res.status();
+    let content_type = res.headers().get(CONTENT_TYPE).cloned();
+    if status.is_success() {
+        return Ok(UpstreamResponse {
+            status,
+            content_type,
+            body: UpstreamBody::Http(res.into_body()),
+        });
+    }
+    let retry_after = res.headers().get(RETRY_AFTER).cloned();
+    let body = tokio::time::timeout(
+        timeout,
+        UpstreamBody::Http(res.into_body()).collect(1 << 20),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
+    Err(Failure::Status {
+        status,
+        body,
+        retry_after,
+        content_type,
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
