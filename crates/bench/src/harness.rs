@@ -200,7 +200,17 @@ struct Target {
     proc_pids: Box<dyn Fn() -> Vec<u32> + Send + Sync>,
 }
 
+/// The repository root: the nearest directory at or above the current one whose Cargo.toml
+/// declares a `[workspace]` (falls back to where this crate was compiled).
 fn workspace_root() -> PathBuf {
+    let is_root = |d: &Path| {
+        std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+    };
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(found) = cwd.ancestors().find(|d| is_root(d))
+    {
+        return found.to_path_buf();
+    }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()

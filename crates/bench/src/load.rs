@@ -230,9 +230,34 @@ async fn one(
     }
 }
 
+/// Opens `n` connections before the clock starts (failed ones are retried by the workers).
+async fn preconnect(spec: &RequestSpec, n: usize) -> Vec<Option<Conn>> {
+    let mut handles = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (addr, timeout) = (spec.addr, spec.timeout);
+        handles.push(tokio::spawn(async move {
+            tokio::time::timeout(timeout, connect(addr))
+                .await
+                .ok()?
+                .ok()
+        }));
+    }
+    let mut conns = Vec::with_capacity(n);
+    for h in handles {
+        conns.push(h.await.ok().flatten());
+    }
+    conns
+}
+
 /// Runs `mode` against `spec`.
 pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError> {
     let spec = Arc::new(spec.clone());
+    let mut conns = match mode {
+        Mode::Closed { connections, .. } | Mode::Open { connections, .. } => {
+            preconnect(&spec, connections.max(1)).await
+        }
+        Mode::Burst { .. } => Vec::new(),
+    };
     let started = Instant::now();
     let mut total = LoadResult::empty()?;
     let mut handles = Vec::new();
@@ -244,9 +269,9 @@ pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError
             let deadline = started + duration;
             for _ in 0..connections.max(1) {
                 let spec = Arc::clone(&spec);
+                let mut conn = conns.pop().flatten();
                 handles.push(tokio::spawn(async move {
                     let mut res = LoadResult::empty()?;
-                    let mut conn = None;
                     while Instant::now() < deadline {
                         let had = conn.is_some();
                         conn = one(conn, &spec, Instant::now(), &mut res).await;
@@ -271,9 +296,9 @@ pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError
             for _ in 0..connections.max(1) {
                 let spec = Arc::clone(&spec);
                 let next = Arc::clone(&next);
+                let mut conn = conns.pop().flatten();
                 handles.push(tokio::spawn(async move {
                     let mut res = LoadResult::empty()?;
-                    let mut conn = None;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= slots || Instant::now() >= hard_deadline {

@@ -15,6 +15,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
 use tollgate_mock::{Behavior, MockConfig, MockUpstream};
 
 #[derive(Debug, Parser)]
@@ -77,6 +78,9 @@ struct MockArgs {
     /// Tokio worker threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Exit when stdin reaches end of file (the harness holds the other end).
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -107,7 +111,13 @@ fn main() -> anyhow::Result<()> {
                 litellm_workers: b.litellm_workers.max(1),
             };
             let rt = runtime(None)?;
-            let doc = rt.block_on(harness::run(&opts))?;
+            let doc = rt.block_on(async {
+                // On Ctrl-C / SIGTERM the plan is dropped, which kills every child process.
+                tokio::select! {
+                    doc = harness::run(&opts) => doc,
+                    sig = interrupted() => Err(anyhow::anyhow!("interrupted by {sig}")),
+                }
+            })?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", report::main_table(&doc))?;
             writeln!(out, "{}", report::stream_table(&doc))?;
@@ -137,8 +147,40 @@ async fn run_mock(args: MockArgs) -> anyhow::Result<()> {
         writeln!(out, "tollgate-mock listening on http://{}", mock.addr())?;
         out.flush()?;
     }
-    // Runs until the harness kills it; also stops on Ctrl-C.
-    let _ = tokio::signal::ctrl_c().await;
+    // Runs until killed, Ctrl-C, or (with --exit-on-stdin-eof) the parent going away.
+    if args.exit_on_stdin_eof {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        let eof = async {
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = eof => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
     drop(mock);
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, naming the signal.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
 }

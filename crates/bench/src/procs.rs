@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// Clock ticks per second for `/proc/PID/stat` times (`getconf CLK_TCK`, 100 on Linux).
 pub fn clock_ticks() -> u64 {
@@ -87,11 +87,24 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A child process killed when dropped.
+/// A child process; it and its descendants are killed when it is dropped.
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     _stdout: Option<ChildStdout>,
+    _stdin: Option<ChildStdin>,
+}
+
+/// SIGKILLs `pid`'s descendants (e.g. LiteLLM's workers), deepest last.
+fn kill_descendants(pid: u32) {
+    let tree = process_tree(pid);
+    if tree.len() > 1 {
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(tree[1..].iter().map(u32::to_string))
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Proc {
@@ -99,9 +112,21 @@ impl Proc {
         self.child.id().unwrap_or(0)
     }
 
-    /// Stops the process (SIGKILL) and reaps it.
+    /// Stops the process and its descendants (SIGKILL) and reaps it.
     pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            kill_descendants(pid);
+        }
         let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // `kill_on_drop` takes care of the process itself.
+        if let Some(pid) = self.child.id() {
+            kill_descendants(pid);
+        }
     }
 }
 
@@ -112,12 +137,16 @@ pub async fn spawn_mock(name: &str, args: &[String]) -> anyhow::Result<Proc> {
         .arg("mock")
         .arg("--listen")
         .arg("127.0.0.1:0")
+        .arg("--exit-on-stdin-eof")
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting mock {name}"))?;
+    // The mock exits when this pipe closes, so it never outlives the harness.
+    let stdin = child.stdin.take();
     let stdout = child
         .stdout
         .take()
@@ -138,6 +167,7 @@ pub async fn spawn_mock(name: &str, args: &[String]) -> anyhow::Result<Proc> {
         child,
         addr,
         _stdout: Some(lines.into_inner().into_inner()),
+        _stdin: stdin,
     })
 }
 
@@ -185,6 +215,7 @@ pub async fn spawn_server(
         child,
         addr,
         _stdout: None,
+        _stdin: None,
     })
 }
 

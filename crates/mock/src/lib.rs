@@ -32,7 +32,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 /// How many recent requests [`MockUpstream::requests`] keeps.
@@ -216,6 +216,21 @@ impl Shared {
     }
 }
 
+/// Listen backlog: large, so thousands of simultaneous connects are not dropped
+/// (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 8192;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// A running mock upstream. Dropping it stops the server and closes its connections.
 pub struct MockUpstream {
     addr: SocketAddr,
@@ -240,7 +255,7 @@ impl MockUpstream {
 
     /// Starts on `addr` (port 0 = ephemeral), on the current tokio runtime.
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockUpstream> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: RwLock::new(Arc::new(State::new(config))),
