@@ -1,2 +1,73 @@
-//! stub
-fn main() {}
+//! Request-path cost: `Detector::observe` on a ~1 KB chat body (parse, features, sketch update,
+//! score), spread over 1,000 organizations, and feature extraction alone.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use time::{Duration, macros::datetime};
+use tollgate_guard::corpus::public_prompts;
+use tollgate_guard::{Detector, DetectorSettings, Endpoint, Observation, features};
+
+fn chat_body_1kb(i: usize) -> Vec<u8> {
+    let mut user = format!(
+        "Request {i}: please summarize the following notes and explain each point clearly.\n"
+    );
+    while user.len() < 850 {
+        user.push_str("The quarterly review covered revenue growth in the northern region, supplier delays, and a plan to hire two engineers. ");
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "model": "acme-large",
+        "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": user}],
+        "temperature": 0.7, "max_tokens": 512
+    }))
+    .unwrap_or_default()
+}
+
+fn bench(c: &mut Criterion) {
+    let bodies: Vec<Vec<u8>> = (0..64).map(chat_body_1kb).collect();
+    let orgs: Vec<String> = (0..1000).map(|i| format!("org-{i}")).collect();
+    let d = Detector::with_benchmark_prompts(DetectorSettings::default(), &public_prompts())
+        .unwrap_or_else(|_| std::process::exit(1));
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    let mut i = 0usize;
+    c.bench_function("observe_1kb_chat", |b| {
+        b.iter(|| {
+            i += 1;
+            let o = d.observe(&Observation {
+                time: t0 + Duration::seconds(i as i64),
+                organization: &orgs[i % orgs.len()],
+                key: "k",
+                client_ip: None,
+                endpoint: Endpoint::Chat,
+                body: &bodies[i % bodies.len()],
+                model_owner: Some("acme-labs"),
+            });
+            black_box(o)
+        })
+    });
+    c.bench_function("extract_features_1kb_chat", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(
+                features::extract(Endpoint::Chat, &bodies[i % bodies.len()], 4000)
+                    .0
+                    .prompt_hash,
+            )
+        })
+    });
+    let text: String = String::from_utf8_lossy(&bodies[0]).into_owned();
+    c.bench_function("scan_text_1kb", |b| {
+        b.iter(|| {
+            let mut s = features::Scan::default();
+            s.push_text(black_box(&text));
+            black_box((s.topic(), s.elicitation()))
+        })
+    });
+    c.bench_function("parse_json_value_1kb", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&bodies[0])).is_ok())
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

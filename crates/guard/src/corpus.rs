@@ -492,11 +492,13 @@ fn fill(r: &mut SplitMix, t: &str) -> String {
     if c2 == c {
         c2 = concepts[(concepts.iter().position(|x| *x == c).unwrap_or(0) + 1) % concepts.len()];
     }
+    let aspect = *r.pick(ASPECTS);
+    let audience = *r.pick(AUDIENCES);
     t.replace("{c}", c)
         .replace("{c2}", c2)
         .replace("{d}", d)
-        .replace("{aspect}", *r.pick(ASPECTS))
-        .replace("{audience}", *r.pick(AUDIENCES))
+        .replace("{aspect}", aspect)
+        .replace("{audience}", audience)
         .replace("{n}", &(2 + r.below(9)).to_string())
 }
 

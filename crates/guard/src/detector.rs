@@ -626,7 +626,7 @@ impl Detector {
             let requests = acc.counters.requests;
             let mut templates: Vec<&crate::account::Template> =
                 acc.templates.iter().filter(|t| t.count > t.err).collect();
-            templates.sort_by(|a, b| (b.count - b.err).cmp(&(a.count - a.err)));
+            templates.sort_by_key(|t| std::cmp::Reverse(t.count - t.err));
             let top_templates: Vec<TemplateEvidence> = templates
                 .iter()
                 .take(10)

@@ -443,8 +443,8 @@ pub struct Scan {
     pub skeleton: Vec<u64>,
     /// Hashes of lines with at least three words.
     pub lines: Vec<u64>,
-    /// Topic projection accumulators.
-    proj: [i32; TOPICS],
+    /// Topic projection accumulators (per-bit counts of content-word hashes).
+    proj: crate::sketch::BitCounter<4>,
     content_words: u32,
 }
 
@@ -452,6 +452,9 @@ impl Scan {
     /// Scan `text` (bounded to [`MAX_SCAN_BYTES`]) appending to this scan.
     pub fn push_text(&mut self, text: &str) {
         let b = text.as_bytes();
+        let expect = b.len().min(MAX_SCAN_BYTES) / 5 + 4;
+        self.words.reserve(expect);
+        self.skeleton.reserve(expect);
         if b.len() <= MAX_SCAN_BYTES {
             self.scan_bytes(b);
         } else {
@@ -488,10 +491,7 @@ impl Scan {
                 s.skeleton.push(sk);
                 if !*digits && *len >= 3 && t.stopwords.binary_search(&wh).is_err() {
                     s.content_words += 1;
-                    let m = mix64(wh);
-                    for (j, a) in s.proj.iter_mut().enumerate() {
-                        *a += (((m >> j) & 1) as i32) * 2 - 1;
-                    }
+                    s.proj.add(mix64(wh));
                 }
                 *sentence_start = false;
             }
@@ -559,9 +559,11 @@ impl Scan {
         if self.content_words < 3 {
             return NO_TOPIC;
         }
+        // Projection j of the bag of words is (#words with bit j set) − (#words without it).
+        let ones = self.proj.clone().ones();
         let mut best = 0usize;
-        for (i, &v) in self.proj.iter().enumerate() {
-            if v > self.proj[best] {
+        for i in 0..TOPICS {
+            if ones[i] > ones[best] {
                 best = i;
             }
         }
@@ -613,11 +615,21 @@ pub fn skeleton_text(system: &str, user: &str) -> String {
 
 fn push_skeleton(out: &mut String, text: &str, max: usize) {
     let mut sentence_start = true;
-    let mut n = 0;
-    for word in text
-        .split(|c: char| !(c.is_alphanumeric()))
-        .filter(|w| !w.is_empty())
-    {
+    let mut rest = text;
+    for n in 0.. {
+        let Some(start) = rest.find(|c: char| c.is_alphanumeric()) else {
+            return;
+        };
+        let before = &rest[..start];
+        if before.contains(['.', '!', '?', ':', '\n']) {
+            sentence_start = true;
+        }
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !c.is_alphanumeric())
+            .unwrap_or(tail.len());
+        let word = &tail[..end];
+        rest = &tail[end..];
         if n >= max {
             out.push_str(" …");
             return;
@@ -636,9 +648,7 @@ fn push_skeleton(out: &mut String, text: &str, max: usize) {
             out.push_str(&word.to_lowercase());
         }
         sentence_start = false;
-        n += 1;
     }
-    let _ = text;
 }
 
 /// Text pieces of a request, borrowed from the body where possible.

@@ -159,33 +159,102 @@ fn pow2_neg(r: u8) -> f64 {
     f64::from_bits((1023u64.saturating_sub(u64::from(r))) << 52)
 }
 
-/// 64-bit SimHash accumulator over hashed features (Charikar). Near-duplicate inputs give
-/// hashes with a small Hamming distance.
-pub struct SimHasher {
-    acc: [i32; 64],
+/// Byte → eight one-byte lanes holding its bits (lane j = bit j).
+const fn spread_table() -> [u64; 256] {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut j = 0;
+        let mut v = 0u64;
+        while j < 8 {
+            v |= (((b >> j) & 1) as u64) << (8 * j);
+            j += 1;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+}
+static SPREAD: [u64; 256] = spread_table();
+
+/// Per-bit set counters for `BITS`-bit features, packed eight one-byte lanes per `u64` so one
+/// addition updates eight counters (flushed into wide counters before a lane can overflow).
+#[derive(Clone)]
+pub struct BitCounter<const WORDS: usize> {
+    packed: [u64; WORDS],
+    wide: [u32; 64],
+    pending: u32,
     n: u32,
 }
 
-impl SimHasher {
+impl<const WORDS: usize> BitCounter<WORDS> {
     pub fn new() -> Self {
-        Self { acc: [0; 64], n: 0 }
+        Self {
+            packed: [0; WORDS],
+            wide: [0; 64],
+            pending: 0,
+            n: 0,
+        }
     }
     #[inline]
     pub fn add(&mut self, feature: u64) {
-        for (i, a) in self.acc.iter_mut().enumerate() {
-            // Branch-free: +1 when bit i is set, -1 otherwise.
-            *a += (((feature >> i) & 1) as i32) * 2 - 1;
+        for (k, p) in self.packed.iter_mut().enumerate() {
+            *p += SPREAD[((feature >> (8 * k)) & 0xff) as usize];
         }
         self.n += 1;
+        self.pending += 1;
+        if self.pending == 255 {
+            self.flush();
+        }
     }
+    fn flush(&mut self) {
+        for (k, p) in self.packed.iter_mut().enumerate() {
+            for j in 0..8 {
+                self.wide[8 * k + j] += ((*p >> (8 * j)) & 0xff) as u32;
+            }
+            *p = 0;
+        }
+        self.pending = 0;
+    }
+    /// Number of features added.
     pub fn count(&self) -> u32 {
         self.n
     }
-    pub fn finish(&self) -> u64 {
-        self.acc
-            .iter()
-            .enumerate()
-            .fold(0u64, |h, (i, &a)| if a > 0 { h | (1u64 << i) } else { h })
+    /// Count of features with bit `i` set, for `i < 8 * WORDS`.
+    pub fn ones(&mut self) -> [u32; 64] {
+        self.flush();
+        self.wide
+    }
+}
+
+impl<const WORDS: usize> Default for BitCounter<WORDS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// 64-bit SimHash accumulator over hashed features (Charikar). Near-duplicate inputs give
+/// hashes with a small Hamming distance.
+pub struct SimHasher(BitCounter<8>);
+
+impl SimHasher {
+    pub fn new() -> Self {
+        Self(BitCounter::new())
+    }
+    #[inline]
+    pub fn add(&mut self, feature: u64) {
+        self.0.add(feature);
+    }
+    pub fn count(&self) -> u32 {
+        self.0.count()
+    }
+    pub fn finish(&mut self) -> u64 {
+        let n = self.0.count();
+        let ones = self.0.ones();
+        ones.iter().enumerate().fold(
+            0u64,
+            |h, (i, &c)| if 2 * c > n { h | (1u64 << i) } else { h },
+        )
     }
 }
 

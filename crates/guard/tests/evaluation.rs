@@ -1,6 +1,8 @@
 //! Evaluation on the checked-in sample and on a freshly generated corpus (a seed never used for
 //! tuning): the large templated product customer is never flagged, blatant harvesters are.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::PathBuf;
 
 use tollgate_guard::corpus::{CorpusConfig, Kind, generate, public_prompts};
@@ -13,7 +15,7 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn kind<'a>(r: &'a EvalReport, k: Kind) -> &'a tollgate_guard::eval::KindSummary {
+fn kind(r: &EvalReport, k: Kind) -> &tollgate_guard::eval::KindSummary {
     r.kinds.iter().find(|s| s.kind == k.name()).unwrap()
 }
 

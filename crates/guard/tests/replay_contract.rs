@@ -1,5 +1,7 @@
 //! Replay contract: the JSON shape of `ReplayReport` on the checked-in sample, and the table.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::PathBuf;
 
 use serde_json::Value;

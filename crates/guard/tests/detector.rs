@@ -1,0 +1,302 @@
+//! Detector behaviour through the public API: flagging, evidence (owner filter, links, sample
+//! retention by event time), snapshots, memory bound, concurrency.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+use std::net::IpAddr;
+
+use time::{Duration, OffsetDateTime, macros::datetime};
+use tollgate_guard::{Detector, DetectorSettings, Endpoint, Observation, memory_bound};
+
+fn body(user: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": user}], "max_tokens": 4096})).unwrap()
+}
+
+const TOPICS: &[&str] = &[
+    "photosynthesis in desert plants",
+    "the fall of the roman empire",
+    "compound interest on mortgages",
+    "quantum tunneling in diodes",
+    "sourdough fermentation chemistry",
+    "contract law consideration",
+    "plate tectonics and earthquakes",
+    "jazz improvisation scales",
+    "marathon pacing strategy",
+    "unreliable narrators in fiction",
+    "garbage collection in runtimes",
+    "antibiotic resistance mechanisms",
+];
+
+fn harvest(d: &Detector, org: &str, owner: &str, ip: &str, n: usize, start: OffsetDateTime) {
+    for i in 0..n {
+        let b = body(&format!(
+            "Explain {} number {i} in depth. Think step by step and show your reasoning.",
+            TOPICS[i % TOPICS.len()]
+        ));
+        d.observe(&Observation {
+            time: start + Duration::minutes(i as i64),
+            organization: org,
+            key: "k1",
+            client_ip: Some(ip.parse::<IpAddr>().unwrap()),
+            endpoint: Endpoint::Chat,
+            body: &b,
+            model_owner: Some(owner),
+        });
+        d.record_completion(org, "k1", start + Duration::minutes(i as i64), 500, false);
+    }
+}
+
+fn settings() -> DetectorSettings {
+    DetectorSettings {
+        min_requests: 30,
+        sample_size: 10,
+        sample_retention_days: 2,
+        cluster_interval: 0,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn harvester_is_flagged_with_evidence_and_benign_is_not() {
+    let d = Detector::new(settings()).unwrap();
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    harvest(&d, "bad", "acme", "192.0.2.10", 80, t0);
+    let benign = body("Write alt text for product 123 from Acme in category Shoes. Be concise.");
+    for i in 0..200 {
+        d.observe(&Observation {
+            time: t0 + Duration::minutes(i),
+            organization: "good",
+            key: "svc",
+            client_ip: None,
+            endpoint: Endpoint::Chat,
+            body: &benign,
+            model_owner: Some("acme"),
+        });
+    }
+    let a = d.assessment("bad").unwrap();
+    assert!(a.flagged && a.score >= 0.8, "{a:?}");
+    assert!(a.requests_until_flagged.unwrap() >= 30);
+    let g = d.assessment("good").unwrap();
+    assert!(!g.flagged && g.score < 0.5, "{g:?}");
+    assert!(d.assessment("nobody").is_none());
+    let flags = d.flags();
+    assert_eq!(
+        flags
+            .iter()
+            .map(|f| f.organization.as_str())
+            .collect::<Vec<_>>(),
+        vec!["bad"]
+    );
+
+    let now = t0 + Duration::hours(2);
+    let ev = d.evidence("bad", None, now).unwrap();
+    assert!(!ev.sample.is_empty() && ev.sample.len() <= 10);
+    assert!(
+        ev.sample
+            .iter()
+            .all(|s| s.harvesting && s.time >= a.flagged_at.unwrap())
+    );
+    assert_eq!(ev.extent.overall.requests, 80);
+    assert_eq!(ev.extent.overall.harvesting_requests, 80);
+    assert!((ev.extent.overall.harvesting_token_share - 1.0).abs() < 1e-9);
+    assert_eq!(ev.by_owner_names(), vec!["acme"]);
+    assert!(!ev.timeline.is_empty() && ev.timeline.iter().map(|b| b.requests).sum::<u32>() == 80);
+    assert!(
+        ev.top_templates
+            .iter()
+            .any(|t| t.skeleton.starts_with("explain"))
+    );
+    let json = serde_json::to_value(&ev).unwrap();
+    assert!(json["signals"].as_array().unwrap().len() > 5);
+    // Unflagged accounts never retain prompts.
+    assert!(d.evidence("good", None, now).unwrap().sample.is_empty());
+    // Filtering to another owner removes extent and sample.
+    let other = d.evidence("bad", Some("northwind"), now).unwrap();
+    assert!(other.extent.by_owner.is_empty() && other.sample.is_empty());
+    // Retention is by event time.
+    let later = d.evidence("bad", None, t0 + Duration::days(3)).unwrap();
+    assert!(later.sample.is_empty());
+}
+
+trait OwnerNames {
+    fn by_owner_names(&self) -> Vec<&str>;
+}
+impl OwnerNames for tollgate_guard::Evidence {
+    fn by_owner_names(&self) -> Vec<&str> {
+        self.extent
+            .by_owner
+            .iter()
+            .map(|o| o.owner.as_str())
+            .collect()
+    }
+}
+
+#[test]
+fn linked_small_accounts_form_a_flagged_cluster() {
+    let d = Detector::new(settings()).unwrap();
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    for (i, org) in ["h1", "h2", "h3", "h4"].iter().enumerate() {
+        let ip = if i < 2 { "203.0.113.5" } else { "203.0.113.77" };
+        harvest(
+            &d,
+            org,
+            "acme",
+            ip,
+            12,
+            t0 + Duration::minutes(i as i64 * 7),
+        );
+    }
+    d.link_metadata("h2", "payment", "card-9");
+    d.link_metadata("h3", "payment", "card-9");
+    d.flags();
+    let a: Vec<_> = ["h1", "h2", "h3", "h4"]
+        .iter()
+        .map(|o| d.assessment(o).unwrap())
+        .collect();
+    let c = a[0].cluster.clone().unwrap();
+    assert!(
+        a.iter().all(|x| x.cluster.as_deref() == Some(c.as_str())),
+        "{a:?}"
+    );
+    assert!(
+        a.iter().all(|x| x.flagged),
+        "each account is below min_requests but the cluster is not"
+    );
+    let ev = d.evidence("h2", None, t0 + Duration::hours(1)).unwrap();
+    let names: Vec<&str> = ev
+        .linked_accounts
+        .iter()
+        .map(|l| l.organization.as_str())
+        .collect();
+    assert!(names.contains(&"h1") && names.contains(&"h3"), "{names:?}");
+    let h3 = ev
+        .linked_accounts
+        .iter()
+        .find(|l| l.organization == "h3")
+        .unwrap();
+    assert!(h3.reasons.iter().any(|r| r.contains("payment")));
+}
+
+#[test]
+fn snapshot_restore_round_trip() {
+    let d = Detector::new(settings()).unwrap();
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    harvest(&d, "bad", "acme", "192.0.2.10", 60, t0);
+    d.flags();
+    let snap = d.snapshot();
+    let text = serde_json::to_string(&snap).unwrap();
+    let r = Detector::restore(settings(), serde_json::from_str(&text).unwrap()).unwrap();
+    assert_eq!(r.assessment("bad"), d.assessment("bad"));
+    assert_eq!(r.flags(), d.flags());
+    // State keeps evolving identically after restore.
+    harvest(&d, "bad", "acme", "192.0.2.10", 5, t0 + Duration::hours(3));
+    harvest(&r, "bad", "acme", "192.0.2.10", 5, t0 + Duration::hours(3));
+    assert_eq!(r.assessment("bad"), d.assessment("bad"));
+    assert!(Detector::restore(settings(), serde_json::json!({"version": 9})).is_err());
+}
+
+#[test]
+fn settings_reject_unknown_fields_and_bad_values() {
+    assert!(
+        serde_json::from_str::<DetectorSettings>(r#"{"flag_threshold": 0.9, "bogus": 1}"#).is_err()
+    );
+    let s: DetectorSettings =
+        serde_json::from_str(r#"{"flag_threshold": 0.9, "weights": {"reveal": 3.0}}"#).unwrap();
+    assert_eq!(s.min_requests, DetectorSettings::default().min_requests);
+    assert_eq!(s.weights.reveal, 3.0);
+    assert!(
+        Detector::new(DetectorSettings {
+            flag_threshold: 1.5,
+            ..Default::default()
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn memory_per_account_is_bounded() {
+    // Unflagged account: sketches and bounded evidence only.
+    let unflagged = memory_bound(0);
+    assert!(unflagged < 64 * 1024, "bound {unflagged}");
+    // A flagged account adds at most sample_size prompts of bounded size.
+    let flagged = memory_bound(50);
+    assert!(
+        flagged > unflagged && flagged < 160 * 1024,
+        "bound {flagged}"
+    );
+    // The bound holds for an account that saw many keys, owners, IPs and templates.
+    let d = Detector::new(DetectorSettings {
+        cluster_interval: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    for i in 0..3000i64 {
+        let b = body(&format!(
+            "unique prompt {i} about {} with words w{i} x{i} y{i}",
+            TOPICS[(i % 12) as usize]
+        ));
+        let key = format!("key-{i}");
+        let owner = format!("owner-{}", i % 40);
+        let ip: IpAddr = format!("10.{}.{}.{}", i % 200, i % 7, i % 250)
+            .parse()
+            .unwrap();
+        d.observe(&Observation {
+            time: t0 + Duration::minutes(i * 7),
+            organization: "wide",
+            key: &key,
+            client_ip: Some(ip),
+            endpoint: Endpoint::Chat,
+            body: &b,
+            model_owner: Some(&owner),
+        });
+    }
+    let snap = d.snapshot();
+    let acc = &snap["accounts"]["wide"];
+    assert!(acc["keys"].as_array().unwrap().len() <= 64);
+    assert!(acc["owners"].as_array().unwrap().len() <= 16);
+    assert!(acc["timeline"].as_array().unwrap().len() <= 168);
+    assert!(acc["templates"].as_array().unwrap().len() <= 32);
+    assert!(acc["ips"].as_array().unwrap().len() <= 16);
+}
+
+#[test]
+fn concurrent_observers() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Detector>();
+    let d = std::sync::Arc::new(
+        Detector::new(DetectorSettings {
+            cluster_interval: 100,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let b = body("Think step by step: what is the capital of France?");
+                for i in 0..500 {
+                    let org = format!("org-{}", (i + t) % 10);
+                    d.observe(&Observation {
+                        time: t0 + Duration::seconds(i),
+                        organization: &org,
+                        key: "k",
+                        client_ip: None,
+                        endpoint: Endpoint::Chat,
+                        body: &b,
+                        model_owner: None,
+                    });
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total: u64 = (0..10)
+        .map(|i| d.assessment(&format!("org-{i}")).unwrap().requests)
+        .sum();
+    assert_eq!(total, 2000);
+}
