@@ -254,11 +254,18 @@ async fn tollgate_binary(opts: &Options) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn tollgate_config(listen: SocketAddr, db: &Path, mocks: &Mocks) -> String {
-    let provider = |name: &str, p: &Proc| {
+/// Upstream addresses, by mock.
+struct UpstreamAddrs {
+    plain: SocketAddr,
+    stream: SocketAddr,
+    slow: SocketAddr,
+    fail: SocketAddr,
+}
+
+fn tollgate_config(listen: SocketAddr, db: &Path, up: &UpstreamAddrs) -> String {
+    let provider = |name: &str, addr: SocketAddr| {
         format!(
-            "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\napi_key = \"sk-upstream\"\n\n",
-            p.addr
+            "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\napi_key = \"sk-upstream\"\n\n"
         )
     };
     let model = |name: &str, provider: &str| {
@@ -270,10 +277,10 @@ fn tollgate_config(listen: SocketAddr, db: &Path, mocks: &Mocks) -> String {
         "[server]\nlisten = \"{listen}\"\nadmin_token = \"bench-admin\"\n\n[storage]\nurl = \"sqlite://{}\"\n\n",
         db.display()
     );
-    c += &provider("mock-plain", &mocks.plain);
-    c += &provider("mock-stream", &mocks.stream);
-    c += &provider("mock-slow", &mocks.slow);
-    c += &provider("mock-fail", &mocks.fail);
+    c += &provider("mock-plain", up.plain);
+    c += &provider("mock-stream", up.stream);
+    c += &provider("mock-slow", up.slow);
+    c += &provider("mock-fail", up.fail);
     c += &model("bench-plain", "mock-plain");
     c += &model("bench-stream", "mock-stream");
     c += &model("bench-slow", "mock-slow");
@@ -330,9 +337,15 @@ async fn start_tollgate(
     let bin = tollgate_binary(opts).await?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
     let config = dir.join("tollgate.toml");
+    let up = UpstreamAddrs {
+        plain: mocks.plain.addr,
+        stream: mocks.stream.addr,
+        slow: mocks.slow.addr,
+        fail: mocks.fail.addr,
+    };
     std::fs::write(
         &config,
-        tollgate_config(listen, &dir.join("ledger.db"), mocks),
+        tollgate_config(listen, &dir.join("ledger.db"), &up),
     )?;
     let mut cmd = Command::new(&bin);
     cmd.arg("serve").arg("--config").arg(&config);
@@ -395,18 +408,24 @@ async fn litellm_venv(root: &Path, log: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn litellm_config(mocks: &Mocks) -> String {
-    let entry = |name: &str, model: &str, p: &Proc| {
-        format!(
-            "  - model_name: {name}\n    litellm_params:\n      model: openai/{model}\n      api_base: http://{}/v1\n      api_key: sk-upstream\n",
-            p.addr
-        )
-    };
+    litellm_config_for(&[
+        ("bench-plain", "bench-plain", mocks.plain.addr),
+        ("bench-stream", "bench-stream", mocks.stream.addr),
+        ("bench-slow", "bench-slow", mocks.slow.addr),
+        ("bench-failover", "bench-failover", mocks.fail.addr),
+        ("bench-failover-backup", "bench-failover", mocks.plain.addr),
+    ])
+}
+
+/// LiteLLM `config.yaml`: `(model_name, upstream model, mock address)` entries, all as
+/// OpenAI-compatible `api_base`s, with ordered fallback for the failover model.
+fn litellm_config_for(entries: &[(&str, &str, SocketAddr)]) -> String {
     let mut c = String::from("model_list:\n");
-    c += &entry("bench-plain", "bench-plain", &mocks.plain);
-    c += &entry("bench-stream", "bench-stream", &mocks.stream);
-    c += &entry("bench-slow", "bench-slow", &mocks.slow);
-    c += &entry("bench-failover", "bench-failover", &mocks.fail);
-    c += &entry("bench-failover-backup", "bench-failover", &mocks.plain);
+    for (name, model, addr) in entries {
+        c += &format!(
+            "  - model_name: {name}\n    litellm_params:\n      model: openai/{model}\n      api_base: http://{addr}/v1\n      api_key: sk-upstream\n"
+        );
+    }
     c += "\nrouter_settings:\n  num_retries: 0\n  fallbacks: [{\"bench-failover\": [\"bench-failover-backup\"]}]\n";
     c += "\nlitellm_settings:\n  drop_params: true\n  request_timeout: 120\n";
     c += "\ngeneral_settings:\n  master_key: sk-bench-master\n";
@@ -705,6 +724,95 @@ mod tests {
         assert_eq!(v["stream"], true);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["model"], "m");
+    }
+
+    /// A stand-in for tollgate's admin API that checks what the harness sends.
+    async fn fake_admin() -> SocketAddr {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let auth_ok = req.headers().get("authorization").map(|v| v.as_bytes())
+                            == Some(b"Bearer bench-admin".as_slice());
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let name: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let (status, out) = match path.as_str() {
+                            _ if !auth_ok || name["name"] != "bench" => (401, r#"{"error":{}}"#),
+                            "/admin/v1/organizations" => (201, r#"{"id":"org_9"}"#),
+                            "/admin/v1/organizations/org_9/projects" => (201, r#"{"id":42}"#),
+                            "/admin/v1/projects/42/keys" => {
+                                (201, r#"{"id":"k1","key":"tg-secret"}"#)
+                            }
+                            _ => (404, "{}"),
+                        };
+                        let mut resp =
+                            hyper::Response::new(Full::new(Bytes::from_static(out.as_bytes())));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn make_key_walks_the_admin_api() {
+        let addr = fake_admin().await;
+        assert_eq!(make_key(addr).await.unwrap(), "tg-secret");
+    }
+
+    #[test]
+    fn tollgate_config_is_valid_and_lists_failover_in_order() {
+        let a = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+        let up = UpstreamAddrs {
+            plain: a(1001),
+            stream: a(1002),
+            slow: a(1003),
+            fail: a(1004),
+        };
+        let text = tollgate_config(a(2000), Path::new("/tmp/x/ledger.db"), &up);
+        let config = tollgate_config::Config::from_toml(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:2000");
+        assert_eq!(config.server.admin_token.as_deref(), Some("bench-admin"));
+        assert_eq!(config.storage.url, "sqlite:///tmp/x/ledger.db");
+        let failover: Vec<&str> = config
+            .models
+            .iter()
+            .filter(|m| m.name == "bench-failover")
+            .map(|m| m.provider.as_str())
+            .collect();
+        assert_eq!(failover, ["mock-fail", "mock-plain"]);
+        let fail = config
+            .providers
+            .iter()
+            .find(|p| p.name == "mock-fail")
+            .unwrap();
+        assert_eq!(fail.base_url.as_deref(), Some("http://127.0.0.1:1004/v1"));
+    }
+
+    #[test]
+    fn litellm_config_points_at_the_mocks() {
+        let text = litellm_config_for(&[(
+            "bench-plain",
+            "bench-plain",
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 7)),
+        )]);
+        assert!(text.contains("  - model_name: bench-plain\n    litellm_params:\n      model: openai/bench-plain\n      api_base: http://127.0.0.1:7/v1\n"));
+        assert!(text.contains("master_key: sk-bench-master"));
+        assert!(text.contains("fallbacks: [{\"bench-failover\": [\"bench-failover-backup\"]}]"));
     }
 
     #[test]
