@@ -220,7 +220,9 @@ fn memory_per_account_is_bounded() {
     assert!(unflagged < 64 * 1024, "bound {unflagged}");
     // A flagged account adds at most sample_size prompts of bounded size.
     let flagged = memory_bound(50);
-    eprintln!("memory bound per account: {unflagged} bytes unflagged, {flagged} bytes flagged with 50 samples");
+    eprintln!(
+        "memory bound per account: {unflagged} bytes unflagged, {flagged} bytes flagged with 50 samples"
+    );
     assert!(
         flagged > unflagged && flagged < 160 * 1024,
         "bound {flagged}"
