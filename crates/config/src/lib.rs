@@ -347,6 +347,7 @@ owner = "openai"
 
     /// Applies environment overrides through `get` (so tests need not touch the process env).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
         if let Some(v) = get("TOLLGATE_ADMIN_TOKEN") {
             self.server.admin_token = Some(v);
         }
