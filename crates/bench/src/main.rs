@@ -120,7 +120,10 @@ fn main() -> anyhow::Result<()> {
             })?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", report::main_table(&doc))?;
-            writeln!(out, "{}", report::stream_table(&doc))?;
+            let streams = report::stream_table(&doc);
+            if !streams.is_empty() {
+                writeln!(out, "{streams}")?;
+            }
             for n in &doc.notes {
                 writeln!(out, "note: {n}")?;
             }

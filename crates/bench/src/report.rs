@@ -177,7 +177,7 @@ pub fn main_table(doc: &Document) -> String {
             run.scenario.clone(),
             run.target.clone(),
             format!("{:.0}", run.throughput_rps),
-            opt(cmp.and_then(|c| c.throughput_ratio), |r| format!("{r:.2}")),
+            opt(cmp.and_then(|c| c.throughput_ratio), |r| format!("{r:.3}")),
             opt(lat, |p| ms(p.p50)),
             signed_ms(cmp.and_then(|c| c.added_p50_us)),
             opt(lat, |p| ms(p.p99)),
@@ -195,8 +195,12 @@ pub fn main_table(doc: &Document) -> String {
     t.to_string()
 }
 
-/// Streaming figures: time to first byte, gaps between chunks, memory per open stream.
+/// Streaming figures: time to first byte, gaps between chunks, memory per open stream
+/// (empty when no stream scenario ran).
 pub fn stream_table(doc: &Document) -> String {
+    if !doc.runs.iter().any(|r| r.scenario.contains("stream")) {
+        return String::new();
+    }
     let mut t = Table::new();
     t.set_header(vec![
         "scenario",
@@ -286,6 +290,6 @@ mod tests {
         };
         let table = main_table(&doc);
         assert!(table.contains("tollgate"));
-        assert!(table.contains("0.50"));
+        assert!(table.contains("0.500"));
     }
 }
