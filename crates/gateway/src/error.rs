@@ -5,8 +5,13 @@ use http::{HeaderValue, StatusCode, header};
 use tollgate_wire::{ErrorBody, ErrorDetail};
 
 /// An error answered to a client, with its status, OpenAI `type`/`code`, and extra headers.
+/// Boxed, so `Result<_, ApiError>` stays one pointer wide on the happy path.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorParts>);
+
+/// The parts of an [`ApiError`].
+#[derive(Debug)]
+pub struct ErrorParts {
     pub status: StatusCode,
     pub message: String,
     pub kind: &'static str,
@@ -23,7 +28,7 @@ impl ApiError {
         code: Option<&'static str>,
         message: impl Into<String>,
     ) -> Self {
-        ApiError {
+        ApiError(Box::new(ErrorParts {
             status,
             message: message.into(),
             kind,
@@ -31,7 +36,7 @@ impl ApiError {
             param: None,
             retry_after_secs: None,
             headers: Vec::new(),
-        }
+        }))
     }
 
     pub fn invalid_api_key() -> Self {
@@ -159,27 +164,41 @@ impl ApiError {
     }
 }
 
+impl std::ops::Deref for ApiError {
+    type Target = ErrorParts;
+    fn deref(&self) -> &ErrorParts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ErrorParts {
+        &mut self.0
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let parts = *self.0;
         let body = ErrorBody {
             error: ErrorDetail {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param.as_deref(),
-                code: self.code,
+                message: &parts.message,
+                kind: parts.kind,
+                param: parts.param.as_deref(),
+                code: parts.code,
             },
         }
         .to_vec();
-        let mut res = (self.status, body).into_response();
+        let mut res = (parts.status, body).into_response();
         let h = res.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(secs) = self.retry_after_secs {
+        if let Some(secs) = parts.retry_after_secs {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        for (name, value) in self.headers {
+        for (name, value) in parts.headers {
             h.insert(name, value);
         }
         res

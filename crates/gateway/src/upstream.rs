@@ -52,7 +52,7 @@ pub fn build_client(config: &Config) -> Result<HttpClient, String> {
 pub enum Target {
     Http {
         /// URIs per endpoint: chat completions, completions, embeddings.
-        uris: [Uri; 3],
+        uris: Box<[Uri; 3]>,
         auth: Option<(HeaderName, HeaderValue)>,
     },
     Simulated(SimConfig),
@@ -150,7 +150,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                     }
                 };
                 Target::Http {
-                    uris: [a, b, c],
+                    uris: Box::new([a, b, c]),
                     auth,
                 }
             }

@@ -1,5 +1,7 @@
 //! A client that goes away mid-stream is still billed, exactly once, under either policy.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

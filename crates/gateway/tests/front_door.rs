@@ -1,5 +1,7 @@
 //! The front door against mock upstreams: wire compatibility, streaming, metering, errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Store and ledger behaviour against a real SQLite file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use time::OffsetDateTime;
 use time::macros::datetime;
 use tollgate_store::*;

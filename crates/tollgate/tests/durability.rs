@@ -1,6 +1,8 @@
 //! `kill -9` under load, then restart: every response a client received in full has exactly one
 //! usage record. Also checks the embedded default's first start.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Test kit: a real gateway on a loopback port, against mock upstreams, with a small HTTP client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::sync::Arc;
