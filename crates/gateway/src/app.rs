@@ -105,7 +105,9 @@ impl App {
     }
 
     /// Hook called with every usage record before it is written (budgets, detectors).
-    pub fn after_usage(&self, _record: &UsageRecord) {}
+    pub fn after_usage(&self, record: &UsageRecord) {
+        crate::enforce::completed(self, record);
+    }
 }
 
 /// The full router: front door, Azure shape, admin API, health.

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod bootstrap;
+pub mod enforce;
 pub mod error;
 pub mod limits;
 pub mod meter;

@@ -17,6 +17,7 @@ use tollgate_wire::usage::{response_text, usage_of_response};
 use tollgate_wire::{ApiRequest, Endpoint};
 
 use crate::app::App;
+use crate::enforce::{self, Verdict};
 use crate::error::ApiError;
 use crate::limits::Snapshot;
 use crate::meter::{Counts, Meter, new_request_id};
@@ -261,16 +262,16 @@ async fn pipeline(
     app: Arc<App>,
     endpoint: Endpoint,
     deployment: Option<String>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let key = authenticate(&app, &headers)?;
-    let bytes = read_body(&app, &headers, body).await?;
-    let req = ApiRequest::parse(&bytes, endpoint, deployment.is_some())
+    let original = read_body(&app, &headers, body).await?;
+    let head = ApiRequest::parse(&original, endpoint, deployment.is_some())
         .map_err(|e| ApiError::bad_request(e.message, e.param))?;
-    let name: &str = match (&deployment, &req.model) {
+    let name: &str = match (&deployment, &head.model) {
         (Some(d), _) => d,
         (None, Some(m)) => m,
         (None, None) => {
@@ -286,6 +287,20 @@ async fn pipeline(
         .filter(|_| key.may_use(name))
         .cloned()
         .ok_or_else(|| ApiError::model_not_found(name))?;
+    enforce::check_access(&app, &key, &model)?;
+    let rewritten = match enforce::observe(&app, &key, &model, endpoint, &original, peer, &headers)?
+    {
+        Verdict::Rewrite(b) => Some(b),
+        Verdict::Pass => None,
+    };
+    let (bytes, req) = match &rewritten {
+        Some(b) => (
+            b.clone(),
+            ApiRequest::parse(b, endpoint, deployment.is_some())
+                .map_err(|e| ApiError::bad_request(e.message, e.param))?,
+        ),
+        None => (original.clone(), head),
+    };
     let n = req.n.unwrap_or(1);
     let estimate =
         (req.prompt_bytes as u64 / 4).saturating_add(req.max_tokens.unwrap_or(0).saturating_mul(n));
