@@ -123,7 +123,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             true,
             Mode::Burst {
                 count: 5000,
-                ramp: 250,
+                connects_per_second: 2000,
             },
         ),
         Scenario {
@@ -158,7 +158,8 @@ struct Mocks {
 impl Mocks {
     async fn start(quick: bool) -> anyhow::Result<Mocks> {
         let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let slow_gap = if quick { "300" } else { "500" };
+        // ~6 s per slow stream, so all of them are open at once even while connections ramp up.
+        let slow_gap = if quick { "500" } else { "600" };
         Ok(Mocks {
             plain: procs::spawn_mock("plain", &args(&["--response-tokens", "16"])).await?,
             stream: procs::spawn_mock(
@@ -501,7 +502,13 @@ async fn measure(sc: &Scenario, target: &Target, ticks: u64) -> anyhow::Result<R
         path: "/v1/chat/completions".into(),
         auth: Some(HeaderValue::from_str(&format!("Bearer {key}"))?),
         body: body_for(sc, sc.upstream.model()),
-        expect_status: if sc.invalid_key { 401 } else { 200 },
+        // Invalid keys must be refused: 401 from tollgate (OpenAI's status); any 4xx but 429
+        // counts as a refusal, since other proxies pick other codes.
+        expect: if sc.invalid_key {
+            |s| (400..500).contains(&s) && s != 429
+        } else {
+            |s| s == 200
+        },
         timeout: Duration::from_secs(60),
     };
     let pids = (target.proc_pids)();

@@ -10,12 +10,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
 /// Why a request could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,8 @@ pub struct RequestSpec {
     pub path: String,
     pub auth: Option<HeaderValue>,
     pub body: Bytes,
-    /// HTTP status that counts as success (200, or 401 for the invalid-key flood).
-    pub expect_status: u16,
+    /// Which HTTP statuses count as success (200; a rejection for the invalid-key flood).
+    pub expect: fn(u16) -> bool,
     /// Per-request timeout (connect + whole response).
     pub timeout: Duration,
 }
@@ -62,8 +62,12 @@ pub enum Mode {
         duration: Duration,
         connections: usize,
     },
-    /// `count` concurrent one-shot requests, connections opened `ramp` at a time.
-    Burst { count: usize, ramp: usize },
+    /// `count` one-shot requests on their own connections, started at a steady
+    /// `connects_per_second`, all allowed to be in flight together.
+    Burst {
+        count: usize,
+        connects_per_second: u64,
+    },
 }
 
 /// Counters and histograms of one run. Latencies are in microseconds.
@@ -71,6 +75,8 @@ pub struct LoadResult {
     pub ok: u64,
     pub bad_status: u64,
     pub io_errors: u64,
+    /// Responses by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
     pub elapsed: Duration,
     /// Whole response, from send (or intended send, open-loop) to the last byte.
     pub latency: Histogram<u64>,
@@ -96,6 +102,7 @@ impl LoadResult {
             ok: 0,
             bad_status: 0,
             io_errors: 0,
+            statuses: BTreeMap::new(),
             elapsed: Duration::ZERO,
             latency: histogram()?,
             ttfb: histogram()?,
@@ -108,6 +115,9 @@ impl LoadResult {
         self.ok += other.ok;
         self.bad_status += other.bad_status;
         self.io_errors += other.io_errors;
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_insert(0) += n;
+        }
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.ttfb.add(&other.ttfb);
@@ -216,7 +226,8 @@ async fn one(
             if let Some(t) = out.ttfb {
                 res.ttfb.saturating_record(micros(t));
             }
-            if out.status == spec.expect_status {
+            *res.statuses.entry(out.status).or_insert(0) += 1;
+            if (spec.expect)(out.status) {
                 res.ok += 1;
             } else {
                 res.bad_status += 1;
@@ -314,22 +325,24 @@ pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError
                 }));
             }
         }
-        Mode::Burst { count, ramp } => {
-            let gate = Arc::new(Semaphore::new(ramp.max(1)));
+        Mode::Burst {
+            count,
+            connects_per_second,
+        } => {
+            let rate = connects_per_second.max(1);
             let in_flight = Arc::new(AtomicU64::new(0));
             let peak = Arc::new(AtomicU64::new(0));
-            for _ in 0..count {
+            for i in 0..count as u64 {
                 let spec = Arc::clone(&spec);
-                let gate = Arc::clone(&gate);
                 let in_flight = Arc::clone(&in_flight);
                 let peak = Arc::clone(&peak);
                 handles.push(tokio::spawn(async move {
                     let mut res = LoadResult::empty()?;
-                    // Only connection set-up is rate limited by the gate.
-                    let conn = {
-                        let _permit = gate.acquire().await;
-                        tokio::time::timeout(spec.timeout, connect(spec.addr)).await
-                    };
+                    // Request i starts at start + i/rate; its latency counts from then and
+                    // includes the connect, so a server slow to accept shows.
+                    let t0 = started + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate);
+                    tokio::time::sleep_until(t0.into()).await;
+                    let conn = tokio::time::timeout(spec.timeout, connect(spec.addr)).await;
                     let conn = match conn {
                         Ok(Ok(c)) => c,
                         _ => {
@@ -339,7 +352,7 @@ pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError
                     };
                     let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
                     peak.fetch_max(now, Ordering::Relaxed);
-                    one(Some(conn), &spec, Instant::now(), &mut res).await;
+                    one(Some(conn), &spec, t0, &mut res).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     Ok::<_, LoadError>(res)
                 }));
@@ -420,7 +433,7 @@ mod tests {
             path: "/v1/chat/completions".into(),
             auth: None,
             body: Bytes::from(body.to_string()),
-            expect_status: 200,
+            expect: |s| s == 200,
             timeout: Duration::from_secs(10),
         }
     }
@@ -468,15 +481,30 @@ mod tests {
         })
         .await
         .unwrap();
-        let r = run(&spec(mock.addr(), false), Mode::Burst { count: 5, ramp: 2 })
-            .await
-            .unwrap();
+        let r = run(
+            &spec(mock.addr(), false),
+            Mode::Burst {
+                count: 5,
+                connects_per_second: 1000,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(r.ok, 0);
         assert_eq!(r.bad_status, 5);
         let mut s = spec(mock.addr(), false);
-        s.expect_status = 503;
-        let r = run(&s, Mode::Burst { count: 3, ramp: 3 }).await.unwrap();
+        s.expect = |s| s == 503;
+        let r = run(
+            &s,
+            Mode::Burst {
+                count: 3,
+                connects_per_second: 1000,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(r.ok, 3);
+        assert_eq!(r.statuses.get(&503), Some(&3));
 
         let closed = MockUpstream::start(MockConfig {
             behavior: Behavior::CloseMidStream,
@@ -486,7 +514,10 @@ mod tests {
         .unwrap();
         let r = run(
             &spec(closed.addr(), true),
-            Mode::Burst { count: 4, ramp: 4 },
+            Mode::Burst {
+                count: 4,
+                connects_per_second: 1000,
+            },
         )
         .await
         .unwrap();
@@ -502,9 +533,15 @@ mod tests {
         })
         .await
         .unwrap();
-        let r = run(&spec(mock.addr(), true), Mode::Burst { count: 10, ramp: 5 })
-            .await
-            .unwrap();
+        let r = run(
+            &spec(mock.addr(), true),
+            Mode::Burst {
+                count: 10,
+                connects_per_second: 1000,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(r.ok, 10);
         assert_eq!(r.ttfb.len(), 10);
         assert!(r.gaps.len() >= 10, "each stream has several frames");

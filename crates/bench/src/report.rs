@@ -5,6 +5,7 @@ use crate::load::LoadResult;
 use comfy_table::Table;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +39,8 @@ pub struct Run {
     pub ok: u64,
     pub bad_status: u64,
     pub io_errors: u64,
+    /// Responses by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
     pub elapsed_secs: f64,
     pub throughput_rps: f64,
     pub latency_us: Option<Percentiles>,
@@ -70,6 +73,7 @@ impl Run {
             ok: r.ok,
             bad_status: r.bad_status,
             io_errors: r.io_errors,
+            statuses: r.statuses.clone(),
             elapsed_secs: r.elapsed.as_secs_f64(),
             throughput_rps: r.throughput(),
             latency_us: Percentiles::of(&r.latency),
@@ -249,6 +253,7 @@ mod tests {
             ok,
             bad_status: 1,
             io_errors: 2,
+            statuses: BTreeMap::new(),
             elapsed: Duration::from_secs(2),
             latency: h.clone(),
             ttfb: h,
