@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
@@ -12,9 +12,9 @@ use crate::{StoreError, open_connection};
 
 const HOUR_US: i64 = 3_600_000_000;
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, String>>;
 
-enum Command {
+pub(crate) enum Command {
     /// One record; the reply says whether it was new (false: its id was already recorded).
     Append(Box<UsageRecord>, Option<Reply<bool>>),
     /// A batch that is stored whole or not at all; the reply gives, per record, whether it was new.
@@ -31,6 +31,18 @@ pub struct LedgerStats {
     pub batches: AtomicU64,
     pub queued: AtomicU64,
     pub failures: AtomicU64,
+    /// Records waiting in the local spool (PostgreSQL unreachable or slow).
+    pub spooled: AtomicU64,
+    /// Bytes of the local spool file.
+    pub spool_bytes: AtomicU64,
+    /// Records written to the spool since start, and drained from it into the store.
+    pub spooled_total: AtomicU64,
+    pub drained_total: AtomicU64,
+    /// The spool reached `spool_max_bytes`: new requests are refused until it drains.
+    pub spool_full: AtomicBool,
+    /// Duration of the last store commit, in microseconds, and the sum and count of all.
+    pub last_commit_us: AtomicU64,
+    pub commit_us_total: AtomicU64,
 }
 
 /// Handle to the ledger writer; cheap to clone.
@@ -93,6 +105,15 @@ impl Ledger {
         &self.stats
     }
 
+    /// False while the spool is full: new requests must be refused (they could not be billed).
+    pub fn accepting(&self) -> bool {
+        !self.stats.spool_full.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn from_parts(tx: mpsc::Sender<Command>, stats: Arc<LedgerStats>) -> Ledger {
+        Ledger { tx, stats }
+    }
+
     async fn send(&self, cmd: Command) -> Result<(), StoreError> {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.tx.send(cmd).await.map_err(|_| {
@@ -127,7 +148,11 @@ fn writer_loop(
             }
         }
         let n = batch.len() as u64;
+        let began = std::time::Instant::now();
         let outcome = write_batch(&mut conn, &batch);
+        let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.last_commit_us.store(took, Ordering::Relaxed);
+        stats.commit_us_total.fetch_add(took, Ordering::Relaxed);
         stats.queued.fetch_sub(n, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         match outcome {

@@ -1,7 +1,14 @@
 //! Storage: control data (organizations, projects, keys, prices, contracts, audit) and the durable
 //! usage ledger. This is the only crate that speaks SQL.
 //!
-//! Two handles share one database file:
+//! Two backends with the same behaviour: SQLite (`sqlite://PATH`, one machine) and PostgreSQL
+//! (`postgres://…`, many gateway instances on one database). Both apply schema migrations at
+//! open, write a `changes` row in the same transaction as every control change (instances poll it
+//! to refresh their in-memory state), keep hourly rollups in the ledger transaction, and are
+//! idempotent by record id. The PostgreSQL ledger spools to a local file while the database is
+//! unreachable or slow ([`SpoolConfig`]).
+//!
+//! Two handles share one database:
 //! - [`Store`] for control data and queries, used through `spawn_blocking` off the async runtime;
 //! - [`Ledger`], a dedicated writer thread that appends usage records with group commit: each
 //!   batch is one transaction, so one fsync covers every record that arrived while the previous
@@ -11,13 +18,20 @@
 //! also adds to an hourly rollup in the same transaction, so month-scale queries read rollups and
 //! only the partial hours at a range's edges from raw records.
 
+mod facade;
 mod ledger;
+mod pg;
+mod pg_ledger;
+mod pg_schema;
 mod schema;
+mod spool;
 mod store;
 mod types;
 
+pub use facade::{Backend, Store};
 pub use ledger::{Ledger, LedgerStats};
-pub use store::Store;
+pub use pg_ledger::SpoolConfig;
+pub use spool::SpoolError;
 pub use types::*;
 
 /// Storage failures.
@@ -25,13 +39,15 @@ pub use types::*;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Pg(String),
     #[error("storage task failed: {0}")]
     Task(String),
     #[error("the ledger writer has stopped")]
     LedgerClosed,
     #[error("{0}")]
     Conflict(String),
-    #[error("unsupported storage url '{0}' (expected sqlite://PATH)")]
+    #[error("unsupported storage url '{0}' (expected sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
     #[error("cannot create directory for the database: {0}")]
     Io(#[from] std::io::Error),
@@ -64,4 +80,20 @@ pub fn sqlite_path(url: &str) -> Result<&str, StoreError> {
     url.strip_prefix("sqlite://")
         .filter(|p| !p.is_empty())
         .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The source carries the server's message (e.g. a constraint name); `Display` alone
+        // says only "db error".
+        match e.as_db_error() {
+            Some(db) => StoreError::Pg(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Pg(e.to_string()),
+        }
+    }
+}
+
+/// Whether a storage URL names PostgreSQL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

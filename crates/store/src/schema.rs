@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 use crate::StoreError;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE organizations (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -114,7 +115,15 @@ CREATE TABLE kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL
+);
+"#,
+];
 
 /// Applies every migration not yet applied, each in its own transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -11,18 +11,18 @@ use crate::{StoreError, open_connection};
 
 const HOUR_US: i64 = 3_600_000_000;
 
-/// Handle to control data; cheap to clone.
+/// SQLite handle to control data; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub fn open(path: &str) -> Result<Store, StoreError> {
+    pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
         let mut conn = open_connection(path, true)?;
         crate::schema::migrate(&mut conn)?;
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
@@ -47,10 +47,13 @@ impl Store {
 
     pub async fn insert_organization(&self, org: Organization) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO organizations (id, name, parent_id, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![org.id, org.name, org.parent, org.state.as_str(), to_micros(org.created_at)],
             )?;
+            change(&tx, ChangeKind::Organization, &org.id)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -102,10 +105,13 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            let n = c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "UPDATE organizations SET state = ?2 WHERE id = ?1",
                 params![id, state.as_str()],
             )?;
+            change(&tx, ChangeKind::Organization, &id)?;
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -115,10 +121,13 @@ impl Store {
 
     pub async fn insert_project(&self, p: Project) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO projects (id, org_id, name, rpm, tpm, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![p.id, p.organization, p.name, opt_i64(p.rpm), opt_i64(p.tpm), to_micros(p.created_at)],
             )?;
+            change(&tx, ChangeKind::Project, &p.id)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -159,7 +168,8 @@ impl Store {
                 .models
                 .as_ref()
                 .map(|m| serde_json::to_string(m).unwrap_or_default());
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO api_keys (id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     k.id,
@@ -177,6 +187,8 @@ impl Store {
                     to_micros(k.created_at)
                 ],
             )?;
+            change(&tx, ChangeKind::Key, &k.id)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -221,12 +233,17 @@ impl Store {
     ) -> Result<Option<ApiKey>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2), updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM api_keys) WHERE id = ?1",
                 params![id, to_micros(at)],
             )?;
-            Ok(c.query_row(&format!("{KEY_SELECT} WHERE id = ?1"), [id], key_row)
-                .optional()?)
+            change(&tx, ChangeKind::Key, &id)?;
+            let key = tx
+                .query_row(&format!("{KEY_SELECT} WHERE id = ?1"), [&id], key_row)
+                .optional()?;
+            tx.commit()?;
+            Ok(key)
         })
         .await
     }
@@ -304,10 +321,13 @@ impl Store {
     /// Adds a price entry; an entry for the same model and time is replaced.
     pub async fn put_price(&self, p: PriceRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
             )?;
+            change(&tx, ChangeKind::Price, &p.model)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -336,10 +356,13 @@ impl Store {
 
     pub async fn put_contract(&self, k: ContractRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT OR REPLACE INTO contracts (org_id, effective_from, discount_percent, monthly_commitment) VALUES (?1, ?2, ?3, ?4)",
                 params![k.organization, to_micros(k.effective_from), k.discount_percent, k.monthly_commitment],
             )?;
+            change(&tx, ChangeKind::Contract, &k.organization)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -368,10 +391,13 @@ impl Store {
 
     pub async fn put_budget(&self, b: BudgetRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT OR REPLACE INTO budgets (org_id, project_id, monthly_limit) VALUES (?1, ?2, ?3)",
                 params![b.organization, b.project.unwrap_or_default(), b.monthly_limit],
             )?;
+            change(&tx, ChangeKind::Budget, &b.organization)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -453,6 +479,154 @@ impl Store {
         })
         .await
     }
+
+    // ----- change feed, health, migration -----
+
+    /// Control changes after `seq`, oldest first (at most `limit`).
+    pub async fn changes_since(&self, seq: i64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, kind, id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| {
+                        Ok(Change {
+                            seq: r.get(0)?,
+                            kind: ChangeKind::parse(&r.get::<_, String>(1)?),
+                            id: r.get(2)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The newest change's sequence number (0 when none).
+    pub async fn last_change(&self) -> Result<i64, StoreError> {
+        self.call(|c| {
+            Ok(
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    /// A trivial round trip, for readiness and latency.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every small value (for migrations).
+    pub async fn values(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT key, value FROM kv ORDER BY key")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Raw records with `seq` above `after`, oldest first, and the last seq returned (for
+    /// migrations: a stable cursor over the whole ledger).
+    pub async fn records_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<UsageRecord>, i64), StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, seq FROM usage WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut last = after;
+            let mut out = Vec::new();
+            let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+            while let Some(r) = rows.next()? {
+                out.push(record_row(r)?);
+                last = r.get(17)?;
+            }
+            Ok((out, last))
+        })
+        .await
+    }
+
+    /// Copies control rows in, keeping rows that already exist (reruns are safe).
+    pub async fn import_control(&self, d: ControlDump) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            for o in &d.organizations {
+                tx.execute(
+                    "INSERT OR IGNORE INTO organizations (id, name, parent_id, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![o.id, o.name, o.parent, o.state.as_str(), to_micros(o.created_at)],
+                )?;
+            }
+            for p in &d.projects {
+                tx.execute(
+                    "INSERT OR IGNORE INTO projects (id, org_id, name, rpm, tpm, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![p.id, p.organization, p.name, opt_i64(p.rpm), opt_i64(p.tpm), to_micros(p.created_at)],
+                )?;
+            }
+            for k in &d.keys {
+                let models = k.models.as_ref().map(|m| serde_json::to_string(m).unwrap_or_default());
+                tx.execute(
+                    "INSERT OR IGNORE INTO api_keys (id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![k.id, k.organization, k.project, k.name, k.prefix, &k.hash[..], k.role.as_str(), models, opt_i64(k.rpm), opt_i64(k.tpm), k.expires_at.map(to_micros), k.revoked_at.map(to_micros), to_micros(k.created_at)],
+                )?;
+            }
+            for p in &d.prices {
+                tx.execute(
+                    "INSERT OR IGNORE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
+                )?;
+            }
+            for k in &d.contracts {
+                tx.execute(
+                    "INSERT OR IGNORE INTO contracts (org_id, effective_from, discount_percent, monthly_commitment) VALUES (?1, ?2, ?3, ?4)",
+                    params![k.organization, to_micros(k.effective_from), k.discount_percent, k.monthly_commitment],
+                )?;
+            }
+            for b in &d.budgets {
+                tx.execute(
+                    "INSERT OR IGNORE INTO budgets (org_id, project_id, monthly_limit) VALUES (?1, ?2, ?3)",
+                    params![b.organization, b.project.clone().unwrap_or_default(), b.monthly_limit],
+                )?;
+            }
+            let audit_rows: i64 = tx.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?;
+            if audit_rows == 0 {
+                for e in &d.audit {
+                    tx.execute(
+                        "INSERT INTO audit_log (time, actor, action, org_id, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![to_micros(e.time), e.actor, e.action, e.organization, e.reason],
+                    )?;
+                }
+            }
+            for (k, v) in &d.values {
+                tx.execute("INSERT OR IGNORE INTO kv (key, value) VALUES (?1, ?2)", params![k, v])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn change(c: &Connection, kind: ChangeKind, id: &str) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO changes (kind, id) VALUES (?1, ?2)",
+        params![kind.as_str(), id],
+    )?;
+    Ok(())
 }
 
 const KEY_SELECT: &str = "SELECT id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at FROM api_keys";

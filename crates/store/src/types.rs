@@ -1,6 +1,6 @@
 //! Rows as the rest of Tollgate sees them. Times are UTC `OffsetDateTime`s (stored as unix microseconds).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// Review state of an organization.
@@ -91,7 +91,7 @@ pub struct ApiKey {
 }
 
 /// One metered request (or one imported event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -173,6 +173,68 @@ pub struct AuditEntry {
     pub action: String,
     pub organization: Option<String>,
     pub reason: Option<String>,
+}
+
+/// What a control change touched; instances poll the change feed and reload that row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Organization,
+    Project,
+    Key,
+    Price,
+    Contract,
+    Budget,
+    /// A kind written by a newer version; instances ignore it.
+    Other,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Organization => "organization",
+            ChangeKind::Project => "project",
+            ChangeKind::Key => "key",
+            ChangeKind::Price => "price",
+            ChangeKind::Contract => "contract",
+            ChangeKind::Budget => "budget",
+            ChangeKind::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> ChangeKind {
+        match s {
+            "organization" => ChangeKind::Organization,
+            "project" => ChangeKind::Project,
+            "key" => ChangeKind::Key,
+            "price" => ChangeKind::Price,
+            "contract" => ChangeKind::Contract,
+            "budget" => ChangeKind::Budget,
+            _ => ChangeKind::Other,
+        }
+    }
+}
+
+/// One entry of the change feed, written in the same transaction as the change itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    /// Id of the changed row (organization, project, key, model or organization of a contract/budget).
+    pub id: String,
+}
+
+/// All control data of a store, for `tollgate migrate --from … --to …`.
+#[derive(Debug, Clone, Default)]
+pub struct ControlDump {
+    pub organizations: Vec<Organization>,
+    pub projects: Vec<Project>,
+    pub keys: Vec<ApiKey>,
+    pub prices: Vec<PriceRow>,
+    pub contracts: Vec<ContractRow>,
+    pub budgets: Vec<BudgetRow>,
+    pub audit: Vec<AuditEntry>,
+    pub values: Vec<(String, String)>,
 }
 
 pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {

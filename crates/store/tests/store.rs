@@ -1,4 +1,5 @@
-//! Store and ledger behaviour against a real SQLite file.
+//! Store and ledger behaviour, the same checks against SQLite and PostgreSQL (a throwaway server
+//! started from the installed binaries), plus PostgreSQL's spool and the change feed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -38,11 +39,7 @@ fn org(id: &str, parent: Option<&str>) -> Organization {
     }
 }
 
-#[tokio::test]
-async fn organizations_form_trees() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let store = Store::open(path.to_str().unwrap()).unwrap();
+async fn organizations_form_trees(store: Store, _ledger: Ledger) {
     store.insert_organization(org("root", None)).await.unwrap();
     store
         .insert_organization(org("child", Some("root")))
@@ -75,13 +72,7 @@ async fn organizations_form_trees() {
     );
 }
 
-#[tokio::test]
-async fn ledger_is_idempotent_and_imports_are_atomic() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let path = path.to_str().unwrap();
-    let store = Store::open(path).unwrap();
-    let ledger = Ledger::open(path, true, 64).unwrap();
+async fn ledger_is_idempotent_and_imports_are_atomic(store: Store, ledger: Ledger) {
     let t = datetime!(2026-03-01 10:30 UTC);
     assert!(ledger.append(record("a", "o", "m", t, 10)).await.unwrap());
     assert!(!ledger.append(record("a", "o", "m", t, 10)).await.unwrap());
@@ -115,13 +106,7 @@ async fn ledger_is_idempotent_and_imports_are_atomic() {
     );
 }
 
-#[tokio::test]
-async fn usage_over_any_range_matches_raw_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let path = path.to_str().unwrap();
-    let store = Store::open(path).unwrap();
-    let ledger = Ledger::open(path, false, 1000).unwrap();
+async fn usage_over_any_range_matches_raw_records(store: Store, ledger: Ledger) {
     let start = datetime!(2026-01-31 22:00 UTC);
     let mut recs = Vec::new();
     for i in 0..500u64 {
@@ -170,11 +155,7 @@ async fn usage_over_any_range_matches_raw_records() {
     }
 }
 
-#[tokio::test]
-async fn keys_store_hashes_and_revoke() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let store = Store::open(path.to_str().unwrap()).unwrap();
+async fn keys_store_hashes_and_revoke(store: Store, _ledger: Ledger) {
     store.insert_organization(org("o", None)).await.unwrap();
     store
         .insert_project(Project {
@@ -219,4 +200,234 @@ async fn keys_store_hashes_and_revoke() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Every control change is in the feed, in order, and export/import copies control data safely twice.
+async fn change_feed_and_control_copy(store: Store, _ledger: Ledger) {
+    let base = store.last_change().await.unwrap();
+    store.insert_organization(org("fo", None)).await.unwrap();
+    store
+        .set_organization_state("fo", AccountState::UnderReview)
+        .await
+        .unwrap();
+    store
+        .put_price(PriceRow {
+            model: "m".into(),
+            input_price: "0.15".into(),
+            cached_input_price: None,
+            output_price: "0.60".into(),
+            effective_from: OffsetDateTime::UNIX_EPOCH,
+        })
+        .await
+        .unwrap();
+    let changes = store.changes_since(base, 100).await.unwrap();
+    let kinds: Vec<(ChangeKind, &str)> = changes.iter().map(|c| (c.kind, c.id.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (ChangeKind::Organization, "fo"),
+            (ChangeKind::Organization, "fo"),
+            (ChangeKind::Price, "m")
+        ]
+    );
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(store.last_change().await.unwrap(), changes[2].seq);
+    assert!(
+        store
+            .changes_since(changes[2].seq, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.ping().await.unwrap();
+
+    // Copy into a fresh SQLite store, twice: the second run changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = Store::open(dir.path().join("copy.db").to_str().unwrap()).unwrap();
+    store
+        .insert_organization(org("kid", Some("fo")))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        copy.import_control(store.export_control().await.unwrap())
+            .await
+            .unwrap();
+    }
+    let a = store.organizations().await.unwrap();
+    let b = copy.organizations().await.unwrap();
+    assert_eq!(a.len(), b.len());
+    assert_eq!(copy.prices().await.unwrap(), store.prices().await.unwrap());
+    assert_eq!(
+        copy.organization("kid")
+            .await
+            .unwrap()
+            .unwrap()
+            .parent
+            .as_deref(),
+        Some("fo")
+    );
+}
+
+macro_rules! on_sqlite {
+    ($name:ident, $check:ident, $strict:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let path = path.to_str().unwrap();
+            let store = Store::open(path).unwrap();
+            let ledger = Ledger::open(path, $strict, 1000).unwrap();
+            $check(store, ledger).await;
+        }
+    };
+}
+
+on_sqlite!(
+    sqlite_organizations_form_trees,
+    organizations_form_trees,
+    true
+);
+on_sqlite!(
+    sqlite_ledger_is_idempotent,
+    ledger_is_idempotent_and_imports_are_atomic,
+    true
+);
+on_sqlite!(
+    sqlite_usage_over_any_range,
+    usage_over_any_range_matches_raw_records,
+    false
+);
+on_sqlite!(
+    sqlite_keys_store_hashes_and_revoke,
+    keys_store_hashes_and_revoke,
+    true
+);
+on_sqlite!(
+    sqlite_change_feed_and_control_copy,
+    change_feed_and_control_copy,
+    true
+);
+
+async fn pg_env(pg: &tollgate_testkit::Postgres, db: &str, strict: bool) -> (Store, Ledger) {
+    let url = pg.database(db).unwrap();
+    let store = Store::connect(&url, 4).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    let ledger = Ledger::open_postgres(&url, strict, 1000, None).unwrap();
+    (store, ledger)
+}
+
+/// The same checks as SQLite's, each on a fresh database of one throwaway server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_behaves_like_sqlite() {
+    let pg = tollgate_testkit::Postgres::start().unwrap();
+    let (s, l) = pg_env(&pg, "trees", true).await;
+    organizations_form_trees(s, l).await;
+    let (s, l) = pg_env(&pg, "idem", true).await;
+    ledger_is_idempotent_and_imports_are_atomic(s, l).await;
+    let (s, l) = pg_env(&pg, "ranges", false).await;
+    usage_over_any_range_matches_raw_records(s, l).await;
+    let (s, l) = pg_env(&pg, "keys", true).await;
+    keys_store_hashes_and_revoke(s, l).await;
+    let (s, l) = pg_env(&pg, "changes", true).await;
+    change_feed_and_control_copy(s, l).await;
+    // Migrations are applied once: reopening changes nothing.
+    let again = Store::connect(&pg.url("changes"), 1).await.unwrap();
+    assert_eq!(again.organizations().await.unwrap().len(), 2);
+}
+
+/// With PostgreSQL down, appends are acknowledged from the spool; when it returns, the spool
+/// drains in order with no loss and no duplicates (including records that were already stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_spools_then_drains_exactly_once() {
+    let pg = tollgate_testkit::Postgres::start().unwrap();
+    let url = pg.database("spool").unwrap();
+    let store = Store::connect(&url, 2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_postgres(
+        &url,
+        true,
+        100,
+        Some(SpoolConfig {
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+        }),
+    )
+    .unwrap();
+    let t = datetime!(2026-03-01 10:30 UTC);
+    for i in 0..10 {
+        assert!(
+            ledger
+                .append(record(&format!("a{i}"), "o", "m", t, 10))
+                .await
+                .unwrap()
+        );
+    }
+    pg.stop().unwrap();
+    for i in 10..30 {
+        ledger
+            .append(record(&format!("a{i}"), "o", "m", t, 10))
+            .await
+            .unwrap();
+    }
+    // A replay of an id already in the database is spooled too, and ignored on drain.
+    ledger.append(record("a3", "o", "m", t, 10)).await.unwrap();
+    assert_eq!(
+        ledger
+            .stats()
+            .spooled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        21
+    );
+    assert!(ledger.accepting());
+    pg.resume().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ledger
+        .stats()
+        .spooled
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        assert!(std::time::Instant::now() < deadline, "spool did not drain");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ledger.append(record("a30", "o", "m", t, 10)).await.unwrap();
+    let store = match store.ledger_totals().await {
+        Ok(_) => store,
+        Err(_) => Store::connect(&url, 2).await.unwrap(),
+    };
+    assert_eq!(store.ledger_totals().await.unwrap(), (31, 310, 31 * 7));
+    let agg = store
+        .usage(UsageFilter {
+            organizations: vec!["o".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(agg[0].requests, 31, "rollups count each record once");
+
+    // A full spool refuses instead of acknowledging.
+    pg.stop().unwrap();
+    let small = tempfile::tempdir().unwrap();
+    let tiny = Ledger::open_postgres(
+        &url,
+        true,
+        100,
+        Some(SpoolConfig {
+            dir: small.path().to_path_buf(),
+            max_bytes: 2000,
+        }),
+    )
+    .unwrap();
+    let mut refused = 0;
+    for i in 0..10 {
+        if tiny
+            .append(record(&format!("z{i}"), "o", "m", t, 1))
+            .await
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0 && refused < 10, "refused {refused}");
+    assert!(!tiny.accepting());
 }
