@@ -163,11 +163,74 @@ struct Outcome {
     ttfb: Option<Duration>,
 }
 
+/// Where one request's measurements go.
+trait Sink: Send {
+    /// Time between two body frames of a response.
+    fn gap(&mut self, us: u64);
+    /// A complete response.
+    fn done(&mut self, latency_us: u64, ttfb_us: Option<u64>, status: u16, ok: bool);
+    /// A connection failure or timeout.
+    fn io_error(&mut self);
+}
+
+impl Sink for LoadResult {
+    fn gap(&mut self, us: u64) {
+        self.gaps.saturating_record(us);
+    }
+    fn done(&mut self, latency_us: u64, ttfb_us: Option<u64>, status: u16, ok: bool) {
+        self.latency.saturating_record(latency_us);
+        if let Some(t) = ttfb_us {
+            self.ttfb.saturating_record(t);
+        }
+        *self.statuses.entry(status).or_insert(0) += 1;
+        if ok {
+            self.ok += 1;
+        } else {
+            self.bad_status += 1;
+        }
+    }
+    fn io_error(&mut self) {
+        self.io_errors += 1;
+    }
+}
+
+/// Raw samples of one request (burst tasks: a histogram per task would cost ~0.5 MB each).
+#[derive(Default)]
+struct Samples {
+    gaps: Vec<u64>,
+    done: Option<(u64, Option<u64>, u16, bool)>,
+    io_errors: u64,
+}
+
+impl Sink for Samples {
+    fn gap(&mut self, us: u64) {
+        self.gaps.push(us);
+    }
+    fn done(&mut self, latency_us: u64, ttfb_us: Option<u64>, status: u16, ok: bool) {
+        self.done = Some((latency_us, ttfb_us, status, ok));
+    }
+    fn io_error(&mut self) {
+        self.io_errors += 1;
+    }
+}
+
+impl LoadResult {
+    fn absorb(&mut self, s: &Samples) {
+        for &g in &s.gaps {
+            self.gap(g);
+        }
+        if let Some((latency, ttfb, status, ok)) = s.done {
+            self.done(latency, ttfb, status, ok);
+        }
+        self.io_errors += s.io_errors;
+    }
+}
+
 /// Sends one request on `conn` and reads the whole response, recording frame gaps.
 async fn exchange(
     conn: &mut Conn,
     spec: &RequestSpec,
-    gaps: &mut Histogram<u64>,
+    sink: &mut dyn Sink,
 ) -> Result<Outcome, LoadError> {
     conn.sender.ready().await?;
     let mut builder = Request::builder()
@@ -192,7 +255,7 @@ async fn exchange(
             if first.is_none() {
                 first = Some(now - sent);
             } else {
-                gaps.saturating_record(micros(now - last));
+                sink.gap(micros(now - last));
             }
             last = now;
         }
@@ -203,39 +266,39 @@ async fn exchange(
     })
 }
 
-/// One request with connection (re)establishment and the timeout; records into `res`.
+/// One request with connection (re)establishment and the timeout; records into `sink`.
 /// Returns the connection if it can be reused.
 async fn one(
     conn: Option<Conn>,
     spec: &RequestSpec,
     start: Instant,
-    res: &mut LoadResult,
+    sink: &mut dyn Sink,
 ) -> Option<Conn> {
-    let gaps = &mut res.gaps;
-    let work = async {
-        let mut conn = match conn {
-            Some(c) if !c.sender.is_closed() => c,
-            _ => connect(spec.addr).await?,
+    let outcome = {
+        let sink = &mut *sink;
+        let work = async move {
+            let mut conn = match conn {
+                Some(c) if !c.sender.is_closed() => c,
+                _ => connect(spec.addr).await?,
+            };
+            let out = exchange(&mut conn, spec, sink).await?;
+            Ok::<_, LoadError>((conn, out))
         };
-        let out = exchange(&mut conn, spec, gaps).await?;
-        Ok::<_, LoadError>((conn, out))
+        tokio::time::timeout(spec.timeout, work).await
     };
-    match tokio::time::timeout(spec.timeout, work).await {
+    match outcome {
         Ok(Ok((conn, out))) => {
-            res.latency.saturating_record(micros(start.elapsed()));
-            if let Some(t) = out.ttfb {
-                res.ttfb.saturating_record(micros(t));
-            }
-            *res.statuses.entry(out.status).or_insert(0) += 1;
-            if (spec.expect)(out.status) {
-                res.ok += 1;
-            } else {
-                res.bad_status += 1;
-            }
+            let ok = (spec.expect)(out.status);
+            sink.done(
+                micros(start.elapsed()),
+                out.ttfb.map(micros),
+                out.status,
+                ok,
+            );
             Some(conn)
         }
         Ok(Err(_)) | Err(_) => {
-            res.io_errors += 1;
+            sink.io_error();
             None
         }
     }
@@ -330,14 +393,15 @@ pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError
             connects_per_second,
         } => {
             let rate = connects_per_second.max(1);
+            let mut burst = Vec::with_capacity(count);
             let in_flight = Arc::new(AtomicU64::new(0));
             let peak = Arc::new(AtomicU64::new(0));
             for i in 0..count as u64 {
                 let spec = Arc::clone(&spec);
                 let in_flight = Arc::clone(&in_flight);
                 let peak = Arc::clone(&peak);
-                handles.push(tokio::spawn(async move {
-                    let mut res = LoadResult::empty()?;
+                burst.push(tokio::spawn(async move {
+                    let mut res = Samples::default();
                     // Request i starts at start + i/rate; its latency counts from then and
                     // includes the connect, so a server slow to accept shows.
                     let t0 = started + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate);
@@ -347,20 +411,24 @@ pub async fn run(spec: &RequestSpec, mode: Mode) -> Result<LoadResult, LoadError
                         Ok(Ok(c)) => c,
                         _ => {
                             res.io_errors += 1;
-                            return Ok(res);
+                            return res;
                         }
                     };
                     let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
                     peak.fetch_max(now, Ordering::Relaxed);
                     one(Some(conn), &spec, t0, &mut res).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    Ok::<_, LoadError>(res)
+                    res
                 }));
             }
-            let results = collect(handles, &mut total).await;
+            for h in burst {
+                match h.await {
+                    Ok(samples) => total.absorb(&samples),
+                    Err(_) => total.io_errors += 1,
+                }
+            }
             total.elapsed = started.elapsed();
             total.max_in_flight = peak.load(Ordering::Relaxed);
-            results?;
             return Ok(total);
         }
     }
