@@ -20,6 +20,7 @@
 
 mod facade;
 mod ledger;
+mod migrate;
 mod pg;
 mod pg_ledger;
 mod pg_schema;
@@ -30,6 +31,7 @@ mod types;
 
 pub use facade::{Backend, Store};
 pub use ledger::{Ledger, LedgerStats};
+pub use migrate::{MigrationReport, copy_store};
 pub use pg_ledger::SpoolConfig;
 pub use spool::SpoolError;
 pub use types::*;

@@ -1,0 +1,124 @@
+//! Many instances, one truth: opening the configured storage, and keeping this instance's
+//! in-memory state (keys, organizations, projects, prices, budgets) in step with changes made by
+//! any instance.
+//!
+//! Every control change writes a row to the store's `changes` feed in the same transaction. Each
+//! instance polls `seq > last` every `storage.sync_interval_ms` (250 ms by default) and reloads
+//! the rows named there, so a key created or revoked on one instance is honoured by all within
+//! a second. A failed poll is retried at the next tick from the same `seq`: nothing is skipped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tollgate_config::{Config, Durability};
+use tollgate_store::{ChangeKind, Ledger, SpoolConfig, Store, StoreError, is_postgres};
+
+use crate::app::App;
+
+/// Progress of the change feed, for metrics.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    pub last_seq: AtomicI64,
+    pub applied: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Opens the store and the ledger writer for `storage.url` (SQLite or PostgreSQL).
+pub async fn open_storage(config: &Config) -> Result<(Store, Ledger), StoreError> {
+    let s = &config.storage;
+    let strict = s.durability == Durability::Strict;
+    if is_postgres(&s.url) {
+        let store = Store::connect(&s.url, s.pool_size).await?;
+        let dir = s
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| "tollgate-data/spool".into());
+        let ledger = Ledger::open_postgres(
+            &s.url,
+            strict,
+            s.batch_max,
+            Some(SpoolConfig {
+                dir: PathBuf::from(dir),
+                max_bytes: s.spool_max_bytes,
+            }),
+        )?;
+        Ok((store, ledger))
+    } else {
+        let path = tollgate_store::sqlite_path(&s.url)?.to_owned();
+        let store = Store::open(&path)?;
+        let ledger = Ledger::open(&path, strict, s.batch_max)?;
+        Ok((store, ledger))
+    }
+}
+
+/// Starts the poller from `seq` (the feed position read before the in-memory state was loaded).
+pub fn spawn(app: Arc<App>, seq: i64) {
+    app.sync.last_seq.store(seq, Ordering::Relaxed);
+    let every = Duration::from_millis(app.config.storage.sync_interval_ms.max(10));
+    let weak = Arc::downgrade(&app);
+    drop(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            if let Err(error) = poll(&app).await {
+                app.sync.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, "Change feed poll failed; retrying.");
+            }
+        }
+    });
+}
+
+/// Applies every change after the last one seen.
+pub async fn poll(app: &App) -> Result<(), StoreError> {
+    loop {
+        let last = app.sync.last_seq.load(Ordering::Relaxed);
+        let changes = app.store.changes_since(last, 1000).await?;
+        let Some(newest) = changes.last().map(|c| c.seq) else {
+            return Ok(());
+        };
+        let mut prices = false;
+        let mut budgets = false;
+        for c in &changes {
+            match c.kind {
+                ChangeKind::Organization => {
+                    if let Some(o) = app.store.organization(&c.id).await? {
+                        app.tenancy.put_org(&o);
+                    }
+                }
+                ChangeKind::Project => {
+                    if let Some(p) = app.store.project(&c.id).await?
+                        && !app.tenancy.has_project_limits(&p.id)
+                    {
+                        app.tenancy.put_project(&p);
+                    }
+                }
+                ChangeKind::Key => match app.store.key(&c.id).await? {
+                    Some(k) if k.revoked_at.is_some() => app.tenancy.remove_key(&k.id),
+                    // A key this instance already holds keeps its local buckets.
+                    Some(k) if !app.tenancy.has_key_id(&k.id) => app.tenancy.put_key(&k),
+                    _ => {}
+                },
+                ChangeKind::Price => prices = true,
+                ChangeKind::Budget => budgets = true,
+                // Contracts are read from the store when invoices are computed.
+                ChangeKind::Contract | ChangeKind::Other => {}
+            }
+            app.sync.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        if prices && let Err(e) = app.reload_prices().await {
+            tracing::warn!(error = %e.message, "Price reload after a change failed.");
+        }
+        if budgets && let Err(e) = app.budgets.load(app).await {
+            tracing::warn!(error = %e.message, "Budget reload after a change failed.");
+        }
+        app.sync.last_seq.store(newest, Ordering::Relaxed);
+        if changes.len() < 1000 {
+            return Ok(());
+        }
+    }
+}
