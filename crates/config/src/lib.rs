@@ -4,6 +4,8 @@
 //! (`TOLLGATE_ADMIN_TOKEN`, `TOLLGATE_LISTEN`, `TOLLGATE_STORAGE_URL`, `TOLLGATE_REDIS_URL`), then
 //! [`Config::validate`], which reports every problem with the key that holds it.
 
+pub mod cidr;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -97,6 +99,16 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Most records written in one group commit.
     pub batch_max: usize,
+    /// PostgreSQL: directory of the local spool that keeps usage records while the database is
+    /// unreachable or slow (one per instance; default `tollgate-data/spool`).
+    pub spool_dir: Option<String>,
+    /// PostgreSQL: largest spool; when full, new requests get 503 and `/readyz` answers 503.
+    pub spool_max_bytes: u64,
+    /// PostgreSQL: connections in the pool of control data and queries.
+    pub pool_size: usize,
+    /// Milliseconds between polls of the change feed (keys, organizations, projects, prices…
+    /// changed by other instances).
+    pub sync_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -105,6 +117,10 @@ impl Default for StorageConfig {
             url: "sqlite://tollgate-data/ledger.db".into(),
             durability: Durability::Strict,
             batch_max: 8192,
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
+            pool_size: 16,
+            sync_interval_ms: 250,
         }
     }
 }
@@ -229,11 +245,33 @@ pub enum DisconnectPolicy {
     Cancel,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Shared limits across instances (`redis://host:port`); local limits when unset.
     pub redis_url: Option<String>,
+    /// When Redis is unreachable or slower than `redis_timeout_ms`: `open` (default) falls back to
+    /// this instance's local limiter; `closed` refuses limited requests with 503.
+    pub on_redis_failure: RedisFailure,
+    /// Longest wait for one Redis call, in milliseconds.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            on_redis_failure: RedisFailure::Open,
+            redis_timeout_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFailure {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +282,16 @@ pub struct GuardConfig {
     pub action: GuardAction,
     /// Peers whose `X-Forwarded-For` is trusted for the client IP (CIDR).
     pub trusted_proxies: Vec<String>,
+    /// Requests per minute allowed to a flagged organization (429 above it); unset: no throttle.
+    pub throttle_rpm: Option<u64>,
+    /// Remove `logprobs`/`top_logprobs` from the requests of flagged organizations.
+    pub strip_logprobs: bool,
+    /// Cap `n` (and `best_of`) of flagged organizations' requests at this value.
+    pub max_n: Option<u64>,
+    /// Seconds between snapshots of the detector state to the store (0: only at shutdown).
+    pub snapshot_interval_secs: u64,
+    /// Detector settings: thresholds, prompt sample size and retention days, weights.
+    pub detector: tollgate_guard::DetectorSettings,
 }
 
 impl Default for GuardConfig {
@@ -252,6 +300,11 @@ impl Default for GuardConfig {
             enabled: true,
             action: GuardAction::Flag,
             trusted_proxies: Vec::new(),
+            throttle_rpm: None,
+            strip_logprobs: false,
+            max_n: None,
+            snapshot_interval_secs: 300,
+            detector: tollgate_guard::DetectorSettings::default(),
         }
     }
 }
@@ -437,6 +490,23 @@ owner = "openai"
                     p.name
                 ));
             }
+        }
+        for (i, p) in self.guard.trusted_proxies.iter().enumerate() {
+            if let Err(e) = cidr::Cidr::parse(p) {
+                errors.push(format!("guard.trusted_proxies[{i}]: {e}"));
+            }
+        }
+        if self.guard.throttle_rpm == Some(0) {
+            errors.push("guard.throttle_rpm must be at least 1 (omit it for no throttle)".into());
+        }
+        if self.guard.max_n == Some(0) {
+            errors.push("guard.max_n must be at least 1 (omit it for no cap)".into());
+        }
+        if !(0.0..=1.0).contains(&self.guard.detector.flag_threshold) {
+            errors.push("guard.detector.flag_threshold must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.guard.detector.template_narrow_entropy) {
+            errors.push("guard.detector.template_narrow_entropy must be between 0 and 1".into());
         }
         let owners: HashMap<&str, &OwnerConfig> =
             self.owners.iter().map(|o| (o.name.as_str(), o)).collect();

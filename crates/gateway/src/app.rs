@@ -11,16 +11,18 @@
 //! 7. `meter`: one usage record per dispatched request, durable before the last byte is sent.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use time::OffsetDateTime;
+use tollgate_billing::Catalogue;
 use tollgate_config::Config;
 use tollgate_store::{Ledger, PriceRow, Store, UsageRecord};
 
+use crate::budget::Budgets;
 use crate::upstream::{HttpClient, ModelEntry, build_client, build_models};
-use crate::{admin, proxy, tenancy::Tenancy};
+use crate::{admin, billing_admin, proxy, tenancy::Tenancy};
 
 /// Everything the handlers share.
 pub struct App {
@@ -33,6 +35,16 @@ pub struct App {
     pub client: HttpClient,
     pub admin_token: String,
     pub started_at: OffsetDateTime,
+    /// The price catalogue (config entries first, then admin API entries).
+    pub catalogue: RwLock<Arc<Catalogue>>,
+    /// Monthly budgets with their running spend.
+    pub budgets: Budgets,
+    /// Usage-policy enforcement: the distillation detector and review state.
+    pub guard: Arc<crate::enforce::Guard>,
+    /// Rate limits: local buckets, or shared through Redis (`[ratelimit] redis_url`).
+    pub limits: crate::ratelimit::Limits,
+    /// Progress of the change feed that keeps instances in step.
+    pub sync: crate::sync::SyncState,
 }
 
 /// Why the application could not start.
@@ -57,13 +69,10 @@ impl App {
                     "no admin token: set server.admin_token or TOLLGATE_ADMIN_TOKEN".into(),
                 )
             })?;
-        let path = tollgate_store::sqlite_path(&config.storage.url)?.to_owned();
-        let store = Store::open(&path)?;
-        let ledger = Ledger::open(
-            &path,
-            config.storage.durability == tollgate_config::Durability::Strict,
-            config.storage.batch_max,
-        )?;
+        let (store, ledger) = crate::sync::open_storage(&config).await?;
+        let limits = crate::ratelimit::Limits::new(&config).map_err(StartError::Setup)?;
+        // The change-feed position before loading: changes made meanwhile are applied by sync.
+        let change_seq = store.last_change().await?;
         let tenancy = Tenancy::default();
         tenancy.load(
             store.organizations().await?,
@@ -91,7 +100,11 @@ impl App {
             .map(|m| (m.name.clone(), Arc::new(m)))
             .collect();
         let client = build_client(&config).map_err(StartError::Setup)?;
-        Ok(Arc::new(App {
+        let guard = crate::enforce::Guard::load(&config, &store)
+            .await
+            .map_err(StartError::Setup)?;
+        guard.spawn_snapshots(store.clone());
+        let app = Arc::new(App {
             config,
             models,
             model_order,
@@ -101,7 +114,35 @@ impl App {
             client,
             admin_token,
             started_at: OffsetDateTime::now_utc(),
-        }))
+            catalogue: RwLock::new(Arc::new(Catalogue::default())),
+            budgets: Budgets::default(),
+            guard,
+            limits,
+            sync: crate::sync::SyncState::default(),
+        });
+        app.reload_prices()
+            .await
+            .map_err(|e| StartError::Setup(e.message.clone()))?;
+        app.budgets
+            .load(&app)
+            .await
+            .map_err(|e| StartError::Setup(e.message.clone()))?;
+        crate::sync::spawn(app.clone(), change_seq);
+        Ok(app)
+    }
+
+    /// The current price catalogue.
+    pub fn prices(&self) -> Arc<Catalogue> {
+        self.catalogue.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Reloads the price catalogue from the store.
+    pub async fn reload_prices(&self) -> Result<(), crate::error::ApiError> {
+        let c = crate::admin::catalogue(self).await?;
+        if let Ok(mut slot) = self.catalogue.write() {
+            *slot = Arc::new(c);
+        }
+        Ok(())
     }
 
     /// Hook called with every usage record before it is written (budgets, detectors).
@@ -115,6 +156,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::ready))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/embeddings", post(proxy::embeddings))
@@ -150,6 +192,74 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/v1/keys/{key}", delete(admin::revoke_key))
         .route("/admin/v1/usage", get(admin::usage))
+        .route(
+            "/admin/v1/prices",
+            post(billing_admin::create_price).get(billing_admin::list_prices),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/contract",
+            put(billing_admin::put_contract),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/budget",
+            put(billing_admin::put_budget).get(billing_admin::get_budget),
+        )
+        .route("/admin/v1/budget-events", get(billing_admin::budget_events))
+        .route("/admin/v1/usage/events", post(billing_admin::import_usage))
+        .route(
+            "/admin/v1/invoices/{org}/{month}",
+            get(billing_admin::get_invoice),
+        )
+        .route(
+            "/admin/v1/reports/revenue",
+            get(billing_admin::revenue_report),
+        )
+        .route(
+            "/admin/v1/reports/quarterly",
+            get(billing_admin::quarterly_report),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/reader-keys",
+            post(billing_admin::create_reader_key),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/risk",
+            get(crate::guard_admin::risk),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/review",
+            post(crate::guard_admin::review),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/reinstate",
+            post(crate::guard_admin::reinstate),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/terminate",
+            post(crate::guard_admin::terminate),
+        )
+        .route(
+            "/admin/v1/organizations/{org}/evidence",
+            get(crate::guard_admin::evidence),
+        )
+        .route("/admin/v1/flags", get(crate::guard_admin::flags))
+        .route("/admin/v1/audit", get(crate::guard_admin::audit_log))
+        .route(
+            "/admin/v1/owners/{owner}/keys",
+            post(crate::guard_admin::create_owner_key),
+        )
+        .route(
+            "/admin/v1/owners/{owner}/keys/{id}",
+            delete(crate::guard_admin::revoke_owner_key),
+        )
+        .route(
+            "/admin/v1/owners/{owner}/reports",
+            post(crate::guard_admin::create_report).get(crate::guard_admin::list_reports),
+        )
+        .route(
+            "/admin/v1/owners/{owner}/evidence/{org}",
+            get(crate::guard_admin::owner_evidence),
+        )
         .fallback(proxy::not_found)
         .with_state(app)
 }

@@ -238,6 +238,7 @@ async fn decide(app: &App, org: &str, act: Act, body: &Bytes) -> Result<Response
     known_org(app, org)?;
     let d: Decision = parse_body(body)?;
     let reason = reason_of(&d)?;
+    app.guard.settle().await;
     let action = match act {
         Act::Review => "review",
         Act::Reinstate => "reinstate",

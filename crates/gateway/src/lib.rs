@@ -5,15 +5,21 @@
 
 pub mod admin;
 pub mod app;
+pub mod billing_admin;
 pub mod bootstrap;
+pub mod budget;
 pub mod enforce;
 pub mod error;
+pub mod guard_admin;
 pub mod limits;
 pub mod meter;
+pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod relay;
 pub mod server;
 pub mod sim;
+pub mod sync;
 pub mod tenancy;
 pub mod tokens;
 pub mod upstream;

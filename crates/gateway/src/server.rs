@@ -45,5 +45,6 @@ pub async fn serve(
     if let Err(error) = app.ledger.flush().await {
         tracing::error!(%error, "Ledger flush at shutdown failed.");
     }
+    app.guard.persist(&app.store).await;
     Ok(())
 }

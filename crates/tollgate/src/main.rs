@@ -2,6 +2,7 @@
 //! admin API). All logic lives in the library crates; this file wires them to the command line.
 
 mod cli;
+mod guard_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,18 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
         data_dir: PathBuf,
+        /// Copy everything from this store (e.g. sqlite://tollgate-data/ledger.db) …
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// … into this one (e.g. postgres://user:pass@host:5432/tollgate), then verify counts
+        /// and totals. Safe to rerun.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+    },
+    /// Distillation detector tools: `guard replay` backtests recorded traffic.
+    Guard {
+        #[command(subcommand)]
+        cmd: guard_cli::GuardCommand,
     },
     #[command(flatten)]
     Admin(cli::AdminCommand),
@@ -167,13 +180,29 @@ fn main() -> ExitCode {
                 init_tracing();
                 serve(config, data_dir, listen).await
             }
-            Command::Migrate { config, data_dir } => {
+            Command::Migrate {
+                config,
+                data_dir,
+                from: Some(from),
+                to: Some(to),
+            } => {
+                let _ = (config, data_dir);
+                let r = tollgate_store::copy_store(&from, &to).await?;
+                eprintln!(
+                    "copied {} organizations, {} projects, {} keys, {} prices; {} usage records ({} new)\nverified: source {:?} target {:?} (records, input tokens, output tokens)",
+                    r.organizations, r.projects, r.keys, r.prices, r.records, r.records_new, r.source_totals, r.target_totals
+                );
+                Ok(())
+            }
+            Command::Migrate {
+                config, data_dir, ..
+            } => {
                 let (config, _) = load_config(config.as_ref(), &data_dir)?;
-                let path = tollgate_store::sqlite_path(&config.storage.url)?;
-                tollgate_store::Store::open(path)?;
+                tollgate_store::Store::connect(&config.storage.url, 1).await?;
                 eprintln!("migrations applied to {}", config.storage.url);
                 Ok(())
             }
+            Command::Guard { cmd } => guard_cli::run(cmd),
             Command::Admin(cmd) => cli::run(cmd).await,
         }
     });
