@@ -151,6 +151,17 @@ impl Limiter {
         Ok(snapshot(&s))
     }
 
+    /// The configured (requests, tokens) per minute.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        match self.state.lock() {
+            Ok(s) => (
+                s.requests.as_ref().map(|b| b.limit),
+                s.tokens.as_ref().map(|b| b.limit),
+            ),
+            Err(_) => (None, None),
+        }
+    }
+
     /// Returns a reservation that was not used (the request was refused further on).
     pub fn release(&self, tokens: u64) {
         if let Ok(mut s) = self.state.lock() {

@@ -10,6 +10,7 @@ use tollgate_store::UsageRecord;
 use tollgate_wire::{ApiRequest, Endpoint, Usage};
 
 use crate::app::App;
+use crate::budget::Hold;
 use crate::error::ApiError;
 use crate::tenancy::KeyEntry;
 use crate::upstream::ModelEntry;
@@ -51,6 +52,8 @@ pub struct Meter {
     pub reserved_tokens: u64,
     /// The client's request body, for counting prompt tokens where the upstream reports none.
     pub body: Bytes,
+    /// Cost reserved against budgets, settled on commit.
+    pub budget: Option<Hold>,
 }
 
 /// A new time-ordered request id (`req_` + microseconds + randomness).
@@ -81,18 +84,15 @@ impl Meter {
     /// Writes the record (waiting for durability in strict mode) and settles rate-limit
     /// reservations. An error means the record could not be made durable.
     pub async fn commit(
-        &self,
+        &mut self,
         status: u16,
         counts: Counts,
         streamed: bool,
     ) -> Result<(), ApiError> {
         let actual = counts.input.saturating_add(counts.output);
-        if let Some(l) = &self.key.limiter {
-            l.settle(self.reserved_tokens, actual);
-        }
-        if let Some(l) = &self.key.project_limiter {
-            l.settle(self.reserved_tokens, actual);
-        }
+        self.app
+            .limits
+            .settle(&self.key, self.reserved_tokens, actual);
         let record = UsageRecord {
             id: self.id.clone(),
             time: self.time,
@@ -113,6 +113,9 @@ impl Meter {
             source: "gateway".into(),
         };
         self.app.after_usage(&record);
+        if let Some(hold) = self.budget.take() {
+            self.app.budgets.settle(&self.app, hold, &record);
+        }
         let result = match self.app.config.storage.durability {
             Durability::Strict => self.app.ledger.append(record).await.map(|_| ()),
             Durability::Relaxed => self.app.ledger.append_background(record).await,

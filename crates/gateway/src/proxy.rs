@@ -197,67 +197,6 @@ async fn handle(
     }
 }
 
-/// Reservations taken against a key's and its project's limits.
-struct Reservation<'a> {
-    key: &'a KeyEntry,
-    tokens: u64,
-}
-
-impl Reservation<'_> {
-    fn release(&self) {
-        if let Some(l) = &self.key.limiter {
-            l.release(self.tokens);
-        }
-        if let Some(l) = &self.key.project_limiter {
-            l.release(self.tokens);
-        }
-    }
-}
-
-fn reserve<'a>(key: &'a KeyEntry, tokens: u64) -> Result<(Reservation<'a>, Snapshot), ApiError> {
-    let now = Instant::now();
-    let mut shown = Snapshot::default();
-    if let Some(l) = &key.limiter {
-        shown = l.reserve(now, tokens).map_err(|e| limit_error(e, "key"))?;
-    }
-    if let Some(l) = &key.project_limiter {
-        match l.reserve(now, tokens) {
-            Ok(s) => {
-                if key.limiter.is_none() {
-                    shown = s;
-                }
-            }
-            Err(e) => {
-                if let Some(k) = &key.limiter {
-                    k.release(tokens);
-                }
-                return Err(limit_error(e, "project"));
-            }
-        }
-    }
-    Ok((Reservation { key, tokens }, shown))
-}
-
-fn limit_error(e: crate::limits::Exceeded, scope: &str) -> ApiError {
-    let what = if e.tokens { "tokens" } else { "requests" };
-    let secs = e.retry_after.as_secs() + u64::from(e.retry_after.subsec_nanos() > 0);
-    let mut err = ApiError::rate_limited(
-        format!(
-            "Rate limit reached for {what} per minute on this {scope}: limit {}. Please try again in {}.",
-            e.limit,
-            crate::limits::format_reset(e.retry_after)
-        ),
-        secs,
-    );
-    if e.tokens {
-        err.kind = "tokens";
-    }
-    for (name, value) in e.snapshot.headers() {
-        err = err.with_header(name, value);
-    }
-    err
-}
-
 async fn pipeline(
     app: Arc<App>,
     endpoint: Endpoint,
@@ -268,6 +207,12 @@ async fn pipeline(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let key = authenticate(&app, &headers)?;
+    if !app.ledger.accepting() {
+        // The local spool is full while the store is down: serving would go unbilled.
+        return Err(ApiError::unavailable(
+            "Usage cannot be recorded right now, so new requests are refused. Retry later.",
+        ));
+    }
     let original = read_body(&app, &headers, body).await?;
     let head = ApiRequest::parse(&original, endpoint, deployment.is_some())
         .map_err(|e| ApiError::bad_request(e.message, e.param))?;
@@ -304,7 +249,21 @@ async fn pipeline(
     let n = req.n.unwrap_or(1);
     let estimate =
         (req.prompt_bytes as u64 / 4).saturating_add(req.max_tokens.unwrap_or(0).saturating_mul(n));
-    let (reservation, snapshot) = reserve(&key, estimate)?;
+    let (reservation, snapshot) = app.limits.reserve(&key, estimate).await?;
+    let budget = match app.budgets.reserve(
+        &app,
+        &key,
+        &model.name,
+        req.prompt_bytes as u64 / 4,
+        req.max_tokens.unwrap_or(0).saturating_mul(n),
+    ) {
+        Ok(hold) => hold,
+        Err(e) => {
+            app.limits.release(&reservation).await;
+            return Err(e);
+        }
+    };
+    let mut budget = Some(budget).flatten();
 
     let now = OffsetDateTime::now_utc();
     let id = new_request_id(now);
@@ -374,6 +333,7 @@ async fn pipeline(
                     upstream_model: route.upstream_model.clone(),
                     reserved_tokens: reservation.tokens,
                     body: bytes.clone(),
+                    budget: budget.take(),
                 };
                 return respond(
                     meter,
@@ -405,8 +365,8 @@ async fn pipeline(
     // Every attempt failed: bill nothing, record the failure once, answer an error.
     let failure = last_failure.unwrap_or(Failure::Connect("no route".into()));
     let (status, response) = failure_response(failure);
-    reservation.release();
-    let meter = Meter {
+    app.limits.release(&reservation).await;
+    let mut meter = Meter {
         app: app.clone(),
         id,
         time: now,
@@ -418,6 +378,7 @@ async fn pipeline(
         upstream_model: last_route.upstream_model.clone(),
         reserved_tokens: 0,
         body: Bytes::new(),
+        budget,
     };
     meter
         .commit(status.as_u16(), Counts::default(), req.stream)
@@ -481,7 +442,7 @@ fn failure_response(f: Failure) -> (StatusCode, Response) {
 }
 
 async fn respond(
-    meter: Meter,
+    mut meter: Meter,
     resp: UpstreamResponse,
     stream: bool,
     client_wants_usage: bool,
@@ -586,8 +547,12 @@ fn model_json(name: &str, created: i64, owner: Option<&str>) -> serde_json::Valu
     json!({"id": name, "object": "model", "created": created, "owned_by": owner.unwrap_or("tollgate")})
 }
 
-/// `GET /readyz`: 200 when the ledger accepts writes.
+/// `GET /readyz`: 200 when the ledger accepts writes (into the store, or into the local spool
+/// while PostgreSQL is away); 503 while the spool is full.
 pub async fn ready(State(app): AppState) -> Response {
+    if !app.ledger.accepting() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "usage spool full").into_response();
+    }
     match tokio::time::timeout(Duration::from_secs(2), app.ledger.flush()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "ledger not ready").into_response(),

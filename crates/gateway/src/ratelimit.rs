@@ -114,7 +114,9 @@ impl Limits {
                 return Ok((self.reservation(key, tokens, false), Snapshot::default()));
             }
             match shared.reserve(&buckets, tokens).await {
-                Ok(answer) => return shared_answer(self.reservation(key, tokens, true), &buckets, answer),
+                Ok(answer) => {
+                    return shared_answer(self.reservation(key, tokens, true), &buckets, answer);
+                }
                 Err(error) => {
                     self.redis_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, "Shared rate limits unavailable.");
@@ -191,7 +193,10 @@ fn shared_answer(
     answer: Reserve,
 ) -> Result<(Reservation, Snapshot), ApiError> {
     // Headers show the key's buckets when it has limits, else the project's.
-    let shown = buckets.first().map(|b| b.entity.clone()).unwrap_or_default();
+    let shown = buckets
+        .first()
+        .map(|b| b.entity.clone())
+        .unwrap_or_default();
     let snapshot_of = |levels: &[tollgate_sharedlimit::Level]| {
         let mut s = Snapshot::default();
         for (b, l) in buckets.iter().zip(levels) {

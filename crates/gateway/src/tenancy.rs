@@ -210,6 +210,35 @@ impl Tenancy {
         cur
     }
 
+    /// The organization itself, then its ancestors up to the top-level one.
+    pub fn ancestors(&self, id: &str) -> Vec<Arc<str>> {
+        let mut out = Vec::with_capacity(4);
+        let mut cur: Option<Arc<str>> = self.orgs.get(id).map(|e| e.id.clone());
+        while let Some(c) = cur {
+            if out.len() >= 64 {
+                break;
+            }
+            cur = self.orgs.get(&*c).and_then(|e| e.parent.clone());
+            out.push(c);
+        }
+        out
+    }
+
+    /// Whether `org` is `ancestor` or one of its descendants.
+    pub fn is_within(&self, org: &str, ancestor: &str) -> bool {
+        self.ancestors(org).iter().any(|a| &**a == ancestor)
+    }
+
+    /// Whether a (non-revoked) key with this id is held.
+    pub fn has_key_id(&self, id: &str) -> bool {
+        self.key_hash_by_id.contains_key(id)
+    }
+
+    /// Whether a project has limits (a limiter) held.
+    pub fn has_project_limits(&self, id: &str) -> bool {
+        self.project_limiters.contains_key(id)
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }

@@ -1,0 +1,447 @@
+//! Many gateway processes on one PostgreSQL and one Redis (throwaway servers from the installed
+//! binaries): keys and revocations propagate, shared limits hold across instances, totals are
+//! exact, a PostgreSQL outage under load loses and duplicates nothing, and Redis failure modes
+//! (`open`, `closed`) behave as configured.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tollgate_testkit::{Postgres, Redis, free_port};
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// A gateway process, killed on drop.
+struct Gateway {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(http: &Http, pg_url: &str, redis: Option<&str>, extra: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let redis = redis
+        .map(|u| format!("redis_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_token = "adm"
+[storage]
+url = "{pg_url}"
+spool_dir = "{spool}"
+{extra_storage}
+[ratelimit]
+{redis}{extra_rl}
+[[providers]]
+name = "sim"
+kind = "simulated"
+output_tokens = 8
+[[models]]
+name = "gpt-4o-mini"
+provider = "sim"
+input_price = "0.15"
+output_price = "0.60"
+"#,
+        spool = dir.path().join("spool").display(),
+        extra_storage = extra.split('|').next().unwrap_or(""),
+        extra_rl = extra.split('|').nth(1).unwrap_or(""),
+    );
+    let cfg = dir.path().join("tollgate.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gw = Gateway {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, _, _) = call(http, "GET", &format!("{}/readyz", gw.base), "", None).await;
+        if s == 200 {
+            return gw;
+        }
+        assert!(Instant::now() < deadline, "gateway did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn call(
+    http: &Http,
+    method: &str,
+    url: &str,
+    auth: &str,
+    body: Option<Value>,
+) -> (u16, http::HeaderMap, Bytes) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {auth}"))
+        .header("content-type", "application/json")
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
+        .unwrap();
+    let Ok(res) = http.request(req).await else {
+        return (0, http::HeaderMap::new(), Bytes::new());
+    };
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (status, headers, body)
+}
+
+fn id_of(b: &Bytes, field: &str) -> String {
+    serde_json::from_slice::<Value>(b).unwrap()[field]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Creates an organization, a project and a key (with `limits`) through `base`: (org, key id, secret).
+async fn tenant(http: &Http, base: &str, limits: Value) -> (String, String, String) {
+    let (s, _, b) = call(
+        http,
+        "POST",
+        &format!("{base}/admin/v1/organizations"),
+        "adm",
+        Some(json!({"name": "o"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let org = id_of(&b, "id");
+    let (s, _, b) = call(
+        http,
+        "POST",
+        &format!("{base}/admin/v1/organizations/{org}/projects"),
+        "adm",
+        Some(json!({"name": "p"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let project = id_of(&b, "id");
+    let mut body = json!({"name": "k"});
+    if let (Some(o), Some(l)) = (body.as_object_mut(), limits.as_object()) {
+        o.extend(l.clone());
+    }
+    let (s, _, b) = call(
+        http,
+        "POST",
+        &format!("{base}/admin/v1/projects/{project}/keys"),
+        "adm",
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    (org, id_of(&b, "id"), id_of(&b, "key"))
+}
+
+async fn chat(http: &Http, base: &str, key: &str, text: &str) -> (u16, http::HeaderMap, Bytes) {
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]});
+    call(
+        http,
+        "POST",
+        &format!("{base}/v1/chat/completions"),
+        key,
+        Some(body),
+    )
+    .await
+}
+
+/// Polls until `base` answers `want` for `key`; returns how long that took.
+async fn until_status(http: &Http, base: &str, key: &str, want: u16) -> Duration {
+    let began = Instant::now();
+    loop {
+        let (s, _, _) = chat(http, base, key, "probe").await;
+        if s == want {
+            return began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "never got {want} (last {s})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn http() -> Http {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_share_keys_limits_and_exact_totals() {
+    let pg = Postgres::start().unwrap();
+    let redis = Redis::start().unwrap();
+    let url = pg.database("shared").unwrap();
+    let http = http();
+    let a = start(&http, &url, Some(&redis.url()), "").await;
+    let b = start(&http, &url, Some(&redis.url()), "").await;
+    let c = start(&http, &url, Some(&redis.url()), "").await;
+
+    // A key created on A works on B and C once their change feeds catch up.
+    let (org, key_id, key) = tenant(&http, &a.base, json!({"rpm": 30})).await;
+    let took_b = until_status(&http, &b.base, &key, 200).await;
+    let took_c = until_status(&http, &c.base, &key, 200).await;
+    eprintln!("key propagation: B {took_b:?}, C {took_c:?}");
+
+    // 90 concurrent requests over three instances against rpm = 30 (2 already used by probes):
+    // the shared bucket admits 28, give or take the refill during the burst (1 per 2 s).
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let base = [&a.base, &b.base, &c.base][i % 3].clone();
+        let (http, key) = (http.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            chat(&http, &base, &key, &format!("burst {i}")).await
+        }));
+    }
+    let (mut ok, mut limited) = (0u64, 0u64);
+    for t in tasks {
+        let (s, h, body) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert!(h.contains_key("retry-after"));
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    eprintln!("shared rpm 30 over 3 instances: {ok} admitted, {limited} limited");
+    assert!(
+        (28..=30).contains(&ok),
+        "admitted {ok} (limit 30, 2 used by probes)"
+    );
+
+    // Usage from all instances adds up exactly: every 200 (probes included) is one record.
+    let completed = ok + 2;
+    let store = tollgate_store::Store::connect(&url, 1).await.unwrap();
+    let (records, input, output) = store.ledger_totals().await.unwrap();
+    assert_eq!(records, completed);
+    assert_eq!(output, 8 * completed);
+    for gw in [&a, &b, &c] {
+        let (s, _, body) = call(
+            &http,
+            "GET",
+            &format!("{}/admin/v1/usage?organization={org}", gw.base),
+            "adm",
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["data"][0]["requests"].as_u64(), Some(completed));
+        assert_eq!(v["data"][0]["input_tokens"].as_u64(), Some(input));
+    }
+
+    // Revoked on B: refused by A and C too.
+    let (s, _, _) = call(
+        &http,
+        "DELETE",
+        &format!("{}/admin/v1/keys/{key_id}", b.base),
+        "adm",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let took_a = until_status(&http, &a.base, &key, 401).await;
+    let took_c = until_status(&http, &c.base, &key, 401).await;
+    eprintln!("revocation propagation: A {took_a:?}, C {took_c:?}");
+
+    // Metrics are served in Prometheus text format.
+    let (s, _, body) = call(&http, "GET", &format!("{}/metrics", a.base), "", None).await;
+    assert_eq!(s, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("tollgate_spool_records 0"), "{text}");
+    assert!(text.contains("tollgate_store_up 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_under_load_bills_every_completed_response_once() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("outage").unwrap();
+    let http = http();
+    let a = start(&http, &url, None, "").await;
+    let b = start(&http, &url, None, "").await;
+    let (_org, _, key) = tenant(&http, &a.base, json!({})).await;
+    until_status(&http, &b.base, &key, 200).await;
+
+    let completed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..6usize {
+        let base = if w % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let (http, key, completed, stop) =
+            (http.clone(), key.clone(), completed.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut other = 0u32;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let (s, h, body) = chat(&http, &base, &key, &format!("load {w} {i}")).await;
+                if s == 200 && serde_json::from_slice::<Value>(&body).is_ok() {
+                    completed
+                        .lock()
+                        .unwrap()
+                        .push(h["x-request-id"].to_str().unwrap().to_owned());
+                } else {
+                    other += 1;
+                }
+            }
+            other
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    pg.stop().unwrap();
+    let before_outage = completed.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Serving goes on from the spool, and the instances stay ready.
+    let (s, _, _) = call(&http, "GET", &format!("{}/readyz", a.base), "", None).await;
+    assert_eq!(s, 200);
+    let during_outage = completed.lock().unwrap().len() - before_outage;
+    pg.resume().unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap();
+    }
+    let completed = completed.lock().unwrap().clone();
+    eprintln!(
+        "completed {} ({} during the outage), failed {failed}",
+        completed.len(),
+        during_outage
+    );
+    assert!(
+        during_outage > 10,
+        "too little served during the outage: {during_outage}"
+    );
+    assert_eq!(
+        failed, 0,
+        "every request is served while the spool has room"
+    );
+
+    // Both spools drain; then every completed response has exactly one record.
+    for gw in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, _, body) = call(&http, "GET", &format!("{}/metrics", gw.base), "", None).await;
+            if String::from_utf8_lossy(&body).contains("tollgate_spool_records 0") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "spool did not drain");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let store = tollgate_store::Store::connect(&url, 1).await.unwrap();
+    let found = store.existing_ids(completed.clone()).await.unwrap();
+    assert_eq!(
+        found.len(),
+        completed.len(),
+        "completed responses without a record"
+    );
+    let (records, _, _) = store.ledger_totals().await.unwrap();
+    // The probe of `until_status` is one more completed request.
+    assert_eq!(
+        records,
+        completed.len() as u64 + 1,
+        "no duplicates, no extras"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_failure_modes_and_full_spool() {
+    let pg = Postgres::start().unwrap();
+    let redis = Redis::start().unwrap();
+    let url = pg.database("modes").unwrap();
+    let http = http();
+    let open = start(
+        &http,
+        &url,
+        Some(&redis.url()),
+        "|on_redis_failure = \"open\"",
+    )
+    .await;
+    let closed = start(
+        &http,
+        &url,
+        Some(&redis.url()),
+        "spool_max_bytes = 4096|on_redis_failure = \"closed\"",
+    )
+    .await;
+    let (_org, _, key) = tenant(&http, &open.base, json!({"rpm": 1000, "tpm": 1000000})).await;
+    until_status(&http, &closed.base, &key, 200).await;
+    assert_eq!(chat(&http, &open.base, &key, "x").await.0, 200);
+
+    redis.stop().unwrap();
+    // open: the local limiter takes over; closed: limited requests are refused with 503.
+    for i in 0..5 {
+        assert_eq!(chat(&http, &open.base, &key, &format!("o{i}")).await.0, 200);
+        let (s, _, body) = chat(&http, &closed.base, &key, &format!("c{i}")).await;
+        assert_eq!(s, 503, "{}", String::from_utf8_lossy(&body));
+    }
+    redis.resume().unwrap();
+    until_status(&http, &closed.base, &key, 200).await;
+
+    // A full spool refuses new requests with 503 and makes /readyz answer 503.
+    pg.stop().unwrap();
+    let mut refused = false;
+    for i in 0..100 {
+        let (s, _, _) = chat(&http, &closed.base, &key, &format!("spool {i}")).await;
+        if s == 503 {
+            refused = true;
+            break;
+        }
+        assert_eq!(s, 200);
+    }
+    assert!(refused, "a 4 KiB spool never filled");
+    let (s, _, _) = call(&http, "GET", &format!("{}/readyz", closed.base), "", None).await;
+    assert_eq!(s, 503);
+    pg.resume().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, _, _) = call(&http, "GET", &format!("{}/readyz", closed.base), "", None).await;
+        if s == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready again after the spool drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
