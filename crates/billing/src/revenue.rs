@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::money::{add, growth_percent, mul, percent_of, round_cents, shift_down, sub, sum};
 use crate::{Invoice, MoneyError, Month};
@@ -19,7 +19,7 @@ pub struct Owner {
 }
 
 /// One customer's part of a month's revenue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerRevenue {
     /// Top-level organization.
     pub organization: String,
@@ -32,7 +32,7 @@ pub struct CustomerRevenue {
 }
 
 /// What one owner earns for one month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerPayout {
     /// Owner name.
     pub owner: String,
@@ -43,7 +43,7 @@ pub struct OwnerPayout {
 }
 
 /// Revenue figures of one month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthRevenue {
     /// The month.
     pub month: Month,
@@ -66,7 +66,7 @@ pub struct MonthRevenue {
 }
 
 /// The revenue report: one entry per month of the requested range, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevenueReport {
     /// Months of the range, in order.
     pub months: Vec<MonthRevenue>,

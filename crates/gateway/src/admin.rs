@@ -55,6 +55,15 @@ pub fn admin_auth(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
         })?;
     if constant_time_eq(token.as_bytes(), app.admin_token.as_bytes()) {
         Ok(Caller::Admin)
+    } else if app
+        .tenancy
+        .key(token)
+        .is_some_and(|k| k.role == KeyRole::Reader)
+    {
+        Err(ApiError::forbidden(
+            "permission_denied",
+            "This reader key may only read its organization's usage and invoices.",
+        ))
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -380,13 +389,13 @@ pub async fn usage(
     Query(q): Query<UsageQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin_auth(&app, &headers)?;
     let org = q.organization.ok_or_else(|| {
         ApiError::bad_request(
             "The 'organization' query parameter is required.",
             Some("organization"),
         )
     })?;
+    crate::billing_admin::reader_or_admin(&app, &headers, &org)?;
     if app.tenancy.org(&org).is_none() {
         return Err(ApiError::not_found(format!("No organization '{org}'.")));
     }

@@ -61,7 +61,7 @@ fn strip_usage(data: &[u8]) -> Option<Bytes> {
 }
 
 async fn run(
-    meter: Meter,
+    mut meter: Meter,
     mut upstream: UpstreamBody,
     client_wants_usage: bool,
     tx: mpsc::Sender<Bytes>,

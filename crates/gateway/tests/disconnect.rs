@@ -21,10 +21,7 @@ async fn gateway(policy: DisconnectPolicy) -> (MockUpstream, Gateway) {
     .await
     .unwrap();
     let gw = start(&openai_models(&[mock.base_url()])).await;
-    let mut config = gw.app.config.clone();
-    gw.stop().await;
-    config.metering.on_client_disconnect = policy;
-    let gw = start_with(config, tempfile::tempdir().unwrap()).await;
+    let gw = restart_with(gw, |c| c.metering.on_client_disconnect = policy).await;
     (mock, gw)
 }
 

@@ -304,15 +304,12 @@ async fn connect_errors_retry_and_timeouts_answer_504() {
     })
     .await
     .unwrap();
-    let gw = start(
-        &format!("{}\n", openai_models(&[hang.base_url()])).replace("[storage]", "[storage]"),
-    )
+    let gw = start(&openai_models(&[hang.base_url()])).await;
+    let gw = restart_with(gw, |c| {
+        c.server.upstream_timeout_ms = 300;
+        c.server.max_attempts = 1;
+    })
     .await;
-    let mut config = gw.app.config.clone();
-    gw.stop().await;
-    config.server.upstream_timeout_ms = 300;
-    config.server.max_attempts = 1;
-    let gw = start_with(config, tempfile::tempdir().unwrap()).await;
     let (_, _, _, key) = gw.tenant("acme", json!({})).await;
     let r = gw
         .chat(

@@ -66,6 +66,69 @@ pub enum AdminCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The invoice of a top-level organization for a month (YYYY-MM).
+    Invoice {
+        org: String,
+        month: String,
+        /// Print the CSV rendering.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Monthly revenue, growth, customer shares and owner payouts over a range of months.
+    Revenue {
+        /// First month, YYYY-MM.
+        #[arg(long)]
+        from: String,
+        /// Last month, YYYY-MM.
+        #[arg(long)]
+        to: String,
+        /// Also write the monthly revenue as an SVG bar chart to this file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Show the quarterly view with its forecast instead.
+        #[arg(long)]
+        quarterly: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The price catalogue.
+    Prices {
+        #[command(subcommand)]
+        cmd: PriceCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Set the contract of a top-level organization.
+    Contract {
+        org: String,
+        #[arg(long)]
+        discount_percent: Option<String>,
+        #[arg(long)]
+        monthly_commitment: Option<String>,
+        /// RFC 3339; default now (the contract in force at a month's start governs the month).
+        #[arg(long)]
+        effective_from: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Set the monthly budget of an organization (or one of its projects).
+    Budget {
+        org: String,
+        #[arg(long)]
+        monthly_limit: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Import usage events from a file: `{"events": [...]}` or JSON Lines of events.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Usage and cost per model of an organization (and its descendants).
     Usage {
         /// Organization id.
@@ -82,6 +145,23 @@ pub enum AdminCommand {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+#[derive(Subcommand)]
+pub enum PriceCmd {
+    /// Add a price entry (USD per million tokens) effective from a time.
+    Add {
+        model: String,
+        #[arg(long)]
+        input: String,
+        #[arg(long)]
+        cached_input: Option<String>,
+        #[arg(long)]
+        output: String,
+        #[arg(long)]
+        effective_from: String,
+    },
+    List,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +219,12 @@ pub enum KeyCmd {
     Revoke {
         id: String,
     },
+    /// Create a reader key that may read one organization's usage and invoices.
+    CreateReader {
+        /// Organization id.
+        org: String,
+        name: String,
+    },
 }
 
 struct Api {
@@ -178,6 +264,23 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let text = self
+            .call_raw(method, path, body, "application/json")
+            .await?;
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        })
+    }
+
+    async fn call_raw(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+        accept: &str,
+    ) -> anyhow::Result<String> {
         let uri = format!("{}{}", self.base, path);
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = http::Request::builder()
@@ -185,6 +288,7 @@ impl Api {
             .uri(&uri)
             .header("authorization", format!("Bearer {}", self.token))
             .header("content-type", "application/json")
+            .header("accept", accept)
             .body(Full::new(bytes))?;
         let res = self
             .client
@@ -193,24 +297,29 @@ impl Api {
             .with_context(|| format!("cannot reach {uri}"))?;
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
-        let value: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()))
-        };
+        let text = String::from_utf8_lossy(&body).into_owned();
         if !status.is_success() {
-            let msg = value["error"]["message"]
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+            let mut msg = value["error"]["message"]
                 .as_str()
                 .map(str::to_owned)
-                .unwrap_or_else(|| value.to_string());
+                .unwrap_or(text);
+            if let Some(events) = value["error"]["events"].as_array() {
+                for e in events {
+                    msg.push_str(&format!(
+                        "\n  event {}: {}",
+                        e["index"],
+                        e["reason"].as_str().unwrap_or_default()
+                    ));
+                }
+            }
             bail!(
                 "{} {}: {msg}",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
             );
         }
-        Ok(value)
+        Ok(text)
     }
 }
 
@@ -245,6 +354,16 @@ fn print(conn: &Conn, value: &Value, columns: &[&str]) -> anyhow::Result<()> {
         None => vec![value.clone()],
     };
     writeln!(out, "{}", table(&rows, columns))?;
+    Ok(())
+}
+
+fn write_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
     Ok(())
 }
 
@@ -399,6 +518,16 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     .await?,
                     KEY_COLS,
                 ),
+                KeyCmd::CreateReader { org, name } => {
+                    let v = api
+                        .call(
+                            Method::POST,
+                            &format!("/admin/v1/organizations/{}/reader-keys", enc(&org)),
+                            Some(json!({"name": name})),
+                        )
+                        .await?;
+                    print(&conn, &v, &["id", "name", "key", "organization", "role"])
+                }
                 KeyCmd::Revoke { id } => print(
                     &conn,
                     &api.call(
@@ -410,6 +539,257 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     &["id", "name", "revoked_at"],
                 ),
             }
+        }
+        AdminCommand::Invoice {
+            org,
+            month,
+            csv,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            let path = format!("/admin/v1/invoices/{}/{}", enc(&org), enc(&month));
+            if csv {
+                let text = api.call_raw(Method::GET, &path, None, "text/csv").await?;
+                write_out(&text)
+            } else {
+                let v = api.call(Method::GET, &path, None).await?;
+                if conn.json {
+                    return print(&conn, &v, &[]);
+                }
+                let mut out = table(
+                    v["lines"].as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &[
+                        "model",
+                        "price_effective_from",
+                        "input_tokens",
+                        "cached_input_tokens",
+                        "output_tokens",
+                        "amount",
+                    ],
+                );
+                out.push('\n');
+                for k in [
+                    "subtotal",
+                    "discount",
+                    "net",
+                    "commitment_shortfall",
+                    "total",
+                ] {
+                    out.push_str(&format!("{k:>22}: {}\n", cell(&v[k])));
+                }
+                write_out(&format!(
+                    "Invoice {} {} ({})\n{out}",
+                    cell(&v["organization"]),
+                    cell(&v["month"]),
+                    cell(&v["status"])
+                ))
+            }
+        }
+        AdminCommand::Revenue {
+            from,
+            to,
+            chart,
+            quarterly,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            let kind = if quarterly { "quarterly" } else { "revenue" };
+            let v = api
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/admin/v1/reports/{kind}?from={}&to={}",
+                        enc(&from),
+                        enc(&to)
+                    ),
+                    None,
+                )
+                .await?;
+            if let Some(path) = chart {
+                let report = if quarterly {
+                    api.call(
+                        Method::GET,
+                        &format!(
+                            "/admin/v1/reports/revenue?from={}&to={}",
+                            enc(&from),
+                            enc(&to)
+                        ),
+                        None,
+                    )
+                    .await?
+                } else {
+                    v.clone()
+                };
+                let report: tollgate_billing::RevenueReport =
+                    serde_json::from_value(report).context("unexpected report shape")?;
+                std::fs::write(&path, tollgate_billing::revenue_chart_svg(&report.months))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("chart written to {}", path.display());
+            }
+            if conn.json {
+                return print(&conn, &v, &[]);
+            }
+            if quarterly {
+                let mut out = table(
+                    v["quarters"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                    &["quarter", "revenue", "growth_yoy_percent", "top_customer"],
+                );
+                if !v["forecast"].is_null() {
+                    out.push_str(&format!("\nforecast: {}\n", v["forecast"]));
+                }
+                return write_out(&out);
+            }
+            let rows: Vec<Value> = v["months"]
+                .as_array()
+                .map(|ms| {
+                    ms.iter()
+                        .map(|m| {
+                            let top = m["customers"].get(0).cloned().unwrap_or(Value::Null);
+                            let payouts: Vec<String> = m["owners"]
+                                .as_array()
+                                .map(|os| os.iter().map(|o| format!("{}={}", cell(&o["owner"]), cell(&o["payout"]))).collect())
+                                .unwrap_or_default();
+                            json!({
+                                "month": m["month"], "revenue": m["revenue"], "mom %": m["growth_mom_percent"],
+                                "yoy %": m["growth_yoy_percent"], "run rate": m["run_rate"],
+                                "top customer": top["organization"], "top share %": top["share_percent"],
+                                "owner payouts": payouts.join(" "),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            write_out(&table(
+                &rows,
+                &[
+                    "month",
+                    "revenue",
+                    "mom %",
+                    "yoy %",
+                    "run rate",
+                    "top customer",
+                    "top share %",
+                    "owner payouts",
+                ],
+            ))
+        }
+        AdminCommand::Prices { cmd, conn } => {
+            let api = Api::new(&conn)?;
+            let cols = &[
+                "model",
+                "effective_from",
+                "input_price",
+                "cached_input_price",
+                "output_price",
+            ];
+            match cmd {
+                PriceCmd::Add {
+                    model,
+                    input,
+                    cached_input,
+                    output,
+                    effective_from,
+                } => {
+                    let body = some_fields(&[
+                        ("model", json!(model)),
+                        ("input_price", json!(input)),
+                        ("cached_input_price", json!(cached_input)),
+                        ("output_price", json!(output)),
+                        ("effective_from", json!(effective_from)),
+                    ]);
+                    print(
+                        &conn,
+                        &api.call(Method::POST, "/admin/v1/prices", Some(body))
+                            .await?,
+                        cols,
+                    )
+                }
+                PriceCmd::List => print(
+                    &conn,
+                    &api.call(Method::GET, "/admin/v1/prices", None).await?,
+                    cols,
+                ),
+            }
+        }
+        AdminCommand::Contract {
+            org,
+            discount_percent,
+            monthly_commitment,
+            effective_from,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            let body = some_fields(&[
+                ("discount_percent", json!(discount_percent)),
+                ("monthly_commitment", json!(monthly_commitment)),
+                ("effective_from", json!(effective_from)),
+            ]);
+            let v = api
+                .call(
+                    Method::PUT,
+                    &format!("/admin/v1/organizations/{}/contract", enc(&org)),
+                    Some(body),
+                )
+                .await?;
+            print(
+                &conn,
+                &v,
+                &[
+                    "organization",
+                    "discount_percent",
+                    "monthly_commitment",
+                    "effective_from",
+                ],
+            )
+        }
+        AdminCommand::Budget {
+            org,
+            monthly_limit,
+            project,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            let body = some_fields(&[
+                ("monthly_limit", json!(monthly_limit)),
+                ("project", json!(project)),
+            ]);
+            let v = api
+                .call(
+                    Method::PUT,
+                    &format!("/admin/v1/organizations/{}/budget", enc(&org)),
+                    Some(body),
+                )
+                .await?;
+            print(&conn, &v, &["organization", "project", "monthly_limit"])
+        }
+        AdminCommand::Import { file, conn } => {
+            let api = Api::new(&conn)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: Value = match serde_json::from_str::<Value>(&text) {
+                Ok(v) if v.get("events").is_some() => v,
+                _ => {
+                    let mut events = Vec::new();
+                    for (i, line) in text
+                        .lines()
+                        .enumerate()
+                        .filter(|(_, l)| !l.trim().is_empty())
+                    {
+                        events.push(
+                            serde_json::from_str::<Value>(line)
+                                .with_context(|| format!("line {} is not JSON", i + 1))?,
+                        );
+                    }
+                    json!({"events": events})
+                }
+            };
+            let v = api
+                .call(Method::POST, "/admin/v1/usage/events", Some(body))
+                .await?;
+            print(&conn, &v, &["accepted", "duplicates"])
         }
         AdminCommand::Usage {
             org,

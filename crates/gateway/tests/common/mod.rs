@@ -57,6 +57,16 @@ pub async fn start(config_toml: &str) -> Gateway {
     start_with(Config::from_toml(&text).unwrap(), dir).await
 }
 
+/// Stops a gateway and starts a fresh one (new data directory) with an edited copy of its config.
+pub async fn restart_with(gw: Gateway, edit: impl FnOnce(&mut Config)) -> Gateway {
+    let mut config = gw.app.config.clone();
+    gw.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    config.storage.url = format!("sqlite://{}/ledger.db", dir.path().display());
+    edit(&mut config);
+    start_with(config, dir).await
+}
+
 pub async fn start_with(config: Config, dir: tempfile::TempDir) -> Gateway {
     config.validate().unwrap();
     let app = App::start(config).await.unwrap();

@@ -1,0 +1,352 @@
+//! Monthly budgets of organizations and projects: hard limits enforced on the request path
+//! (reserve the estimated cost before dispatch, settle to the real cost after, so concurrent
+//! requests cannot run far past a budget) and soft alert thresholds reported as events.
+//!
+//! An organization's budget covers its descendants' usage; a project's covers that project.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use tollgate_billing::{Catalogue, Month, Tokens, crossed_thresholds};
+use tollgate_store::{BudgetRow, UsageRecord};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::tenancy::KeyEntry;
+
+/// Alert thresholds, in percent of the limit.
+pub const ALERTS: [u8; 3] = [50, 80, 100];
+
+#[derive(Debug)]
+struct State {
+    organization: String,
+    project: Option<String>,
+    limit: Decimal,
+    month: Month,
+    spent: Decimal,
+    reserved: Decimal,
+}
+
+impl State {
+    fn roll(&mut self, now: OffsetDateTime) {
+        if let Ok(m) = Month::containing(now)
+            && m != self.month
+        {
+            self.month = m;
+            self.spent = Decimal::ZERO;
+        }
+    }
+}
+
+/// A soft-threshold crossing.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub organization: String,
+    pub project: Option<String>,
+    pub threshold_percent: u8,
+    pub spent: String,
+    pub limit: String,
+}
+
+/// The cost reserved by one request against the budgets that cover it.
+#[derive(Debug, Default)]
+pub struct Hold {
+    states: Vec<Arc<Mutex<State>>>,
+    amount: Decimal,
+}
+
+/// All budgets, in memory.
+#[derive(Default)]
+pub struct Budgets {
+    map: DashMap<(String, String), Arc<Mutex<State>>>,
+    any: AtomicBool,
+    events: Mutex<Vec<BudgetEvent>>,
+}
+
+fn money(d: Decimal) -> String {
+    tollgate_billing::money::format_money(tollgate_billing::round_cents(d))
+}
+
+impl Budgets {
+    /// Loads every stored budget with its month-to-date spend.
+    pub async fn load(&self, app: &App) -> Result<(), ApiError> {
+        let rows = app
+            .store
+            .budgets()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        for row in rows {
+            self.put(app, &row).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a budget. A new budget starts from the month-to-date spend in the ledger; an existing
+    /// one only takes the new limit (its running spend is already exact, and re-reading the ledger
+    /// while requests are settling would miss the ones not yet written).
+    pub async fn put(&self, app: &App, row: &BudgetRow) -> Result<(), ApiError> {
+        let limit = Decimal::from_str(&row.monthly_limit)
+            .map_err(|_| ApiError::internal("A stored budget is not a decimal."))?;
+        let key = (
+            row.organization.clone(),
+            row.project.clone().unwrap_or_default(),
+        );
+        if let Some(existing) = self.map.get(&key) {
+            if let Ok(mut s) = existing.lock() {
+                s.limit = limit;
+            }
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let month = Month::containing(now).map_err(|e| ApiError::internal(e.to_string()))?;
+        let orgs = match &row.project {
+            Some(_) => vec![row.organization.clone()],
+            None => app
+                .store
+                .subtree(&row.organization)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        };
+        let catalogue = app.prices();
+        let rows = crate::admin::priced_usage(
+            app,
+            &catalogue,
+            orgs,
+            row.project.clone(),
+            Some(month.start()),
+            None,
+        )
+        .await?;
+        let spent = rows.iter().map(|(_, c)| *c).sum::<Decimal>();
+        let state = State {
+            organization: row.organization.clone(),
+            project: row.project.clone(),
+            limit,
+            month,
+            spent,
+            reserved: Decimal::ZERO,
+        };
+        self.map
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(state)));
+        self.any.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn covering(
+        &self,
+        app: &App,
+        organization: &str,
+        project: Option<&str>,
+    ) -> Vec<Arc<Mutex<State>>> {
+        let mut out = Vec::new();
+        if let Some(p) = project
+            && let Some(s) = self.map.get(&(organization.to_owned(), p.to_owned()))
+        {
+            out.push(s.clone());
+        }
+        for org in app.tenancy.ancestors(organization) {
+            if let Some(s) = self.map.get(&(org.to_string(), String::new())) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+
+    /// Reserves the estimated cost of a request against every budget that covers it, or answers
+    /// 429 `insufficient_quota` when one has been reached (reserving nothing then).
+    pub fn reserve(
+        &self,
+        app: &App,
+        key: &KeyEntry,
+        model: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> Result<Option<Hold>, ApiError> {
+        if !self.any.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let states = self.covering(app, &key.organization, key.project.as_deref());
+        if states.is_empty() {
+            return Ok(None);
+        }
+        let now = OffsetDateTime::now_utc();
+        let catalogue = app.prices();
+        let amount = catalogue
+            .price_at(model, now)
+            .and_then(|e| {
+                tollgate_billing::cost(
+                    &Tokens {
+                        input: input_tokens,
+                        cached_input: 0,
+                        output: output_tokens,
+                    },
+                    &e.price,
+                )
+                .ok()
+            })
+            .unwrap_or(Decimal::ZERO);
+        let mut taken: Vec<Arc<Mutex<State>>> = Vec::with_capacity(states.len());
+        for st in &states {
+            let Ok(mut s) = st.lock() else { continue };
+            s.roll(now);
+            if s.spent + s.reserved >= s.limit {
+                let scope = match &s.project {
+                    Some(p) => format!("project {p}"),
+                    None => format!("organization {}", s.organization),
+                };
+                let limit = s.limit;
+                drop(s);
+                for t in &taken {
+                    if let Ok(mut s) = t.lock() {
+                        s.reserved -= amount;
+                    }
+                }
+                return Err(ApiError::insufficient_quota(format!(
+                    "You exceeded your current quota: the monthly budget of {} USD for {scope} has been reached.",
+                    money(limit)
+                )));
+            }
+            s.reserved += amount;
+            taken.push(st.clone());
+        }
+        Ok(Some(Hold {
+            states: taken,
+            amount,
+        }))
+    }
+
+    /// Replaces a reservation by the record's real cost and reports threshold crossings.
+    pub fn settle(&self, app: &App, hold: Hold, record: &UsageRecord) {
+        let actual = record_cost(&app.prices(), record);
+        let now = OffsetDateTime::now_utc();
+        for st in hold.states {
+            let Ok(mut s) = st.lock() else { continue };
+            s.reserved -= hold.amount;
+            s.roll(now);
+            let before = s.spent;
+            s.spent += actual;
+            self.report(&s, before, now);
+        }
+    }
+
+    /// Adds imported usage of the current month to the budgets that cover it.
+    pub fn add_spent(&self, app: &App, record: &UsageRecord, catalogue: &Catalogue) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        if Month::containing(record.time).ok() != Month::containing(now).ok() {
+            return;
+        }
+        let actual = record_cost(catalogue, record);
+        for st in self.covering(app, &record.organization, record.project.as_deref()) {
+            let Ok(mut s) = st.lock() else { continue };
+            s.roll(now);
+            let before = s.spent;
+            s.spent += actual;
+            self.report(&s, before, now);
+        }
+    }
+
+    fn report(&self, s: &State, before: Decimal, now: OffsetDateTime) {
+        for t in crossed_thresholds(s.limit, before, s.spent, &ALERTS) {
+            tracing::warn!(
+                organization = %s.organization,
+                project = ?s.project,
+                threshold_percent = t,
+                spent = %money(s.spent),
+                limit = %money(s.limit),
+                "Budget threshold crossed."
+            );
+            if let Ok(mut ev) = self.events.lock() {
+                ev.push(BudgetEvent {
+                    time: now,
+                    organization: s.organization.clone(),
+                    project: s.project.clone(),
+                    threshold_percent: t,
+                    spent: money(s.spent),
+                    limit: money(s.limit),
+                });
+                if ev.len() > 10_000 {
+                    ev.remove(0);
+                }
+            }
+        }
+    }
+
+    /// Status of one budget.
+    pub fn status(&self, organization: &str, project: Option<&str>) -> serde_json::Value {
+        let key = (
+            organization.to_owned(),
+            project.unwrap_or_default().to_owned(),
+        );
+        match self
+            .map
+            .get(&key)
+            .and_then(|s| s.lock().ok().map(|s| status_json(&s)))
+        {
+            Some(v) => v,
+            None => serde_json::Value::Null,
+        }
+    }
+
+    /// Every budget of an organization.
+    pub fn statuses(&self, organization: &str) -> Vec<serde_json::Value> {
+        self.map
+            .iter()
+            .filter(|e| e.key().0 == organization)
+            .filter_map(|e| e.value().lock().ok().map(|s| status_json(&s)))
+            .collect()
+    }
+
+    pub fn events(&self, organization: &str) -> Vec<BudgetEvent> {
+        self.events
+            .lock()
+            .map(|ev| {
+                ev.iter()
+                    .filter(|e| e.organization == organization)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn all_events(&self) -> Vec<BudgetEvent> {
+        self.events.lock().map(|ev| ev.clone()).unwrap_or_default()
+    }
+}
+
+fn status_json(s: &State) -> serde_json::Value {
+    json!({
+        "organization": s.organization, "project": s.project, "month": s.month.to_string(),
+        "monthly_limit": money(s.limit), "spent": money(s.spent), "reserved": money(s.reserved),
+        "exhausted": s.spent >= s.limit,
+    })
+}
+
+/// The exact cost of one record at its own time's price.
+pub fn record_cost(catalogue: &Catalogue, r: &UsageRecord) -> Decimal {
+    catalogue
+        .price_at(&r.model, r.time)
+        .and_then(|e| {
+            tollgate_billing::cost(
+                &Tokens {
+                    input: r.input_tokens,
+                    cached_input: r.cached_input_tokens.min(r.input_tokens),
+                    output: r.output_tokens,
+                },
+                &e.price,
+            )
+            .ok()
+        })
+        .unwrap_or(Decimal::ZERO)
+}

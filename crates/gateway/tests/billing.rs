@@ -1,0 +1,680 @@
+//! Billing through the admin API: prices, contracts, import, invoices, reports, budgets, readers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const CATALOGUE: &str = r#"
+[[providers]]
+name = "sim"
+kind = "simulated"
+output_tokens = 10
+
+[[owners]]
+name = "labs"
+revenue_share_percent = "20"
+
+[[models]]
+name = "atlas-large"
+provider = "sim"
+input_price = "3.00"
+cached_input_price = "1.50"
+output_price = "15.00"
+owner = "labs"
+
+[[models]]
+name = "atlas-mini"
+provider = "sim"
+input_price = "0.15"
+output_price = "0.60"
+
+[[models]]
+name = "m"
+provider = "sim"
+input_price = "1.00"
+output_price = "0"
+owner = "labs"
+
+[[models]]
+name = "metered"
+provider = "sim"
+input_price = "0"
+output_price = "1000"
+"#;
+
+async fn org(gw: &Gateway, name: &str, parent: Option<&str>) -> String {
+    let mut body = json!({"name": name});
+    if let Some(p) = parent {
+        body["parent"] = json!(p);
+    }
+    let r = gw
+        .admin(Method::POST, "/admin/v1/organizations", body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+fn event(
+    id: &str,
+    ts: &str,
+    org: &str,
+    model: &str,
+    input: u64,
+    cached: u64,
+    output: u64,
+) -> Value {
+    json!({"id": id, "timestamp": ts, "organization": org, "model": model,
+           "input_tokens": input, "cached_input_tokens": cached, "output_tokens": output})
+}
+
+async fn import(gw: &Gateway, events: Vec<Value>) -> common::Reply {
+    gw.admin(
+        Method::POST,
+        "/admin/v1/usage/events",
+        json!({"events": events}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn invoice_matches_the_worked_example() {
+    let gw = start(CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    let sub = org(&gw, "acme-eu", Some(&acme)).await;
+    let r = gw
+        .admin(Method::POST, "/admin/v1/prices", json!({"model": "atlas-large", "input_price": "2.00",
+            "cached_input_price": "0.50", "output_price": "10.00", "effective_from": "2025-03-16T00:00:00Z"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    for (body, status) in [
+        (
+            json!({"discount_percent": "10", "monthly_commitment": "500", "effective_from": "2025-01-01T00:00:00Z"}),
+            StatusCode::OK,
+        ),
+        (
+            json!({"discount_percent": "50", "effective_from": "2025-03-15T09:30:00Z"}),
+            StatusCode::OK,
+        ),
+        (json!({"discount_percent": "150"}), StatusCode::BAD_REQUEST),
+    ] {
+        let r = gw
+            .admin(
+                Method::PUT,
+                &format!("/admin/v1/organizations/{acme}/contract"),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, status, "{}", r.text());
+    }
+    // A child organization's usage rolls up to its top-level parent.
+    let r = import(
+        &gw,
+        vec![
+            event(
+                "e1",
+                "2025-03-05T10:00:00Z",
+                &acme,
+                "atlas-large",
+                30_000_000,
+                10_000_000,
+                8_000_000,
+            ),
+            event(
+                "e2",
+                "2025-03-06T10:00:00Z",
+                &sub,
+                "atlas-large",
+                10_000_000,
+                0,
+                0,
+            ),
+            event(
+                "e3",
+                "2025-03-20T10:00:00Z",
+                &acme,
+                "atlas-large",
+                20_000_000,
+                5_000_000,
+                4_000_000,
+            ),
+            event(
+                "e4",
+                "2025-03-10T10:00:00Z",
+                &sub,
+                "atlas-mini",
+                123_456_789,
+                23_456_789,
+                9_876_543,
+            ),
+            event(
+                "e5",
+                "2025-04-01T00:00:00Z",
+                &acme,
+                "atlas-mini",
+                1_000_000,
+                0,
+                0,
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json(), json!({"accepted": 5, "duplicates": 0}));
+
+    let r = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-03"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let inv = r.json();
+    assert_eq!(inv["organization"], acme.as_str());
+    assert_eq!(inv["month"], "2025-03");
+    assert_eq!(inv["status"], "final");
+    let lines: Vec<(String, String)> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["model"].as_str().unwrap().to_owned(),
+                l["amount"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("atlas-large".to_owned(), "225.00".to_owned()),
+            ("atlas-large".to_owned(), "72.50".to_owned()),
+            ("atlas-mini".to_owned(), "24.44".to_owned()),
+        ]
+    );
+    assert_eq!(inv["lines"][0]["input_tokens"], 40_000_000);
+    assert_eq!(inv["lines"][0]["cached_input_tokens"], 10_000_000);
+    for (k, v) in [
+        ("subtotal", "321.94"),
+        ("discount", "32.19"),
+        ("net", "289.75"),
+        ("commitment_shortfall", "210.25"),
+        ("total", "500.00"),
+    ] {
+        assert_eq!(inv[k], v, "{k}");
+    }
+    let csv = gw
+        .call(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-03"),
+            &[
+                ("authorization", &format!("Bearer {ADMIN}")),
+                ("accept", "text/csv"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    assert!(text.starts_with("organization,month,status,model"));
+    assert!(text.contains("225.00") && text.contains("500.00"));
+
+    // April: the 50 % contract governs; no commitment any more. The open month is a draft.
+    let inv = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-04"),
+            Value::Null,
+        )
+        .await
+        .json();
+    assert_eq!(
+        (
+            inv["subtotal"].as_str(),
+            inv["discount"].as_str(),
+            inv["total"].as_str()
+        ),
+        (Some("0.15"), Some("0.08"), Some("0.07"))
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
+    let inv = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/{month}"),
+            Value::Null,
+        )
+        .await
+        .json();
+    assert_eq!(inv["status"], "draft");
+
+    // Child organizations are not invoiced on their own; bad months are refused.
+    assert_eq!(
+        gw.admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{sub}/2025-03"),
+            Value::Null
+        )
+        .await
+        .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        gw.admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-13"),
+            Value::Null
+        )
+        .await
+        .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn imports_are_atomic_and_idempotent() {
+    let gw = start(CATALOGUE).await;
+    let a = org(&gw, "a", None).await;
+    let bad = vec![
+        event("ok-1", "2025-05-01T00:00:00Z", &a, "m", 10, 0, 1),
+        event("x-1", "2025-05-01T00:00:00Z", "org_nope", "m", 10, 0, 1),
+        event("x-2", "2025-05-01T00:00:00Z", &a, "no-such-model", 10, 0, 1),
+        json!({"id": "x-3", "timestamp": "2025-05-01T00:00:00Z", "organization": a, "model": "m", "input_tokens": -5, "output_tokens": 1}),
+        json!({"id": "x-4", "timestamp": "2025-05-01T00:00:00Z", "organization": a, "model": "m", "input_tokens": 1.5, "output_tokens": 1}),
+        event("x-5", "2025-05-01T00:00:00Z", &a, "m", 10, 11, 1),
+        event("x-6", "yesterday", &a, "m", 10, 0, 1),
+        json!({"id": "x-7", "timestamp": "2025-05-01T00:00:00Z", "organization": a, "model": "m", "input_tokens": "10", "output_tokens": 1}),
+    ];
+    let r = import(&gw, bad).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let errs = r.json()["error"]["events"].as_array().unwrap().clone();
+    let idx: Vec<u64> = errs.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(idx, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert!(
+        errs[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown organization")
+    );
+    assert!(
+        errs[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown model")
+    );
+    assert!(errs[4]["reason"].as_str().unwrap().contains("exceeds"));
+    assert!(
+        gw.records().await.is_empty(),
+        "a rejected batch changed the ledger"
+    );
+
+    let good = vec![
+        event("b-1", "2025-05-01T00:00:00Z", &a, "m", 1_000_000, 0, 0),
+        event("b-2", "2025-05-02T00:00:00Z", &a, "m", 2_000_000, 0, 0),
+        event("b-3", "2025-05-03T00:00:00Z", &a, "m", 3_000_000, 0, 0),
+    ];
+    assert_eq!(
+        import(&gw, good.clone()).await.json(),
+        json!({"accepted": 3, "duplicates": 0})
+    );
+    assert_eq!(
+        import(&gw, good.clone()).await.json(),
+        json!({"accepted": 0, "duplicates": 3})
+    );
+    let mut mixed = good;
+    mixed.push(event(
+        "b-4",
+        "2025-05-04T00:00:00Z",
+        &a,
+        "m",
+        4_000_000,
+        0,
+        0,
+    ));
+    assert_eq!(
+        import(&gw, mixed).await.json(),
+        json!({"accepted": 1, "duplicates": 3})
+    );
+    let inv = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{a}/2025-05"),
+            Value::Null,
+        )
+        .await
+        .json();
+    assert_eq!(inv["total"], "10.00");
+    // Ids repeated inside one batch are refused too.
+    let r = import(
+        &gw,
+        vec![
+            event("d", "2025-05-01T00:00:00Z", &a, "m", 1, 0, 0),
+            event("d", "2025-05-01T00:00:00Z", &a, "m", 1, 0, 0),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn revenue_report_shares_growth_and_owner_payouts() {
+    let gw = start(CATALOGUE).await;
+    let a = org(&gw, "alpha", None).await;
+    let b = org(&gw, "beta", None).await;
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{b}/contract"),
+            json!({"discount_percent": "10", "effective_from": "2025-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = import(
+        &gw,
+        vec![
+            event("a-jan", "2025-01-15T00:00:00Z", &a, "m", 100_000_000, 0, 0),
+            event("a-feb", "2025-02-15T00:00:00Z", &a, "m", 150_000_000, 0, 0),
+            event("b-feb", "2025-02-20T00:00:00Z", &b, "m", 50_000_000, 0, 0),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let rep = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/reports/revenue?from=2025-01&to=2025-02",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(rep.status, StatusCode::OK, "{}", rep.text());
+    let rep = rep.json();
+    let jan = &rep["months"][0];
+    let feb = &rep["months"][1];
+    assert_eq!(
+        (jan["month"].as_str(), jan["revenue"].as_str()),
+        (Some("2025-01"), Some("100.00"))
+    );
+    assert_eq!(jan["growth_mom_percent"], Value::Null);
+    assert_eq!(jan["growth_yoy_percent"], Value::Null);
+    assert_eq!(feb["revenue"], "195.00");
+    assert_eq!(feb["run_rate"], "2340.00");
+    assert_eq!(feb["growth_mom_percent"], "95.0");
+    let shares: Vec<(String, String, String)> = feb["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["organization"].as_str().unwrap().to_owned(),
+                c["revenue"].as_str().unwrap().to_owned(),
+                c["share_percent"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shares,
+        vec![
+            (a.clone(), "150.00".into(), "76.9".into()),
+            (b.clone(), "45.00".into(), "23.1".into())
+        ]
+    );
+    let payout = feb["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["owner"] == "labs")
+        .unwrap();
+    assert_eq!(payout["payout"], "39.00");
+    assert_eq!(jan["owners"][0]["payout"], "20.00");
+
+    let q = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/reports/quarterly?from=2025-01&to=2025-03",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.text());
+    assert!(q.json()["quarters"].as_array().is_some());
+    let bad = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/reports/revenue?from=2025-03&to=2025-01",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn hard_budgets_hold_under_concurrent_load() {
+    let gw = start(CATALOGUE).await;
+    let (acme, _, _, key) = gw.tenant("acme", json!({})).await;
+    // Each request: 10 output tokens at $1000/M = $0.01 exactly; max_tokens makes the estimate exact.
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": "0.20"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let gw_base = gw.base.clone();
+        let client = gw.client.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let body =
+                json!({"model": "metered", "max_tokens": 10, "messages": user("x")}).to_string();
+            let req = http::Request::post(format!("{gw_base}/v1/chat/completions"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let res = client.request(req).await.unwrap();
+            let status = res.status();
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, body)
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["error"]["code"], "insufficient_quota");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 20, "exactly the budget's worth of requests may pass");
+    let u = gw.usage(&acme).await;
+    assert_eq!(u["data"][0]["cost"], "0.20");
+    let b = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            Value::Null,
+        )
+        .await
+        .json();
+    assert_eq!(b["budgets"][0]["spent"], "0.20");
+    assert_eq!(b["budgets"][0]["exhausted"], true);
+    let thresholds: Vec<u64> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["threshold_percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(thresholds, vec![50, 80, 100]);
+    // Raising the budget lets requests through again at once.
+    gw.admin(
+        Method::PUT,
+        &format!("/admin/v1/organizations/{acme}/budget"),
+        json!({"monthly_limit": "1.00"}),
+    )
+    .await;
+    assert_eq!(
+        gw.chat(
+            &key,
+            json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // Bad budgets change nothing.
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": "-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": 1.5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn project_budgets_cover_only_their_project() {
+    let gw = start(CATALOGUE).await;
+    let (acme, project, _, key) = gw.tenant("acme", json!({})).await;
+    let (_, _, _, other_key) = gw.tenant_in(&acme, json!({})).await;
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": "0.02", "project": project}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for _ in 0..2 {
+        assert_eq!(
+            gw.chat(
+                &key,
+                json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        gw.chat(
+            &key,
+            json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
+        )
+        .await
+        .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        gw.chat(
+            &other_key,
+            json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn reader_keys_see_only_their_own_organization() {
+    let gw = start(CATALOGUE).await;
+    let a = org(&gw, "a", None).await;
+    let child = org(&gw, "a-child", Some(&a)).await;
+    let b = org(&gw, "b", None).await;
+    import(
+        &gw,
+        vec![
+            event("1", "2025-05-01T00:00:00Z", &a, "m", 1_000_000, 0, 0),
+            event("2", "2025-05-01T00:00:00Z", &child, "m", 1_000_000, 0, 0),
+            event("3", "2025-05-01T00:00:00Z", &b, "m", 7_000_000, 0, 0),
+        ],
+    )
+    .await;
+    let r = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/organizations/{a}/reader-keys"),
+            json!({"name": "finance"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let reader = r.json()["key"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {reader}");
+    let get = |path: String| {
+        let auth = auth.clone();
+        let gw = &gw;
+        async move {
+            gw.call(Method::GET, &path, &[("authorization", &auth)], "")
+                .await
+        }
+    };
+    let r = get(format!("/admin/v1/usage?organization={a}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["data"][0]["requests"], 2);
+    assert_eq!(
+        get(format!("/admin/v1/usage?organization={child}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let inv = get(format!("/admin/v1/invoices/{a}/2025-05")).await;
+    assert_eq!(inv.status, StatusCode::OK);
+    assert_eq!(inv.json()["total"], "2.00");
+    // Nothing of any other organization, and no other admin route.
+    assert_eq!(
+        get(format!("/admin/v1/usage?organization={b}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("/admin/v1/invoices/{b}/2025-05")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    for path in [
+        "/admin/v1/organizations".to_owned(),
+        format!("/admin/v1/organizations/{a}/projects"),
+        "/admin/v1/reports/revenue?from=2025-05&to=2025-05".to_owned(),
+        "/admin/v1/prices".to_owned(),
+    ] {
+        assert_eq!(
+            get(path.clone()).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let r = gw
+        .call(
+            Method::POST,
+            "/admin/v1/organizations",
+            &[("authorization", &auth)],
+            json!({"name": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = gw
+        .chat(&reader, json!({"model": "m", "messages": user("x")}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
