@@ -8,6 +8,21 @@ echo "== toolchain"
 cargo --version
 rustc --version
 
+echo "== services"
+# The PostgreSQL and Redis tests start throwaway servers from the installed binaries (loopback
+# ports, temporary directories; see crates/testkit). Install them when missing: a fresh machine
+# may have only the psql client, so look for the server binaries themselves.
+have_pg_server() {
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+}
+if ! have_pg_server || ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y postgresql redis-server
+fi
+have_pg_server && echo "postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)"
+echo "redis: $(command -v redis-server)"
+
 echo "== format"
 cargo fmt --all -- --check
 
