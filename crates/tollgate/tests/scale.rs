@@ -445,3 +445,80 @@ async fn redis_failure_modes_and_full_spool() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_sqlite_to_postgres_and_is_safe_to_rerun() {
+    use tollgate_store::{AccountState, Ledger, Organization, Store, UsageRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let sqlite = format!("sqlite://{}", db.display());
+    let src = Store::open(db.to_str().unwrap()).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    src.insert_organization(Organization {
+        id: "org_a".into(),
+        name: "a".into(),
+        parent: None,
+        state: AccountState::Active,
+        created_at: now - time::Duration::hours(1),
+    })
+    .await
+    .unwrap();
+    src.insert_organization(Organization {
+        id: "org_b".into(),
+        name: "b".into(),
+        parent: Some("org_a".into()),
+        state: AccountState::UnderReview,
+        created_at: now,
+    })
+    .await
+    .unwrap();
+    let ledger = Ledger::open(db.to_str().unwrap(), true, 1000).unwrap();
+    let records: Vec<UsageRecord> = (0..2500u64)
+        .map(|i| UsageRecord {
+            id: format!("req_{i:06}"),
+            time: now - time::Duration::minutes(i64::try_from(i).unwrap()),
+            organization: if i % 3 == 0 {
+                "org_a".into()
+            } else {
+                "org_b".into()
+            },
+            project: None,
+            key: None,
+            model: "gpt-4o-mini".into(),
+            provider: "sim".into(),
+            upstream_model: "gpt-4o-mini".into(),
+            input_tokens: i,
+            cached_input_tokens: 0,
+            output_tokens: 2 * i,
+            reasoning_tokens: 0,
+            status: 200,
+            latency_ms: 1,
+            streamed: false,
+            estimated: false,
+            source: "gateway".into(),
+        })
+        .collect();
+    ledger.import(records).await.unwrap();
+    drop(ledger);
+
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("moved").unwrap();
+    for run in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["migrate", "--from", &sqlite, "--to", &url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {text}");
+        let new = if run == 0 { "(2500 new)" } else { "(0 new)" };
+        assert!(text.contains(new), "run {run}: {text}");
+    }
+    let dst = Store::connect(&url, 1).await.unwrap();
+    let sum: u64 = (0..2500u64).sum();
+    assert_eq!(dst.ledger_totals().await.unwrap(), (2500, sum, 2 * sum));
+    assert_eq!(
+        dst.organization("org_b").await.unwrap().unwrap().state,
+        AccountState::UnderReview
+    );
+    assert_eq!(dst.organizations().await.unwrap().len(), 2);
+}
