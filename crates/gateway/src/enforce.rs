@@ -487,7 +487,7 @@ pub fn observe(
         time: OffsetDateTime::now_utc(),
         organization: &key.organization,
         key: &key.id,
-        client_ip: Some(guard.client_ip(peer.ip(), headers)),
+        client_ip: Some(guard.client_ip(peer.ip().to_canonical(), headers)),
         endpoint: endpoint_of(endpoint),
         body,
         model_owner: model.owner.as_deref(),
