@@ -809,3 +809,68 @@ async fn detector_state_and_reviews_survive_a_restart() {
     gw2.stop().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_resellers_owner_scoped_review_covers_its_customers() {
+    let (_mock, gw) = setup(r#"action = "flag""#).await;
+    let r = post(&gw, "/admin/v1/organizations", json!({"name": "reseller"})).await;
+    let reseller = r.json()["id"].as_str().unwrap().to_owned();
+    let r = post(
+        &gw,
+        "/admin/v1/organizations",
+        json!({"name": "customer", "parent": reseller}),
+    )
+    .await;
+    let customer = r.json()["id"].as_str().unwrap().to_owned();
+    let (_, _, _, key) = gw.tenant_in(&customer, json!({})).await;
+    let r = post(
+        &gw,
+        &format!("/admin/v1/organizations/{reseller}/review"),
+        json!({"reason": "reseller under investigation by northwind", "owner": "northwind"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let refused = gw.chat(&key, product_body_for("northwind-7b")).await;
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    let ok = gw.chat(&key, product_body_for("gpt-4o-mini")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // Unknown owners and organizations are refused.
+    let r = post(
+        &gw,
+        &format!("/admin/v1/organizations/{customer}/review"),
+        json!({"reason": "x", "owner": "nobody"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = post(
+        &gw,
+        "/admin/v1/organizations/org_missing/terminate",
+        json!({"reason": "x"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn invalid_guard_settings_are_reported_with_their_keys() {
+    let text = r#"
+[storage]
+url = "sqlite://x.db"
+[guard]
+trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
+throttle_rpm = 0
+[guard.detector]
+flag_threshold = 1.5
+"#;
+    let err = tollgate_config::Config::from_toml(text)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("guard.trusted_proxies[1]"), "{err}");
+    assert!(!err.contains("guard.trusted_proxies[0]"), "{err}");
+    assert!(err.contains("guard.throttle_rpm"), "{err}");
+    assert!(err.contains("guard.detector.flag_threshold"), "{err}");
+    let unknown = tollgate_config::Config::from_toml("[guard.detector]\nnope = 1\n");
+    assert!(unknown.is_err());
+}
