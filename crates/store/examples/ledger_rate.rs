@@ -3,7 +3,12 @@
 //!
 //! `cargo run --release -p tollgate-store --example ledger_rate -- [records] [appenders]`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::time::Instant;
 

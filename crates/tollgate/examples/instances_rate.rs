@@ -4,7 +4,12 @@
 //!
 //! `cargo build --release -p tollgate && cargo run --release -p tollgate --example instances_rate -- [secs] [clients]`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
