@@ -170,6 +170,8 @@ async fn handle_batch(
         }
         (Err(e), None) => Err(e),
     };
+    // Spool depth is visible before anyone is told their record is durable.
+    publish(stats, spool);
     let mut new_ids = match &outcome {
         Ok(Some(set)) => set.clone(),
         _ => HashSet::new(),
