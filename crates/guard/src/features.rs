@@ -84,8 +84,46 @@ impl RequestFeatures {
 
 /// A text field that may be a string, an array of strings/token ids, or an array of content
 /// parts (`{"type":"text","text":...}`); only the text pieces are kept (borrowed when possible).
+/// The first piece is held inline so the common single-string case allocates nothing.
 #[derive(Default)]
-struct Text<'a>(Vec<Cow<'a, str>>);
+struct Text<'a> {
+    first: Option<Cow<'a, str>>,
+    rest: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Text<'a> {
+    fn one(c: Cow<'a, str>) -> Self {
+        Text {
+            first: Some(c),
+            rest: Vec::new(),
+        }
+    }
+    fn push(&mut self, c: Cow<'a, str>) {
+        if self.first.is_none() {
+            self.first = Some(c);
+        } else {
+            self.rest.push(c);
+        }
+    }
+    fn pieces(&self) -> impl Iterator<Item = &Cow<'a, str>> {
+        self.first.iter().chain(self.rest.iter())
+    }
+    /// The pieces joined by newlines (borrowed when there is at most one).
+    fn join(self) -> Cow<'a, str> {
+        match self.first {
+            None => Cow::Borrowed(""),
+            Some(f) if self.rest.is_empty() => f,
+            Some(f) => {
+                let mut s = f.into_owned();
+                for r in &self.rest {
+                    s.push('\n');
+                    s.push_str(r);
+                }
+                Cow::Owned(s)
+            }
+        }
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -96,25 +134,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 f.write_str("text, array of text or content parts")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(vec![Cow::Borrowed(v)]))
+                Ok(Text::one(Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(vec![Cow::Owned(v.to_owned())]))
+                Ok(Text::one(Cow::Owned(v.to_owned())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(vec![Cow::Owned(v)]))
+                Ok(Text::one(Cow::Owned(v)))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Text::default())
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
+                let mut out = Text::default();
                 while let Some(p) = seq.next_element::<Part<'a>>()? {
                     if let Some(t) = p.0 {
                         out.push(t);
                     }
                 }
-                Ok(Text(out))
+                Ok(out)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -181,11 +219,55 @@ struct Msg<'a> {
     content: Option<Text<'a>>,
 }
 
+/// The chat messages folded as they are parsed (no vector of messages): the system/developer
+/// text joined (each piece followed by a newline), the last user text and the turn counts.
+#[derive(Default)]
+struct Conversation<'a> {
+    system: String,
+    user: Text<'a>,
+    user_turns: u32,
+    assistant_turns: u32,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Conversation<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence of messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut c = Conversation::default();
+                while let Some(m) = seq.next_element::<Msg<'a>>()? {
+                    let text = m.content.unwrap_or_default();
+                    match m.role.as_ref() {
+                        "system" | "developer" => {
+                            for t in text.pieces() {
+                                c.system.push_str(t);
+                                c.system.push('\n');
+                            }
+                        }
+                        "user" => {
+                            c.user_turns += 1;
+                            c.user = text;
+                        }
+                        "assistant" => c.assistant_turns += 1,
+                        _ => {}
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Body<'a> {
     #[serde(borrow)]
-    messages: Option<Vec<Msg<'a>>>,
+    messages: Option<Conversation<'a>>,
     #[serde(borrow)]
     prompt: Option<Text<'a>>,
     #[serde(borrow)]
@@ -218,7 +300,63 @@ struct Tables {
     labels: Vec<u64>,
     first_words: Vec<u64>,
     patterns: Vec<(Vec<u64>, Elicit)>,
+    /// Stopword hashes in an open-addressing table (one probe for most words).
+    stop_set: HashTable,
+    /// Last word of each pattern → bit mask of the patterns ending with it.
+    last_words: HashTable,
 }
+
+/// Open-addressing table from a word hash to a non-zero value (linear probing, ≤ 25% load).
+struct HashTable {
+    keys: Vec<u64>,
+    vals: Vec<u64>,
+    mask: usize,
+}
+
+impl HashTable {
+    fn new(entries: &[(u64, u64)]) -> Self {
+        let size = (entries.len() * 4).next_power_of_two().max(16);
+        let mut t = HashTable {
+            keys: vec![0; size],
+            vals: vec![0; size],
+            mask: size - 1,
+        };
+        for &(k, v) in entries {
+            let mut i = Self::slot(k) & t.mask;
+            while t.keys[i] != 0 && t.keys[i] != k {
+                i = (i + 1) & t.mask;
+            }
+            t.keys[i] = k;
+            t.vals[i] |= v;
+        }
+        t
+    }
+    #[inline]
+    fn slot(k: u64) -> usize {
+        (k >> 40) as usize
+    }
+    /// Value stored for `k`, 0 when absent.
+    #[inline]
+    fn get(&self, k: u64) -> u64 {
+        if k == 0 {
+            return 0;
+        }
+        let mut i = Self::slot(k) & self.mask;
+        loop {
+            let x = self.keys[i];
+            if x == k {
+                return self.vals[i];
+            }
+            if x == 0 {
+                return 0;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
+const _: () = assert!(PATTERNS.len() <= 64);
+const MAX_PATTERN_WORDS: usize = 8;
 
 const STOPWORDS: &[&str] = &[
     "the",
@@ -419,11 +557,21 @@ fn tables() -> &'static Tables {
         .iter()
         .map(|w| hash_bytes(w.as_bytes()))
         .collect();
+        let stop_set = HashTable::new(&stopwords.iter().map(|&w| (w, 1)).collect::<Vec<_>>());
+        let last_words = HashTable::new(
+            &patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (p, _))| p.last().map(|&w| (w, 1u64 << i)))
+                .collect::<Vec<_>>(),
+        );
         Tables {
             stopwords,
             labels,
             first_words,
             patterns,
+            stop_set,
+            last_words,
         }
     })
 }
@@ -593,6 +741,261 @@ impl Scan {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Streaming scan (request path)
+
+const C_WORD: u8 = 1;
+const C_DIGIT: u8 = 2;
+const C_UPPER: u8 = 4;
+const C_SENTENCE: u8 = 8;
+const C_NEWLINE: u8 = 16;
+
+/// Byte classes: word byte (ASCII alphanumeric or ≥ 0x80), digit, upper case, sentence end,
+/// newline.
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let mut v = 0;
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            v |= C_WORD;
+        }
+        if b.is_ascii_digit() {
+            v |= C_DIGIT;
+        }
+        if b.is_ascii_uppercase() {
+            v |= C_UPPER;
+        }
+        if matches!(b, b'.' | b'!' | b'?' | b':') {
+            v |= C_SENTENCE;
+        }
+        if b == b'\n' {
+            v |= C_NEWLINE;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+}
+static CLASS: [u8; 256] = class_table();
+
+const SEQ_SEED: u64 = 0x1234_5678_9abc_def0;
+
+/// One pass over a text that computes, without keeping word or skeleton vectors, exactly what
+/// [`extract`] needs from a [`Scan`]: the word count and hash, line hashes, the skeleton SimHash
+/// and head, the topic projection and elicitation matches (`FULL`, the user text), or only the
+/// skeleton hash and elicitation matches (`!FULL`, the system text). Equivalent to `Scan`
+/// followed by `hash_seq`/`simhash_words`/`topic`/`elicitation` (checked by tests).
+struct Stream<const FULL: bool> {
+    t: &'static Tables,
+    words: usize,
+    /// `hash_seq` of the words so far.
+    prompt: u64,
+    /// `hash_seq` of the skeleton so far (`!FULL` only).
+    skeleton_seq: u64,
+    skeleton_n: usize,
+    skeleton_prev: u64,
+    skeleton_first: u64,
+    head: [u64; TEMPLATE_HEAD],
+    /// SimHash of skeleton bigrams.
+    sim: SimHasher,
+    proj: crate::sketch::BitCounter<4>,
+    content_words: u32,
+    /// Last words (for phrase matching), indexed by word number modulo its length.
+    ring: [u64; MAX_PATTERN_WORDS],
+    elicit: [bool; 3],
+    lines: Vec<u64>,
+    /// Word number where the current line started, words in it, `hash_seq` from its first and
+    /// from its second word (the latter only when the first is a label).
+    line_start: usize,
+    line_n: usize,
+    line_acc: u64,
+    line_acc_label: u64,
+    line_label: bool,
+}
+
+impl<const FULL: bool> Stream<FULL> {
+    fn new() -> Self {
+        Self {
+            t: tables(),
+            words: 0,
+            prompt: SEQ_SEED,
+            skeleton_seq: SEQ_SEED,
+            skeleton_n: 0,
+            skeleton_prev: 0,
+            skeleton_first: 0,
+            head: [0; TEMPLATE_HEAD],
+            sim: SimHasher::new(),
+            proj: crate::sketch::BitCounter::new(),
+            content_words: 0,
+            ring: [0; MAX_PATTERN_WORDS],
+            elicit: [false; 3],
+            lines: Vec::new(),
+            line_start: 0,
+            line_n: 0,
+            line_acc: SEQ_SEED,
+            line_acc_label: SEQ_SEED,
+            line_label: false,
+        }
+    }
+
+    /// Same bounds as [`Scan::push_text`].
+    fn push_text(&mut self, text: &str) {
+        let b = text.as_bytes();
+        if b.len() <= MAX_SCAN_BYTES {
+            self.scan_bytes(b);
+        } else {
+            let half = MAX_SCAN_BYTES / 2;
+            self.scan_bytes(&b[..half]);
+            self.scan_bytes(&b[b.len() - half..]);
+        }
+    }
+
+    fn scan_bytes(&mut self, b: &[u8]) {
+        self.line_start = self.words;
+        self.line_n = 0;
+        let mut sentence_start = true;
+        let mut i = 0;
+        let n = b.len();
+        while i < n {
+            let c = b[i];
+            let k = CLASS[usize::from(c)];
+            if k & C_WORD != 0 {
+                let start = i;
+                let cap = k & C_UPPER != 0;
+                let mut all = C_DIGIT;
+                let mut h = crate::sketch::WordHasher::new();
+                while i < n {
+                    let c = b[i];
+                    let k = CLASS[usize::from(c)];
+                    if k & C_WORD == 0 {
+                        break;
+                    }
+                    h.push(c.to_ascii_lowercase());
+                    all &= k;
+                    i += 1;
+                }
+                self.word(h.finish(), i - start, all != 0, cap, sentence_start);
+                sentence_start = false;
+            } else {
+                if k & (C_SENTENCE | C_NEWLINE) != 0 {
+                    sentence_start = true;
+                    if k & C_NEWLINE != 0 {
+                        self.end_line();
+                    }
+                }
+                i += 1;
+            }
+        }
+        if self.line_start > 0 {
+            self.end_line();
+        }
+    }
+
+    #[inline]
+    fn word(&mut self, wh: u64, len: usize, digits: bool, cap: bool, sentence_start: bool) {
+        let t = self.t;
+        let j = self.words;
+        self.words += 1;
+        let sk = if digits {
+            NUM_TOKEN
+        } else if cap && !sentence_start && len > 1 {
+            ENT_TOKEN
+        } else {
+            wh
+        };
+        if FULL {
+            self.prompt = combine(self.prompt, wh);
+            if self.lines.len() < MAX_LINES {
+                if self.line_n == 0 {
+                    self.line_label = t.labels.contains(&wh);
+                    self.line_acc = SEQ_SEED;
+                    self.line_acc_label = SEQ_SEED;
+                } else if self.line_label {
+                    self.line_acc_label = combine(self.line_acc_label, wh);
+                }
+                self.line_acc = combine(self.line_acc, wh);
+            }
+            self.line_n += 1;
+            if self.skeleton_n < TEMPLATE_HEAD {
+                self.head[self.skeleton_n] = sk;
+            }
+            if self.skeleton_n == 0 {
+                self.skeleton_first = sk;
+            } else {
+                self.sim.add(combine(self.skeleton_prev, sk));
+            }
+            self.skeleton_prev = sk;
+            if !digits && len >= 3 && t.stop_set.get(wh) == 0 {
+                self.content_words += 1;
+                self.proj.add(mix64(wh));
+            }
+        } else {
+            self.skeleton_seq = combine(self.skeleton_seq, sk);
+        }
+        self.skeleton_n += 1;
+        self.ring[j % MAX_PATTERN_WORDS] = wh;
+        let mut cand = t.last_words.get(wh);
+        while cand != 0 {
+            let pi = cand.trailing_zeros() as usize;
+            cand &= cand - 1;
+            let Some((p, kind)) = t.patterns.get(pi) else {
+                continue;
+            };
+            let l = p.len();
+            if l <= j + 1
+                && p.iter()
+                    .enumerate()
+                    .all(|(q, &w)| self.ring[(j + 1 - l + q) % MAX_PATTERN_WORDS] == w)
+            {
+                self.elicit[*kind as usize] = true;
+            }
+        }
+    }
+
+    /// [`Scan::push_line`] for the line that just ended.
+    fn end_line(&mut self) {
+        if FULL {
+            let (n, acc) = if self.line_n >= 4 && self.line_label {
+                (self.line_n - 1, self.line_acc_label)
+            } else {
+                (self.line_n, self.line_acc)
+            };
+            if n >= 3 && self.lines.len() < MAX_LINES {
+                self.lines.push(acc);
+            }
+        }
+        self.line_start = self.words;
+        self.line_n = 0;
+    }
+
+    fn topic(&mut self) -> u8 {
+        if self.content_words < 3 {
+            return NO_TOPIC;
+        }
+        let ones = self.proj.ones();
+        let mut best = 0usize;
+        for i in 0..TOPICS {
+            if ones[i] > ones[best] {
+                best = i;
+            }
+        }
+        best as u8
+    }
+
+    fn skeleton_simhash(&mut self) -> u64 {
+        if self.skeleton_n == 1 {
+            self.sim.add(self.skeleton_first);
+        }
+        self.sim.finish()
+    }
+
+    fn elicitation(&self) -> (bool, bool, bool) {
+        (self.elicit[0], self.elicit[1], self.elicit[2])
+    }
+}
+
 /// Normalized hash of a prompt line as stored in benchmark filters.
 pub fn normalized_hash(text: &str) -> (u64, u64) {
     let mut s = Scan::default();
@@ -682,37 +1085,100 @@ pub fn extract(
     f.seed = b.seed;
     let _ = max_tokens_high;
 
-    let mut system = String::new();
-    let mut user: Cow<'_, str> = Cow::Borrowed("");
-    match endpoint {
+    let (system, user) = match endpoint {
         Endpoint::Chat => {
-            for m in b.messages.unwrap_or_default() {
-                let text = m.content.unwrap_or_default().0;
-                match m.role.as_ref() {
-                    "system" | "developer" => {
-                        for t in text {
-                            system.push_str(&t);
-                            system.push('\n');
-                        }
-                    }
-                    "user" => {
-                        f.user_turns += 1;
-                        user = join(text);
-                    }
-                    "assistant" => f.assistant_turns += 1,
-                    _ => {}
-                }
-            }
+            let c = b.messages.unwrap_or_default();
+            f.user_turns = c.user_turns;
+            f.assistant_turns = c.assistant_turns;
+            (c.system, c.user.join())
         }
         Endpoint::Completions => {
             f.user_turns = 1;
-            user = join(b.prompt.unwrap_or_default().0);
+            (String::new(), b.prompt.unwrap_or_default().join())
         }
         Endpoint::Embeddings => {
             f.user_turns = 1;
-            user = join(b.input.unwrap_or_default().0);
+            (String::new(), b.input.unwrap_or_default().join())
         }
+    };
+
+    let mut sys_scan = Stream::<false>::new();
+    if !system.is_empty() {
+        sys_scan.push_text(&system);
     }
+    let mut scan = Stream::<true>::new();
+    scan.push_text(&user);
+    f.words = scan.words as u32;
+    f.prompt_hash = scan.prompt;
+    f.line_hashes = std::mem::take(&mut scan.lines);
+    f.topic = scan.topic();
+    f.skeleton_simhash = scan.skeleton_simhash();
+    let mut th = SimHasher::new();
+    let sys_hash = sys_scan.skeleton_seq;
+    let head = &scan.head[..scan.skeleton_n.min(TEMPLATE_HEAD)];
+    th.add(combine(sys_hash, 1));
+    th.add(combine(sys_hash, 2));
+    for w in head.windows(2) {
+        th.add(combine(w[0], w[1]));
+    }
+    if head.len() == 1 {
+        th.add(head[0]);
+    }
+    f.template_simhash = th.finish();
+    f.template_len = head.len() as u8;
+    if endpoint != Endpoint::Embeddings {
+        let (r, u, v) = scan.elicitation();
+        let (sr, su, sv) = sys_scan.elicitation();
+        f.reasoning = r || sr;
+        f.rubric = u || su;
+        f.reveal = v || sv;
+    }
+    (f, Some(Texts { system, user }))
+}
+
+/// The original vector-based extraction, kept as the reference the streaming scan is tested
+/// against.
+#[cfg(test)]
+pub(crate) fn extract_reference(
+    endpoint: Endpoint,
+    body: &[u8],
+    max_tokens_high: u64,
+) -> (RequestFeatures, Option<Texts<'_>>) {
+    let mut f = RequestFeatures {
+        topic: NO_TOPIC,
+        input_tokens: body.len() as u64 / 4,
+        ..Default::default()
+    };
+    let Ok(b) = serde_json::from_slice::<Body<'_>>(body) else {
+        return (f, None);
+    };
+    f.parsed = true;
+    f.logprobs = raw_truthy(b.logprobs) || b.top_logprobs.unwrap_or(0) > 0;
+    f.logit_bias = raw_truthy(b.logit_bias);
+    f.multi_n = b.n.unwrap_or(1) > 1 || b.best_of.unwrap_or(1) > 1;
+    f.max_tokens = b.max_completion_tokens.or(b.max_tokens);
+    f.temperature = b
+        .temperature
+        .map(|t| (t * 10.0).round().clamp(0.0, 20.0) as u8);
+    f.seed = b.seed;
+    let _ = max_tokens_high;
+
+    let (system, user) = match endpoint {
+        Endpoint::Chat => {
+            let c = b.messages.unwrap_or_default();
+            f.user_turns = c.user_turns;
+            f.assistant_turns = c.assistant_turns;
+            (c.system, c.user.join())
+        }
+        Endpoint::Completions => {
+            f.user_turns = 1;
+            (String::new(), b.prompt.unwrap_or_default().join())
+        }
+        Endpoint::Embeddings => {
+            f.user_turns = 1;
+            (String::new(), b.input.unwrap_or_default().join())
+        }
+    };
 
     let mut scan = Scan::default();
     let mut sys_scan = Scan::default();
@@ -746,20 +1212,6 @@ pub fn extract(
         f.reveal = v || sv;
     }
     (f, Some(Texts { system, user }))
-}
-
-fn join(mut parts: Vec<Cow<'_, str>>) -> Cow<'_, str> {
-    match parts.len() {
-        0 => Cow::Borrowed(""),
-        1 => parts.pop().unwrap_or(Cow::Borrowed("")),
-        _ => Cow::Owned(
-            parts
-                .iter()
-                .map(|p| p.as_ref())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -851,6 +1303,171 @@ mod tests {
         assert!(!g.logprobs && !g.logit_bias && !g.multi_turn());
         let (h, _) = extract(Endpoint::Chat, b"not json", 4000);
         assert!(!h.parsed);
+    }
+
+    fn same_as_reference(endpoint: Endpoint, body: &[u8]) {
+        let (a, ta) = extract(endpoint, body, 4000);
+        let (b, tb) = extract_reference(endpoint, body, 4000);
+        assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(
+            ta.map(|t| (t.system, t.user.into_owned())),
+            tb.map(|t| (t.system, t.user.into_owned()))
+        );
+    }
+
+    #[test]
+    fn patterns_fit_the_ring() {
+        assert!(
+            tables()
+                .patterns
+                .iter()
+                .all(|(p, _)| !p.is_empty() && p.len() <= MAX_PATTERN_WORDS)
+        );
+    }
+
+    const VOCAB: &[&str] = &[
+        "step",
+        "by",
+        "Step",
+        "explain",
+        "every",
+        "each",
+        "of",
+        "your",
+        "reasoning",
+        "the",
+        "a",
+        "Question:",
+        "Q:",
+        "question",
+        "prompt",
+        "Input",
+        "system",
+        "prompt.",
+        "Acme",
+        "Shoes",
+        "42",
+        "3.14",
+        "x1",
+        "caf\u{e9}",
+        "\u{4f60}\u{597d}",
+        "let's",
+        "think",
+        "rubric",
+        "scale",
+        "on",
+        "a",
+        "ignore",
+        "all",
+        "previous",
+        "instructions",
+        "before",
+        "giving",
+        "final",
+        "answer",
+        "\n",
+        "\n\n",
+        ".",
+        "!",
+        "?",
+        ",",
+        ":",
+        "-",
+        "(",
+        ")",
+        "you",
+        "and",
+        "for",
+        "photosynthesis",
+        "converts",
+        "light",
+        "energy",
+        "into",
+        "chemical",
+        "plants",
+        "Berlin",
+        "I",
+        "a1b2",
+        "0",
+        "walk",
+        "me",
+        "through",
+        "show",
+        "work",
+        "thought",
+        "process",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        #[test]
+        fn streaming_scan_matches_reference(
+            user in proptest::collection::vec((0..VOCAB.len(), 0..4u8), 0..80),
+            system in proptest::collection::vec((0..VOCAB.len(), 0..4u8), 0..12),
+            repeat in 0..120usize,
+            split in proptest::bool::ANY,
+        ) {
+            let text = |ws: &[(usize, u8)]| {
+                let mut s = String::new();
+                for &(w, sep) in ws {
+                    s.push_str(VOCAB[w]);
+                    s.push_str(["", " ", " ", "\n"][usize::from(sep)]);
+                }
+                s
+            };
+            let mut u = text(&user);
+            // Long texts exercise the first/last 2 KiB window (and cut words and lines).
+            let unit = u.clone();
+            for _ in 0..repeat {
+                u.push_str(&unit);
+            }
+            let sys = text(&system);
+            let user_content = if split {
+                serde_json::json!([{"type": "text", "text": u}, {"type": "text", "text": "Think step by step."}])
+            } else {
+                serde_json::json!(u)
+            };
+            let mut messages = Vec::new();
+            if !system.is_empty() {
+                messages.push(serde_json::json!({"role": "system", "content": sys}));
+            }
+            messages.push(serde_json::json!({"role": "user", "content": user_content}));
+            let chat = serde_json::to_vec(&serde_json::json!({"model": "m", "messages": messages})).unwrap();
+            same_as_reference(Endpoint::Chat, &chat);
+            let completion = serde_json::to_vec(&serde_json::json!({"prompt": u})).unwrap();
+            same_as_reference(Endpoint::Completions, &completion);
+            same_as_reference(Endpoint::Embeddings, &completion);
+        }
+    }
+
+    #[test]
+    fn streaming_scan_matches_reference_on_corpus() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/sample.jsonl"
+        ))
+        .unwrap();
+        let mut n = 0;
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let endpoint = v["endpoint"]
+                .as_str()
+                .and_then(Endpoint::from_path)
+                .unwrap_or(Endpoint::Chat);
+            let body = serde_json::to_vec(&v["body"]).unwrap();
+            same_as_reference(endpoint, &body);
+            n += 1;
+        }
+        assert!(n > 100);
+        for p in crate::corpus::public_prompts() {
+            let body = serde_json::to_vec(&serde_json::json!({"prompt": p})).unwrap();
+            same_as_reference(Endpoint::Completions, &body);
+        }
     }
 
     #[test]
