@@ -61,6 +61,15 @@ pub struct BudgetEvent {
 pub struct Hold {
     states: Vec<Arc<Mutex<State>>>,
     amount: Decimal,
+    /// Also reserved on the counters shared by all instances (Redis), settled there too.
+    pub shared: bool,
+}
+
+impl Hold {
+    /// The estimated cost reserved.
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
 }
 
 /// All budgets, in memory.
@@ -221,6 +230,7 @@ impl Budgets {
         Ok(Some(Hold {
             states: taken,
             amount,
+            shared: false,
         }))
     }
 
@@ -228,6 +238,14 @@ impl Budgets {
     pub fn settle(&self, app: &App, hold: Hold, record: &UsageRecord) {
         let actual = record_cost(&app.prices(), record);
         let now = OffsetDateTime::now_utc();
+        if hold.shared {
+            let ids = self
+                .shared_counters(&hold)
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            app.limits.settle_budget(ids, hold.amount, actual);
+        }
         for st in hold.states {
             let Ok(mut s) = st.lock() else { continue };
             s.reserved -= hold.amount;
@@ -235,6 +253,37 @@ impl Budgets {
             let before = s.spent;
             s.spent += actual;
             self.report(&s, before, now);
+        }
+    }
+
+    /// The counters shared through Redis of the budgets a hold covers (nano-USD; see
+    /// [`crate::ratelimit`]): id `{organization}:{project}:{month}`, limit, and the month-to-date
+    /// spend known here (where a missing counter starts).
+    pub fn shared_counters(&self, hold: &Hold) -> Vec<tollgate_sharedlimit::BudgetCounter> {
+        hold.states
+            .iter()
+            .filter_map(|st| {
+                let s = st.lock().ok()?;
+                Some(tollgate_sharedlimit::BudgetCounter {
+                    id: format!(
+                        "{}:{}:{}",
+                        s.organization,
+                        s.project.as_deref().unwrap_or(""),
+                        s.month
+                    ),
+                    limit: crate::ratelimit::nano_usd(s.limit),
+                    start: crate::ratelimit::nano_usd(s.spent),
+                })
+            })
+            .collect()
+    }
+
+    /// Gives back a hold whose request was refused further on.
+    pub fn release(&self, hold: Hold) {
+        for st in hold.states {
+            if let Ok(mut s) = st.lock() {
+                s.reserved -= hold.amount;
+            }
         }
     }
 

@@ -263,7 +263,18 @@ async fn pipeline(
             return Err(e);
         }
     };
-    let mut budget = Some(budget).flatten();
+    // With Redis, the budget is also reserved on the counters every instance shares.
+    let mut budget = match app
+        .limits
+        .reserve_budget(&app, Some(budget).flatten())
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            app.limits.release(&reservation).await;
+            return Err(e);
+        }
+    };
 
     let now = OffsetDateTime::now_utc();
     let id = new_request_id(now);

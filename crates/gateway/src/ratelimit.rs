@@ -6,14 +6,24 @@
 //! `open` falls back to the local per-instance buckets (each instance then admits up to the full
 //! limit on its own), `closed` refuses requests that have limits with 503. Keys and projects
 //! without limits never touch Redis.
+//!
+//! Hard budgets ([`crate::budget`]) are shared the same way: besides this instance's own
+//! accounting, a request reserves its estimated cost on one Redis counter per covering budget and
+//! month (`spent + outstanding reservations`, in integer nano-USD, started from the ledger's
+//! month-to-date spend), all or none, and settles it to the real cost after. Costs are rounded up
+//! to the nano-dollar for this enforcement only; invoices use the exact decimals of the ledger.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use tollgate_config::{Config, RedisFailure};
 use tollgate_sharedlimit::{Bucket, Reserve, SharedLimits};
 
+use crate::app::App;
+use crate::budget::Hold;
 use crate::error::ApiError;
 use crate::limits::{Exceeded, Limiter, Snapshot};
 use crate::tenancy::KeyEntry;
@@ -184,6 +194,81 @@ impl Limits {
         if let Some(l) = &key.project_limiter {
             l.settle(reserved, actual);
         }
+    }
+}
+
+/// USD as integer nano-dollars, rounded up (saturating).
+pub fn nano_usd(d: Decimal) -> i64 {
+    (d * Decimal::from(1_000_000_000u64))
+        .ceil()
+        .to_i64()
+        .unwrap_or(if d.is_sign_negative() {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
+}
+
+impl Limits {
+    /// Reserves a budget hold on the shared counters too (no-op without Redis or without a hold).
+    /// Refused: the local hold is given back and the client gets 429 `insufficient_quota`.
+    pub async fn reserve_budget(
+        &self,
+        app: &App,
+        hold: Option<Hold>,
+    ) -> Result<Option<Hold>, ApiError> {
+        let Some(shared) = &self.shared else {
+            return Ok(hold);
+        };
+        let Some(mut hold) = hold else {
+            return Ok(None);
+        };
+        let counters = app.budgets.shared_counters(&hold);
+        match shared
+            .reserve_budget(&counters, nano_usd(hold.amount()))
+            .await
+        {
+            Ok(None) => {
+                hold.shared = true;
+                Ok(Some(hold))
+            }
+            Ok(Some(i)) => {
+                app.budgets.release(hold);
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let scope = counters.get(i).map(|c| c.id.clone()).unwrap_or_default();
+                Err(ApiError::insufficient_quota(format!(
+                    "You exceeded your current quota: the monthly budget ({scope}) has been reached."
+                )))
+            }
+            Err(error) => {
+                self.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "Shared budgets unavailable.");
+                if self.on_failure == RedisFailure::Closed {
+                    app.budgets.release(hold);
+                    return Err(ApiError::unavailable(
+                        "Budgets cannot be checked right now, so the request is refused. Retry shortly.",
+                    ));
+                }
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(hold))
+            }
+        }
+    }
+
+    /// Settles a shared budget reservation to the real cost, in the background.
+    pub fn settle_budget(&self, ids: Vec<String>, reserved: Decimal, actual: Decimal) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let delta = nano_usd(actual).saturating_sub(nano_usd(reserved));
+        if delta == 0 {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(error) = shared.adjust_budget(&ids, delta).await {
+                tracing::warn!(%error, "Could not settle a shared budget reservation.");
+            }
+        });
     }
 }
 

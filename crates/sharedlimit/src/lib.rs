@@ -88,6 +88,53 @@ end
 return n
 "#;
 
+const BUDGET_RESERVE: &str = r#"-- tollgate budget v1: reserve
+-- KEYS: monthly counters (spent + outstanding reservations, integer nano-USD).
+-- ARGV[1]: amount; ARGV[1+i]: limit of KEYS[i]; ARGV[1+n+i]: value to start KEYS[i] from when it
+-- is missing (the ledger's month-to-date spend); ARGV[2+2n]: TTL in ms. All or nothing.
+local n = #KEYS
+local amount = ARGV[1]
+local ttl = ARGV[2 + 2 * n]
+local out = {1, 0}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('SET', KEYS[i], ARGV[1 + n + i], 'PX', ttl)
+  end
+  local used = tonumber(redis.call('GET', KEYS[i]))
+  table.insert(out, used)
+  if used >= tonumber(ARGV[1 + i]) and out[1] == 1 then
+    out[1] = 0
+    out[2] = i
+  end
+end
+if out[1] == 1 then
+  for i = 1, n do redis.call('INCRBY', KEYS[i], amount) end
+end
+return out
+"#;
+
+const BUDGET_ADJUST: &str = r#"-- tollgate budget v1: adjust
+-- KEYS: monthly counters; ARGV[1]: integer nano-USD to add (negative gives back). A missing
+-- counter (Redis restarted) is left missing: the next reservation starts it from the ledger.
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[1]) end
+end
+return #KEYS
+"#;
+
+/// Prefix of the budget counters.
+pub const BUDGET_PREFIX: &str = "tg:bg:v1:";
+
+/// One monthly budget counter, in integer nano-USD (spent plus outstanding reservations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetCounter {
+    /// `{organization}:{project or empty}:{YYYY-MM}`.
+    pub id: String,
+    pub limit: i64,
+    /// Where the counter starts when Redis does not have it (month-to-date spend from the ledger).
+    pub start: i64,
+}
+
 /// Why a shared-limit call failed; the caller falls back or refuses.
 #[derive(Debug, thiserror::Error)]
 pub enum SharedLimitError {
@@ -149,6 +196,8 @@ pub struct SharedLimits {
     timeout: Duration,
     reserve: redis::Script,
     adjust: redis::Script,
+    budget_reserve: redis::Script,
+    budget_adjust: redis::Script,
 }
 
 impl SharedLimits {
@@ -162,6 +211,8 @@ impl SharedLimits {
             timeout,
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
+            budget_reserve: redis::Script::new(BUDGET_RESERVE),
+            budget_adjust: redis::Script::new(BUDGET_ADJUST),
         })
     }
 
@@ -194,7 +245,12 @@ impl SharedLimits {
         )
         .await
         .map_err(|_| SharedLimitError::Timeout(self.timeout))??;
-        for script in [&self.reserve, &self.adjust] {
+        for script in [
+            &self.reserve,
+            &self.adjust,
+            &self.budget_reserve,
+            &self.budget_adjust,
+        ] {
             tokio::time::timeout(self.timeout, script.prepare_invoke().load_async(&mut conn))
                 .await
                 .map_err(|_| SharedLimitError::Timeout(self.timeout))??;
@@ -304,5 +360,52 @@ impl SharedLimits {
             .map(|b| (b.clone(), delta))
             .collect();
         self.adjust(&changes).await
+    }
+
+    /// Reserves `amount` nano-USD on every counter, or on none when one has reached its limit:
+    /// `Ok(None)` when admitted, `Ok(Some(i))` when counter `i` is spent.
+    pub async fn reserve_budget(
+        &self,
+        counters: &[BudgetCounter],
+        amount: i64,
+    ) -> Result<Option<usize>, SharedLimitError> {
+        if counters.is_empty() {
+            return Ok(None);
+        }
+        let mut inv = self.budget_reserve.prepare_invoke();
+        for c in counters {
+            inv.key(format!("{BUDGET_PREFIX}{}", c.id));
+        }
+        inv.arg(amount);
+        for c in counters {
+            inv.arg(c.limit);
+        }
+        for c in counters {
+            inv.arg(c.start);
+        }
+        // Counters outlive their month by a few days, then expire.
+        inv.arg(35u64 * 24 * 3_600_000);
+        let out: Vec<i64> = self.run(inv).await?;
+        match out.first() {
+            Some(1) => Ok(None),
+            Some(0) => Ok(Some(
+                usize::try_from(out.get(1).copied().unwrap_or(1) - 1).unwrap_or(0),
+            )),
+            _ => Err(SharedLimitError::Protocol),
+        }
+    }
+
+    /// Adds `delta` nano-USD to each counter (settling a reservation to the real cost).
+    pub async fn adjust_budget(&self, ids: &[String], delta: i64) -> Result<(), SharedLimitError> {
+        if ids.is_empty() || delta == 0 {
+            return Ok(());
+        }
+        let mut inv = self.budget_adjust.prepare_invoke();
+        for id in ids {
+            inv.key(format!("{BUDGET_PREFIX}{id}"));
+        }
+        inv.arg(delta);
+        let _: i64 = self.run(inv).await?;
+        Ok(())
     }
 }

@@ -522,3 +522,89 @@ async fn migrate_copies_sqlite_to_postgres_and_is_safe_to_rerun() {
     );
     assert_eq!(dst.organizations().await.unwrap().len(), 2);
 }
+
+/// An organization's hard budget holds across instances: requests alternate between two
+/// instances, and spending stops once the budget is reached overall (not once per instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_holds_across_instances() {
+    let pg = Postgres::start().unwrap();
+    let redis = Redis::start().unwrap();
+    let url = pg.database("budget").unwrap();
+    let http = http();
+    let a = start(&http, &url, Some(&redis.url()), "").await;
+    let b = start(&http, &url, Some(&redis.url()), "").await;
+    let (org, _, key) = tenant(&http, &a.base, json!({})).await;
+    until_status(&http, &b.base, &key, 200).await;
+    // 0.0001 USD = 100,000 nano-USD; one request costs about 6,000 at 0.15/0.60 per million.
+    let (s, _, body) = call(
+        &http,
+        "PUT",
+        &format!("{}/admin/v1/organizations/{org}/budget", a.base),
+        "adm",
+        Some(json!({"monthly_limit": "0.0001"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, body) = call(
+            &http,
+            "GET",
+            &format!("{}/admin/v1/organizations/{org}/budget", b.base),
+            "adm",
+            None,
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        if v["budgets"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "budget never reached instance B");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut refused = None;
+    for i in 0..100 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let (s, _, body) = chat(&http, base, &key, &format!("b {i}")).await;
+        if s == 429 {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "insufficient_quota");
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(s, 200);
+    }
+    let refused = refused.expect("the budget never stopped spending");
+    // Exact spend in nano-USD from the ledger (0.15 and 0.60 USD per million tokens).
+    let store = tollgate_store::Store::connect(&url, 1).await.unwrap();
+    let records = store
+        .records(
+            tollgate_store::UsageFilter {
+                organizations: vec![org.clone()],
+                ..Default::default()
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    let cost = |r: &tollgate_store::UsageRecord| r.input_tokens * 150 + r.output_tokens * 600;
+    let total: u64 = records.iter().map(cost).sum();
+    let largest = records.iter().map(cost).max().unwrap();
+    eprintln!(
+        "budget 100000 nano-USD: {} requests admitted over two instances, spent {total}",
+        records.len()
+    );
+    assert_eq!(
+        records.len(),
+        refused + 1,
+        "every admitted request (and the probe) is billed"
+    );
+    assert!(
+        total >= 100_000,
+        "refused before the budget was reached: {total}"
+    );
+    assert!(
+        total - largest < 100_000,
+        "admitted after the budget was reached: {total}"
+    );
+}
