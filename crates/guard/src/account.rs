@@ -126,6 +126,17 @@ impl Counters {
 
     /// Signal values from counters plus the distinct-prompt estimate.
     pub fn values(&self, distinct: f64) -> SignalValues {
+        self.signal_values(distinct, true)
+    }
+
+    /// Signal values with `descriptive` false skipping the costly values that carry no weight
+    /// (`topic_breadth`, left at 0): enough for [`SignalValues::score`], which gives the same
+    /// score as from [`Counters::values`].
+    pub fn scored_values(&self, distinct: f64) -> SignalValues {
+        self.signal_values(distinct, false)
+    }
+
+    fn signal_values(&self, distinct: f64, descriptive: bool) -> SignalValues {
         let n = self.requests.max(1) as f64;
         let share = |x: u64| x as f64 / n;
         let unexplained = self.requests.saturating_sub(self.explained);
@@ -184,7 +195,11 @@ impl Counters {
             persistence,
             single_turn: share(self.single_turn),
             novelty: (distinct / n).min(1.0),
-            topic_breadth: entropy(&self.topics),
+            topic_breadth: if descriptive {
+                entropy(&self.topics)
+            } else {
+                0.0
+            },
             topic_drift: drift,
             template_concentration: share(self.top5),
             temperature_sweep: (f64::from(distinct_temperatures.saturating_sub(2)) / 4.0).min(1.0),
@@ -536,7 +551,15 @@ impl Account {
         // Timeline and extents.
         let tokens = f.input_tokens;
         let hour_start = hour * 3600;
-        let pos = self.timeline.iter().rposition(|b| b.hour == hour_start);
+        // Buckets are in increasing hour order: the current hour is the last one or a new one,
+        // so only out-of-order events search the window.
+        let pos = match self.timeline.back() {
+            Some(b) if b.hour == hour_start => Some(self.timeline.len() - 1),
+            Some(b) if b.hour > hour_start => {
+                self.timeline.iter().rposition(|b| b.hour == hour_start)
+            }
+            _ => None,
+        };
         let pos = match pos {
             Some(p) => Some(p),
             None if self.timeline.back().is_none_or(|b| b.hour < hour_start) => {
@@ -711,9 +734,19 @@ impl Account {
         }
         self.counters.explained = ex;
         self.counters.explained_harvest = exh;
-        let mut counts: Vec<u32> = self.templates.iter().map(Template::guaranteed).collect();
-        counts.sort_unstable_by(|a, b| b.cmp(a));
-        self.counters.top5 = counts.iter().take(5).map(|&c| u64::from(c)).sum();
+        let mut top = [0u32; 5];
+        for t in &self.templates {
+            let g = t.guaranteed();
+            if g > top[4] {
+                let mut i = 4;
+                while i > 0 && top[i - 1] < g {
+                    top[i] = top[i - 1];
+                    i -= 1;
+                }
+                top[i] = g;
+            }
+        }
+        self.counters.top5 = top.iter().map(|&c| u64::from(c)).sum();
     }
 
     /// Current signal values.
@@ -721,6 +754,14 @@ impl Account {
         let mut v = self.counters.values(self.distinct.estimate());
         v.linked_accounts = self.linked;
         v
+    }
+
+    /// The account's own score (same as `values().score(weights)`, without the descriptive
+    /// values).
+    pub fn own_score(&self, weights: &crate::score::Weights) -> f64 {
+        self.counters
+            .scored_values(self.distinct.estimate())
+            .score(weights)
     }
 
     /// Keep a prompt in the evidence sample (flagged accounts only), pruning by event time.
@@ -797,4 +838,65 @@ pub fn memory_bound(sample_size: usize) -> usize {
     let links = MAX_LINK_KEYS * size_of::<u64>();
     let sample = sample_size * (size_of::<SamplePrompt>() + MAX_SAMPLE_BYTES + 2 * MAX_NAME_BYTES);
     size_of::<Account>() + hll + templates + timeline + owners + keys + ips + links + sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::Weights;
+
+    #[test]
+    fn own_score_equals_score_of_all_values() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/sample.jsonl"
+        ))
+        .unwrap();
+        let w = Weights::default();
+        let mut accounts: std::collections::HashMap<String, Account> = Default::default();
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let endpoint = v["endpoint"]
+                .as_str()
+                .and_then(crate::Endpoint::from_path)
+                .unwrap_or(crate::Endpoint::Chat);
+            let body = serde_json::to_vec(&v["body"]).unwrap();
+            let (f, _) = crate::features::extract(endpoint, &body, 4000);
+            let time = OffsetDateTime::parse(
+                v["time"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            let acc = accounts
+                .entry(v["organization"].as_str().unwrap().to_owned())
+                .or_default();
+            acc.update(&f, i % 7 == 0, time, "k", None, None, 4000, &String::new);
+            if i % 3 == 0 {
+                acc.refresh_templates(0.6);
+            }
+            if i % 11 == 0 {
+                acc.complete("k", time, 100, i % 22 == 0);
+            }
+            let all = acc.values().score(&w);
+            assert_eq!(acc.own_score(&w).to_bits(), all.to_bits());
+        }
+    }
+
+    #[test]
+    fn top5_is_the_sum_of_the_five_largest_templates() {
+        let mut acc = Account::default();
+        for (i, c) in [3u32, 9, 1, 9, 4, 7, 0, 12, 2].iter().enumerate() {
+            acc.templates.push(Template {
+                simhash: i as u64,
+                count: *c + 1,
+                err: 1,
+                harvest: 0,
+                topics: vec![0; TOPICS],
+                skeleton: String::new(),
+                registered: false,
+            });
+        }
+        acc.refresh_templates(0.6);
+        assert_eq!(acc.counters.top5, 12 + 9 + 9 + 7 + 4);
+    }
 }

@@ -362,7 +362,7 @@ impl Detector {
             if n <= 64 || n % 8 == 0 {
                 acc.refresh_templates(s.template_narrow_entropy);
             }
-            let own = acc.values().score(&s.weights);
+            let own = acc.own_score(&s.weights);
             acc.own_score = own;
             acc.score = if acc.cluster.is_some() {
                 own.max(acc.cluster_score)
