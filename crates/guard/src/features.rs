@@ -915,7 +915,10 @@ impl<const FULL: bool> Stream<FULL> {
                 } else if self.line_label {
                     self.line_acc_label = combine(self.line_acc_label, wh);
                 }
-                self.line_acc = combine(self.line_acc, wh);
+                // A line starting at word 0 hashes like the whole prompt so far.
+                if self.line_start > 0 {
+                    self.line_acc = combine(self.line_acc, wh);
+                }
             }
             self.line_n += 1;
             if self.skeleton_n < TEMPLATE_HEAD {
@@ -959,6 +962,8 @@ impl<const FULL: bool> Stream<FULL> {
         if FULL {
             let (n, acc) = if self.line_n >= 4 && self.line_label {
                 (self.line_n - 1, self.line_acc_label)
+            } else if self.line_start == 0 {
+                (self.line_n, self.prompt)
             } else {
                 (self.line_n, self.line_acc)
             };
