@@ -1,5 +1,7 @@
 //! Request-path cost: `Detector::observe` on a ~1 KB chat body (parse, features, sketch update,
-//! score), spread over 1,000 organizations, and feature extraction alone.
+//! score), spread over 1,000 organizations, with and without a benchmark filter, and feature
+//! extraction alone. `scan_text_1kb` measures the vector-based `Scan` (benchmark-file loading);
+//! the request path uses the streaming scan inside `extract`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -33,6 +35,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let o = d.observe(&Observation {
+                time: t0 + Duration::seconds(i as i64),
+                organization: &orgs[i % orgs.len()],
+                key: "k",
+                client_ip: None,
+                endpoint: Endpoint::Chat,
+                body: &bodies[i % bodies.len()],
+                model_owner: Some("acme-labs"),
+            });
+            black_box(o)
+        })
+    });
+    // The gateway's default: no benchmark files, so no overlap features.
+    let plain =
+        Detector::new(DetectorSettings::default()).unwrap_or_else(|_| std::process::exit(1));
+    c.bench_function("observe_1kb_chat_no_benchmarks", |b| {
+        b.iter(|| {
+            i += 1;
+            let o = plain.observe(&Observation {
                 time: t0 + Duration::seconds(i as i64),
                 organization: &orgs[i % orgs.len()],
                 key: "k",

@@ -333,7 +333,12 @@ impl Detector {
 
     /// Fold one request into the organization's state and score it.
     pub fn observe(&self, obs: &Observation<'_>) -> Outcome {
-        let (f, texts) = features::extract(obs.endpoint, obs.body, self.settings.max_tokens_high);
+        let (f, texts) = features::extract_with(
+            obs.endpoint,
+            obs.body,
+            self.settings.max_tokens_high,
+            self.bench.is_some(),
+        );
         let bench_hit = self.bench.as_ref().is_some_and(|b| b.hit(&f));
         let skeleton = || {
             texts

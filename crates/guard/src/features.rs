@@ -789,6 +789,8 @@ const SEQ_SEED: u64 = 0x1234_5678_9abc_def0;
 /// followed by `hash_seq`/`simhash_words`/`topic`/`elicitation` (checked by tests).
 struct Stream<const FULL: bool> {
     t: &'static Tables,
+    /// Whether line hashes and the skeleton SimHash (benchmark overlap only) are computed.
+    bench: bool,
     words: usize,
     /// `hash_seq` of the words so far.
     prompt: u64,
@@ -816,9 +818,10 @@ struct Stream<const FULL: bool> {
 }
 
 impl<const FULL: bool> Stream<FULL> {
-    fn new() -> Self {
+    fn new(bench: bool) -> Self {
         Self {
             t: tables(),
+            bench,
             words: 0,
             prompt: SEQ_SEED,
             skeleton_seq: SEQ_SEED,
@@ -907,7 +910,7 @@ impl<const FULL: bool> Stream<FULL> {
         };
         if FULL {
             self.prompt = combine(self.prompt, wh);
-            if self.lines.len() < MAX_LINES {
+            if self.bench && self.lines.len() < MAX_LINES {
                 if self.line_n == 0 {
                     self.line_label = t.labels.contains(&wh);
                     self.line_acc = SEQ_SEED;
@@ -926,7 +929,7 @@ impl<const FULL: bool> Stream<FULL> {
             }
             if self.skeleton_n == 0 {
                 self.skeleton_first = sk;
-            } else {
+            } else if self.bench {
                 self.sim.add(combine(self.skeleton_prev, sk));
             }
             self.skeleton_prev = sk;
@@ -959,7 +962,7 @@ impl<const FULL: bool> Stream<FULL> {
 
     /// [`Scan::push_line`] for the line that just ended.
     fn end_line(&mut self) {
-        if FULL {
+        if FULL && self.bench {
             let (n, acc) = if self.line_n >= 4 && self.line_label {
                 (self.line_n - 1, self.line_acc_label)
             } else if self.line_start == 0 {
@@ -1071,6 +1074,18 @@ pub fn extract(
     body: &[u8],
     max_tokens_high: u64,
 ) -> (RequestFeatures, Option<Texts<'_>>) {
+    extract_with(endpoint, body, max_tokens_high, true)
+}
+
+/// [`extract`]; with `bench` false the features only benchmark overlap needs
+/// (`line_hashes`, `skeleton_simhash`) are left empty/zero, which saves two hash chains per
+/// word when no benchmark filter is loaded.
+pub fn extract_with(
+    endpoint: Endpoint,
+    body: &[u8],
+    max_tokens_high: u64,
+    bench: bool,
+) -> (RequestFeatures, Option<Texts<'_>>) {
     let mut f = RequestFeatures {
         topic: NO_TOPIC,
         input_tokens: body.len() as u64 / 4,
@@ -1107,17 +1122,19 @@ pub fn extract(
         }
     };
 
-    let mut sys_scan = Stream::<false>::new();
+    let mut sys_scan = Stream::<false>::new(false);
     if !system.is_empty() {
         sys_scan.push_text(&system);
     }
-    let mut scan = Stream::<true>::new();
+    let mut scan = Stream::<true>::new(bench);
     scan.push_text(&user);
     f.words = scan.words as u32;
     f.prompt_hash = scan.prompt;
     f.line_hashes = std::mem::take(&mut scan.lines);
     f.topic = scan.topic();
-    f.skeleton_simhash = scan.skeleton_simhash();
+    if bench {
+        f.skeleton_simhash = scan.skeleton_simhash();
+    }
     let mut th = SimHasher::new();
     let sys_hash = sys_scan.skeleton_seq;
     let head = &scan.head[..scan.skeleton_n.min(TEMPLATE_HEAD)];
@@ -1311,7 +1328,11 @@ mod tests {
     }
 
     fn same_as_reference(endpoint: Endpoint, body: &[u8]) {
+        let (mut c, _) = extract_with(endpoint, body, 4000, false);
         let (a, ta) = extract(endpoint, body, 4000);
+        c.line_hashes.clone_from(&a.line_hashes);
+        c.skeleton_simhash = a.skeleton_simhash;
+        assert_eq!(format!("{a:?}"), format!("{c:?}"));
         let (b, tb) = extract_reference(endpoint, body, 4000);
         assert_eq!(
             format!("{a:?}"),
@@ -1323,6 +1344,18 @@ mod tests {
             ta.map(|t| (t.system, t.user.into_owned())),
             tb.map(|t| (t.system, t.user.into_owned()))
         );
+    }
+
+    #[test]
+    fn without_benchmark_only_overlap_features_are_left_out() {
+        let body = chat("Question: what is the capital of France?\nThink step by step, Alice.");
+        let (mut a, _) = extract(Endpoint::Chat, &body, 4000);
+        let (b, _) = extract_with(Endpoint::Chat, &body, 4000, false);
+        assert!(!a.line_hashes.is_empty() && a.skeleton_simhash != 0);
+        assert!(b.line_hashes.is_empty() && b.skeleton_simhash == 0);
+        a.line_hashes.clear();
+        a.skeleton_simhash = 0;
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]
