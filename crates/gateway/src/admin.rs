@@ -38,21 +38,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the admin bearer token.
-pub fn admin_auth(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = headers
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                Some("invalid_admin_token"),
-                "The admin API needs Authorization: Bearer <admin token>.",
-            )
-        })?;
+}
+
+/// The organization, or 404.
+pub(crate) fn known_org(app: &App, org: &str) -> Result<crate::tenancy::OrgEntry, ApiError> {
+    app.tenancy
+        .org(org)
+        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))
+}
+
+/// Checks the admin bearer token.
+pub fn admin_auth(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_admin_token"),
+            "The admin API needs Authorization: Bearer <admin token>.",
+        )
+    })?;
     if constant_time_eq(token.as_bytes(), app.admin_token.as_bytes()) {
         Ok(Caller::Admin)
     } else if app
@@ -80,7 +91,8 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}."), None))
 }
 
-fn store_error(e: tollgate_store::StoreError) -> ApiError {
+/// Logs a store failure and answers 500 (nothing was changed).
+pub(crate) fn store_error(e: tollgate_store::StoreError) -> ApiError {
     tracing::error!(error = %e, "Store failed.");
     ApiError::internal("The store failed; nothing was changed.")
 }
@@ -201,9 +213,7 @@ pub async fn create_project(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    if app.tenancy.org(&org).is_none() {
-        return Err(ApiError::not_found(format!("No organization '{org}'.")));
-    }
+    known_org(&app, &org)?;
     let req: NewProject = parse_body(&body)?;
     let name = non_empty(&req.name, "name")?;
     check_limit(req.rpm, "rpm")?;
@@ -396,9 +406,7 @@ pub async fn usage(
         )
     })?;
     crate::billing_admin::reader_or_admin(&app, &headers, &org)?;
-    if app.tenancy.org(&org).is_none() {
-        return Err(ApiError::not_found(format!("No organization '{org}'.")));
-    }
+    known_org(&app, &org)?;
     let from = q
         .from
         .as_deref()

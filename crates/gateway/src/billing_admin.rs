@@ -20,17 +20,14 @@ use tollgate_billing::{
 };
 use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageFilter, UsageRecord};
 
-use crate::admin::{admin_auth, audit, catalogue, key_json, parse_body, parse_time};
+use crate::admin::{
+    admin_auth, audit, bearer, catalogue, key_json, known_org, parse_body, parse_time, store_error,
+};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::tenancy::{READER_PREFIX, generate_key, new_id};
 
 type AppState = State<Arc<App>>;
-
-fn store_error(e: tollgate_store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "Store failed.");
-    ApiError::internal("The store failed; nothing was changed.")
-}
 
 fn money_error(e: tollgate_billing::MoneyError) -> ApiError {
     ApiError::internal(format!("Billing arithmetic failed: {e}"))
@@ -138,10 +135,7 @@ pub async fn put_contract(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    let o = app
-        .tenancy
-        .org(&org)
-        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))?;
+    let o = known_org(&app, &org)?;
     if o.parent.is_some() {
         return Err(ApiError::bad_request(
             "Contracts are made with top-level organizations; this one has a parent.",
@@ -184,9 +178,7 @@ pub async fn put_budget(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    if app.tenancy.org(&org).is_none() {
-        return Err(ApiError::not_found(format!("No organization '{org}'.")));
-    }
+    known_org(&app, &org)?;
     let v = json_body(&body)?;
     let limit = decimal_field(&v, "monthly_limit", true)?.unwrap_or_default();
     let project = match v.get("project") {
@@ -495,10 +487,7 @@ pub async fn get_invoice(
 ) -> Result<Response, ApiError> {
     reader_or_admin(&app, &headers, &org)?;
     let month = parse_month(&month, "month")?;
-    let o = app
-        .tenancy
-        .org(&org)
-        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))?;
+    let o = known_org(&app, &org)?;
     if o.parent.is_some() {
         return Err(ApiError::bad_request(
             format!(
@@ -623,9 +612,7 @@ pub async fn create_reader_key(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    if app.tenancy.org(&org).is_none() {
-        return Err(ApiError::not_found(format!("No organization '{org}'.")));
-    }
+    known_org(&app, &org)?;
     let req: NewReaderKey = parse_body(&body)?;
     if req.name.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -666,12 +653,7 @@ pub fn reader_or_admin(app: &App, headers: &HeaderMap, org: &str) -> Result<(), 
     if admin_auth(app, headers).is_ok() {
         return Ok(());
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or_default();
+    let token = bearer(headers).unwrap_or_default();
     let key = app.tenancy.key(token).filter(|k| k.role == KeyRole::Reader);
     match key {
         None => admin_auth(app, headers).map(|_| ()),

@@ -37,16 +37,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-fn store_error(e: tollgate_store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "Store failed.");
-    ApiError::internal("The store failed; nothing was changed.")
-}
-
-fn known_org(app: &App, org: &str) -> Result<crate::tenancy::OrgEntry, ApiError> {
-    app.tenancy
-        .org(org)
-        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))
-}
+use crate::admin::{bearer, known_org, store_error};
 
 fn known_owner(app: &App, owner: &str) -> Result<(), ApiError> {
     if app.config.owners.iter().any(|o| o.name == owner) {
@@ -86,12 +77,7 @@ impl OwnerCaller {
 
 /// The admin token, or an owner key of `owner`.
 fn owner_auth(app: &App, headers: &HeaderMap, owner: &str) -> Result<OwnerCaller, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or_default();
+    let token = bearer(headers).unwrap_or_default();
     if token.starts_with(OWNER_KEY_PREFIX) {
         let Some(k) = app.guard.owner_keys.get(&hash_key(token)) else {
             return Err(ApiError::new(
