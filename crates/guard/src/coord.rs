@@ -19,18 +19,21 @@ const SHARDS: usize = 16;
 pub enum LinkKind {
     /// The same prompt template (skeleton SimHash) carries a large share of both accounts' traffic.
     Template,
-    /// The same client IP address.
+    /// The same client IP address: reported, not enough to cluster on its own.
     Ip,
-    /// The same /24 (IPv4) or /48 (IPv6) network: reported, but not enough to cluster on its own.
+    /// The same /24 (IPv4) or /48 (IPv6) network: reported, not enough to cluster on its own.
     Network,
     /// Operator-supplied metadata (payment or signup fingerprint).
     Metadata,
 }
 
 impl LinkKind {
-    /// Whether this kind of link alone merges two accounts into one cluster.
+    /// Whether this kind of link alone merges two accounts into one cluster. Addresses (IP and
+    /// network) do not: unrelated customers share them behind NAT, VPN and cloud egress, and every
+    /// account shares the load balancer's address when `trusted_proxies` is not set. They are
+    /// reported as links in evidence; clusters need a shared template or operator metadata.
     pub fn clusters(self) -> bool {
-        !matches!(self, LinkKind::Network)
+        matches!(self, LinkKind::Template | LinkKind::Metadata)
     }
 }
 
@@ -202,9 +205,10 @@ mod tests {
         for o in ["c", "d", "e"] {
             idx.register(net, LinkKind::Network, &|| "net".into(), o);
         }
+        // Shared addresses alone (a–b by IP, c–d–e by network) do not merge accounts.
         let g = clusters(&idx.entries());
-        assert_eq!(g, vec![vec!["a".to_string(), "b".into(), "c".into()]]);
-        assert_eq!(cluster_id(&g[0]), cluster_id(&["a".to_string()]));
+        assert_eq!(g, vec![vec!["b".to_string(), "c".into()]]);
+        assert_eq!(cluster_id(&g[0]), cluster_id(&["b".to_string()]));
     }
 
     #[test]

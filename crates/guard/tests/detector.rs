@@ -146,8 +146,20 @@ fn linked_small_accounts_form_a_flagged_cluster() {
             t0 + Duration::minutes(i as i64 * 7),
         );
     }
+    // A shared client IP is reported as a link but does not merge accounts on its own
+    // (unrelated customers share addresses behind NAT and proxies): h1..h4 are joined by
+    // operator metadata.
+    d.flags();
+    assert!(
+        d.assessment("h1").unwrap().cluster.is_none(),
+        "a shared IP alone must not cluster"
+    );
+    d.link_metadata("h1", "signup", "device-a");
+    d.link_metadata("h2", "signup", "device-a");
     d.link_metadata("h2", "payment", "card-9");
     d.link_metadata("h3", "payment", "card-9");
+    d.link_metadata("h3", "signup", "device-b");
+    d.link_metadata("h4", "signup", "device-b");
     d.flags();
     let a: Vec<_> = ["h1", "h2", "h3", "h4"]
         .iter()
