@@ -72,6 +72,11 @@ pub struct ServerConfig {
     pub pool_max_idle_per_host: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Consecutive retryable failures (connect error, timeout, 429, 5xx) after which a provider
+    /// of a model is skipped while its other providers are healthy (0 = never skip).
+    pub breaker_failures: u32,
+    /// How long a tripped provider is skipped before one request probes it again.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +90,8 @@ impl Default for ServerConfig {
             max_attempts: 2,
             pool_max_idle_per_host: 256,
             shutdown_grace_secs: 30,
+            breaker_failures: 3,
+            breaker_cooldown_ms: 5_000,
         }
     }
 }

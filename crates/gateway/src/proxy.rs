@@ -284,8 +284,19 @@ async fn pipeline(
     let mut rewritten: Option<(Arc<str>, Bytes)> = None;
     let mut last_failure = None;
     let mut last_route = &routes[0];
+    // Providers whose breaker is open are skipped while another is healthy.
+    let now_ms = crate::upstream::now_ms();
+    let healthy = routes.iter().filter(|r| r.health.available(now_ms)).count();
     for attempt in 0..attempts {
-        let route = &routes[attempt % routes.len()];
+        let route = if healthy == 0 || healthy == routes.len() {
+            &routes[attempt % routes.len()]
+        } else {
+            routes
+                .iter()
+                .filter(|r| r.health.available(now_ms))
+                .nth(attempt % healthy)
+                .unwrap_or(&routes[0])
+        };
         last_route = route;
         let result = match &route.target {
             Target::Http { uris, auth } => {
@@ -330,6 +341,10 @@ async fn pipeline(
                 ))
             }
         };
+        match &result {
+            Err(f) if f.retryable() => route.health.failure(crate::upstream::now_ms()),
+            _ => route.health.success(),
+        }
         match result {
             Ok(resp) => {
                 let meter = Meter {

@@ -6,6 +6,7 @@
 //! is never copied into an upstream request: only the route's own credential is sent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,6 +65,62 @@ pub struct Route {
     pub provider: Arc<str>,
     pub upstream_model: Arc<str>,
     pub target: Target,
+    /// Passive health: a circuit breaker over consecutive retryable failures.
+    pub health: Health,
+}
+
+/// Milliseconds since the process started (a cheap monotonic clock for breakers).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A circuit breaker: after `trip_after` consecutive retryable failures the route is skipped
+/// (while another route of the model is healthy) until `cool_down` has passed; then one request
+/// probes it, and one more failure trips it again at once.
+#[derive(Debug)]
+pub struct Health {
+    failures: AtomicU32,
+    open_until_ms: AtomicU64,
+    trip_after: u32,
+    cool_down_ms: u64,
+}
+
+impl Health {
+    pub fn new(trip_after: u32, cool_down_ms: u64) -> Health {
+        Health {
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            trip_after,
+            cool_down_ms,
+        }
+    }
+
+    /// Whether requests should go to this route now.
+    pub fn available(&self, now_ms: u64) -> bool {
+        self.trip_after == 0 || now_ms >= self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// The upstream answered (any non-retryable outcome).
+    pub fn success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.open_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A retryable failure.
+    pub fn failure(&self, now_ms: u64) {
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if self.trip_after > 0 && n >= self.trip_after {
+            self.open_until_ms
+                .store(now_ms.saturating_add(self.cool_down_ms), Ordering::Relaxed);
+        }
+    }
 }
 
 /// A public model and its routes, in fallback order.
@@ -159,6 +216,10 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
             provider: p.name.as_str().into(),
             upstream_model: upstream_model.into(),
             target,
+            health: Health::new(
+                config.server.breaker_failures,
+                config.server.breaker_cooldown_ms,
+            ),
         };
         match out.iter_mut().find(|e| e.name == m.name) {
             Some(entry) => entry.routes.push(route),
@@ -330,4 +391,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_trips_cools_down_and_resets() {
+        let h = Health::new(3, 1000);
+        assert!(h.available(0));
+        h.failure(0);
+        h.failure(0);
+        assert!(h.available(0), "two failures do not trip");
+        h.failure(10);
+        assert!(!h.available(10) && !h.available(1009));
+        assert!(h.available(1010), "probe after the cool-down");
+        h.failure(1010);
+        assert!(!h.available(1011), "a failed probe trips again at once");
+        h.success();
+        assert!(h.available(1011));
+        let never = Health::new(0, 1000);
+        for _ in 0..10 {
+            never.failure(0);
+        }
+        assert!(never.available(0));
+    }
 }

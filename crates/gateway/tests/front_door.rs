@@ -762,3 +762,33 @@ async fn reused_connections_do_not_stall() {
         "median {median:?}: a Nagle/delayed-ACK stall"
     );
 }
+
+#[tokio::test]
+async fn a_failing_provider_is_skipped_until_its_cool_down() {
+    let bad = MockUpstream::start(MockConfig {
+        behavior: Behavior::Status(500),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let good = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let gw = start(&openai_models(&[bad.base_url(), good.base_url()])).await;
+    let gw = restart_with(gw, |c| {
+        c.server.breaker_failures = 3;
+        c.server.breaker_cooldown_ms = 60_000;
+    })
+    .await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    for _ in 0..10 {
+        let r = gw
+            .chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "messages": user("hi")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Three failures trip the breaker; the other seven requests go straight to the healthy one.
+    assert_eq!(bad.request_count(), 3);
+    assert_eq!(good.request_count(), 10);
+}
