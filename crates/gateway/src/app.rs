@@ -157,22 +157,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::ready))
         .route("/metrics", get(crate::metrics::metrics))
-        .route("/v1/chat/completions", post(proxy::chat_completions))
-        .route("/v1/completions", post(proxy::completions))
-        .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/chat/completions", post(proxy::inference))
+        .route("/v1/completions", post(proxy::inference))
+        .route("/v1/embeddings", post(proxy::inference))
         .route("/v1/models", get(proxy::list_models))
         .route("/v1/models/{id}", get(proxy::get_model))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
-            post(proxy::azure_chat_completions),
+            post(proxy::inference),
         )
         .route(
             "/openai/deployments/{deployment}/completions",
-            post(proxy::azure_completions),
+            post(proxy::inference),
         )
         .route(
             "/openai/deployments/{deployment}/embeddings",
-            post(proxy::azure_embeddings),
+            post(proxy::inference),
         )
         .route(
             "/admin/v1/organizations",

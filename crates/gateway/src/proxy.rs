@@ -102,85 +102,26 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
     }
 }
 
-pub async fn chat_completions(
+/// Every inference route, OpenAI's (`/v1/…`) and Azure's (`/openai/deployments/{deployment}/…`):
+/// the endpoint is the path's last segment(s), the model the deployment or the body's `model`.
+pub async fn inference(
     State(app): AppState,
+    deployment: Option<Path<String>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(app, Endpoint::ChatCompletions, None, peer, headers, body).await
-}
-
-pub async fn completions(
-    State(app): AppState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(app, Endpoint::Completions, None, peer, headers, body).await
-}
-
-pub async fn embeddings(
-    State(app): AppState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(app, Endpoint::Embeddings, None, peer, headers, body).await
-}
-
-pub async fn azure_chat_completions(
-    State(app): AppState,
-    Path(deployment): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        app,
-        Endpoint::ChatCompletions,
-        Some(deployment),
-        peer,
-        headers,
-        body,
-    )
-    .await
-}
-
-pub async fn azure_completions(
-    State(app): AppState,
-    Path(deployment): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        app,
-        Endpoint::Completions,
-        Some(deployment),
-        peer,
-        headers,
-        body,
-    )
-    .await
-}
-
-pub async fn azure_embeddings(
-    State(app): AppState,
-    Path(deployment): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        app,
-        Endpoint::Embeddings,
-        Some(deployment),
-        peer,
-        headers,
-        body,
-    )
-    .await
+    let path = uri.path();
+    let endpoint = if path.ends_with("/chat/completions") {
+        Endpoint::ChatCompletions
+    } else if path.ends_with("/completions") {
+        Endpoint::Completions
+    } else {
+        Endpoint::Embeddings
+    };
+    let deployment = deployment.map(|Path(d)| d);
+    handle(app, endpoint, deployment, peer, headers, body).await
 }
 
 async fn handle(
