@@ -5,16 +5,15 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+mod common;
+
+use common::{Http, call, http, tenant, wait_ok};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -31,50 +30,6 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
         c.env(k, v);
     }
     c.spawn().unwrap()
-}
-
-async fn call(
-    http: &Http,
-    method: &str,
-    url: &str,
-    auth: &str,
-    body: Option<Value>,
-) -> (u16, http::HeaderMap, Bytes) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", format!("Bearer {auth}"))
-        .header("content-type", "application/json")
-        .body(Full::new(
-            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-        ))
-        .unwrap();
-    let res = http.request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    (status, headers, body)
-}
-
-async fn wait_healthy(http: &Http, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = http::Request::get(format!("{base}/healthz"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        if let Ok(r) = http.request(req).await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "gateway did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -105,47 +60,11 @@ output_price = "0.60"
     let cfg_path = dir.path().join("tollgate.toml");
     std::fs::write(&cfg_path, config).unwrap();
     let cfg = cfg_path.to_str().unwrap();
-    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let http: Http = http();
 
     let mut child = spawn(&["serve", "--config", cfg], &[]);
-    wait_healthy(&http, &base).await;
-    let (s, _, b) = call(
-        &http,
-        "POST",
-        &format!("{base}/admin/v1/organizations"),
-        "adm",
-        Some(json!({"name": "o"})),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let org = serde_json::from_slice::<Value>(&b).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, _, b) = call(
-        &http,
-        "POST",
-        &format!("{base}/admin/v1/organizations/{org}/projects"),
-        "adm",
-        Some(json!({"name": "p"})),
-    )
-    .await;
-    let project = serde_json::from_slice::<Value>(&b).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, _, b) = call(
-        &http,
-        "POST",
-        &format!("{base}/admin/v1/projects/{project}/keys"),
-        "adm",
-        Some(json!({"name": "k"})),
-    )
-    .await;
-    let key = serde_json::from_slice::<Value>(&b).unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    wait_ok(&http, &base, "/healthz").await;
+    let (org, _, key) = tenant(&http, &base, json!({})).await;
 
     // Load from several clients; remember each response received in full.
     let completed = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -199,7 +118,7 @@ output_price = "0.60"
 
     // Restart on the same data, then check the ledger.
     let mut child = spawn(&["serve", "--config", cfg], &[]);
-    wait_healthy(&http, &base).await;
+    wait_ok(&http, &base, "/healthz").await;
     let store = tollgate_store::Store::open(db.to_str().unwrap()).unwrap();
     let found = store.existing_ids(completed.clone()).await.unwrap();
     let missing: Vec<_> = completed.iter().filter(|id| !found.contains(id)).collect();
@@ -245,8 +164,8 @@ async fn embedded_default_starts_offline_with_a_demo_key() {
         ],
         &[("TOLLGATE_ADMIN_TOKEN", "")],
     );
-    let http: Http = Client::builder(TokioExecutor::new()).build_http();
-    wait_healthy(&http, &base).await;
+    let http: Http = http();
+    wait_ok(&http, &base, "/healthz").await;
     let key = std::fs::read_to_string(data.join("demo-key"))
         .unwrap()
         .trim()
