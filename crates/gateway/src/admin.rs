@@ -312,14 +312,13 @@ pub async fn create_key(
         }
         None => None,
     };
-    let (secret, hash, prefix) = generate_key(KEY_PREFIX);
     let key = ApiKey {
         id: new_id("key_"),
         organization: p.organization.clone(),
         project: Some(p.id.clone()),
         name,
-        prefix,
-        hash,
+        prefix: String::new(),
+        hash: [0; 32],
         role: KeyRole::Inference,
         models: req.models,
         rpm: req.rpm,
@@ -328,12 +327,26 @@ pub async fn create_key(
         revoked_at: None,
         created_at: OffsetDateTime::now_utc(),
     };
+    issue_key(&app, key, KEY_PREFIX, "create_key").await
+}
+
+/// Gives `key` a fresh secret, stores its hash, puts it on the request path, audits `action`,
+/// and answers 201 with the secret (the only time it is shown).
+pub(crate) async fn issue_key(
+    app: &App,
+    mut key: ApiKey,
+    secret_prefix: &str,
+    action: &str,
+) -> Result<Response, ApiError> {
+    let (secret, hash, prefix) = generate_key(secret_prefix);
+    key.hash = hash;
+    key.prefix = prefix;
     app.store
         .insert_key(key.clone())
         .await
         .map_err(store_error)?;
     app.tenancy.put_key(&key);
-    audit(&app, "create_key", Some(&p.organization), Some(&key.id)).await;
+    audit(app, action, Some(&key.organization), Some(&key.id)).await;
     let mut v = key_json(&key);
     v["key"] = json!(secret);
     Ok(created(v))

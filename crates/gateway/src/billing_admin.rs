@@ -21,11 +21,11 @@ use tollgate_billing::{
 use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageFilter, UsageRecord};
 
 use crate::admin::{
-    admin_auth, audit, bearer, catalogue, key_json, known_org, parse_body, parse_time, store_error,
+    admin_auth, audit, bearer, catalogue, known_org, parse_body, parse_time, store_error,
 };
 use crate::app::App;
 use crate::error::ApiError;
-use crate::tenancy::{READER_PREFIX, generate_key, new_id};
+use crate::tenancy::{READER_PREFIX, new_id};
 
 type AppState = State<Arc<App>>;
 
@@ -620,14 +620,13 @@ pub async fn create_reader_key(
             Some("name"),
         ));
     }
-    let (secret, hash, prefix) = generate_key(READER_PREFIX);
     let key = ApiKey {
         id: new_id("key_"),
         organization: org.clone(),
         project: None,
         name: req.name.trim().to_owned(),
-        prefix,
-        hash,
+        prefix: String::new(),
+        hash: [0; 32],
         role: KeyRole::Reader,
         models: None,
         rpm: None,
@@ -636,15 +635,7 @@ pub async fn create_reader_key(
         revoked_at: None,
         created_at: OffsetDateTime::now_utc(),
     };
-    app.store
-        .insert_key(key.clone())
-        .await
-        .map_err(store_error)?;
-    app.tenancy.put_key(&key);
-    audit(&app, "create_reader_key", Some(&org), Some(&key.id)).await;
-    let mut v = key_json(&key);
-    v["key"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    crate::admin::issue_key(&app, key, READER_PREFIX, "create_reader_key").await
 }
 
 /// Admin token, or a reader key of `org` or one of its ancestors. Reader keys of other
