@@ -224,6 +224,51 @@ pub struct OwnerConfig {
     pub revenue_share_percent: Decimal,
     /// The owner's usage terms, shown in evidence (e.g. "No training of competing models.").
     pub policy: Option<String>,
+    /// `[owners.enforcement]`: this owner's own enforcement policy, acting on its models only.
+    /// Unset fields take `[guard]`'s values. Without the table, the owner's models are under
+    /// `[guard]` itself.
+    #[serde(default)]
+    pub enforcement: Option<OwnerEnforcement>,
+}
+
+/// An owner's enforcement settings (`[owners.enforcement]`); every field is optional and
+/// defaults to the `[guard]` value of the same name (`flag_threshold`: `[guard.detector]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OwnerEnforcement {
+    /// `record`, `flag`, or `review` (an automatic review of this owner's models only).
+    pub action: Option<GuardAction>,
+    /// Requests per minute allowed to a flagged organization on this owner's models.
+    pub throttle_rpm: Option<u64>,
+    /// Remove `logprobs`/`top_logprobs` from flagged organizations' requests to these models.
+    pub strip_logprobs: Option<bool>,
+    /// Cap `n` (and `best_of`) of flagged organizations' requests to these models.
+    pub max_n: Option<u64>,
+    /// Score (0..1) at or above which an organization counts as flagged under this policy
+    /// (after the detector's `min_requests`); unset: the detector's own flag.
+    pub flag_threshold: Option<f64>,
+}
+
+/// The enforcement settings in force on some models, with everything inherited resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectivePolicy {
+    /// The owner whose own policy this is (`[owners.enforcement]`); `None` for `[guard]`, which
+    /// covers models without an owner and owners without an enforcement table.
+    pub owner: Option<String>,
+    pub action: GuardAction,
+    /// The owner's own flag threshold; `None`: the detector's flag
+    /// (`[guard.detector] flag_threshold`).
+    pub flag_threshold: Option<f64>,
+    pub throttle_rpm: Option<u64>,
+    pub strip_logprobs: bool,
+    pub max_n: Option<u64>,
+}
+
+impl EffectivePolicy {
+    /// The score at or above which this policy considers an organization flagged.
+    pub fn threshold(&self, detector_threshold: f64) -> f64 {
+        self.flag_threshold.unwrap_or(detector_threshold)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +369,16 @@ pub enum GuardAction {
     Review,
 }
 
+impl GuardAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardAction::Record => "record",
+            GuardAction::Flag => "flag",
+            GuardAction::Review => "review",
+        }
+    }
+}
+
 impl Config {
     /// Reads, overrides from the environment, and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -402,6 +457,39 @@ owner = "openai"
             metering: MeteringConfig::default(),
             ratelimit: RateLimitConfig::default(),
             guard: GuardConfig::default(),
+        }
+    }
+
+    /// The `[guard]` policy: models without an owner, and owners without `[owners.enforcement]`.
+    pub fn default_policy(&self) -> EffectivePolicy {
+        let g = &self.guard;
+        EffectivePolicy {
+            owner: None,
+            action: g.action,
+            flag_threshold: None,
+            throttle_rpm: g.throttle_rpm,
+            strip_logprobs: g.strip_logprobs,
+            max_n: g.max_n,
+        }
+    }
+
+    /// The policy in force on the models of `owner` (`None`: a model without an owner): the
+    /// owner's `[owners.enforcement]` over `[guard]`, or `[guard]` itself without that table.
+    pub fn policy_for(&self, owner: Option<&str>) -> EffectivePolicy {
+        let base = self.default_policy();
+        let Some(o) = owner.and_then(|name| self.owners.iter().find(|o| o.name == name)) else {
+            return base;
+        };
+        let Some(e) = &o.enforcement else {
+            return base;
+        };
+        EffectivePolicy {
+            owner: Some(o.name.clone()),
+            action: e.action.unwrap_or(base.action),
+            flag_threshold: e.flag_threshold,
+            throttle_rpm: e.throttle_rpm.or(base.throttle_rpm),
+            strip_logprobs: e.strip_logprobs.unwrap_or(base.strip_logprobs),
+            max_n: e.max_n.or(base.max_n),
         }
     }
 
@@ -518,6 +606,29 @@ owner = "openai"
         let owners: HashMap<&str, &OwnerConfig> =
             self.owners.iter().map(|o| (o.name.as_str(), o)).collect();
         for (i, o) in self.owners.iter().enumerate() {
+            if self.owners[..i].iter().any(|p| p.name == o.name) {
+                errors.push(format!("owners[{i}]: duplicate owner name '{}'", o.name));
+            }
+            if let Some(e) = &o.enforcement {
+                let at = format!("owners[{i}] '{}': enforcement", o.name);
+                if e.throttle_rpm == Some(0) {
+                    errors.push(format!(
+                        "{at}.throttle_rpm must be at least 1 (omit it to use guard.throttle_rpm)"
+                    ));
+                }
+                if e.max_n == Some(0) {
+                    errors.push(format!(
+                        "{at}.max_n must be at least 1 (omit it to use guard.max_n)"
+                    ));
+                }
+                if let Some(t) = e.flag_threshold
+                    && !(0.0..=1.0).contains(&t)
+                {
+                    errors.push(format!(
+                        "{at}.flag_threshold must be between 0 and 1 (got {t})"
+                    ));
+                }
+            }
             if o.revenue_share_percent < Decimal::ZERO
                 || o.revenue_share_percent > Decimal::ONE_HUNDRED
             {
@@ -693,6 +804,124 @@ input_price = "-1"
         c.validate().unwrap();
         assert!(c.models.len() >= 3);
         assert_eq!(c.sqlite_path(), Some("/tmp/tg/ledger.db"));
+    }
+
+    const OWNER_POLICIES: &str = r#"
+[guard]
+action = "flag"
+throttle_rpm = 120
+max_n = 2
+
+[[owners]]
+name = "openai"
+revenue_share_percent = "20"
+policy = "Outputs may not be used to develop models that compete with OpenAI."
+[owners.enforcement]
+action = "review"
+throttle_rpm = 60
+strip_logprobs = true
+flag_threshold = 0.6
+
+[[owners]]
+name = "northwind"
+revenue_share_percent = "30"
+[owners.enforcement]
+action = "record"
+
+[[owners]]
+name = "globex"
+revenue_share_percent = "10"
+"#;
+
+    #[test]
+    fn owner_policies_inherit_guard_settings() {
+        let c = Config::from_toml(OWNER_POLICIES).unwrap();
+        c.validate().unwrap();
+        let openai = c.policy_for(Some("openai"));
+        assert_eq!(
+            openai,
+            EffectivePolicy {
+                owner: Some("openai".into()),
+                action: GuardAction::Review,
+                flag_threshold: Some(0.6),
+                throttle_rpm: Some(60),
+                strip_logprobs: true,
+                max_n: Some(2),
+            }
+        );
+        assert_eq!(openai.threshold(0.8), 0.6);
+        let northwind = c.policy_for(Some("northwind"));
+        assert_eq!(northwind.owner.as_deref(), Some("northwind"));
+        assert_eq!(northwind.action, GuardAction::Record);
+        assert_eq!(northwind.throttle_rpm, Some(120));
+        assert!(!northwind.strip_logprobs);
+        assert_eq!(northwind.threshold(0.8), 0.8);
+        // No table, unknown owner, no owner: [guard] itself.
+        let guard = c.default_policy();
+        assert_eq!(guard.owner, None);
+        assert_eq!(guard.action, GuardAction::Flag);
+        assert_eq!(c.policy_for(Some("globex")), guard);
+        assert_eq!(c.policy_for(Some("nobody")), guard);
+        assert_eq!(c.policy_for(None), guard);
+        // Without any table, nothing changes from before.
+        let plain = Config::from_toml(CONTRACT).unwrap();
+        assert_eq!(plain.default_policy().action, GuardAction::Flag);
+        assert_eq!(plain.default_policy().throttle_rpm, None);
+    }
+
+    #[test]
+    fn owner_policy_values_are_validated_with_their_keys() {
+        let bad = OWNER_POLICIES
+            .replace("throttle_rpm = 60", "throttle_rpm = 0\nmax_n = 0")
+            .replace("flag_threshold = 0.6", "flag_threshold = 1.5");
+        let err = Config::from_toml(&bad)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "owners[0] 'openai': enforcement.throttle_rpm must be at least 1",
+            "owners[0] 'openai': enforcement.max_n must be at least 1",
+            "owners[0] 'openai': enforcement.flag_threshold must be between 0 and 1",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        assert!(!err.contains("northwind"), "{err}");
+        let negative = OWNER_POLICIES.replace("flag_threshold = 0.6", "flag_threshold = -0.1");
+        let err = Config::from_toml(&negative)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enforcement.flag_threshold"), "{err}");
+        let dup = format!(
+            "{OWNER_POLICIES}\n[[owners]]\nname = \"openai\"\nrevenue_share_percent = \"5\"\n"
+        );
+        let err = Config::from_toml(&dup)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("owners[3]: duplicate owner name 'openai'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn owner_policy_keys_and_values_are_typed() {
+        let unknown = OWNER_POLICIES.replace("strip_logprobs = true", "strip_logprob = true");
+        let err = Config::from_toml(&unknown).unwrap_err().to_string();
+        assert!(err.contains("strip_logprob"), "{err}");
+        let action = OWNER_POLICIES.replace("action = \"review\"", "action = \"suspend\"");
+        assert!(Config::from_toml(&action).is_err());
+        let threshold = OWNER_POLICIES.replace("flag_threshold = 0.6", "flag_threshold = \"high\"");
+        assert!(Config::from_toml(&threshold).is_err());
+        // An integer threshold is a number too.
+        let one = OWNER_POLICIES.replace("flag_threshold = 0.6", "flag_threshold = 1");
+        let c = Config::from_toml(&one).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.policy_for(Some("openai")).flag_threshold, Some(1.0));
     }
 
     #[test]
