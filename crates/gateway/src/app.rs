@@ -243,6 +243,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::guard_admin::evidence),
         )
         .route("/admin/v1/flags", get(crate::guard_admin::flags))
+        .route("/admin/v1/policies", get(crate::guard_admin::policies))
         .route("/admin/v1/audit", get(crate::guard_admin::audit_log))
         .route(
             "/admin/v1/owners/{owner}/keys",

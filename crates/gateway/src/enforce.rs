@@ -4,15 +4,21 @@
 //! [`observe`] before limits (signals, and the configured action: record, flag, throttle, strip,
 //! review), and [`completed`] with every usage record.
 //!
-//! [`Guard`] holds the detector and everything enforcement keeps in memory: the action settings,
-//! trusted proxy blocks, the owners' policy texts, owner-scoped reviews, owner keys (hashed),
-//! owner reports, and the organizations exempt from automatic review after an operator reinstated
-//! them. The request path never awaits and never touches the store: state changes it decides
-//! (an automatic review, audit entries) are applied in memory at once and written by a background
-//! task fed through a channel. The detector state is snapshotted to the store's kv table
-//! periodically and at shutdown, and restored at start.
+//! [`Guard`] holds the detector and everything enforcement keeps in memory: the enforcement
+//! policies (`[guard]`, and each owner's `[owners.enforcement]` over it), trusted proxy blocks, the
+//! owners' policy texts, owner-scoped reviews, owner keys (hashed), owner reports, the automatic
+//! actions taken per organization and policy, and the organizations (or owner scopes) exempt
+//! from automatic review after an operator reinstated them. The request path never awaits and
+//! never touches the store: state changes it decides (an automatic review, audit entries) are
+//! applied in memory at once and written by a background task fed through a channel. The
+//! detector state is snapshotted to the store's kv table periodically and at shutdown, and
+//! restored at start.
+//!
+//! A request is judged under the policy of its model's owner: the owner's own policy when it
+//! has an `[owners.enforcement]` table (its `review` is an owner-scoped review: the customer
+//! keeps the other owners' models), else `[guard]` (whose `review` covers the whole account).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -23,7 +29,7 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tollgate_config::cidr::Cidr;
-use tollgate_config::{Config, GuardAction};
+use tollgate_config::{Config, EffectivePolicy, GuardAction};
 use tollgate_guard::{Detector, Observation};
 use tollgate_store::{AccountState, AuditEntry, Store, UsageRecord};
 use tollgate_wire::Endpoint;
@@ -44,6 +50,18 @@ pub const KV_OWNER_KEYS: &str = "guard.owner_keys";
 pub const KV_REPORTS: &str = "guard.reports";
 /// kv key of the organizations exempt from automatic review.
 pub const KV_EXEMPT: &str = "guard.exempt";
+/// kv key of the owner scopes exempt from automatic actions (an operator reinstated them).
+pub const KV_OWNER_EXEMPT: &str = "guard.owner_exempt";
+/// kv key of the automatic actions taken per organization and policy.
+pub const KV_ACTIONS: &str = "guard.actions";
+
+/// Name of the `[guard]` policy in views, records and audit reasons.
+pub const GUARD_POLICY: &str = "[guard]";
+
+/// The name of a policy: its owner, or [`GUARD_POLICY`].
+pub fn policy_name(p: &EffectivePolicy) -> &str {
+    p.owner.as_deref().unwrap_or(GUARD_POLICY)
+}
 
 /// What enforcement decided for one request.
 pub enum Verdict {
@@ -81,6 +99,27 @@ impl OwnerState {
     }
 }
 
+/// An automatic action taken on an organization under one policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PolicyAction {
+    pub organization: String,
+    /// The policy that acted: an owner's name, or `[guard]`.
+    pub policy: String,
+    /// `flag`, `review` (the whole account) or `review_owner_scope` (the owner's models).
+    pub action: String,
+    pub score: f64,
+    pub threshold: f64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+}
+
+/// An owner scope of an organization exempt from automatic actions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OwnerExempt {
+    pub organization: String,
+    pub owner: String,
+}
+
 /// A model owner's API key (only its SHA-256 is kept).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OwnerKey {
@@ -107,6 +146,8 @@ pub struct OwnerReport {
 enum Event {
     Audit(AuditEntry),
     State(String, AccountState),
+    /// Write the owner-scoped reviews as they are in memory when written.
+    OwnerReviews,
     /// Answered once every earlier event is written.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
@@ -115,24 +156,31 @@ enum Event {
 pub struct Guard {
     pub detector: Detector,
     pub enabled: bool,
-    pub action: GuardAction,
+    /// The `[guard]` policy: models without an owner and owners without their own policy.
+    pub default_policy: EffectivePolicy,
+    /// Owner name → its own policy (`[owners.enforcement]` over `[guard]`).
+    pub owner_policies: HashMap<String, EffectivePolicy>,
     trusted: Vec<Cidr>,
-    throttle_rpm: Option<u64>,
-    throttles: DashMap<String, Option<Limiter>>,
-    strip_logprobs: bool,
-    max_n: Option<u64>,
+    /// Organization → policy name → its throttle.
+    throttles: DashMap<String, HashMap<String, Option<Limiter>>>,
     snapshot_interval: Duration,
     /// Owner name → policy text.
     pub policies: BTreeMap<String, String>,
     /// Organization → its owner-scoped reviews.
-    pub owner_reviews: DashMap<String, Vec<OwnerReview>>,
+    pub owner_reviews: Arc<DashMap<String, Vec<OwnerReview>>>,
     /// SHA-256 of an owner key → the key.
     pub owner_keys: DashMap<[u8; 32], OwnerKey>,
     pub reports: std::sync::Mutex<Vec<OwnerReport>>,
-    /// Organizations whose flag was acted on (audited, reviewed).
-    handled: DashMap<String, ()>,
+    /// Organization → the policies whose flag was acted on (audited, reviewed).
+    handled: DashMap<String, Vec<String>>,
+    /// Organization → the automatic actions taken on it, per policy (since its last
+    /// reinstatement).
+    pub taken: DashMap<String, Vec<PolicyAction>>,
     /// Organizations an operator reinstated: no automatic review until the next manual review.
     pub exempt: DashMap<String, ()>,
+    /// Organization → owners whose scope an operator reinstated: no automatic action under those
+    /// owners' policies until the next manual review of that scope.
+    pub owner_exempt: DashMap<String, Vec<String>>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
@@ -183,16 +231,59 @@ impl Guard {
                 Ok(d) => d,
                 Err(error) => {
                     tracing::warn!(%error, "Detector snapshot not restored; starting fresh.");
-                    Detector::new(settings).map_err(|e| format!("guard.detector: {e}"))?
+                    Detector::new(settings.clone()).map_err(|e| format!("guard.detector: {e}"))?
                 }
             },
-            None => Detector::new(settings).map_err(|e| format!("guard.detector: {e}"))?,
+            None => Detector::new(settings.clone()).map_err(|e| format!("guard.detector: {e}"))?,
         };
-        let handled = DashMap::new();
-        for f in detector.flags() {
-            handled.insert(f.organization, ());
+        // The actions taken (saved with each detector snapshot) say which policies acted on
+        // which flags; a store from before per-policy actions has only the detector's flags,
+        // all acted on under [guard].
+        let handled: DashMap<String, Vec<String>> = DashMap::new();
+        let taken: DashMap<String, Vec<PolicyAction>> = DashMap::new();
+        let actions = kv_json::<Vec<PolicyAction>>(store, KV_ACTIONS).await;
+        if actions.is_none() {
+            for f in detector.flags() {
+                handled.insert(f.organization, vec![GUARD_POLICY.to_owned()]);
+            }
         }
-        let owner_reviews: DashMap<String, Vec<OwnerReview>> = DashMap::new();
+        for a in actions.unwrap_or_default() {
+            let mut h = handled.entry(a.organization.clone()).or_default();
+            if !h.contains(&a.policy) {
+                h.push(a.policy.clone());
+            }
+            drop(h);
+            taken.entry(a.organization.clone()).or_default().push(a);
+        }
+        let owner_exempt: DashMap<String, Vec<String>> = DashMap::new();
+        for e in kv_json::<Vec<OwnerExempt>>(store, KV_OWNER_EXEMPT)
+            .await
+            .unwrap_or_default()
+        {
+            owner_exempt
+                .entry(e.organization)
+                .or_default()
+                .push(e.owner);
+        }
+        let default_policy = config.default_policy();
+        let owner_policies: HashMap<String, EffectivePolicy> = config
+            .owners
+            .iter()
+            .filter(|o| o.enforcement.is_some())
+            .map(|o| (o.name.clone(), config.policy_for(Some(&o.name))))
+            .collect();
+        for p in std::iter::once(&default_policy).chain(owner_policies.values()) {
+            tracing::info!(
+                policy = policy_name(p),
+                action = p.action.as_str(),
+                flag_threshold = p.threshold(settings.flag_threshold),
+                throttle_rpm = ?p.throttle_rpm,
+                strip_logprobs = p.strip_logprobs,
+                max_n = ?p.max_n,
+                "Enforcement policy."
+            );
+        }
+        let owner_reviews: Arc<DashMap<String, Vec<OwnerReview>>> = Arc::default();
         for r in kv_json::<Vec<OwnerReview>>(store, KV_OWNER_REVIEWS)
             .await
             .unwrap_or_default()
@@ -230,6 +321,7 @@ impl Guard {
             .unwrap_or_default();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let writer = store.clone();
+        let reviews = owner_reviews.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev {
@@ -243,6 +335,18 @@ impl Guard {
                             tracing::error!(%error, organization = %org, "Guard state write failed.");
                         }
                     }
+                    Event::OwnerReviews => {
+                        let text = match serde_json::to_string(&sorted_reviews(&reviews)) {
+                            Ok(t) => t,
+                            Err(error) => {
+                                tracing::error!(%error, "Cannot encode owner reviews.");
+                                continue;
+                            }
+                        };
+                        if let Err(error) = writer.set_value(KV_OWNER_REVIEWS, text).await {
+                            tracing::error!(%error, "Guard owner review write failed.");
+                        }
+                    }
                     Event::Barrier(done) => {
                         let _ = done.send(());
                     }
@@ -252,12 +356,10 @@ impl Guard {
         Ok(Arc::new(Guard {
             detector,
             enabled: g.enabled,
-            action: g.action,
+            default_policy,
+            owner_policies,
             trusted,
-            throttle_rpm: g.throttle_rpm,
             throttles: DashMap::new(),
-            strip_logprobs: g.strip_logprobs,
-            max_n: g.max_n,
             snapshot_interval: Duration::from_secs(g.snapshot_interval_secs),
             policies: config
                 .owners
@@ -268,7 +370,9 @@ impl Guard {
             owner_keys,
             reports: std::sync::Mutex::new(reports),
             handled,
+            taken,
             exempt,
+            owner_exempt,
             events: tx,
         }))
     }
@@ -306,14 +410,110 @@ impl Guard {
         }));
     }
 
-    /// Acts on a flag once: audits it and, with `action = "review"`, places the organization
-    /// under review (in memory at once, in the store by the writer). Returns whether the
-    /// organization is now suspended by this call.
-    pub fn on_flag(&self, app: &App, organization: &str, score: f64) -> bool {
-        if self.action == GuardAction::Record || self.handled.contains_key(organization) {
-            return false;
+    /// The policy in force on the models of `owner` (`None`: a model without an owner).
+    pub fn policy_for(&self, owner: Option<&str>) -> &EffectivePolicy {
+        match owner {
+            Some(o) if !self.owner_policies.is_empty() => {
+                self.owner_policies.get(o).unwrap_or(&self.default_policy)
+            }
+            _ => &self.default_policy,
         }
-        self.handled.insert(organization.to_owned(), ());
+    }
+
+    /// Every policy: `[guard]` first, then the owners' own policies by name.
+    pub fn all_policies(&self) -> Vec<&EffectivePolicy> {
+        let mut owners: Vec<&EffectivePolicy> = self.owner_policies.values().collect();
+        owners.sort_by(|a, b| a.owner.cmp(&b.owner));
+        std::iter::once(&self.default_policy)
+            .chain(owners)
+            .collect()
+    }
+
+    /// The score at or above which `policy` counts an organization as flagged.
+    pub fn threshold(&self, policy: &EffectivePolicy) -> f64 {
+        policy.threshold(self.detector.settings().flag_threshold)
+    }
+
+    /// Whether a flag of `organization` was acted on under the policy named `policy`.
+    pub fn handled(&self, organization: &str, policy: &str) -> bool {
+        self.handled
+            .get(organization)
+            .is_some_and(|h| h.iter().any(|p| p == policy))
+    }
+
+    /// Whether `organization` counts as flagged under `policy`, given its current score and the
+    /// detector's flag: the detector's flag, or — with the owner's own `flag_threshold` — a
+    /// score at or above it once the detector's `min_requests` are reached (or the detector
+    /// flagged it); flags acted on stay until a reinstatement.
+    pub fn flagged_under(
+        &self,
+        policy: &EffectivePolicy,
+        organization: &str,
+        score: f64,
+        detector_flag: bool,
+    ) -> bool {
+        let Some(t) = policy.flag_threshold else {
+            return detector_flag;
+        };
+        if self.handled(organization, policy_name(policy)) {
+            return true;
+        }
+        score >= t
+            && (detector_flag
+                || self
+                    .detector
+                    .assessment(organization)
+                    .is_some_and(|a| a.requests >= self.detector.settings().min_requests))
+    }
+
+    /// Whether automatic actions under `policy` are off for `organization` (an operator
+    /// reinstated the account, or this owner's scope of it).
+    pub fn is_exempt(&self, organization: &str, policy: &EffectivePolicy) -> bool {
+        self.exempt.contains_key(organization)
+            || policy.owner.as_deref().is_some_and(|owner| {
+                self.owner_exempt
+                    .get(organization)
+                    .is_some_and(|l| l.iter().any(|o| o == owner))
+            })
+    }
+
+    fn record(&self, organization: &str, policy: &str, action: &str, score: f64, threshold: f64) {
+        self.taken
+            .entry(organization.to_owned())
+            .or_default()
+            .push(PolicyAction {
+                organization: organization.to_owned(),
+                policy: policy.to_owned(),
+                action: action.to_owned(),
+                score,
+                threshold,
+                time: OffsetDateTime::now_utc(),
+            });
+    }
+
+    /// Acts on a flag once per policy: audits it (naming the policy) and, with
+    /// `action = "review"`, places the organization under review — the whole account under
+    /// `[guard]`, only the owner's models under an owner's own policy — in memory at once, in
+    /// the store by the writer. Returns the refusal when this call suspended the request's
+    /// access.
+    pub fn on_flag(
+        &self,
+        app: &App,
+        organization: &str,
+        score: f64,
+        policy: &EffectivePolicy,
+    ) -> Option<ApiError> {
+        let name = policy_name(policy);
+        if policy.action == GuardAction::Record || self.handled(organization, name) {
+            return None;
+        }
+        {
+            let mut h = self.handled.entry(organization.to_owned()).or_default();
+            if h.iter().any(|p| p == name) {
+                return None;
+            }
+            h.push(name.to_owned());
+        }
         let summary = self
             .detector
             .assessment(organization)
@@ -326,36 +526,85 @@ impl Guard {
                     .join("; ")
             })
             .unwrap_or_default();
-        let threshold = self.detector.settings().flag_threshold;
+        let threshold = self.threshold(policy);
+        let label = match &policy.owner {
+            None => format!("{GUARD_POLICY} policy"),
+            Some(owner) => format!("[{owner}] policy of {owner}"),
+        };
         self.audit(
             "guard",
             "flag",
             organization,
-            format!("score {score:.2} ≥ {threshold:.2}: {summary}"),
+            format!("{label}: score {score:.2} ≥ {threshold:.2}: {summary}"),
         );
-        let exempt = self.exempt.contains_key(organization);
-        if self.action == GuardAction::Review
-            && !exempt
-            && app
+        self.record(organization, name, "flag", score, threshold);
+        if policy.action != GuardAction::Review
+            || self.is_exempt(organization, policy)
+            || !app
                 .tenancy
                 .org(organization)
                 .is_some_and(|o| o.state == AccountState::Active)
         {
-            app.tenancy
-                .set_state(organization, AccountState::UnderReview);
-            let _ = self.events.send(Event::State(
-                organization.to_owned(),
-                AccountState::UnderReview,
-            ));
-            self.audit(
-                "guard",
-                "review",
-                organization,
-                format!("automatic review: flagged with score {score:.2}"),
-            );
-            return true;
+            return None;
         }
-        false
+        match &policy.owner {
+            None => {
+                app.tenancy
+                    .set_state(organization, AccountState::UnderReview);
+                let _ = self.events.send(Event::State(
+                    organization.to_owned(),
+                    AccountState::UnderReview,
+                ));
+                self.audit(
+                    "guard",
+                    "review",
+                    organization,
+                    format!(
+                        "automatic review of the whole account under the {label}: flagged with score {score:.2}"
+                    ),
+                );
+                self.record(organization, name, "review", score, threshold);
+                Some(ApiError::forbidden(
+                    "account_under_review",
+                    "This account is under review for a possible violation of the usage policies and is suspended pending investigation.",
+                ))
+            }
+            Some(owner) => {
+                let terms = self
+                    .policies
+                    .get(owner)
+                    .map(|t| format!(" (\"{t}\")"))
+                    .unwrap_or_default();
+                let reason = format!(
+                    "automatic review of the models of {owner} under its policy{terms}: flagged with score {score:.2} ≥ {threshold:.2}"
+                );
+                {
+                    let mut list = self
+                        .owner_reviews
+                        .entry(organization.to_owned())
+                        .or_default();
+                    if list.iter().any(|r| &r.owner == owner) {
+                        return None;
+                    }
+                    list.push(OwnerReview {
+                        organization: organization.to_owned(),
+                        owner: owner.clone(),
+                        state: OwnerState::UnderReview,
+                        since: OffsetDateTime::now_utc(),
+                        reason: reason.clone(),
+                    });
+                }
+                let _ = self.events.send(Event::OwnerReviews);
+                self.audit(
+                    "guard",
+                    "review_owner_scope",
+                    organization,
+                    format!("[{owner}] {reason}"),
+                );
+                self.record(organization, name, "review_owner_scope", score, threshold);
+                Some(owner_refusal(owner, OwnerState::UnderReview))
+            }
+        }
     }
 
     /// Waits until every state change and audit entry decided on the request path so far is
@@ -370,8 +619,64 @@ impl Guard {
     /// Forgets that a flag was acted on (after a reinstatement), so a new flag is acted on again.
     pub fn reset_flag(&self, organization: &str) {
         self.handled.remove(organization);
+        self.taken.remove(organization);
         self.throttles.remove(organization);
         self.detector.clear_flag(organization);
+    }
+
+    /// An operator reinstated one owner's scope of an organization: no automatic action under
+    /// that owner's policy until the next manual review of the scope.
+    pub fn exempt_owner_scope(&self, organization: &str, owner: &str) {
+        let mut list = self
+            .owner_exempt
+            .entry(organization.to_owned())
+            .or_default();
+        if !list.iter().any(|o| o == owner) {
+            list.push(owner.to_owned());
+        }
+        drop(list);
+        if let Some(mut t) = self.throttles.get_mut(organization) {
+            t.remove(owner);
+        }
+    }
+
+    /// An operator reviewed or terminated one owner's scope: automatic actions apply again.
+    pub fn unexempt_owner_scope(&self, organization: &str, owner: &str) {
+        if let Some(mut list) = self.owner_exempt.get_mut(organization) {
+            list.retain(|o| o != owner);
+        }
+        self.owner_exempt
+            .remove_if(organization, |_, l| l.is_empty());
+    }
+
+    /// Every owner-scope exemption, for persistence.
+    pub fn all_owner_exempt(&self) -> Vec<OwnerExempt> {
+        let mut v: Vec<OwnerExempt> = self
+            .owner_exempt
+            .iter()
+            .flat_map(|e| {
+                let org = e.key().clone();
+                e.value()
+                    .iter()
+                    .map(|owner| OwnerExempt {
+                        organization: org.clone(),
+                        owner: owner.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (a.organization.as_str(), a.owner.as_str())
+                .cmp(&(b.organization.as_str(), b.owner.as_str()))
+        });
+        v
+    }
+
+    /// Every automatic action taken since the organizations' last reinstatement, for persistence.
+    pub fn all_taken(&self) -> Vec<PolicyAction> {
+        let mut v: Vec<PolicyAction> = self.taken.iter().flat_map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| (a.organization.as_str(), a.time).cmp(&(b.organization.as_str(), b.time)));
+        v
     }
 
     /// The owner-scoped review state of an organization (or an ancestor) for one owner.
@@ -401,20 +706,19 @@ impl Guard {
 
     /// Every owner-scoped review, for persistence.
     pub fn all_owner_reviews(&self) -> Vec<OwnerReview> {
-        let mut v: Vec<OwnerReview> = self
-            .owner_reviews
-            .iter()
-            .flat_map(|e| e.value().clone())
-            .collect();
-        v.sort_by(|a, b| {
-            (a.organization.as_str(), a.owner.as_str())
-                .cmp(&(b.organization.as_str(), b.owner.as_str()))
-        });
-        v
+        sorted_reviews(&self.owner_reviews)
     }
 
-    /// Writes the detector snapshot to the store.
+    /// Writes the detector snapshot and the automatic actions taken to the store.
     pub async fn persist(self: &Arc<Self>, store: &Store) {
+        match serde_json::to_string(&self.all_taken()) {
+            Ok(text) => {
+                if let Err(error) = store.set_value(KV_ACTIONS, text).await {
+                    tracing::error!(%error, "Guard actions write failed.");
+                }
+            }
+            Err(error) => tracing::error!(%error, "Cannot encode guard actions."),
+        }
         let g = self.clone();
         let text =
             match tokio::task::spawn_blocking(move || g.detector.snapshot().to_string()).await {
@@ -446,6 +750,33 @@ impl Guard {
     }
 }
 
+fn sorted_reviews(map: &DashMap<String, Vec<OwnerReview>>) -> Vec<OwnerReview> {
+    let mut v: Vec<OwnerReview> = map.iter().flat_map(|e| e.value().clone()).collect();
+    v.sort_by(|a, b| {
+        (a.organization.as_str(), a.owner.as_str())
+            .cmp(&(b.organization.as_str(), b.owner.as_str()))
+    });
+    v
+}
+
+/// The 403 of a request to the models of `owner` while that scope is under review or terminated.
+fn owner_refusal(owner: &str, state: OwnerState) -> ApiError {
+    match state {
+        OwnerState::UnderReview => ApiError::forbidden(
+            "account_under_review",
+            format!(
+                "This account is under review for a possible violation of the usage policies of {owner}; its models are suspended pending investigation."
+            ),
+        ),
+        OwnerState::Terminated => ApiError::forbidden(
+            "account_terminated",
+            format!(
+                "This account's access to the models of {owner} has been terminated for violating their usage policies."
+            ),
+        ),
+    }
+}
+
 /// Refuses requests of organizations (or one owner's models) under review or terminated.
 /// Account-wide states are checked in `authenticate`; this checks owner-scoped reviews.
 pub fn check_access(app: &App, key: &KeyEntry, model: &ModelEntry) -> Result<(), ApiError> {
@@ -454,22 +785,12 @@ pub fn check_access(app: &App, key: &KeyEntry, model: &ModelEntry) -> Result<(),
     };
     match app.guard.owner_state(app, &key.organization, owner) {
         None => Ok(()),
-        Some(OwnerState::UnderReview) => Err(ApiError::forbidden(
-            "account_under_review",
-            format!(
-                "This account is under review for a possible violation of the usage policies of {owner}; its models are suspended pending investigation."
-            ),
-        )),
-        Some(OwnerState::Terminated) => Err(ApiError::forbidden(
-            "account_terminated",
-            format!(
-                "This account's access to the models of {owner} has been terminated for violating their usage policies."
-            ),
-        )),
+        Some(state) => Err(owner_refusal(owner, state)),
     }
 }
 
-/// Feeds the detector and applies the configured action.
+/// Feeds the detector and applies the action of the policy in force on the model (its owner's
+/// own policy, else `[guard]`).
 pub fn observe(
     app: &App,
     key: &KeyEntry,
@@ -492,36 +813,48 @@ pub fn observe(
         body,
         model_owner: model.owner.as_deref(),
     });
-    if !outcome.flagged || guard.action == GuardAction::Record {
+    let policy = guard.policy_for(model.owner.as_deref());
+    if policy.action == GuardAction::Record
+        || !guard.flagged_under(policy, &key.organization, outcome.score, outcome.flagged)
+    {
         return Ok(Verdict::Pass);
     }
-    if guard.on_flag(app, &key.organization, outcome.score) {
-        return Err(ApiError::forbidden(
-            "account_under_review",
-            "This account is under review for a possible violation of the usage policies and is suspended pending investigation.",
-        ));
+    if let Some(refusal) = guard.on_flag(app, &key.organization, outcome.score, policy) {
+        return Err(refusal);
     }
-    if guard.exempt.contains_key(&*key.organization) {
+    if guard.is_exempt(&key.organization, policy) {
         return Ok(Verdict::Pass);
     }
-    if let Some(rpm) = guard.throttle_rpm {
-        let limiter = guard
+    if let Some(rpm) = policy.throttle_rpm {
+        let mut throttles = guard
             .throttles
             .entry(key.organization.to_string())
-            .or_insert_with(|| Limiter::new(Some(rpm), None));
-        if let Some(Err(e)) = limiter.as_ref().map(|l| l.reserve(Instant::now(), 0)) {
+            .or_default();
+        let name = policy_name(policy);
+        if !throttles.contains_key(name) {
+            throttles.insert(name.to_owned(), Limiter::new(Some(rpm), None));
+        }
+        if let Some(Err(e)) = throttles
+            .get(name)
+            .and_then(|l| l.as_ref())
+            .map(|l| l.reserve(Instant::now(), 0))
+        {
             let secs = e.retry_after.as_secs() + u64::from(e.retry_after.subsec_nanos() > 0);
+            let scope = match &policy.owner {
+                Some(owner) => format!(" for the models of {owner}"),
+                None => String::new(),
+            };
             return Err(ApiError::rate_limited(
                 format!(
-                    "Rate limit reached for requests per minute on this organization: limit {rpm}. Please try again in {}.",
+                    "Rate limit reached for requests per minute on this organization{scope}: limit {rpm}. Please try again in {}.",
                     crate::limits::format_reset(e.retry_after)
                 ),
                 secs,
             ));
         }
     }
-    if (guard.strip_logprobs || guard.max_n.is_some())
-        && let Some(b) = restrict(body, guard.strip_logprobs, guard.max_n)
+    if (policy.strip_logprobs || policy.max_n.is_some())
+        && let Some(b) = restrict(body, policy.strip_logprobs, policy.max_n)
     {
         return Ok(Verdict::Rewrite(b));
     }

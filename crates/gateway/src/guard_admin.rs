@@ -17,13 +17,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tollgate_config::EffectivePolicy;
 use tollgate_store::{AccountState, AuditEntry};
 
 use crate::admin::{admin_auth, parse_body};
 use crate::app::App;
 use crate::enforce::{
-    KV_EXEMPT, KV_OWNER_KEYS, KV_OWNER_REVIEWS, KV_REPORTS, OwnerKey, OwnerReport, OwnerReview,
-    OwnerState, hex,
+    KV_ACTIONS, KV_EXEMPT, KV_OWNER_EXEMPT, KV_OWNER_KEYS, KV_OWNER_REVIEWS, KV_REPORTS, OwnerKey,
+    OwnerReport, OwnerReview, OwnerState, hex, policy_name,
 };
 use crate::error::ApiError;
 use crate::tenancy::{generate_key, hash_key, new_id};
@@ -117,6 +118,88 @@ fn owner_reviews_json(app: &App, org: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+// ----- policies -----
+
+/// The effective settings of a policy, and which models it governs.
+fn policy_settings(app: &App, p: &EffectivePolicy) -> Value {
+    let owners: Vec<&str> = match &p.owner {
+        Some(o) => vec![o.as_str()],
+        None => app
+            .config
+            .owners
+            .iter()
+            .filter(|o| o.enforcement.is_none())
+            .map(|o| o.name.as_str())
+            .collect(),
+    };
+    json!({
+        "policy": policy_name(p),
+        "owner": p.owner,
+        "terms": p.owner.as_ref().and_then(|o| app.guard.policies.get(o)),
+        "scope": if p.owner.is_some() { "owner" } else { "account" },
+        "owners": owners,
+        "models_without_owner": p.owner.is_none(),
+        "action": p.action.as_str(),
+        "flag_threshold": app.guard.threshold(p),
+        "own_flag_threshold": p.flag_threshold.is_some(),
+        "throttle_rpm": p.throttle_rpm,
+        "strip_logprobs": p.strip_logprobs,
+        "max_n": p.max_n,
+    })
+}
+
+/// A policy as it stands for one organization: its settings, whether the organization counts
+/// as flagged under it, and the automatic actions it took.
+fn policy_view(
+    app: &App,
+    org: &str,
+    a: Option<&tollgate_guard::Assessment>,
+    p: &EffectivePolicy,
+) -> Value {
+    let mut v = policy_settings(app, p);
+    let name = policy_name(p);
+    let taken: Vec<Value> = app
+        .guard
+        .taken
+        .get(org)
+        .map(|l| {
+            l.iter()
+                .filter(|t| t.policy == name)
+                .map(|t| json!({"action": t.action, "time": rfc3339(t.time), "score": t.score, "threshold": t.threshold}))
+                .collect()
+        })
+        .unwrap_or_default();
+    v["flagged"] = json!(
+        a.is_some_and(|a| p.action != tollgate_config::GuardAction::Record
+            && app.guard.flagged_under(p, org, a.score, a.flagged))
+            || !taken.is_empty()
+    );
+    v["exempt"] = json!(app.guard.is_exempt(org, p));
+    v["actions_taken"] = json!(taken);
+    v
+}
+
+fn policy_views(app: &App, org: &str, a: Option<&tollgate_guard::Assessment>) -> Vec<Value> {
+    app.guard
+        .all_policies()
+        .into_iter()
+        .map(|p| policy_view(app, org, a, p))
+        .collect()
+}
+
+/// `GET /admin/v1/policies`: the effective enforcement policies — `[guard]` and each owner's
+/// own — with every inherited setting resolved.
+pub async fn policies(State(app): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    admin_auth(&app, &headers)?;
+    let data: Vec<Value> = app
+        .guard
+        .all_policies()
+        .into_iter()
+        .map(|p| policy_settings(&app, p))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
 // ----- risk and flags -----
 
 /// `GET /admin/v1/organizations/{org}/risk`
@@ -143,12 +226,14 @@ pub async fn risk(
         "signals": a.as_ref().map(|a| signals_json(&a.signals)).unwrap_or_default(),
         "owner_reviews": owner_reviews_json(&app, &org),
         "exempt_from_automatic_review": app.guard.exempt.contains_key(&org),
+        "policies": policy_views(&app, &org, a.as_ref()),
     });
     Ok(Json(body).into_response())
 }
 
 /// `GET /admin/v1/flags`: flagged organizations, highest score first. Flags raised by cluster
-/// analysis since the last request of a member are acted on here.
+/// analysis since the last request of a member are acted on here, under `[guard]` (owners' own
+/// policies act on the next request to their models).
 pub async fn flags(State(app): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
     let a = app.clone();
@@ -159,7 +244,8 @@ pub async fn flags(State(app): AppState, headers: HeaderMap) -> Result<Response,
         .iter()
         .map(|f| {
             if app.tenancy.org(&f.organization).is_some() {
-                app.guard.on_flag(&app, &f.organization, f.score);
+                app.guard
+                    .on_flag(&app, &f.organization, f.score, &app.guard.default_policy);
             }
             json!({
                 "organization": f.organization,
@@ -199,6 +285,24 @@ async fn save_owner_reviews(app: &App) -> Result<(), ApiError> {
         .map_err(|_| ApiError::internal("Cannot encode reviews."))?;
     app.store
         .set_value(KV_OWNER_REVIEWS, text)
+        .await
+        .map_err(store_error)
+}
+
+async fn save_owner_exempt(app: &App) -> Result<(), ApiError> {
+    let text = serde_json::to_string(&app.guard.all_owner_exempt())
+        .map_err(|_| ApiError::internal("Cannot encode."))?;
+    app.store
+        .set_value(KV_OWNER_EXEMPT, text)
+        .await
+        .map_err(store_error)
+}
+
+async fn save_taken(app: &App) -> Result<(), ApiError> {
+    let text = serde_json::to_string(&app.guard.all_taken())
+        .map_err(|_| ApiError::internal("Cannot encode."))?;
+    app.store
+        .set_value(KV_ACTIONS, text)
         .await
         .map_err(store_error)
 }
@@ -252,6 +356,13 @@ async fn decide(app: &App, org: &str, act: Act, body: &Bytes) -> Result<Response
         }
         app.guard.owner_reviews.remove_if(org, |_, l| l.is_empty());
         save_owner_reviews(app).await?;
+        // The operator's decision stands: no automatic action under this owner's policy until
+        // the next manual review of the scope.
+        match act {
+            Act::Reinstate => app.guard.exempt_owner_scope(org, owner),
+            Act::Review | Act::Terminate => app.guard.unexempt_owner_scope(org, owner),
+        }
+        save_owner_exempt(app).await?;
         audit(
             app,
             "admin",
@@ -281,6 +392,7 @@ async fn decide(app: &App, org: &str, act: Act, body: &Bytes) -> Result<Response
         Act::Reinstate => {
             // The operator's decision stands: no automatic review until the next manual one.
             app.guard.reset_flag(org);
+            save_taken(app).await?;
             app.guard.exempt.insert(org.to_owned(), ());
             let had_scoped = app.guard.owner_reviews.remove(org).is_some();
             if had_scoped {
@@ -331,12 +443,22 @@ pub async fn terminate(
 
 // ----- evidence -----
 
-fn policies_for(app: &App, owners: &[String]) -> Vec<Value> {
+/// The owners whose models were used, their terms, and the enforcement policy in force on their
+/// models as it stands for `org`.
+fn policies_for(
+    app: &App,
+    org: &str,
+    a: Option<&tollgate_guard::Assessment>,
+    owners: &[String],
+) -> Vec<Value> {
     app.config
         .owners
         .iter()
         .filter(|o| owners.is_empty() || owners.contains(&o.name))
-        .map(|o| json!({"owner": o.name, "policy": o.policy}))
+        .map(|o| {
+            let p = app.guard.policy_for(Some(&o.name));
+            json!({"owner": o.name, "policy": o.policy, "enforcement": policy_view(app, org, a, p)})
+        })
         .collect()
 }
 
@@ -370,7 +492,9 @@ pub async fn evidence(
     let history = app.store.audit(Some(&org)).await.map_err(store_error)?;
     body["state"] = json!(entry.state.as_str());
     body["owner_reviews"] = json!(owner_reviews_json(&app, &org));
-    body["policies"] = json!(policies_for(&app, &owners));
+    let a = app.guard.detector.assessment(&org);
+    body["policies"] = json!(policies_for(&app, &org, a.as_ref(), &owners));
+    body["enforcement"] = json!(policy_views(&app, &org, a.as_ref()));
     body["sample_retention_days"] = json!(app.guard.detector.settings().sample_retention_days);
     body["audit"] = json!(history.iter().map(audit_json).collect::<Vec<_>>());
     Ok((
@@ -631,11 +755,17 @@ pub async fn owner_evidence(
         .iter()
         .find(|o| o.name == owner)
         .and_then(|o| o.policy.clone());
+    // The settings only: flags and scores are derived from other owners' traffic too.
+    let mut enforcement = policy_settings(&app, app.guard.policy_for(Some(&owner)));
+    if let Some(m) = enforcement.as_object_mut() {
+        m.remove("owners");
+    }
     Ok(Json(json!({
         "organization": org,
         "model_owner": owner,
         "generated_at": rfc3339(now),
         "policy": policy,
+        "enforcement": enforcement,
         "review": review,
         "extent": extent,
         "sample": sample,

@@ -93,6 +93,19 @@ fn product_body(i: usize) -> Value {
 
 /// Two owners, each with one model on the mock upstream.
 fn config(mock: &str, guard: &str) -> String {
+    config_with_policies(mock, guard, "", "")
+}
+
+/// [`config`] with each owner's `[owners.enforcement]` table (none where empty).
+fn config_with_policies(mock: &str, guard: &str, openai: &str, northwind: &str) -> String {
+    let table = |t: &str| {
+        if t.is_empty() {
+            String::new()
+        } else {
+            format!("[owners.enforcement]\n{t}\n")
+        }
+    };
+    let (openai, northwind) = (table(openai), table(northwind));
     format!(
         r#"
 [[providers]]
@@ -105,12 +118,12 @@ api_key = "sk-up"
 name = "openai"
 revenue_share_percent = "20"
 policy = "Outputs may not be used to develop models that compete with OpenAI."
-
+{openai}
 [[owners]]
 name = "northwind"
 revenue_share_percent = "30"
 policy = "No use of outputs to train other models."
-
+{northwind}
 [[models]]
 name = "gpt-4o-mini"
 provider = "up"
@@ -136,8 +149,23 @@ cluster_interval = 0
 }
 
 async fn setup(guard: &str) -> (MockUpstream, Gateway) {
+    setup_with_policies(guard, "", "").await
+}
+
+/// A gateway whose owners `openai` and `northwind` have these `[owners.enforcement]` tables.
+async fn setup_with_policies(
+    guard: &str,
+    openai: &str,
+    northwind: &str,
+) -> (MockUpstream, Gateway) {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
-    let gw = start(&config(&mock.base_url(), guard)).await;
+    let gw = start(&config_with_policies(
+        &mock.base_url(),
+        guard,
+        openai,
+        northwind,
+    ))
+    .await;
     (mock, gw)
 }
 
@@ -851,6 +879,433 @@ async fn a_resellers_owner_scoped_review_covers_its_customers() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
+/// The view of one policy in a risk answer.
+fn policy_in(risk: &Value, policy: &str) -> Value {
+    risk["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["policy"] == policy)
+        .unwrap_or_else(|| panic!("no policy {policy} in {risk}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn an_owners_review_policy_reviews_only_its_models_and_a_record_policy_never_acts() {
+    // [guard] only flags; openai's policy reviews; northwind's only records.
+    let (mock, gw) = setup_with_policies(
+        r#"action = "flag"
+trusted_proxies = ["127.0.0.1/32"]"#,
+        r#"action = "review""#,
+        r#"action = "record""#,
+    )
+    .await;
+    let (org, _, _, key) = gw.tenant("harvester", json!({})).await;
+
+    // Harvesting openai's model: refused once flagged, for openai's models only.
+    let mut refused = None;
+    for i in 0..300 {
+        let r = chat_from(&gw, &key, "198.51.100.9", harvest_body("gpt-4o-mini", i)).await;
+        if r.status != StatusCode::OK {
+            refused = Some((i + 1, r));
+            break;
+        }
+    }
+    let (sent, refused) = refused.expect("refused under openai's policy");
+    assert!(sent >= 30, "acted before min_requests: {sent}");
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai")
+    );
+    let again = chat_from(&gw, &key, "198.51.100.9", product_body_for("gpt-4o-mini")).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert_eq!(again.json()["error"]["code"], "account_under_review");
+    // Northwind's models keep working, and northwind's record policy does not touch them.
+    let before = mock.requests().len();
+    for i in 0..20 {
+        let r = chat_from(&gw, &key, "198.51.100.9", harvest_body("northwind-7b", i)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let seen = mock.requests();
+    let last = seen.last().unwrap().json().unwrap();
+    assert!(seen.len() > before);
+    assert_eq!(last["model"], "northwind-7b");
+    assert_eq!(last["logprobs"], true);
+    assert_eq!(last["n"], 4);
+
+    // The account stays active: the review covers openai's models only.
+    let risk = get(&gw, &format!("/admin/v1/organizations/{org}/risk")).await;
+    assert_eq!(risk["state"], "active");
+    assert_eq!(risk["flagged"], true);
+    assert_eq!(risk["owner_reviews"][0]["owner"], "openai");
+    assert_eq!(risk["owner_reviews"][0]["state"], "under_review");
+    let openai = policy_in(&risk, "openai");
+    assert_eq!(openai["scope"], "owner");
+    assert_eq!(openai["action"], "review");
+    assert_eq!(openai["flagged"], true);
+    assert!(openai["terms"].as_str().unwrap().contains("compete"));
+    let taken: Vec<&str> = openai["actions_taken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(taken, vec!["flag", "review_owner_scope"]);
+    let northwind = policy_in(&risk, "northwind");
+    assert_eq!(northwind["action"], "record");
+    assert_eq!(northwind["flagged"], false);
+    assert!(northwind["actions_taken"].as_array().unwrap().is_empty());
+    let guard = policy_in(&risk, "[guard]");
+    assert_eq!(guard["scope"], "account");
+    assert_eq!(guard["action"], "flag");
+    assert!(guard["actions_taken"].as_array().unwrap().is_empty());
+
+    // The audit log names openai's policy; nothing is audited under northwind's.
+    let audit = audit_until(&gw, &org, |d| has(d, "guard", "review_owner_scope")).await;
+    let review = audit
+        .iter()
+        .find(|e| e["action"] == "review_owner_scope")
+        .unwrap();
+    assert_eq!(review["actor"], "guard");
+    let why = review["reason"].as_str().unwrap();
+    assert!(why.starts_with("[openai]"), "{why}");
+    assert!(why.contains("policy") && why.contains("compete"), "{why}");
+    let guard_entries: Vec<&Value> = audit.iter().filter(|e| e["actor"] == "guard").collect();
+    assert_eq!(guard_entries.len(), 2, "{audit:?}");
+    assert!(
+        guard_entries
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap().starts_with("[openai]")),
+        "{audit:?}"
+    );
+    assert!(!has(&audit, "guard", "review"), "whole account reviewed");
+    // The scoped review is persisted.
+    let mut stored = String::new();
+    for _ in 0..100 {
+        stored = gw
+            .app
+            .store
+            .get_value("guard.owner_reviews")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if stored.contains(&org) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        stored.contains(&org) && stored.contains("openai"),
+        "{stored}"
+    );
+
+    // Evidence shows each used owner's terms with the policy in force and what it did.
+    let ev = get(&gw, &format!("/admin/v1/organizations/{org}/evidence")).await;
+    let policies = ev["policies"].as_array().unwrap();
+    let oa = policies.iter().find(|p| p["owner"] == "openai").unwrap();
+    assert_eq!(oa["enforcement"]["action"], "review");
+    assert_eq!(
+        oa["enforcement"]["actions_taken"][1]["action"],
+        "review_owner_scope"
+    );
+    let nw = policies.iter().find(|p| p["owner"] == "northwind").unwrap();
+    assert_eq!(nw["enforcement"]["action"], "record");
+    assert_eq!(ev["enforcement"].as_array().unwrap().len(), 3);
+
+    // Reinstating openai's scope: works at once, and openai's policy does not act again.
+    let r = post(
+        &gw,
+        &format!("/admin/v1/organizations/{org}/reinstate"),
+        json!({"reason": "evaluation contract", "owner": "openai"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for i in 0..10 {
+        let r = chat_from(&gw, &key, "198.51.100.9", harvest_body("gpt-4o-mini", i)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let risk = get(&gw, &format!("/admin/v1/organizations/{org}/risk")).await;
+    assert_eq!(policy_in(&risk, "openai")["exempt"], true);
+
+    // Another organization harvesting only northwind's models: scored, never acted on.
+    let (other, _, _, other_key) = gw.tenant("northwind-harvester", json!({})).await;
+    for i in 0..100 {
+        let r = chat_from(
+            &gw,
+            &other_key,
+            "203.0.113.77",
+            harvest_body("northwind-7b", i),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let risk = get(&gw, &format!("/admin/v1/organizations/{other}/risk")).await;
+    assert_eq!(
+        risk["flagged"], true,
+        "the detector still scores it: {risk}"
+    );
+    assert_eq!(risk["state"], "active");
+    assert!(risk["owner_reviews"].as_array().unwrap().is_empty());
+    assert_eq!(policy_in(&risk, "northwind")["flagged"], false);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    gw.app.guard.settle().await;
+    let audit = get(&gw, &format!("/admin/v1/audit?organization={other}")).await;
+    assert!(
+        !audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "guard"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn an_owners_automatic_review_and_its_record_survive_a_restart() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let cfg = config_with_policies(
+        &mock.base_url(),
+        r#"action = "flag""#,
+        r#"action = "review""#,
+        "",
+    );
+    let gw = start(&cfg).await;
+    let (org, _, _, key) = gw.tenant("harvester", json!({})).await;
+    let (_, refused) = harvest_until_refused(&gw, &key, "gpt-4o-mini", 300).await;
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    // Persist exactly as shutdown does (the writer has the scoped review), then restart.
+    gw.app.guard.settle().await;
+    gw.app.guard.persist(&gw.app.store).await;
+    gw.app.ledger.flush().await.unwrap();
+    let db = format!("{}/ledger.db", gw.dir.path().display());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n[storage]\nurl = \"sqlite://{db}\"\n{cfg}"
+    );
+    let gw2 = start_with(
+        tollgate_config::Config::from_toml(&text).unwrap(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let refused = gw2.chat(&key, product_body_for("gpt-4o-mini")).await;
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    let ok = gw2.chat(&key, product_body_for("northwind-7b")).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    let risk = get(&gw2, &format!("/admin/v1/organizations/{org}/risk")).await;
+    let openai = policy_in(&risk, "openai");
+    assert_eq!(openai["flagged"], true);
+    assert_eq!(openai["actions_taken"][1]["action"], "review_owner_scope");
+    // Acted on once: the restart does not audit the flag again.
+    for i in 0..5 {
+        gw2.chat(&key, harvest_body("northwind-7b", i)).await;
+    }
+    gw2.app.guard.settle().await;
+    let audit = get(&gw2, &format!("/admin/v1/audit?organization={org}")).await;
+    let flags = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "guard" && e["action"] == "flag")
+        .count();
+    assert_eq!(
+        flags, 2,
+        "one flag per policy ([openai], then [guard] on northwind): {audit}"
+    );
+    gw2.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn without_an_owner_table_guard_review_still_covers_the_whole_account() {
+    // openai has its own (flag-only) policy; northwind follows [guard], which reviews.
+    let (_mock, gw) = setup_with_policies(r#"action = "review""#, r#"action = "flag""#, "").await;
+    let (org, _, _, key) = gw.tenant("harvester", json!({})).await;
+    for i in 0..120 {
+        let r = gw.chat(&key, harvest_body("gpt-4o-mini", i)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "openai's policy only flags: {}",
+            r.text()
+        );
+    }
+    let (_, refused) = harvest_until_refused(&gw, &key, "northwind-7b", 10).await;
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    let risk = get(&gw, &format!("/admin/v1/organizations/{org}/risk")).await;
+    assert_eq!(risk["state"], "under_review");
+    let guard = policy_in(&risk, "[guard]");
+    assert_eq!(guard["owners"], json!(["northwind"]));
+    assert_eq!(guard["models_without_owner"], true);
+    let refused = gw.chat(&key, product_body_for("gpt-4o-mini")).await;
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    let audit = audit_until(&gw, &org, |d| has(d, "guard", "review")).await;
+    let review = audit.iter().find(|e| e["action"] == "review").unwrap();
+    assert!(
+        review["reason"].as_str().unwrap().contains("[guard]"),
+        "{review}"
+    );
+    let flag = audit
+        .iter()
+        .find(|e| e["action"] == "flag" && e["reason"].as_str().unwrap().starts_with("[openai]"));
+    assert!(flag.is_some(), "{audit:?}");
+}
+
+#[tokio::test]
+async fn owner_throttle_strip_and_cap_apply_only_to_that_owners_models() {
+    let (mock, gw) = setup_with_policies(
+        r#"action = "flag""#,
+        "strip_logprobs = true\nmax_n = 1",
+        "throttle_rpm = 2",
+    )
+    .await;
+    let (org, _, _, key) = gw.tenant("harvester", json!({})).await;
+    let mut throttled = None;
+    for i in 0..200 {
+        let r = gw.chat(&key, harvest_body("gpt-4o-mini", i)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "openai's policy has no throttle: {}",
+            r.text()
+        );
+        let r = gw.chat(&key, harvest_body("northwind-7b", i)).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let r = throttled.expect("northwind's models throttled once flagged");
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("northwind")
+    );
+    assert!(r.header("retry-after").is_some());
+    // openai's model is still served (no throttle in its policy), stripped and capped.
+    for i in 0..5 {
+        let r = gw.chat(&key, harvest_body("gpt-4o-mini", i)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let seen: Vec<Value> = mock.requests().iter().map(|r| r.json().unwrap()).collect();
+    let last_openai = seen
+        .iter()
+        .rev()
+        .find(|b| b["model"] == "gpt-4o-mini")
+        .unwrap();
+    assert!(last_openai.get("logprobs").is_none() && last_openai.get("top_logprobs").is_none());
+    assert_eq!(last_openai["n"], 1);
+    let last_northwind = seen
+        .iter()
+        .rev()
+        .find(|b| b["model"] == "northwind-7b")
+        .unwrap();
+    assert_eq!(
+        last_northwind["logprobs"], true,
+        "northwind's policy does not strip"
+    );
+    assert_eq!(last_northwind["n"], 4);
+    // Before the flag, openai's requests went through untouched.
+    assert_eq!(seen[0]["logprobs"], true);
+    assert_eq!(seen[0]["n"], 4);
+
+    // Each policy audited its flag once, naming itself; the settings are visible.
+    let audit = audit_until(&gw, &org, |d| {
+        d.iter().filter(|e| e["actor"] == "guard").count() >= 2
+    })
+    .await;
+    let reasons: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["actor"] == "guard" && e["action"] == "flag")
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("[openai]")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("[northwind]")),
+        "{reasons:?}"
+    );
+    let policies = get(&gw, "/admin/v1/policies").await;
+    let by_name = |n: &str| {
+        policies["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == n)
+            .unwrap()
+            .clone()
+    };
+    let oa = by_name("openai");
+    assert_eq!(oa["action"], "flag", "inherited from [guard]");
+    assert_eq!(oa["strip_logprobs"], true);
+    assert_eq!(oa["max_n"], 1);
+    assert_eq!(oa["throttle_rpm"], Value::Null);
+    let nw = by_name("northwind");
+    assert_eq!(nw["throttle_rpm"], 2);
+    assert_eq!(nw["strip_logprobs"], false);
+    let g = by_name("[guard]");
+    assert_eq!(g["owners"], json!([]));
+}
+
+#[tokio::test]
+async fn an_owners_flag_threshold_is_its_own() {
+    // openai flags everything past min_requests; northwind reviews only at a perfect score.
+    let (_mock, gw) = setup_with_policies(
+        r#"action = "flag""#,
+        "flag_threshold = 0.0",
+        "action = \"review\"\nflag_threshold = 1.0",
+    )
+    .await;
+    let (shop, _, _, shop_key) = gw.tenant("shop", json!({})).await;
+    for i in 0..29 {
+        let r = gw.chat(&shop_key, product_body(i)).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let risk = get(&gw, &format!("/admin/v1/organizations/{shop}/risk")).await;
+    assert_eq!(
+        policy_in(&risk, "openai")["flagged"],
+        false,
+        "before min_requests"
+    );
+    let r = gw.chat(&shop_key, product_body(29)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let risk = get(&gw, &format!("/admin/v1/organizations/{shop}/risk")).await;
+    assert_eq!(
+        risk["flagged"], false,
+        "not flagged by the detector: {risk}"
+    );
+    let openai = policy_in(&risk, "openai");
+    assert_eq!(openai["flagged"], true, "{risk}");
+    assert_eq!(openai["flag_threshold"], 0.0);
+    assert_eq!(openai["own_flag_threshold"], true);
+    let audit = audit_until(&gw, &shop, |d| has(d, "guard", "flag")).await;
+    assert!(audit.iter().any(|e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("[openai]"))
+    }));
+
+    // Flagged by the detector, but below northwind's own threshold: not reviewed.
+    let (org, _, _, key) = gw.tenant("harvester", json!({})).await;
+    for i in 0..120 {
+        let r = gw.chat(&key, harvest_body("northwind-7b", i)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let risk = get(&gw, &format!("/admin/v1/organizations/{org}/risk")).await;
+    assert_eq!(risk["flagged"], true);
+    assert!(risk["score"].as_f64().unwrap() < 1.0, "{risk}");
+    assert_eq!(policy_in(&risk, "northwind")["flagged"], false);
+    assert!(risk["owner_reviews"].as_array().unwrap().is_empty());
+}
+
 #[test]
 fn invalid_guard_settings_are_reported_with_their_keys() {
     let text = r#"
@@ -873,4 +1328,22 @@ flag_threshold = 1.5
     assert!(err.contains("guard.detector.flag_threshold"), "{err}");
     let unknown = tollgate_config::Config::from_toml("[guard.detector]\nnope = 1\n");
     assert!(unknown.is_err());
+    let owner = r#"
+[[owners]]
+name = "northwind"
+revenue_share_percent = "30"
+[owners.enforcement]
+throttle_rpm = 0
+"#;
+    let err = tollgate_config::Config::from_toml(owner)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("owners[0] 'northwind': enforcement.throttle_rpm"),
+        "{err}"
+    );
+    let unknown = owner.replace("throttle_rpm = 0", "throttle = 5");
+    assert!(tollgate_config::Config::from_toml(&unknown).is_err());
 }
