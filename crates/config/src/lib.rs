@@ -106,6 +106,10 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Most records written in one group commit.
     pub batch_max: usize,
+    /// SQLite: longest a group commit waits for more records, in microseconds, and only while
+    /// records arrive fast enough for the wait to gather at least 8 more (one fsync then covers
+    /// more records; one request in flight is never delayed). 0 commits at once.
+    pub commit_delay_us: u64,
     /// PostgreSQL: directory of the local spool that keeps usage records while the database is
     /// unreachable or slow (one per instance; default `tollgate-data/spool`).
     pub spool_dir: Option<String>,
@@ -124,6 +128,7 @@ impl Default for StorageConfig {
             url: "sqlite://tollgate-data/ledger.db".into(),
             durability: Durability::Strict,
             batch_max: 8192,
+            commit_delay_us: 1000,
             spool_dir: None,
             spool_max_bytes: 1 << 30,
             pool_size: 16,
@@ -527,6 +532,9 @@ owner = "openai"
         }
         if self.storage.batch_max == 0 {
             errors.push("storage.batch_max must be at least 1".into());
+        }
+        if self.storage.commit_delay_us > 100_000 {
+            errors.push("storage.commit_delay_us must be at most 100000 (0.1 s)".into());
         }
         if !(self.storage.url.starts_with("sqlite://")
             || self.storage.url.starts_with("postgres://")

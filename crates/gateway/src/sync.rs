@@ -48,7 +48,12 @@ pub async fn open_storage(config: &Config) -> Result<(Store, Ledger), StoreError
     } else {
         let path = tollgate_store::sqlite_path(&s.url)?.to_owned();
         let store = Store::open(&path)?;
-        let ledger = Ledger::open(&path, strict, s.batch_max)?;
+        let ledger = Ledger::open_paced(
+            &path,
+            strict,
+            s.batch_max,
+            std::time::Duration::from_micros(s.commit_delay_us),
+        )?;
         Ok((store, ledger))
     }
 }
