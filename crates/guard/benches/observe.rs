@@ -1,7 +1,10 @@
 //! Request-path cost: `Detector::observe` on a ~1 KB chat body (parse, features, sketch update,
 //! score), spread over 1,000 organizations, with and without a benchmark filter, and feature
 //! extraction alone. `scan_text_1kb` measures the vector-based `Scan` (benchmark-file loading);
-//! the request path uses the streaming scan inside `extract`.
+//! the request path uses the streaming scan inside `extract`. `observe_sparse_bursts_*` is the
+//! worst case of the synchronized-activity index: every request is a burst start of a sparse,
+//! bursty account (1,000 accounts, 2 s apart, so each account returns every 33 minutes and 30
+//! accounts start within the same minute), with the index on and off.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -64,6 +67,32 @@ fn bench(c: &mut Criterion) {
             black_box(o)
         })
     });
+    for (name, sync_links) in [
+        ("observe_sparse_bursts_sync_on", true),
+        ("observe_sparse_bursts_sync_off", false),
+    ] {
+        let d = Detector::new(DetectorSettings {
+            sync_links,
+            ..Default::default()
+        })
+        .unwrap_or_else(|_| std::process::exit(1));
+        let mut j = 0usize;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                j += 1;
+                let o = d.observe(&Observation {
+                    time: t0 + Duration::seconds(2 * j as i64),
+                    organization: &orgs[j % orgs.len()],
+                    key: "k",
+                    client_ip: None,
+                    endpoint: Endpoint::Chat,
+                    body: &bodies[j % bodies.len()],
+                    model_owner: Some("acme-labs"),
+                });
+                black_box(o)
+            })
+        });
+    }
     c.bench_function("extract_features_1kb_chat", |b| {
         b.iter(|| {
             i += 1;

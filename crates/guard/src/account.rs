@@ -225,6 +225,7 @@ impl Counters {
             },
             active_hours: self.active_hours,
             linked_accounts: 0,
+            synchronized_accounts: 0,
         }
     }
 }
@@ -344,6 +345,9 @@ pub struct Account {
     pub cluster_score: f64,
     pub cluster_flagged: bool,
     pub linked: usize,
+    /// Accounts linked to this one by synchronized activity (clustered or not).
+    #[serde(default)]
+    pub sync_linked: usize,
 }
 
 impl Default for Account {
@@ -374,6 +378,7 @@ impl Default for Account {
             cluster_score: 0.0,
             cluster_flagged: false,
             linked: 0,
+            sync_linked: 0,
         }
     }
 }
@@ -385,6 +390,12 @@ pub struct Update {
     pub register_template: Option<u64>,
     /// Whether the client IP is new for this account.
     pub new_ip: bool,
+    /// Unix time (seconds) of this request when it starts a burst (no request in the
+    /// [`crate::sync::QUIET_MINUTES`] minutes before).
+    pub burst_start: Option<i64>,
+    /// Whether the account is active in at most [`crate::sync::MAX_DUTY_CYCLE`] of the minutes
+    /// since it was first seen.
+    pub bursty: bool,
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -452,6 +463,10 @@ impl Account {
         let hour = ts.div_euclid(3600);
         let minute = ts.div_euclid(60);
         c.hours[time.hour() as usize % 24] += 1;
+        let burst_start = self
+            .last_minute
+            .is_none_or(|m| minute - m > crate::sync::QUIET_MINUTES)
+            .then_some(ts);
         if self.last_hour.is_none_or(|h| hour > h) {
             c.active_hours += 1;
             self.last_hour = Some(hour);
@@ -477,6 +492,11 @@ impl Account {
         if self.last_seen.is_none_or(|l| time > l) {
             self.last_seen = Some(time);
         }
+        let first_minute = self
+            .first_seen
+            .map_or(minute, |t| t.unix_timestamp().div_euclid(60));
+        let lifetime = (minute - first_minute + 1).max(60) as f64;
+        let bursty = c.active_minutes as f64 <= crate::sync::MAX_DUTY_CYCLE * lifetime;
 
         // Templates (space-saving heavy hitters over template SimHashes).
         let mut register_template = None;
@@ -629,6 +649,8 @@ impl Account {
             harvesting,
             register_template,
             new_ip,
+            burst_start,
+            bursty,
         }
     }
 
@@ -753,6 +775,7 @@ impl Account {
     pub fn values(&self) -> SignalValues {
         let mut v = self.counters.values(self.distinct.estimate());
         v.linked_accounts = self.linked;
+        v.synchronized_accounts = self.sync_linked;
         v
     }
 
@@ -837,7 +860,8 @@ pub fn memory_bound(sample_size: usize) -> usize {
     let ips = MAX_IPS * size_of::<IpAddr>();
     let links = MAX_LINK_KEYS * size_of::<u64>();
     let sample = sample_size * (size_of::<SamplePrompt>() + MAX_SAMPLE_BYTES + 2 * MAX_NAME_BYTES);
-    size_of::<Account>() + hll + templates + timeline + owners + keys + ips + links + sample
+    let sync = crate::sync::memory_per_account(MAX_NAME_BYTES);
+    size_of::<Account>() + hll + templates + timeline + owners + keys + ips + links + sample + sync
 }
 
 #[cfg(test)]

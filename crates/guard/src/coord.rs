@@ -1,7 +1,8 @@
 //! Coordination: a sharded index from link keys (shared template, client IP, /24 network,
-//! operator metadata) to the accounts that carry them, and union-find clustering over it.
-//! Registration happens on the request path only when an account shows a new IP or a template
-//! becomes heavy, so the index is touched rarely.
+//! operator metadata, synchronized activity) to the accounts that carry them, and union-find
+//! clustering over it. Registration happens on the request path only when an account shows a new
+//! IP, a template becomes heavy or a synchronized pair crosses its thresholds (see
+//! [`crate::sync`]), so the index is touched rarely.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,10 @@ pub enum LinkKind {
     Network,
     /// Operator-supplied metadata (payment or signup fingerprint).
     Metadata,
+    /// Bursts of activity that start in the same minutes, many times, while both accounts are
+    /// otherwise quiet (see [`crate::sync`]). One entry per linked pair. Clusters only together
+    /// with a shared address of the same two accounts.
+    Sync,
 }
 
 impl LinkKind {
@@ -32,8 +37,15 @@ impl LinkKind {
     /// network) do not: unrelated customers share them behind NAT, VPN and cloud egress, and every
     /// account shares the load balancer's address when `trusted_proxies` is not set. They are
     /// reported as links in evidence; clusters need a shared template or operator metadata.
+    /// A synchronized-activity link does not merge on its own either (see [`clusters`]): it
+    /// merges two accounts only when they also share a client IP or network.
     pub fn clusters(self) -> bool {
         matches!(self, LinkKind::Template | LinkKind::Metadata)
+    }
+
+    /// Whether this kind of link is a shared address (IP or network).
+    pub fn is_address(self) -> bool {
+        matches!(self, LinkKind::Ip | LinkKind::Network)
     }
 }
 
@@ -166,18 +178,80 @@ impl UnionFind {
     }
 }
 
-/// Clusters from the link entries.
+/// Clusters from the link entries: union-find over shared templates and operator metadata, and
+/// over synchronized-activity pairs corroborated by a shared address.
+///
+/// Why a synchronized link alone does not merge: each weak link has a benign explanation —
+/// strangers share egress addresses (NAT, VPN, cloud), and strangers' jobs can fire in the same
+/// minutes (a shared upstream trigger, a platform's batch scheduler) — and a cluster flag touches
+/// every member, so a benign account wrongly merged with a harvester would be flagged with it.
+/// The conjunction for the same two accounts (bursts starting together many times *and* the same
+/// IP or /24) is what a scheduler-driven campaign on shared infrastructure shows, and is far
+/// rarer between strangers. Uncorroborated synchronized links are reported in the evidence.
 pub fn clusters(entries: &[(u64, LinkEntry)]) -> Vec<Vec<String>> {
+    clusters_of(entries.iter().map(|(k, e)| (*k, e))).groups
+}
+
+fn usable(e: &LinkEntry) -> bool {
+    !e.overflow && e.orgs.len() >= 2
+}
+
+/// Result of clustering.
+pub struct Clustering {
+    pub groups: Vec<Vec<String>>,
+    /// Synchronized pairs `(a, b)` that also share an address (and so merge), sorted.
+    pub corroborated: Vec<(String, String)>,
+}
+
+fn clusters_of<'a, I>(entries: I) -> Clustering
+where
+    I: Iterator<Item = (u64, &'a LinkEntry)> + Clone,
+{
     let mut uf = UnionFind::default();
-    for (_, e) in entries {
-        if !e.kind.clusters() || e.overflow || e.orgs.len() < 2 {
-            continue;
-        }
-        for o in &e.orgs[1..] {
-            uf.union(&e.orgs[0], o);
+    // Address entries each organization is in.
+    let mut addresses: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (k, e) in entries.clone() {
+        if e.kind.is_address() && usable(e) {
+            for o in &e.orgs {
+                addresses.entry(o.as_str()).or_default().push(k);
+            }
         }
     }
-    uf.groups()
+    let share_address = |a: &str, b: &str| match (addresses.get(a), addresses.get(b)) {
+        (Some(x), Some(y)) => x.iter().any(|k| y.contains(k)),
+        _ => false,
+    };
+    let mut corroborated = Vec::new();
+    for (_, e) in entries {
+        if !usable(e) {
+            continue;
+        }
+        if e.kind.clusters() {
+            for o in &e.orgs[1..] {
+                uf.union(&e.orgs[0], o);
+            }
+        } else if e.kind == LinkKind::Sync
+            && !addresses.is_empty()
+            && share_address(&e.orgs[0], &e.orgs[1])
+        {
+            uf.union(&e.orgs[0], &e.orgs[1]);
+            corroborated.push((e.orgs[0].clone(), e.orgs[1].clone()));
+        }
+    }
+    corroborated.sort();
+    Clustering {
+        groups: uf.groups(),
+        corroborated,
+    }
+}
+
+impl CoordIndex {
+    /// Clusters computed in place (all shards locked in order for the duration; only names of
+    /// clustered accounts are copied).
+    pub fn cluster(&self) -> Clustering {
+        let guards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
+        clusters_of(guards.iter().flat_map(|g| g.iter().map(|(k, e)| (*k, e))))
+    }
 }
 
 /// Stable cluster id from its smallest member.
@@ -209,6 +283,36 @@ mod tests {
         let g = clusters(&idx.entries());
         assert_eq!(g, vec![vec!["b".to_string(), "c".into()]]);
         assert_eq!(cluster_id(&g[0]), cluster_id(&["b".to_string()]));
+    }
+
+    #[test]
+    fn synchronized_links_cluster_only_with_a_shared_address() {
+        let idx = CoordIndex::new(10);
+        let sync = |a: &str, b: &str| {
+            let k = link_key(LinkKind::Sync, format!("{a}\n{b}").as_bytes());
+            for o in [a, b] {
+                idx.register(k, LinkKind::Sync, &|| "sync".into(), o);
+            }
+        };
+        sync("s1", "s2");
+        sync("s2", "s3");
+        sync("s4", "s5");
+        // s1, s2, s3 share a /24; s4 and s5 share nothing else; s5 and s6 share a network but
+        // no synchronized activity.
+        let net = link_key(LinkKind::Network, b"198.18.0.0/24");
+        for o in ["s1", "s2", "s3"] {
+            idx.register(net, LinkKind::Network, &|| "net".into(), o);
+        }
+        let net2 = link_key(LinkKind::Network, b"198.18.1.0/24");
+        for o in ["s5", "s6"] {
+            idx.register(net2, LinkKind::Network, &|| "net".into(), o);
+        }
+        let g = clusters(&idx.entries());
+        assert_eq!(
+            g,
+            vec![vec!["s1".to_string(), "s2".into(), "s3".into()]],
+            "sync + address merges; sync alone or address alone does not"
+        );
     }
 
     #[test]

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::account::{Account, Counters, DayBucket, HourBucket, MAX_LINK_KEYS, SamplePrompt};
-use crate::coord::{CoordIndex, LinkEntry, LinkKind, cluster_id, clusters, link_key};
+use crate::coord::{CoordIndex, LinkEntry, LinkKind, cluster_id, link_key};
 use crate::features::{self, RequestFeatures};
 use crate::score::Signal;
 use crate::sketch::{Bloom, Hll, hamming, hash_bytes};
+use crate::sync::{SyncIndex, SyncPair, SyncSnapshot, Thresholds};
 use crate::{DetectorSettings, GuardError, Observation, lock};
 
 const SHARDS: usize = 64;
@@ -257,6 +258,7 @@ pub struct Detector {
     bench: Option<BenchFilter>,
     shards: Vec<Mutex<HashMap<String, Account>>>,
     coord: CoordIndex,
+    sync: SyncIndex,
     observed: AtomicU64,
     recluster: Mutex<()>,
 }
@@ -267,6 +269,23 @@ struct Snapshot {
     observed: u64,
     accounts: BTreeMap<String, Account>,
     links: Vec<(u64, LinkEntry)>,
+    #[serde(default)]
+    sync: SyncSnapshot,
+}
+
+/// Two accounts linked by synchronized activity, with what was counted.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SyncLink {
+    pub a: String,
+    pub b: String,
+    /// Burst starts within a minute of a burst start of the other account.
+    pub coincident_bursts: u32,
+    /// Distinct burst starts of the two accounts while both were bursty.
+    pub bursts: u32,
+    pub jaccard: f64,
+    /// Whether the two accounts also share a client IP or network, so the link merges them into
+    /// one cluster.
+    pub clusters: bool,
 }
 
 impl Detector {
@@ -280,6 +299,7 @@ impl Detector {
             bench,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             coord,
+            sync: SyncIndex::new(),
             observed: AtomicU64::new(0),
             recluster: Mutex::new(()),
         })
@@ -347,6 +367,7 @@ impl Detector {
                 .unwrap_or_default()
         };
         let s = &self.settings;
+        let mut burst = None;
         let outcome = {
             let mut shard = lock(self.shard(obs.organization));
             let acc = match shard.get_mut(obs.organization) {
@@ -363,6 +384,9 @@ impl Detector {
                 s.max_tokens_high,
                 &skeleton,
             );
+            if s.sync_links {
+                burst = up.burst_start.map(|m| (m, up.bursty));
+            }
             let n = acc.counters.requests;
             if n <= 64 || n % 8 == 0 {
                 acc.refresh_templates(s.template_narrow_entropy);
@@ -437,6 +461,15 @@ impl Detector {
                 harvesting_signals: up.harvesting,
             }
         };
+        if let Some((start, bursty)) = burst {
+            let th = Thresholds {
+                min_bursts: s.sync_min_bursts,
+                min_jaccard: s.sync_min_jaccard,
+            };
+            for pair in self.sync.burst_start(obs.organization, start, bursty, th) {
+                self.link_sync(&pair);
+            }
+        }
         let seen = self.observed.fetch_add(1, Ordering::Relaxed) + 1;
         if self.settings.cluster_interval > 0 && seen % self.settings.cluster_interval == 0 {
             self.recluster();
@@ -456,6 +489,48 @@ impl Detector {
         if self.coord.register(key, kind, label, org) && acc.link_keys.len() < MAX_LINK_KEYS {
             acc.link_keys.push(key);
         }
+    }
+
+    /// Register a synchronized pair in the link index and in both accounts' link keys (one shard
+    /// lock at a time).
+    fn link_sync(&self, pair: &SyncPair) {
+        let key = link_key(LinkKind::Sync, format!("{}\n{}", pair.a, pair.b).as_bytes());
+        let label = pair.label();
+        for org in [&pair.a, &pair.b] {
+            self.coord
+                .register(key, LinkKind::Sync, &|| label.clone(), org);
+            if let Some(acc) = lock(self.shard(org)).get_mut(org.as_str())
+                && acc.link_keys.len() < MAX_LINK_KEYS
+                && !acc.link_keys.contains(&key)
+            {
+                acc.link_keys.push(key);
+            }
+        }
+    }
+
+    /// Pairs of accounts linked by synchronized activity, sorted.
+    pub fn sync_links(&self) -> Vec<SyncLink> {
+        let corroborated = self.coord.cluster().corroborated;
+        self.sync
+            .linked_pairs()
+            .into_iter()
+            .map(|p| SyncLink {
+                clusters: corroborated
+                    .binary_search_by(|(a, b)| (a.as_str(), b.as_str()).cmp(&(&p.a, &p.b)))
+                    .is_ok(),
+                coincident_bursts: p.matched,
+                bursts: p.distinct(),
+                jaccard: (p.jaccard() * 10_000.0).round() / 10_000.0,
+                a: p.a,
+                b: p.b,
+            })
+            .collect()
+    }
+
+    /// Every pair tracked for synchronized activity (linked or not) with its counts: for
+    /// diagnostics and tests.
+    pub fn sync_pairs(&self) -> Vec<SyncPair> {
+        self.sync.pairs()
     }
 
     /// Record the end of a completion for the key's latest request.
@@ -492,7 +567,8 @@ impl Detector {
         let Ok(_guard) = self.recluster.try_lock() else {
             return;
         };
-        let groups = clusters(&self.coord.entries());
+        let groups = self.coord.cluster().groups;
+        let synced = self.sync.linked_counts();
         let mut membership: HashMap<String, (String, f64, bool, usize)> = HashMap::new();
         for g in &groups {
             let mut counters = Counters::default();
@@ -517,6 +593,7 @@ impl Detector {
         for shard in &self.shards {
             let mut shard = lock(shard);
             for (org, acc) in shard.iter_mut() {
+                acc.sync_linked = synced.get(org).copied().unwrap_or(0);
                 match membership.get(org) {
                     Some((id, score, flagged, linked)) => {
                         acc.cluster = Some(id.clone());
@@ -769,6 +846,7 @@ impl Detector {
             observed: self.observed.load(Ordering::Relaxed),
             accounts,
             links: self.coord.entries(),
+            sync: self.sync.snapshot(),
         };
         serde_json::to_value(snap).unwrap_or(serde_json::Value::Null)
     }
@@ -798,6 +876,7 @@ impl Detector {
         for (k, e) in snap.links {
             d.coord.insert_entry(k, e);
         }
+        d.sync.restore(snap.sync);
         Ok(d)
     }
 }

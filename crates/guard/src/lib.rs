@@ -12,6 +12,7 @@ pub mod features;
 pub mod replay;
 pub mod score;
 pub mod sketch;
+pub mod sync;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub use account::{DayBucket, HourBucket, SamplePrompt, memory_bound};
 pub use coord::LinkKind;
 pub use detector::{
     Assessment, Detector, Evidence, Extent, ExtentTotals, FlagSummary, KeyEvidence, LinkedAccount,
-    Outcome, OwnerEvidence, TemplateEvidence,
+    Outcome, OwnerEvidence, SyncLink, TemplateEvidence,
 };
 pub use replay::{OrgReport, ReplayReport, render_table, replay};
 pub use score::{Signal, Weights};
@@ -71,6 +72,14 @@ pub struct DetectorSettings {
     pub max_link_fanout: usize,
     /// A heavy template explains traffic only if its topic entropy is at most this (0..1).
     pub template_narrow_entropy: f64,
+    /// Link accounts whose bursts of activity start in the same minutes (synchronized activity,
+    /// see the README). Such a link merges two accounts into a cluster only when they also share
+    /// a client IP or network.
+    pub sync_links: bool,
+    /// Burst starts within a minute of each other a pair needs before it is linked.
+    pub sync_min_bursts: u32,
+    /// Jaccard similarity (coincident / distinct burst starts, 0..1) a pair needs to be linked.
+    pub sync_min_jaccard: f64,
     /// Logistic weights.
     pub weights: Weights,
 }
@@ -87,6 +96,9 @@ impl Default for DetectorSettings {
             cluster_interval: 1000,
             max_link_fanout: 256,
             template_narrow_entropy: 0.6,
+            sync_links: true,
+            sync_min_bursts: 10,
+            sync_min_jaccard: 0.5,
             weights: Weights::default(),
         }
     }
@@ -103,6 +115,16 @@ impl DetectorSettings {
         if !(0.0..=1.0).contains(&self.template_narrow_entropy) {
             return Err(GuardError::Settings(
                 "template_narrow_entropy must be in 0..1".into(),
+            ));
+        }
+        if !(self.sync_min_jaccard > 0.0 && self.sync_min_jaccard <= 1.0) {
+            return Err(GuardError::Settings(
+                "sync_min_jaccard must be in (0, 1]".into(),
+            ));
+        }
+        if self.sync_min_bursts < 2 {
+            return Err(GuardError::Settings(
+                "sync_min_bursts must be at least 2".into(),
             ));
         }
         Ok(())

@@ -107,6 +107,9 @@ pub struct SignalValues {
     pub one_off_benchmark: f64,
     pub active_hours: u64,
     pub linked_accounts: usize,
+    /// Accounts linked by synchronized activity (descriptive; part of `linked_accounts` only when
+    /// they also share an address).
+    pub synchronized_accounts: usize,
 }
 
 /// Logistic function.
@@ -280,7 +283,16 @@ impl SignalValues {
                 "busiest minute is {:.1}× the average active minute",
                 self.burstiness
             ),
-            "linked_accounts" => format!("{} linked accounts", self.linked_accounts),
+            "linked_accounts" => {
+                let sync = match self.synchronized_accounts {
+                    0 => String::new(),
+                    k => format!(
+                        "; synchronized activity with {k} account{}: their bursts start in the same minutes (clustered only where they also share an address)",
+                        if k == 1 { "" } else { "s" }
+                    ),
+                };
+                format!("{} linked accounts{sync}", self.linked_accounts)
+            }
             _ => String::new(),
         }
     }
