@@ -17,26 +17,35 @@ pub enum Kind {
     RagQa,
     CodingAssistant,
     BenchmarkEval,
+    /// Benign cron jobs (on the hour, some also at :30) from one cloud network: bursts that
+    /// start in the same minutes as other accounts' and must not be linked for it.
+    ScheduledBatch,
     PublicReplay,
     SelfInstruct,
     CotRubric,
     LogprobHarvest,
     HydraCampaign,
+    /// A campaign over 30 small accounts driven by one scheduler: no shared wrapper, no shared
+    /// payment, bursts that start together. Campaign 0 runs from one /24, campaign 1 from
+    /// addresses spread over many networks.
+    SyncedCampaign,
     HiddenInProduct,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::ConsumerChat,
         Kind::ProductTemplated,
         Kind::RagQa,
         Kind::CodingAssistant,
         Kind::BenchmarkEval,
+        Kind::ScheduledBatch,
         Kind::PublicReplay,
         Kind::SelfInstruct,
         Kind::CotRubric,
         Kind::LogprobHarvest,
         Kind::HydraCampaign,
+        Kind::SyncedCampaign,
         Kind::HiddenInProduct,
     ];
     pub fn name(self) -> &'static str {
@@ -46,11 +55,13 @@ impl Kind {
             Kind::RagQa => "rag_qa",
             Kind::CodingAssistant => "coding_assistant",
             Kind::BenchmarkEval => "benchmark_eval",
+            Kind::ScheduledBatch => "scheduled_batch",
             Kind::PublicReplay => "public_replay",
             Kind::SelfInstruct => "self_instruct",
             Kind::CotRubric => "cot_rubric",
             Kind::LogprobHarvest => "logprob_harvest",
             Kind::HydraCampaign => "hydra_campaign",
+            Kind::SyncedCampaign => "synced_campaign",
             Kind::HiddenInProduct => "hidden_in_product",
         }
     }
@@ -62,8 +73,13 @@ impl Kind {
                 | Kind::CotRubric
                 | Kind::LogprobHarvest
                 | Kind::HydraCampaign
+                | Kind::SyncedCampaign
                 | Kind::HiddenInProduct
         )
+    }
+    /// Campaigns split over many accounts (cluster recall is reported for them).
+    pub fn campaign(self) -> bool {
+        matches!(self, Kind::HydraCampaign | Kind::SyncedCampaign)
     }
     /// Kind from an organization name produced by this generator.
     pub fn from_org(org: &str) -> Option<Kind> {
@@ -76,7 +92,7 @@ impl Kind {
 
 /// Campaign (for cluster recall) of an organization name, e.g. `hydra_campaign-0-07` → `hydra_campaign-0`.
 pub fn campaign_of(org: &str) -> Option<String> {
-    if Kind::from_org(org) != Some(Kind::HydraCampaign) {
+    if !Kind::from_org(org).is_some_and(Kind::campaign) {
         return None;
     }
     let mut parts = org.rsplitn(2, '-');
@@ -1253,6 +1269,131 @@ impl Gen {
     }
 }
 
+impl Gen {
+    /// Cron jobs of an ordinary backend: every hour on the hour (odd accounts also at :30), 3–8
+    /// templated requests within the first minute or so (now and then a run starts a minute
+    /// late or is skipped), from a shared cloud egress network.
+    fn scheduled_batch(&mut self, org: &str, idx: u64) {
+        const JOBS: &[&str] = &[
+            "Summarize yesterday's sales figures for the regional dashboard in three bullet points.",
+            "Classify each inventory alert below as restock, transfer or ignore and return JSON.",
+            "Write a two-sentence status update for the on-call channel from these service metrics.",
+            "Extract shipment delays from the carrier feed below as a CSV with order and days late.",
+        ];
+        let ip = format!("10.230.0.{}", 10 + idx % 200);
+        let job = JOBS[idx as usize % JOBS.len()];
+        for h in 0..i64::from(self.days) * 24 {
+            let hour = self.start + h * 3600;
+            let runs: &[i64] = if idx % 2 == 1 { &[0, 1800] } else { &[0] };
+            for &off in runs {
+                if self.r.chance(0.05) {
+                    continue;
+                }
+                let delay = if self.r.chance(0.1) {
+                    60 + self.r.below(40)
+                } else {
+                    self.r.below(40)
+                } as i64;
+                let mut t = hour + off + delay;
+                for _ in 0..3 + self.r.below(6) {
+                    let user = format!(
+                        "{job}\nRegion: {}. Batch {}. Figures: {}, {}, {}.",
+                        self.r.pick(&["north", "south", "east", "west", "central"]),
+                        10_000 + self.r.below(90_000),
+                        self.r.below(5000),
+                        self.r.below(900),
+                        self.r.below(120)
+                    );
+                    let body = chat_body(
+                        "acme-small",
+                        Some("You are a backend reporting job. Be terse."),
+                        &[("user", user)],
+                        &[("temperature", json!(0.0)), ("max_tokens", json!(300))],
+                    );
+                    let out = 40 + self.r.below(200);
+                    self.emit(
+                        t,
+                        org,
+                        "cron",
+                        &ip,
+                        Req {
+                            endpoint: "/v1/chat/completions",
+                            body,
+                            output_tokens: out,
+                            cancelled: false,
+                        },
+                        None,
+                    );
+                    t += 2 + self.r.below(12) as i64;
+                }
+            }
+        }
+    }
+
+    /// One scheduler drives `accounts` small accounts: bursts at random times around the clock
+    /// (mean gap 90 minutes); each account joins about three bursts in four with one request
+    /// (sometimes two) within 20 seconds of the burst. Prompts are elicited harvesting questions
+    /// with no shared wrapper; no payment fingerprint. Campaign 0 uses one /24 (one address per
+    /// account), other campaigns addresses spread over many networks.
+    fn synced(&mut self, campaign: u64, accounts: u64) {
+        let mut bursts = Vec::new();
+        let mut t = (self.start + self.r.below(6 * 3600) as i64) as f64;
+        loop {
+            t += self.r.exp(90.0 * 60.0);
+            if t >= self.end() as f64 {
+                break;
+            }
+            bursts.push(t as i64);
+        }
+        for a in 0..accounts {
+            let org = format!("{}-{campaign}-{a:02}", Kind::SyncedCampaign.name());
+            let ip = if campaign == 0 {
+                format!("198.18.0.{}", 10 + a)
+            } else {
+                format!(
+                    "100.{}.{}.{}",
+                    64 + self.r.below(64),
+                    self.r.below(256),
+                    1 + self.r.below(254)
+                )
+            };
+            let key = format!("k{}", self.r.below(1000));
+            for &b in &bursts {
+                if !self.r.chance(0.75) {
+                    continue;
+                }
+                let n = if self.r.chance(0.2) { 2 } else { 1 };
+                let mut t = b + self.r.below(20) as i64;
+                for _ in 0..n {
+                    let q = self.harvest_question();
+                    let user = self.elicited(q);
+                    let body = chat_body(
+                        self.model(),
+                        None,
+                        &[("user", user)],
+                        &[("max_tokens", json!(4096)), ("temperature", json!(0.7))],
+                    );
+                    let out = 500 + self.r.below(1500);
+                    self.emit(
+                        t,
+                        &org,
+                        &key,
+                        &ip,
+                        Req {
+                            endpoint: "/v1/chat/completions",
+                            body,
+                            output_tokens: out,
+                            cancelled: false,
+                        },
+                        None,
+                    );
+                    t += 5 + self.r.below(30) as i64;
+                }
+            }
+        }
+    }
+}
+
 /// Generate a corpus.
 pub fn generate(cfg: &CorpusConfig) -> Corpus {
     let start = OffsetDateTime::new_utc(
@@ -1332,6 +1473,13 @@ pub fn generate(cfg: &CorpusConfig) -> Corpus {
         let rate = vary(&mut g, 2000.0, 70.0);
         let share = if small { 0.25 } else { shares[i as usize % 3] };
         g.product(&name(Kind::HiddenInProduct, i), 50 + i, rate, share);
+    }
+    // Generated last so the kinds above are the same as before they were added.
+    for i in 0..n(4, 0) {
+        g.scheduled_batch(&name(Kind::ScheduledBatch, i), i);
+    }
+    for c in 0..n(2, 0) {
+        g.synced(c, 30);
     }
     g.out.sort_by_key(|(t, seq, _)| (*t, *seq));
     Corpus {

@@ -23,6 +23,8 @@ pub struct AccountResult {
     pub flagged: bool,
     pub requests_until_flagged: Option<u64>,
     pub cluster: Option<String>,
+    /// Accounts this one is linked to by synchronized activity.
+    pub synchronized_with: Vec<String>,
 }
 
 /// Figures for one kind of traffic.
@@ -41,6 +43,8 @@ pub struct KindSummary {
     pub median_requests_until_flagged: Option<u64>,
     /// For coordinated campaigns: share of accounts placed in the campaign's main cluster.
     pub cluster_recall: Option<f64>,
+    /// Accounts with at least one synchronized-activity link.
+    pub synchronized: usize,
 }
 
 /// The evaluation report.
@@ -59,6 +63,8 @@ pub struct EvalReport {
     pub threshold_at_fixed_fpr: f64,
     pub harvesting_detected_at_fixed_fpr: f64,
     pub kinds: Vec<KindSummary>,
+    /// Pairs linked by synchronized activity (and whether the link merges them into a cluster).
+    pub sync_links: Vec<crate::SyncLink>,
     pub accounts_detail: Vec<AccountResult>,
 }
 
@@ -90,6 +96,12 @@ pub fn evaluate<R: BufRead>(
     }
     detector.recluster();
     let settings = detector.settings();
+    let sync_links = detector.sync_links();
+    let mut synced: HashMap<&str, Vec<String>> = HashMap::new();
+    for l in &sync_links {
+        synced.entry(l.a.as_str()).or_default().push(l.b.clone());
+        synced.entry(l.b.as_str()).or_default().push(l.a.clone());
+    }
     let accounts: Vec<AccountResult> = detector
         .assessments()
         .into_iter()
@@ -103,6 +115,10 @@ pub fn evaluate<R: BufRead>(
                 flagged: a.flagged,
                 requests_until_flagged: a.requests_until_flagged,
                 cluster: a.cluster,
+                synchronized_with: synced
+                    .get(a.organization.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
                 organization: a.organization,
             })
         })
@@ -132,7 +148,7 @@ pub fn evaluate<R: BufRead>(
                 .filter_map(|a| a.requests_until_flagged)
                 .collect();
             until.sort_unstable();
-            let cluster_recall = (*k == Kind::HydraCampaign).then(|| {
+            let cluster_recall = k.campaign().then(|| {
                 let mut camps: HashMap<String, Vec<&AccountResult>> = HashMap::new();
                 for a in list {
                     if let Some(c) = campaign_of(&a.organization) {
@@ -162,6 +178,10 @@ pub fn evaluate<R: BufRead>(
                     / list.len().max(1) as f64,
                 median_requests_until_flagged: until.get(until.len() / 2).copied(),
                 cluster_recall,
+                synchronized: list
+                    .iter()
+                    .filter(|a| !a.synchronized_with.is_empty())
+                    .count(),
             }
         })
         .collect();
@@ -188,6 +208,7 @@ pub fn evaluate<R: BufRead>(
         harvesting_detected_at_fixed_fpr: harvest.iter().filter(|a| detected(a)).count() as f64
             / harvest.len().max(1) as f64,
         kinds,
+        sync_links,
         accounts_detail: accounts,
     })
 }
@@ -208,13 +229,21 @@ pub fn render(report: &EvalReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<18} {:>4} {:>9} {:>8} {:>8} {:>12} {:>14} {:>8}",
-        "kind", "harv", "accounts", "requests", "flagged", "flag rate", "det@fpr", "req→flag"
+        "{:<18} {:>4} {:>9} {:>8} {:>8} {:>12} {:>14} {:>8} {:>5}",
+        "kind",
+        "harv",
+        "accounts",
+        "requests",
+        "flagged",
+        "flag rate",
+        "det@fpr",
+        "req→flag",
+        "sync"
     );
     for k in &report.kinds {
         let _ = writeln!(
             out,
-            "{:<18} {:>4} {:>9} {:>8} {:>8} {:>11.0}% {:>13.0}% {:>8}{}",
+            "{:<18} {:>4} {:>9} {:>8} {:>8} {:>11.0}% {:>13.0}% {:>8} {:>5}{}",
             k.kind,
             if k.harvesting { "yes" } else { "no" },
             k.accounts,
@@ -224,6 +253,7 @@ pub fn render(report: &EvalReport) -> String {
             k.detected_at_fixed_fpr * 100.0,
             k.median_requests_until_flagged
                 .map_or("-".into(), |n| n.to_string()),
+            k.synchronized,
             k.cluster_recall.map_or(String::new(), |r| format!(
                 "  cluster recall {:.0}%",
                 r * 100.0
