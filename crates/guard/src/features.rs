@@ -594,9 +594,39 @@ pub struct Scan {
     /// Topic projection accumulators (per-bit counts of content-word hashes).
     proj: crate::sketch::BitCounter<4>,
     content_words: u32,
+    /// Word counts at the end of each non-empty line (for [`Scan::push_spans`]).
+    line_ends: Vec<usize>,
 }
 
 impl Scan {
+    /// Append the multi-line span hashes (see [`Stream::push_spans`]): a benchmark item that
+    /// spans several lines inside scaffolding — `{item}\n{instruction}`,
+    /// `{instruction}\n{item}`, `Question: {item}\nAnswer:` — hashes like the item itself.
+    pub fn push_spans(&mut self) {
+        let w = &self.words;
+        let mut ends = self.line_ends.clone();
+        if w.len() > ends.last().copied().unwrap_or(0) {
+            ends.push(w.len());
+        }
+        let n = ends.len();
+        if n < 2 {
+            return;
+        }
+        let before_last = ends[n - 2];
+        if before_last >= 3 {
+            self.lines.push(hash_seq(&w[..before_last]));
+        }
+        if w.len() >= 4 && tables().labels.contains(&w[0]) {
+            if before_last >= 4 {
+                self.lines.push(hash_seq(&w[1..before_last]));
+            }
+            self.lines.push(hash_seq(&w[1..]));
+        }
+        if w.len() >= ends[0] + 3 {
+            self.lines.push(hash_seq(&w[ends[0]..]));
+        }
+    }
+
     /// Scan `text` (bounded to [`MAX_SCAN_BYTES`]) appending to this scan.
     pub fn push_text(&mut self, text: &str) {
         let b = text.as_bytes();
@@ -671,6 +701,9 @@ impl Scan {
                         sentence_start = true;
                         self.push_line(line_start);
                         line_start = self.words.len();
+                        if self.words.len() > self.line_ends.last().copied().unwrap_or(0) {
+                            self.line_ends.push(self.words.len());
+                        }
                     }
                     _ => {}
                 }
@@ -815,6 +848,21 @@ struct Stream<const FULL: bool> {
     line_acc: u64,
     line_acc_label: u64,
     line_label: bool,
+    /// Multi-line spans ([`Stream::push_spans`]): non-empty line ends so far, word counts at the
+    /// first, previous and last of them, the prompt chain and the label-skipping chain at the
+    /// previous and last of them, the label-skipping chain (when word 0 is a label) and the chain
+    /// from the first word after the first line end.
+    ends: usize,
+    first_end: usize,
+    prev_end: usize,
+    last_end: usize,
+    a_prev: u64,
+    a_last: u64,
+    label0: bool,
+    b: u64,
+    b_prev: u64,
+    b_last: u64,
+    c: u64,
 }
 
 impl<const FULL: bool> Stream<FULL> {
@@ -840,6 +888,71 @@ impl<const FULL: bool> Stream<FULL> {
             line_acc: SEQ_SEED,
             line_acc_label: SEQ_SEED,
             line_label: false,
+            ends: 0,
+            first_end: 0,
+            prev_end: 0,
+            last_end: 0,
+            a_prev: SEQ_SEED,
+            a_last: SEQ_SEED,
+            label0: false,
+            b: SEQ_SEED,
+            b_prev: SEQ_SEED,
+            b_last: SEQ_SEED,
+            c: SEQ_SEED,
+        }
+    }
+
+    /// A non-empty line ended (a newline after at least one word since the last one).
+    fn span_end(&mut self) {
+        if self.words > self.last_end {
+            self.ends += 1;
+            if self.ends == 1 {
+                self.first_end = self.words;
+            }
+            self.prev_end = self.last_end;
+            self.last_end = self.words;
+            self.a_prev = self.a_last;
+            self.a_last = self.prompt;
+            self.b_prev = self.b_last;
+            self.b_last = self.b;
+        }
+    }
+
+    /// Append the hashes of the multi-line spans a benchmark item inside scaffolding hashes
+    /// like: everything before the last line (`{item}\n{instruction}`), the same and everything
+    /// without a leading label (`Question: {item}\nAnswer:`, `Question: {item}`), and
+    /// everything after the first line (`{instruction}\n{item}`). Only with two or more
+    /// non-empty lines; the same as [`Scan::push_spans`].
+    fn push_spans(&mut self) {
+        if !(FULL && self.bench) {
+            return;
+        }
+        let (mut n, mut before_last, mut a, mut b) =
+            (self.ends, self.last_end, self.a_last, self.b_last);
+        if self.words > self.last_end {
+            n += 1;
+        } else {
+            (before_last, a, b) = (self.prev_end, self.a_prev, self.b_prev);
+        }
+        if n < 2 {
+            return;
+        }
+        let first_end = if self.ends >= 1 {
+            self.first_end
+        } else {
+            self.words
+        };
+        if before_last >= 3 {
+            self.lines.push(a);
+        }
+        if self.words >= 4 && self.label0 {
+            if before_last >= 4 {
+                self.lines.push(b);
+            }
+            self.lines.push(self.b);
+        }
+        if self.words >= first_end + 3 {
+            self.lines.push(self.c);
         }
     }
 
@@ -885,6 +998,9 @@ impl<const FULL: bool> Stream<FULL> {
                 if k & (C_SENTENCE | C_NEWLINE) != 0 {
                     sentence_start = true;
                     if k & C_NEWLINE != 0 {
+                        if FULL && self.bench {
+                            self.span_end();
+                        }
                         self.end_line();
                     }
                 }
@@ -921,6 +1037,16 @@ impl<const FULL: bool> Stream<FULL> {
                 // A line starting at word 0 hashes like the whole prompt so far.
                 if self.line_start > 0 {
                     self.line_acc = combine(self.line_acc, wh);
+                }
+            }
+            if self.bench {
+                if j == 0 {
+                    self.label0 = t.labels.contains(&wh);
+                } else if self.label0 {
+                    self.b = combine(self.b, wh);
+                }
+                if self.ends > 0 {
+                    self.c = combine(self.c, wh);
                 }
             }
             self.line_n += 1;
@@ -1128,6 +1254,7 @@ pub fn extract_with(
     }
     let mut scan = Stream::<true>::new(bench);
     scan.push_text(&user);
+    scan.push_spans();
     f.words = scan.words as u32;
     f.prompt_hash = scan.prompt;
     f.line_hashes = std::mem::take(&mut scan.lines);
@@ -1208,6 +1335,7 @@ pub(crate) fn extract_reference(
         sys_scan.push_text(&system);
     }
     scan.push_text(&user);
+    scan.push_spans();
     f.words = scan.words.len() as u32;
     f.prompt_hash = hash_seq(&scan.words);
     f.line_hashes = std::mem::take(&mut scan.lines);
@@ -1506,6 +1634,33 @@ mod tests {
             let body = serde_json::to_vec(&serde_json::json!({"prompt": p})).unwrap();
             same_as_reference(Endpoint::Completions, &body);
         }
+    }
+
+    #[test]
+    fn multi_line_items_inside_scaffolding_hash_like_the_item() {
+        let item = "def add(a, b):\n    \"\"\" Return the sum of a and b.\n    >>> add(2, 3)\n    5\n    \"\"\"\n";
+        let want = normalized_hash(item).0;
+        for text in [
+            format!("{item}\nLet's think step by step."),
+            format!("{item}Answer with the final answer only."),
+            format!("Complete this function:\n{item}"),
+            format!("Question: {item}\nAnswer:"),
+            format!("Question: {item}"),
+        ] {
+            let body = serde_json::to_vec(&serde_json::json!({"prompt": text})).unwrap();
+            let (f, _) = extract(Endpoint::Completions, &body, 4000);
+            assert!(f.line_hashes.contains(&want), "{text:?}");
+            same_as_reference(Endpoint::Completions, &body);
+        }
+        // Without a benchmark filter nothing of this is computed.
+        let body =
+            serde_json::to_vec(&serde_json::json!({"prompt": format!("{item}\nok then")})).unwrap();
+        assert!(
+            extract_with(Endpoint::Completions, &body, 4000, false)
+                .0
+                .line_hashes
+                .is_empty()
+        );
     }
 
     #[test]
