@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::human::{HumanPrompt, HumanPrompts};
 use crate::sketch::SplitMix;
 
 /// Kind of account in the corpus.
@@ -109,6 +110,10 @@ pub struct CorpusConfig {
     pub scale: f64,
     /// Small preset for the checked-in sample (fewer organizations).
     pub small: bool,
+    /// Real human prompts: when set, consumer chat and coding assistants draw their prompts
+    /// from the private half and the public prompt set is the public half (see
+    /// [`crate::human`]); everything else stays synthetic.
+    pub human: Option<HumanPrompts>,
 }
 
 impl Default for CorpusConfig {
@@ -118,7 +123,17 @@ impl Default for CorpusConfig {
             days: 3,
             scale: 1.0,
             small: false,
+            human: None,
         }
+    }
+}
+
+/// The public prompt set of a corpus: the public half of the human prompts when given (and not
+/// empty), else the synthetic [`public_prompts`].
+pub fn public_set(cfg: &CorpusConfig) -> Vec<String> {
+    match &cfg.human {
+        Some(h) if !h.public.is_empty() => h.public_texts(),
+        _ => public_prompts(),
     }
 }
 
@@ -591,6 +606,7 @@ struct Gen {
     out: Vec<(i64, u64, String)>,
     seq: u64,
     public: Vec<String>,
+    human: Option<HumanPrompts>,
 }
 
 #[derive(Default, Clone)]
@@ -708,6 +724,17 @@ impl Gen {
         }
     }
 
+    /// A private human prompt of one role (consumer chat or coding), if any were given.
+    fn human_prompt(&mut self, coding: bool) -> Option<HumanPrompt> {
+        let h = self.human.as_ref()?;
+        let list = if coding { &h.coding } else { &h.chat };
+        if list.is_empty() {
+            return None;
+        }
+        let i = self.r.below(list.len() as u64) as usize;
+        list.get(i).cloned()
+    }
+
     fn harvest_question(&mut self) -> String {
         match self.r.below(10) {
             0..=3 => self.public[self.r.below(self.public.len() as u64) as usize].clone(),
@@ -727,17 +754,24 @@ impl Gen {
             let turns = 1 + self.r.below(5);
             let mut history: Vec<(&str, String)> = Vec::new();
             let mut t = t0;
-            let first = format!(
-                "{}{}",
-                self.r.pick(CHAT_OPENERS),
-                question(&mut self.r).to_lowercase()
-            );
+            // A real person's prompt and its follow-up, or a synthetic question.
+            let human = self.human_prompt(false);
+            let first = match &human {
+                Some(p) => p.first().to_owned(),
+                None => format!(
+                    "{}{}",
+                    self.r.pick(CHAT_OPENERS),
+                    question(&mut self.r).to_lowercase()
+                ),
+            };
             for i in 0..turns {
-                let user = if i == 0 {
-                    first.clone()
-                } else {
-                    let f = *self.r.pick(CHAT_FOLLOWUPS);
-                    fill(&mut self.r, f)
+                let user = match (i, human.as_ref().and_then(|p| p.turns.get(1))) {
+                    (0, _) => first.clone(),
+                    (1, Some(second)) => second.clone(),
+                    _ => {
+                        let f = *self.r.pick(CHAT_FOLLOWUPS);
+                        fill(&mut self.r, f)
+                    }
                 };
                 let user = if self.r.chance(0.03) {
                     format!("{user} please explain step by step")
@@ -952,7 +986,23 @@ impl Gen {
             let code = format!(
                 "fn {fname}(input: &str) -> Result<Vec<u32>, Error> {{\n    let mut out = Vec::new();\n    for part in input.split(',') {{ out.push(part.trim().parse()?); }}\n    Ok(out)\n}}"
             );
-            let mut history = vec![("user", format!("{task}\n```\n{code}\n```"))];
+            // A real programming prompt (a HumanEval stub to complete, or an MT-Bench coding
+            // request), or a synthetic snippet to fix.
+            let first = match self.human_prompt(true) {
+                Some(p) if p.source == "humaneval" => format!(
+                    "{}\n```python\n{}```",
+                    self.r.pick(&[
+                        "Complete this Python function:",
+                        "Finish the implementation below.",
+                        "Write the body of this function and keep the docstring:",
+                        "Can you implement this?",
+                    ]),
+                    p.first()
+                ),
+                Some(p) => p.first().to_owned(),
+                None => format!("{task}\n```\n{code}\n```"),
+            };
+            let mut history = vec![("user", first)];
             let turns = if self.r.chance(0.4) {
                 2 + self.r.below(3)
             } else {
@@ -1407,7 +1457,8 @@ pub fn generate(cfg: &CorpusConfig) -> Corpus {
         days: cfg.days.max(1),
         out: Vec::new(),
         seq: 0,
-        public: public_prompts(),
+        public: public_set(cfg),
+        human: cfg.human.clone(),
     };
     let s = cfg.scale;
     let name = |k: Kind, i: u64| format!("{}-{i}", k.name());

@@ -9,6 +9,7 @@ pub mod corpus;
 mod detector;
 pub mod eval;
 pub mod features;
+pub mod human;
 pub mod replay;
 pub mod score;
 pub mod sketch;

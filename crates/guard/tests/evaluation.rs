@@ -71,6 +71,7 @@ fn generated_corpus_on_unseen_seed() {
         days: 2,
         scale: 0.25,
         small: false,
+        human: None,
     };
     let corpus = generate(&cfg);
     // Deterministic.

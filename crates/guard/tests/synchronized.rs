@@ -199,6 +199,7 @@ fn split_campaign_linked_by_synchronized_activity_and_benign_accounts_not() {
         days: 3,
         scale: 0.25,
         small: false,
+        human: None,
     };
     let corpus = generate(&cfg);
     let d =

@@ -3,16 +3,23 @@
 //!
 //! ```text
 //! guard-eval [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE.json]
-//!            [--threshold F] [--min-requests N] [--input CORPUS.jsonl] [--json]
+//!            [--threshold F] [--min-requests N] [--human-prompts FILE] [--input CORPUS.jsonl]
+//!            [--json]
 //! guard-eval --generate OUT.jsonl [--public OUT.txt] [--seed N] [--scale F] [--days N] [--small]
+//!            [--human-prompts FILE]
 //! ```
 //! The public prompt set (benchmark overlap) is built in; pass `--settings` with
-//! `benchmark_files` to use files instead.
+//! `benchmark_files` to use files instead. `--human-prompts FILE` (JSON Lines written by
+//! `scripts/fetch_prompts.sh`, or `crates/guard/testdata/human_prompts/sample.jsonl`) makes
+//! consumer chat and coding assistants use real human prompts and the public prompt set (benchmark
+//! evaluations, public-set replay, the benchmark filter) the public half of them; `--public` then
+//! writes JSON Lines (`{"prompt": …}`, the prompts span lines).
 
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use tollgate_guard::corpus::{CorpusConfig, generate, public_prompts};
+use tollgate_guard::corpus::{CorpusConfig, generate, public_set};
+use tollgate_guard::human::HumanPrompts;
 use tollgate_guard::{Detector, DetectorSettings, eval};
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +44,15 @@ fn main() -> anyhow::Result<()> {
             "--public" => public_path = Some(val()?),
             "--threshold" => threshold = Some(val()?.parse()?),
             "--min-requests" => min_requests = Some(val()?.parse()?),
+            "--human-prompts" => {
+                let p = val()?;
+                let h = HumanPrompts::load(std::path::Path::new(&p))
+                    .with_context(|| format!("reading human prompts {p}"))?;
+                if h.is_empty() {
+                    bail!("{p} holds no prompts");
+                }
+                cfg.human = Some(h);
+            }
             "--settings" => {
                 let p = val()?;
                 let text = std::fs::read_to_string(&p).with_context(|| format!("reading {p}"))?;
@@ -46,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                 let mut o = std::io::stdout().lock();
                 writeln!(
                     o,
-                    "usage: guard-eval [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE] [--threshold F] [--min-requests N] [--input FILE] [--json] | --generate FILE [--public FILE]"
+                    "usage: guard-eval [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE] [--threshold F] [--min-requests N] [--human-prompts FILE] [--input FILE] [--json] | --generate FILE [--public FILE] [--human-prompts FILE]"
                 )?;
                 return Ok(());
             }
@@ -69,13 +85,20 @@ fn main() -> anyhow::Result<()> {
         }
         f.flush()?;
         if let Some(p) = public_path {
-            std::fs::write(&p, public_prompts().join("\n") + "\n")
-                .with_context(|| format!("writing {p}"))?;
+            let set = public_set(&cfg);
+            let text = if cfg.human.is_some() {
+                set.iter()
+                    .map(|x| serde_json::json!({ "prompt": x }).to_string() + "\n")
+                    .collect::<String>()
+            } else {
+                set.join("\n") + "\n"
+            };
+            std::fs::write(&p, text).with_context(|| format!("writing {p}"))?;
         }
         return Ok(());
     }
     let builtin = if settings.benchmark_files.is_empty() {
-        public_prompts()
+        public_set(&cfg)
     } else {
         Vec::new()
     };
