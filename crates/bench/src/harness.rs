@@ -25,6 +25,8 @@ pub struct Options {
     pub no_build: bool,
     pub only: Option<String>,
     pub litellm_workers: usize,
+    /// Also run a Tollgate with relaxed durability.
+    pub relaxed: bool,
 }
 
 /// Which mock serves a scenario's model.
@@ -93,6 +95,19 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
                 rate: 2000,
                 duration: d,
                 connections: 128,
+            },
+        ),
+        // CPU per request at a fixed high rate the machine can carry: a steadier figure to
+        // compare builds with than saturation, where the load generator competes for the cores.
+        s(
+            "plain_1k_open10000",
+            Upstream::Plain,
+            1024,
+            false,
+            Mode::Open {
+                rate: 10_000,
+                duration: d,
+                connections: 256,
             },
         ),
         s(
@@ -263,7 +278,7 @@ struct UpstreamAddrs {
     fail: SocketAddr,
 }
 
-fn tollgate_config(listen: SocketAddr, db: &Path, up: &UpstreamAddrs) -> String {
+fn tollgate_config(listen: SocketAddr, db: &Path, up: &UpstreamAddrs, durability: &str) -> String {
     let provider = |name: &str, addr: SocketAddr| {
         format!(
             "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\napi_key = \"sk-upstream\"\n\n"
@@ -275,7 +290,7 @@ fn tollgate_config(listen: SocketAddr, db: &Path, up: &UpstreamAddrs) -> String 
         )
     };
     let mut c = format!(
-        "[server]\nlisten = \"{listen}\"\nadmin_token = \"bench-admin\"\n\n[storage]\nurl = \"sqlite://{}\"\n\n",
+        "[server]\nlisten = \"{listen}\"\nadmin_token = \"bench-admin\"\n\n[storage]\nurl = \"sqlite://{}\"\ndurability = \"{durability}\"\n\n",
         db.display()
     );
     c += &provider("mock-plain", up.plain);
@@ -334,9 +349,12 @@ async fn start_tollgate(
     opts: &Options,
     dir: &Path,
     mocks: &Mocks,
+    durability: &str,
 ) -> anyhow::Result<(Proc, String)> {
     let bin = tollgate_binary(opts).await?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
+    let dir = dir.join(format!("tollgate-{durability}"));
+    std::fs::create_dir_all(&dir)?;
     let config = dir.join("tollgate.toml");
     let up = UpstreamAddrs {
         plain: mocks.plain.addr,
@@ -346,7 +364,7 @@ async fn start_tollgate(
     };
     std::fs::write(
         &config,
-        tollgate_config(listen, &dir.join("ledger.db"), &up),
+        tollgate_config(listen, &dir.join("ledger.db"), &up, durability),
     )?;
     let mut cmd = Command::new(&bin);
     cmd.arg("serve").arg("--config").arg(&config);
@@ -560,23 +578,29 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
 
     let mut targets: Vec<Target> = Vec::new();
     let mut servers: Vec<Proc> = Vec::new();
-    match start_tollgate(opts, dir.path(), &mocks).await {
-        Ok((proc, key)) => {
-            let pid = proc.pid();
-            say(format!("tollgate ready on {} (pid {pid})", proc.addr));
-            targets.push(Target {
-                name: "tollgate",
-                addr: proc.addr,
-                key,
-                invalid_key: "tg-invalid-key-0000000000000000".into(),
-                proc_pids: Box::new(move || vec![pid]),
-            });
-            servers.push(proc);
-        }
-        Err(e) => {
-            let msg = format!("tollgate skipped: {e:#}");
-            say(&msg);
-            notes.push(msg);
+    let mut variants = vec![("tollgate", "strict")];
+    if opts.relaxed {
+        variants.push(("tollgate-relaxed", "relaxed"));
+    }
+    for (name, durability) in variants {
+        match start_tollgate(opts, dir.path(), &mocks, durability).await {
+            Ok((proc, key)) => {
+                let pid = proc.pid();
+                say(format!("{name} ready on {} (pid {pid})", proc.addr));
+                targets.push(Target {
+                    name,
+                    addr: proc.addr,
+                    key,
+                    invalid_key: "tg-invalid-key-0000000000000000".into(),
+                    proc_pids: Box::new(move || vec![pid]),
+                });
+                servers.push(proc);
+            }
+            Err(e) => {
+                let msg = format!("{name} skipped: {e:#}");
+                say(&msg);
+                notes.push(msg);
+            }
         }
     }
     if opts.litellm {
@@ -789,7 +813,7 @@ mod tests {
             slow: a(1003),
             fail: a(1004),
         };
-        let text = tollgate_config(a(2000), Path::new("/tmp/x/ledger.db"), &up);
+        let text = tollgate_config(a(2000), Path::new("/tmp/x/ledger.db"), &up, "strict");
         let config = tollgate_config::Config::from_toml(&text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:2000");

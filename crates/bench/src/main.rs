@@ -47,6 +47,10 @@ struct BenchArgs {
     /// Only run scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Also run every scenario through a second Tollgate with `durability = "relaxed"` (records
+    /// committed in the background), to show what strict durability's fsync adds.
+    #[arg(long)]
+    relaxed: bool,
     /// LiteLLM `--num_workers`.
     #[arg(long, default_value_t = 2)]
     litellm_workers: usize,
@@ -109,6 +113,7 @@ fn main() -> anyhow::Result<()> {
                 no_build: b.no_build,
                 only: b.only,
                 litellm_workers: b.litellm_workers.max(1),
+                relaxed: b.relaxed,
             };
             let rt = runtime(None)?;
             let doc = rt.block_on(async {
