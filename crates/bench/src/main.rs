@@ -51,6 +51,10 @@ struct BenchArgs {
     /// committed in the background), to show what strict durability's fsync adds.
     #[arg(long)]
     relaxed: bool,
+    /// Also run every scenario through a Tollgate whose store is a throwaway PostgreSQL
+    /// (started from the installed server binaries, as the tests do).
+    #[arg(long)]
+    postgres: bool,
     /// LiteLLM `--num_workers`.
     #[arg(long, default_value_t = 2)]
     litellm_workers: usize,
@@ -114,6 +118,7 @@ fn main() -> anyhow::Result<()> {
                 only: b.only,
                 litellm_workers: b.litellm_workers.max(1),
                 relaxed: b.relaxed,
+                postgres: b.postgres,
             };
             let rt = runtime(None)?;
             let doc = rt.block_on(async {
