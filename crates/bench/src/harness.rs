@@ -25,6 +25,10 @@ pub struct Options {
     pub no_build: bool,
     pub only: Option<String>,
     pub litellm_workers: usize,
+    /// Also run a Tollgate with relaxed durability.
+    pub relaxed: bool,
+    /// Also run a Tollgate whose store is a throwaway PostgreSQL (installed binaries needed).
+    pub postgres: bool,
 }
 
 /// Which mock serves a scenario's model.
@@ -93,6 +97,19 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
                 rate: 2000,
                 duration: d,
                 connections: 128,
+            },
+        ),
+        // CPU per request at a fixed high rate the machine can carry: a steadier figure to
+        // compare builds with than saturation, where the load generator competes for the cores.
+        s(
+            "plain_1k_open10000",
+            Upstream::Plain,
+            1024,
+            false,
+            Mode::Open {
+                rate: 10_000,
+                duration: d,
+                connections: 256,
             },
         ),
         s(
@@ -263,7 +280,20 @@ struct UpstreamAddrs {
     fail: SocketAddr,
 }
 
-fn tollgate_config(listen: SocketAddr, db: &Path, up: &UpstreamAddrs) -> String {
+/// How one Tollgate under test stores its ledger.
+struct Variant {
+    name: &'static str,
+    durability: &'static str,
+    /// `None`: SQLite in the variant's directory.
+    postgres_url: Option<String>,
+}
+
+fn tollgate_config(
+    listen: SocketAddr,
+    dir: &Path,
+    up: &UpstreamAddrs,
+    variant: &Variant,
+) -> String {
     let provider = |name: &str, addr: SocketAddr| {
         format!(
             "[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\napi_key = \"sk-upstream\"\n\n"
@@ -274,9 +304,16 @@ fn tollgate_config(listen: SocketAddr, db: &Path, up: &UpstreamAddrs) -> String 
             "[[models]]\nname = \"{name}\"\nprovider = \"{provider}\"\nupstream_model = \"{name}\"\ninput_price = \"0.15\"\noutput_price = \"0.60\"\n\n"
         )
     };
+    let storage = match &variant.postgres_url {
+        Some(url) => format!(
+            "url = \"{url}\"\nspool_dir = \"{}\"\n",
+            dir.join("spool").display()
+        ),
+        None => format!("url = \"sqlite://{}\"\n", dir.join("ledger.db").display()),
+    };
     let mut c = format!(
-        "[server]\nlisten = \"{listen}\"\nadmin_token = \"bench-admin\"\n\n[storage]\nurl = \"sqlite://{}\"\n\n",
-        db.display()
+        "[server]\nlisten = \"{listen}\"\nadmin_token = \"bench-admin\"\n\n[storage]\n{storage}durability = \"{}\"\n\n",
+        variant.durability
     );
     c += &provider("mock-plain", up.plain);
     c += &provider("mock-stream", up.stream);
@@ -334,9 +371,12 @@ async fn start_tollgate(
     opts: &Options,
     dir: &Path,
     mocks: &Mocks,
+    variant: &Variant,
 ) -> anyhow::Result<(Proc, String)> {
     let bin = tollgate_binary(opts).await?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
+    let dir = dir.join(variant.name);
+    std::fs::create_dir_all(&dir)?;
     let config = dir.join("tollgate.toml");
     let up = UpstreamAddrs {
         plain: mocks.plain.addr,
@@ -344,10 +384,7 @@ async fn start_tollgate(
         slow: mocks.slow.addr,
         fail: mocks.fail.addr,
     };
-    std::fs::write(
-        &config,
-        tollgate_config(listen, &dir.join("ledger.db"), &up),
-    )?;
+    std::fs::write(&config, tollgate_config(listen, &dir, &up, variant))?;
     let mut cmd = Command::new(&bin);
     cmd.arg("serve").arg("--config").arg(&config);
     let proc = procs::spawn_server(
@@ -560,23 +597,61 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
 
     let mut targets: Vec<Target> = Vec::new();
     let mut servers: Vec<Proc> = Vec::new();
-    match start_tollgate(opts, dir.path(), &mocks).await {
-        Ok((proc, key)) => {
-            let pid = proc.pid();
-            say(format!("tollgate ready on {} (pid {pid})", proc.addr));
-            targets.push(Target {
-                name: "tollgate",
-                addr: proc.addr,
-                key,
-                invalid_key: "tg-invalid-key-0000000000000000".into(),
-                proc_pids: Box::new(move || vec![pid]),
-            });
-            servers.push(proc);
+    let mut variants = vec![Variant {
+        name: "tollgate",
+        durability: "strict",
+        postgres_url: None,
+    }];
+    if opts.relaxed {
+        variants.push(Variant {
+            name: "tollgate-relaxed",
+            durability: "relaxed",
+            postgres_url: None,
+        });
+    }
+    // Kept alive until the plan ends: dropping it stops and deletes the server.
+    let mut _postgres = None;
+    if opts.postgres {
+        say("starting a throwaway PostgreSQL...");
+        match tollgate_testkit::Postgres::start().and_then(|pg| {
+            let url = pg.database("bench")?;
+            Ok((pg, url))
+        }) {
+            Ok((pg, url)) => {
+                _postgres = Some(pg);
+                variants.push(Variant {
+                    name: "tollgate-pg",
+                    durability: "strict",
+                    postgres_url: Some(url),
+                });
+            }
+            Err(e) => {
+                let msg = format!("tollgate-pg skipped: {e}");
+                say(&msg);
+                notes.push(msg);
+            }
         }
-        Err(e) => {
-            let msg = format!("tollgate skipped: {e:#}");
-            say(&msg);
-            notes.push(msg);
+    }
+    for variant in &variants {
+        let name = variant.name;
+        match start_tollgate(opts, dir.path(), &mocks, variant).await {
+            Ok((proc, key)) => {
+                let pid = proc.pid();
+                say(format!("{name} ready on {} (pid {pid})", proc.addr));
+                targets.push(Target {
+                    name,
+                    addr: proc.addr,
+                    key,
+                    invalid_key: "tg-invalid-key-0000000000000000".into(),
+                    proc_pids: Box::new(move || vec![pid]),
+                });
+                servers.push(proc);
+            }
+            Err(e) => {
+                let msg = format!("{name} skipped: {e:#}");
+                say(&msg);
+                notes.push(msg);
+            }
         }
     }
     if opts.litellm {
@@ -789,7 +864,12 @@ mod tests {
             slow: a(1003),
             fail: a(1004),
         };
-        let text = tollgate_config(a(2000), Path::new("/tmp/x/ledger.db"), &up);
+        let strict = Variant {
+            name: "tollgate",
+            durability: "strict",
+            postgres_url: None,
+        };
+        let text = tollgate_config(a(2000), Path::new("/tmp/x"), &up, &strict);
         let config = tollgate_config::Config::from_toml(&text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:2000");

@@ -47,6 +47,14 @@ struct BenchArgs {
     /// Only run scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Also run every scenario through a second Tollgate with `durability = "relaxed"` (records
+    /// committed in the background), to show what strict durability's fsync adds.
+    #[arg(long)]
+    relaxed: bool,
+    /// Also run every scenario through a Tollgate whose store is a throwaway PostgreSQL
+    /// (started from the installed server binaries, as the tests do).
+    #[arg(long)]
+    postgres: bool,
     /// LiteLLM `--num_workers`.
     #[arg(long, default_value_t = 2)]
     litellm_workers: usize,
@@ -109,6 +117,8 @@ fn main() -> anyhow::Result<()> {
                 no_build: b.no_build,
                 only: b.only,
                 litellm_workers: b.litellm_workers.max(1),
+                relaxed: b.relaxed,
+                postgres: b.postgres,
             };
             let rt = runtime(None)?;
             let doc = rt.block_on(async {

@@ -11,11 +11,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tollgate_config::Config;
 
-/// mimalloc: the request path allocates and frees many small buffers across worker threads,
-/// where glibc's allocator spent about 6 % of the gateway's CPU (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "tollgate",
