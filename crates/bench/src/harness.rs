@@ -246,12 +246,20 @@ fn say(msg: impl std::fmt::Display) {
 
 /// Finds (building it first unless told not to) the tollgate release binary.
 async fn tollgate_binary(opts: &Options) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &opts.tollgate_bin {
+    tollgate_binary_at(opts.tollgate_bin.as_ref(), opts.no_build).await
+}
+
+/// `given` if set, else `target/release/tollgate`, built first unless `no_build`.
+pub(crate) async fn tollgate_binary_at(
+    given: Option<&PathBuf>,
+    no_build: bool,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
         return Ok(p.clone());
     }
     let root = workspace_root();
     let bin = target_dir(&root).join("release").join("tollgate");
-    if !opts.no_build {
+    if !no_build {
         say("building tollgate (cargo build --release -p tollgate)...");
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .args(["build", "--release", "-p", "tollgate"])

@@ -5,6 +5,7 @@
 //! child processes, so their CPU is not counted as the harness's.
 
 mod harness;
+mod invoice;
 mod load;
 mod procs;
 mod report;
@@ -64,6 +65,25 @@ struct BenchArgs {
 enum Cmd {
     /// Run one mock upstream until killed (prints its address on stdout).
     Mock(MockArgs),
+    /// Time a month's invoice for one organization over many usage records (10 million by
+    /// default; about 3 GB of temporary disk).
+    Invoice(InvoiceArgs),
+}
+
+#[derive(Debug, Args)]
+struct InvoiceArgs {
+    /// Usage records written for the organization over the month.
+    #[arg(long, default_value_t = 10_000_000)]
+    records: u64,
+    /// Times the invoice is fetched.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Use this tollgate binary instead of target/release/tollgate.
+    #[arg(long)]
+    tollgate_bin: Option<PathBuf>,
+    /// Do not run `cargo build --release -p tollgate` first.
+    #[arg(long)]
+    no_build: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +126,15 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Mock(args)) => {
             let rt = runtime(args.threads)?;
             rt.block_on(run_mock(args))
+        }
+        Some(Cmd::Invoice(args)) => {
+            let rt = runtime(None)?;
+            rt.block_on(invoice::run(&invoice::InvoiceOptions {
+                records: args.records,
+                tollgate_bin: args.tollgate_bin,
+                no_build: args.no_build,
+                repeats: args.repeats,
+            }))
         }
         None => {
             let b = cli.bench;
