@@ -611,6 +611,21 @@ owner = "openai"
         if !(0.0..=1.0).contains(&self.guard.detector.template_narrow_entropy) {
             errors.push("guard.detector.template_narrow_entropy must be between 0 and 1".into());
         }
+        // The detector's own bounds (`DetectorSettings::validate`), reported here with the
+        // other problems instead of failing later when the detector is built: one coincident
+        // burst start is chance, and a Jaccard similarity of 0 would link any tracked pair.
+        let sync_bursts = self.guard.detector.sync_min_bursts;
+        if sync_bursts < 2 {
+            errors.push(format!(
+                "guard.detector.sync_min_bursts must be at least 2 (got {sync_bursts})"
+            ));
+        }
+        let jaccard = self.guard.detector.sync_min_jaccard;
+        if !(jaccard > 0.0 && jaccard <= 1.0) {
+            errors.push(format!(
+                "guard.detector.sync_min_jaccard must be greater than 0 and at most 1 (got {jaccard})"
+            ));
+        }
         let owners: HashMap<&str, &OwnerConfig> =
             self.owners.iter().map(|o| (o.name.as_str(), o)).collect();
         for (i, o) in self.owners.iter().enumerate() {
@@ -930,6 +945,53 @@ revenue_share_percent = "10"
         let c = Config::from_toml(&one).unwrap();
         c.validate().unwrap();
         assert_eq!(c.policy_for(Some("openai")).flag_threshold, Some(1.0));
+    }
+
+    #[test]
+    fn synchronized_activity_settings_are_validated() {
+        let with = |extra: &str| {
+            Config::from_toml(&format!("{CONTRACT}\n[guard.detector]\n{extra}\n"))
+                .unwrap()
+                .validate()
+        };
+        with("sync_min_bursts = 2\nsync_min_jaccard = 1.0").unwrap();
+        with("sync_min_bursts = 10\nsync_min_jaccard = 0.5").unwrap();
+        for (extra, needle) in [
+            (
+                "sync_min_bursts = 0",
+                "guard.detector.sync_min_bursts must be at least 2 (got 0)",
+            ),
+            (
+                "sync_min_bursts = 1",
+                "guard.detector.sync_min_bursts must be at least 2 (got 1)",
+            ),
+            (
+                "sync_min_jaccard = 0.0",
+                "guard.detector.sync_min_jaccard must be greater than 0",
+            ),
+            (
+                "sync_min_jaccard = 1.5",
+                "guard.detector.sync_min_jaccard must be greater than 0",
+            ),
+            ("sync_min_jaccard = -0.2", "(got -0.2)"),
+        ] {
+            let err = with(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: missing {needle:?} in {err}");
+        }
+        // Every value the configuration accepts, the detector accepts too.
+        let c = Config::from_toml(&format!(
+            "{CONTRACT}\n[guard.detector]\nsync_min_bursts = 2\nsync_min_jaccard = 0.01\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        tollgate_guard::Detector::new(c.guard.detector.clone()).unwrap();
+        let both = with("sync_min_bursts = 1\nsync_min_jaccard = 2.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.contains("sync_min_bursts") && both.contains("sync_min_jaccard"),
+            "{both}"
+        );
     }
 
     #[test]
