@@ -74,6 +74,11 @@ pub struct Counters {
     pub gap_mean: f64,
     pub gap_m2: f64,
     pub top5: u64,
+    /// Requests counted before the distinct-prompt sketch was last emptied (by the migration of
+    /// a snapshot whose prompt hashes are no longer comparable, see [`Account::reset_word_hashes`]):
+    /// novelty is distinct prompts over the requests since.
+    #[serde(default)]
+    pub novelty_base: u64,
 }
 
 impl Counters {
@@ -101,7 +106,8 @@ impl Counters {
             explained_harvest,
             active_hours,
             active_minutes,
-            top5
+            top5,
+            novelty_base
         );
         for i in 0..TOPICS {
             self.topics[i] += o.topics[i];
@@ -194,7 +200,8 @@ impl Counters {
             benchmark_overlap: bench,
             persistence,
             single_turn: share(self.single_turn),
-            novelty: (distinct / n).min(1.0),
+            novelty: (distinct / self.requests.saturating_sub(self.novelty_base).max(1) as f64)
+                .min(1.0),
             topic_breadth: if descriptive {
                 entropy(&self.topics)
             } else {
@@ -242,6 +249,11 @@ pub struct Template {
     pub topics: Vec<u8>,
     pub skeleton: String,
     pub registered: bool,
+    /// Recorded before a change of the word hashes (restored from an older snapshot): its
+    /// SimHash is no longer comparable, so no request matches it, but it still explains the
+    /// requests it counted. Evicted like any other template.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 impl Template {
@@ -503,7 +515,7 @@ impl Account {
         let idx = self
             .templates
             .iter()
-            .position(|t| hamming(t.simhash, f.template_simhash) <= TEMPLATE_RADIUS);
+            .position(|t| !t.frozen && hamming(t.simhash, f.template_simhash) <= TEMPLATE_RADIUS);
         let idx = match idx {
             Some(i) => Some(i),
             None if self.templates.len() < MAX_TEMPLATES => {
@@ -515,6 +527,7 @@ impl Account {
                     topics: vec![0; TOPICS],
                     skeleton: String::new(),
                     registered: false,
+                    frozen: false,
                 });
                 Some(self.templates.len() - 1)
             }
@@ -535,6 +548,7 @@ impl Account {
                         topics: vec![0; TOPICS],
                         skeleton: String::new(),
                         registered: false,
+                        frozen: false,
                     };
                 }
                 Some(i)
@@ -771,6 +785,29 @@ impl Account {
         self.counters.top5 = top.iter().map(|&c| u64::from(c)).sum();
     }
 
+    /// Forget what was derived from word hashes that are no longer computed the same way (a
+    /// snapshot of an older format): the distinct-prompt sketch (novelty then counts the requests
+    /// from here on, [`Counters::novelty_base`]) and the topic histograms (topic buckets are
+    /// labelled by the hashes). Templates are kept but frozen ([`Template::frozen`]): they still
+    /// explain the traffic they counted — dropping them would make a product customer's heavy,
+    /// harvesting-looking template traffic unexplained at once — while new requests build new
+    /// templates. Counters, timelines, extents, keys, addresses, link keys, flags, clusters and
+    /// samples do not depend on word hashes and are kept. Returns the templates frozen.
+    pub fn reset_word_hashes(&mut self) -> usize {
+        let c = &mut self.counters;
+        self.distinct = Hll::new(HLL_PRECISION);
+        c.novelty_base = c.requests;
+        c.topics = [0; TOPICS];
+        c.harvest_topics = [0; TOPICS];
+        c.recent_topics = [0; TOPICS];
+        let mut frozen = 0;
+        for t in &mut self.templates {
+            frozen += usize::from(!t.frozen);
+            t.frozen = true;
+        }
+        frozen
+    }
+
     /// Current signal values.
     pub fn values(&self) -> SignalValues {
         let mut v = self.counters.values(self.distinct.estimate());
@@ -918,6 +955,7 @@ mod tests {
                 topics: vec![0; TOPICS],
                 skeleton: String::new(),
                 registered: false,
+                frozen: false,
             });
         }
         acc.refresh_templates(0.6);

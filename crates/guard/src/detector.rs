@@ -69,6 +69,11 @@ pub struct TemplateEvidence {
     pub explains_traffic: bool,
     /// Other accounts whose heavy traffic uses the same template.
     pub shared_with: usize,
+    /// Counted before the detector's word hashes changed (restored from an older snapshot):
+    /// history only, new requests with this skeleton count in another template. Absent when
+    /// false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 /// Per-key figures.
@@ -263,6 +268,10 @@ pub struct Detector {
     recluster: Mutex<()>,
 }
 
+/// Format of [`Detector::snapshot`]. 2: word hashes eight bytes at a time and the polynomial
+/// word-sequence fold (prompt, line, template and topic hashes all differ from format 1).
+pub const SNAPSHOT_VERSION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     version: u32,
@@ -271,6 +280,40 @@ struct Snapshot {
     links: Vec<(u64, LinkEntry)>,
     #[serde(default)]
     sync: SyncSnapshot,
+}
+
+/// What [`Detector::restore_migrating`] changed to restore a snapshot of an older format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotMigration {
+    pub from_version: u32,
+    pub to_version: u32,
+    /// Accounts whose distinct-prompt sketch and topic histograms were emptied.
+    pub accounts: usize,
+    /// Templates kept frozen (still explaining the requests they counted, never matched again).
+    pub templates_frozen: usize,
+    /// Shared-template link entries kept under their old keys (they still link the accounts
+    /// that shared the template; accounts register the template again under its new key).
+    pub template_links_kept: usize,
+}
+
+impl std::fmt::Display for SnapshotMigration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "detector snapshot format {} restored as format {}: word hashes changed, so for {} \
+             accounts the distinct-prompt sketches were emptied (novelty counts requests from now \
+             on) and the topic histograms reset (topic drift and harvest breadth rebuild from \
+             new requests); {} templates were kept frozen (they still explain the traffic they \
+             counted; new requests build new templates) and {} shared-template links kept under \
+             their old keys; counters, timelines, extents, flags, clusters, links and samples are \
+             unchanged",
+            self.from_version,
+            self.to_version,
+            self.accounts,
+            self.templates_frozen,
+            self.template_links_kept
+        )
+    }
 }
 
 /// Two accounts linked by synchronized activity, with what was counted.
@@ -363,7 +406,7 @@ impl Detector {
         let skeleton = || {
             texts
                 .as_ref()
-                .map(|t| features::skeleton_text(&t.system, &t.user))
+                .map(|t| features::skeleton_text(&t.system_text(), &t.user_text()))
                 .unwrap_or_default()
         };
         let s = &self.settings;
@@ -410,7 +453,7 @@ impl Detector {
             if acc.flagged && up.harvesting {
                 let text = texts
                     .as_ref()
-                    .map(|t| t.user.to_string())
+                    .map(|t| t.user_text().into_owned())
                     .unwrap_or_default();
                 acc.retain_sample(
                     SamplePrompt {
@@ -722,6 +765,7 @@ impl Detector {
                     harvesting: t.harvest,
                     explains_traffic: t.explains(requests, self.settings.template_narrow_entropy),
                     shared_with: 0,
+                    frozen: t.frozen,
                 })
                 .collect();
             let keys = acc
@@ -819,7 +863,12 @@ impl Detector {
                 continue;
             }
             for o in e.orgs.iter().filter(|o| *o != organization) {
-                linked.entry(o.clone()).or_default().push(e.label.clone());
+                // The same template can be linked under its key before and after a change of
+                // the word hashes: one reason is enough.
+                let reasons = linked.entry(o.clone()).or_default();
+                if !reasons.contains(&e.label) {
+                    reasons.push(e.label.clone());
+                }
             }
         }
         ev.linked_accounts = linked
@@ -842,7 +891,7 @@ impl Detector {
             }
         }
         let snap = Snapshot {
-            version: 1,
+            version: SNAPSHOT_VERSION,
             observed: self.observed.load(Ordering::Relaxed),
             accounts,
             links: self.coord.entries(),
@@ -852,21 +901,46 @@ impl Detector {
     }
 
     /// Rebuild a detector from [`Detector::snapshot`] output (benchmark files are reloaded).
+    /// A snapshot of an older format is migrated; see [`Detector::restore_migrating`], which
+    /// also says what was reset.
     pub fn restore(
         settings: DetectorSettings,
         snapshot: serde_json::Value,
     ) -> Result<Detector, GuardError> {
+        Detector::restore_migrating(settings, snapshot).map(|(d, _)| d)
+    }
+
+    /// [`Detector::restore`], with what the migration of an older snapshot format changed
+    /// (`None` for a current one). Format 1 (word hashes before `SNAPSHOT_VERSION` 2): every
+    /// account keeps what does not depend on word hashes and resets what does
+    /// ([`crate::account::Account::reset_word_hashes`]); the benchmark filter is rebuilt from
+    /// the files at start anyway.
+    pub fn restore_migrating(
+        settings: DetectorSettings,
+        snapshot: serde_json::Value,
+    ) -> Result<(Detector, Option<SnapshotMigration>), GuardError> {
         let snap: Snapshot =
             serde_json::from_value(snapshot).map_err(|e| GuardError::Snapshot(e.to_string()))?;
-        if snap.version != 1 {
+        if !(1..=SNAPSHOT_VERSION).contains(&snap.version) {
             return Err(GuardError::Snapshot(format!(
                 "unsupported version {}",
                 snap.version
             )));
         }
+        let mut migration = (snap.version < SNAPSHOT_VERSION).then_some(SnapshotMigration {
+            from_version: snap.version,
+            to_version: SNAPSHOT_VERSION,
+            accounts: 0,
+            templates_frozen: 0,
+            template_links_kept: 0,
+        });
         let d = Detector::new(settings)?;
         d.observed.store(snap.observed, Ordering::Relaxed);
         for (org, mut acc) in snap.accounts {
+            if let Some(m) = migration.as_mut() {
+                m.accounts += 1;
+                m.templates_frozen += acc.reset_word_hashes();
+            }
             acc.distinct.repair();
             for t in &mut acc.templates {
                 t.topics.resize(crate::features::TOPICS, 0);
@@ -874,10 +948,13 @@ impl Detector {
             lock(d.shard(&org)).insert(org, acc);
         }
         for (k, e) in snap.links {
+            if let Some(m) = migration.as_mut() {
+                m.template_links_kept += usize::from(e.kind == LinkKind::Template);
+            }
             d.coord.insert_entry(k, e);
         }
         d.sync.restore(snap.sync);
-        Ok(d)
+        Ok((d, migration))
     }
 }
 

@@ -11,7 +11,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::Endpoint;
-use crate::sketch::{SimHasher, combine, hash_bytes, hash_seq, mix64, simhash_words};
+use crate::sketch::{
+    BATCH, BitCounter, SEQ_SEED, SimHasher, WORD_SEED, combine, hash_seq, hash_word, mix64, pair,
+    seq_finish, seq_push, seq_slice, simhash_words,
+};
 
 /// Number of topic buckets produced by the random projections.
 pub const TOPICS: usize = 32;
@@ -82,42 +85,78 @@ impl RequestFeatures {
 // ---------------------------------------------------------------------------------------------
 // Body parsing
 
+/// Text as the JSON body holds it: bytes, borrowed when the string has no escapes. Strings are
+/// taken with `deserialize_bytes`, which unescapes without a UTF-8 check: the scan works on bytes,
+/// and the rare consumers of text (template skeletons, retained samples) convert lossily.
+type Bytes<'a> = Cow<'a, [u8]>;
+
+/// One JSON string as [`Bytes`].
+struct Str<'a>(Bytes<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        d.deserialize_bytes(V(std::marker::PhantomData))
+    }
+}
+
 /// A text field that may be a string, an array of strings/token ids, or an array of content
 /// parts (`{"type":"text","text":...}`); only the text pieces are kept (borrowed when possible).
 /// The first piece is held inline so the common single-string case allocates nothing.
 #[derive(Default)]
 struct Text<'a> {
-    first: Option<Cow<'a, str>>,
-    rest: Vec<Cow<'a, str>>,
+    first: Option<Bytes<'a>>,
+    rest: Vec<Bytes<'a>>,
 }
 
 impl<'a> Text<'a> {
-    fn one(c: Cow<'a, str>) -> Self {
+    fn one(c: Bytes<'a>) -> Self {
         Text {
             first: Some(c),
             rest: Vec::new(),
         }
     }
-    fn push(&mut self, c: Cow<'a, str>) {
+    fn push(&mut self, c: Bytes<'a>) {
         if self.first.is_none() {
             self.first = Some(c);
         } else {
             self.rest.push(c);
         }
     }
-    fn pieces(&self) -> impl Iterator<Item = &Cow<'a, str>> {
-        self.first.iter().chain(self.rest.iter())
+    fn append(&mut self, other: Text<'a>) {
+        if let Some(f) = other.first {
+            self.push(f);
+        }
+        self.rest.extend(other.rest);
     }
     /// The pieces joined by newlines (borrowed when there is at most one).
-    fn join(self) -> Cow<'a, str> {
+    fn join(self) -> Bytes<'a> {
         match self.first {
-            None => Cow::Borrowed(""),
+            None => Cow::Borrowed(b""),
             Some(f) if self.rest.is_empty() => f,
             Some(f) => {
                 let mut s = f.into_owned();
                 for r in &self.rest {
-                    s.push('\n');
-                    s.push_str(r);
+                    s.push(b'\n');
+                    s.extend_from_slice(r);
                 }
                 Cow::Owned(s)
             }
@@ -133,14 +172,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("text, array of text or content parts")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
                 Ok(Text::one(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text::one(Cow::Owned(v.to_owned())))
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(Text::one(Cow::Owned(v.to_vec())))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text::one(Cow::Owned(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text::one(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text::one(Cow::Owned(v.as_bytes().to_vec())))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Text::default())
@@ -155,12 +197,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 Ok(out)
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        // A string or an array (anything else is not a text field: the body does not parse).
+        d.deserialize_bytes(V(std::marker::PhantomData))
     }
 }
 
 /// One element of a text array: a string, a content part object, or something ignored.
-struct Part<'a>(Option<Cow<'a, str>>);
+struct Part<'a>(Option<Bytes<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -171,10 +214,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
                 f.write_str("content part")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Part(Some(Cow::Borrowed(v))))
+                Ok(Part(Some(Cow::Borrowed(v.as_bytes()))))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Part(Some(Cow::Owned(v.to_owned()))))
+                Ok(Part(Some(Cow::Owned(v.as_bytes().to_vec()))))
             }
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
                 Ok(Part(None))
@@ -199,7 +242,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
                 let mut text = None;
                 while let Some(k) = map.next_key::<Cow<'de, str>>()? {
                     if k == "text" {
-                        text = map.next_value::<Option<Cow<'a, str>>>()?;
+                        text = map.next_value::<Option<Str<'a>>>()?.map(|s| s.0);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -220,10 +263,10 @@ struct Msg<'a> {
 }
 
 /// The chat messages folded as they are parsed (no vector of messages): the system/developer
-/// text joined (each piece followed by a newline), the last user text and the turn counts.
+/// text pieces, the last user text and the turn counts.
 #[derive(Default)]
 struct Conversation<'a> {
-    system: String,
+    system: Text<'a>,
     user: Text<'a>,
     user_turns: u32,
     assistant_turns: u32,
@@ -242,12 +285,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
                 while let Some(m) = seq.next_element::<Msg<'a>>()? {
                     let text = m.content.unwrap_or_default();
                     match m.role.as_ref() {
-                        "system" | "developer" => {
-                            for t in text.pieces() {
-                                c.system.push_str(t);
-                                c.system.push('\n');
-                            }
-                        }
+                        "system" | "developer" => c.system.append(text),
                         "user" => {
                             c.user_turns += 1;
                             c.user = text;
@@ -300,62 +338,104 @@ struct Tables {
     labels: Vec<u64>,
     first_words: Vec<u64>,
     patterns: Vec<(Vec<u64>, Elicit)>,
-    /// Stopword hashes in an open-addressing table (one probe for most words).
-    stop_set: HashTable,
-    /// Last word of each pattern → bit mask of the patterns ending with it.
-    last_words: HashTable,
+    /// Every word the streaming scan looks up, with its flags: [`STOP`] for a stopword,
+    /// [`LABEL`] for a line label, bit `i + PATTERN_SHIFT` when it is the last word of pattern
+    /// `i`. One probe per word.
+    words: HashTable,
 }
 
-/// Open-addressing table from a word hash to a non-zero value (linear probing, ≤ 25% load).
+/// Flag of a stopword in [`Tables::words`].
+const STOP: u64 = 1;
+/// Flag of a line label ("Question:") in [`Tables::words`].
+const LABEL: u64 = 2;
+/// Pattern `i` is bit `i + PATTERN_SHIFT` of [`Tables::words`].
+const PATTERN_SHIFT: u32 = 2;
+
+/// Slots of [`HashTable`] (a power of two; the table has one more).
+const TABLE_BITS: u32 = 9;
+const TABLE_SLOTS: usize = 1 << TABLE_BITS;
+
+/// Table from a word hash to a non-zero value, probed without branches: a key sits in its home
+/// slot or the one after it, so a lookup reads two adjacent slots. The slot function's
+/// multiplier is chosen when the table is built so that every key fits (keys that would not are
+/// kept in a short overflow list, checked only when it is not empty — never with the words
+/// used here, see the tests).
 struct HashTable {
-    keys: Vec<u64>,
-    vals: Vec<u64>,
-    mask: usize,
+    /// (key, value XOR key); empty slots are (0, 0).
+    slots: Box<[(u64, u64); TABLE_SLOTS + 1]>,
+    mul: u64,
+    overflow: Vec<(u64, u64)>,
 }
 
 impl HashTable {
     fn new(entries: &[(u64, u64)]) -> Self {
-        let size = (entries.len() * 4).next_power_of_two().max(16);
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(k, v) in entries {
+            match merged.iter_mut().find(|e| e.0 == k) {
+                Some(e) => e.1 |= v,
+                None => merged.push((k, v)),
+            }
+        }
+        let mut rng = crate::sketch::SplitMix::new(0x5eed);
+        let mut best: Option<HashTable> = None;
+        for _ in 0..4096 {
+            let t = Self::build(&merged, rng.next_u64() | 1);
+            if best
+                .as_ref()
+                .is_none_or(|b| t.overflow.len() < b.overflow.len())
+            {
+                let done = t.overflow.is_empty();
+                best = Some(t);
+                if done {
+                    break;
+                }
+            }
+        }
+        best.unwrap_or_else(|| Self::build(&merged, 1))
+    }
+    fn build(entries: &[(u64, u64)], mul: u64) -> Self {
         let mut t = HashTable {
-            keys: vec![0; size],
-            vals: vec![0; size],
-            mask: size - 1,
+            slots: Box::new([(0, 0); TABLE_SLOTS + 1]),
+            mul,
+            overflow: Vec::new(),
         };
         for &(k, v) in entries {
-            let mut i = Self::slot(k) & t.mask;
-            while t.keys[i] != 0 && t.keys[i] != k {
-                i = (i + 1) & t.mask;
+            let i = t.slot(k);
+            if t.slots[i].0 == 0 {
+                t.slots[i] = (k, v ^ k);
+            } else if t.slots[i + 1].0 == 0 {
+                t.slots[i + 1] = (k, v ^ k);
+            } else {
+                t.overflow.push((k, v));
             }
-            t.keys[i] = k;
-            t.vals[i] |= v;
         }
         t
     }
-    #[inline]
-    fn slot(k: u64) -> usize {
-        (k >> 40) as usize
+    #[inline(always)]
+    fn slot(&self, k: u64) -> usize {
+        (k.wrapping_mul(self.mul) >> (64 - TABLE_BITS)) as usize
     }
-    /// Value stored for `k`, 0 when absent.
-    #[inline]
+    /// Value stored for `k`, 0 when absent (`k` is never 0 for a stored key).
+    #[inline(always)]
     fn get(&self, k: u64) -> u64 {
-        if k == 0 {
-            return 0;
-        }
-        let mut i = Self::slot(k) & self.mask;
-        loop {
-            let x = self.keys[i];
-            if x == k {
-                return self.vals[i];
-            }
-            if x == 0 {
-                return 0;
-            }
-            i = (i + 1) & self.mask;
+        let i = self.slot(k) & (TABLE_SLOTS - 1);
+        let (a, xa) = self.slots[i];
+        let (b, xb) = self.slots[i + 1];
+        // Whether a word is in the table is data, so no branch: each slot's value masked by
+        // whether its key matches. Values are stored XOR their key, so the selected operand is
+        // computed rather than loaded, and the code generator keeps the selects branch-free (it
+        // turns selects of loaded values into branches).
+        let (va, vb) = (xa ^ a, xb ^ b);
+        let v = (if a == k { va } else { 0 }) | (if b == k { vb } else { 0 });
+        if self.overflow.is_empty() {
+            v
+        } else {
+            self.overflow.iter().find(|e| e.0 == k).map_or(v, |e| e.1)
         }
     }
 }
 
-const _: () = assert!(PATTERNS.len() <= 64);
+const _: () = assert!(PATTERNS.len() <= 62);
 const MAX_PATTERN_WORDS: usize = 8;
 
 const STOPWORDS: &[&str] = &[
@@ -524,7 +604,7 @@ const PATTERNS: &[(&str, Elicit)] = &[
 fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
-        let mut stopwords: Vec<u64> = STOPWORDS.iter().map(|w| hash_bytes(w.as_bytes())).collect();
+        let mut stopwords: Vec<u64> = STOPWORDS.iter().map(|w| hash_word(w.as_bytes())).collect();
         stopwords.sort_unstable();
         stopwords.dedup();
         let patterns: Vec<(Vec<u64>, Elicit)> = PATTERNS
@@ -532,7 +612,7 @@ fn tables() -> &'static Tables {
             .map(|(p, k)| {
                 (
                     p.split_whitespace()
-                        .map(|w| hash_bytes(w.as_bytes()))
+                        .map(|w| hash_word(w.as_bytes()))
                         .collect(),
                     *k,
                 )
@@ -544,7 +624,7 @@ fn tables() -> &'static Tables {
             .collect();
         first_words.sort_unstable();
         first_words.dedup();
-        let labels = [
+        let labels: Vec<u64> = [
             "question",
             "q",
             "prompt",
@@ -555,29 +635,30 @@ fn tables() -> &'static Tables {
             "user",
         ]
         .iter()
-        .map(|w| hash_bytes(w.as_bytes()))
+        .map(|w| hash_word(w.as_bytes()))
         .collect();
-        let stop_set = HashTable::new(&stopwords.iter().map(|&w| (w, 1)).collect::<Vec<_>>());
-        let last_words = HashTable::new(
-            &patterns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (p, _))| p.last().map(|&w| (w, 1u64 << i)))
-                .collect::<Vec<_>>(),
-        );
+        let mut entries: Vec<(u64, u64)> = patterns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (p, _))| p.last().map(|&w| (w, 1u64 << (i + PATTERN_SHIFT as usize))))
+            .collect();
+        entries.extend(stopwords.iter().map(|&w| (w, STOP)));
+        entries.extend(labels.iter().map(|&w| (w, LABEL)));
+        let words = HashTable::new(&entries);
         Tables {
             stopwords,
             labels,
             first_words,
             patterns,
-            stop_set,
-            last_words,
+            words,
         }
     })
 }
 
-const NUM_TOKEN: u64 = 0x4e55_4d00_0000_0001;
-const ENT_TOKEN: u64 = 0x454e_5400_0000_0002;
+/// Skeleton token of a number (random constant: skeleton tokens are SimHash features).
+const NUM_TOKEN: u64 = 0x9c3b_5e2a_7d41_f086;
+/// Skeleton token of a mid-sentence capitalized word.
+const ENT_TOKEN: u64 = 0x2f7a_c619_e8b0_534d;
 
 // ---------------------------------------------------------------------------------------------
 // Text scanning
@@ -629,7 +710,11 @@ impl Scan {
 
     /// Scan `text` (bounded to [`MAX_SCAN_BYTES`]) appending to this scan.
     pub fn push_text(&mut self, text: &str) {
-        let b = text.as_bytes();
+        self.push_bytes(text.as_bytes());
+    }
+
+    /// [`Scan::push_text`] on bytes (the request's text as the body holds it).
+    pub fn push_bytes(&mut self, b: &[u8]) {
         let expect = b.len().min(MAX_SCAN_BYTES) / 5 + 4;
         self.words.reserve(expect);
         self.skeleton.reserve(expect);
@@ -644,57 +729,47 @@ impl Scan {
 
     fn scan_bytes(&mut self, b: &[u8]) {
         let t = tables();
-        let mut h = crate::sketch::WordHasher::new();
-        let mut len = 0usize;
+        let mut word: Vec<u8> = Vec::new();
         let mut digits = true;
         let mut cap = false;
         let mut sentence_start = true;
         let mut line_start = self.words.len();
         let flush = |s: &mut Scan,
-                     h: &mut crate::sketch::WordHasher,
-                     len: &mut usize,
+                     word: &mut Vec<u8>,
                      digits: &mut bool,
                      cap: &mut bool,
                      sentence_start: &mut bool| {
-            if *len > 0 {
-                let wh = h.finish();
+            let len = word.len();
+            if len > 0 {
+                let wh = hash_word(word);
                 s.words.push(wh);
                 let sk = if *digits {
                     NUM_TOKEN
-                } else if *cap && !*sentence_start && *len > 1 {
+                } else if *cap && !*sentence_start && len > 1 {
                     ENT_TOKEN
                 } else {
                     wh
                 };
                 s.skeleton.push(sk);
-                if !*digits && *len >= 3 && t.stopwords.binary_search(&wh).is_err() {
+                if !*digits && len >= 3 && t.stopwords.binary_search(&wh).is_err() {
                     s.content_words += 1;
-                    s.proj.add(mix64(wh));
+                    s.proj.add(wh);
                 }
                 *sentence_start = false;
             }
-            *h = crate::sketch::WordHasher::new();
-            *len = 0;
+            word.clear();
             *digits = true;
             *cap = false;
         };
         for &c in b {
             if c.is_ascii_alphanumeric() || c >= 0x80 {
-                if len == 0 {
+                if word.is_empty() {
                     cap = c.is_ascii_uppercase();
                 }
-                h.push(c.to_ascii_lowercase());
+                word.push(c.to_ascii_lowercase());
                 digits &= c.is_ascii_digit();
-                len += 1;
             } else {
-                flush(
-                    self,
-                    &mut h,
-                    &mut len,
-                    &mut digits,
-                    &mut cap,
-                    &mut sentence_start,
-                );
+                flush(self, &mut word, &mut digits, &mut cap, &mut sentence_start);
                 match c {
                     b'.' | b'!' | b'?' | b':' => sentence_start = true,
                     b'\n' => {
@@ -709,14 +784,7 @@ impl Scan {
                 }
             }
         }
-        flush(
-            self,
-            &mut h,
-            &mut len,
-            &mut digits,
-            &mut cap,
-            &mut sentence_start,
-        );
+        flush(self, &mut word, &mut digits, &mut cap, &mut sentence_start);
         if line_start > 0 {
             self.push_line(line_start);
         }
@@ -778,13 +846,11 @@ impl Scan {
 // Streaming scan (request path)
 
 const C_WORD: u8 = 1;
-const C_DIGIT: u8 = 2;
-const C_UPPER: u8 = 4;
 const C_SENTENCE: u8 = 8;
 const C_NEWLINE: u8 = 16;
 
-/// Byte classes: word byte (ASCII alphanumeric or ≥ 0x80), digit, upper case, sentence end,
-/// newline.
+/// Byte classes for the bytes between words: word byte (ASCII alphanumeric or ≥ 0x80),
+/// sentence end, newline.
 const fn class_table() -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut c = 0usize;
@@ -793,12 +859,6 @@ const fn class_table() -> [u8; 256] {
         let mut v = 0;
         if b.is_ascii_alphanumeric() || b >= 0x80 {
             v |= C_WORD;
-        }
-        if b.is_ascii_digit() {
-            v |= C_DIGIT;
-        }
-        if b.is_ascii_uppercase() {
-            v |= C_UPPER;
         }
         if matches!(b, b'.' | b'!' | b'?' | b':') {
             v |= C_SENTENCE;
@@ -813,56 +873,113 @@ const fn class_table() -> [u8; 256] {
 }
 static CLASS: [u8; 256] = class_table();
 
-const SEQ_SEED: u64 = 0x1234_5678_9abc_def0;
+/// One in each byte lane.
+const LANES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of each byte lane.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Eight bytes from `b` at `i`, little-endian, zero past the end (zero is not a word byte).
+#[inline(always)]
+fn load8(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 8) {
+        Some(s) => u64::from_le_bytes(<[u8; 8]>::try_from(s).unwrap_or_default()),
+        None => load_tail(b, i),
+    }
+}
+
+/// [`load8`] within the last eight bytes.
+#[cold]
+#[inline(never)]
+fn load_tail(b: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    let rest = b.get(i..).unwrap_or(&[]);
+    if let Some(d) = a.get_mut(..rest.len()) {
+        d.copy_from_slice(rest);
+    }
+    u64::from_le_bytes(a)
+}
+
+/// Byte classes of eight bytes at once (the high bit of each lane): word bytes (ASCII
+/// alphanumeric or ≥ 0x80), ASCII digits, ASCII letters. Lane ranges are tested on the low seven
+/// bits, where adding a constant cannot carry into the next lane.
+#[inline(always)]
+fn classify8(x: u64) -> (u64, u64, u64) {
+    let hi = x & HIGH;
+    let x7 = x & !HIGH;
+    // In [lo, hi] ⇔ x7 + (0x80 − lo) has the high bit and x7 + (0x7f − hi) has not.
+    let range = |v: u64, lo: u64, hi: u64| (v + (0x80 - lo) * LANES) & !(v + (0x7f - hi) * LANES);
+    let digit = range(x7, 0x30, 0x39) & !hi & HIGH;
+    let letter = range(x7 | (0x20 * LANES), 0x61, 0x7a) & !hi & HIGH;
+    (hi | digit | letter, digit, letter)
+}
+
+/// One chunk of a word: the classes of `x` (eight bytes from the word's next byte on), how many
+/// leading bytes belong to the word, those bytes lower-cased (the rest zero), and whether they
+/// are all digits.
+#[inline(always)]
+fn word_chunk(x: u64) -> (u64, usize, u64, bool) {
+    let (word, digit, letter) = classify8(x);
+    let stop = !word & HIGH;
+    let len = (stop.trailing_zeros() / 8) as usize;
+    // Bytes before the first non-word byte (all eight when there is none).
+    let keep = ((stop & stop.wrapping_neg()) >> 7).wrapping_sub(1);
+    let lower = (x | (letter >> 2)) & keep;
+    (word, len, lower, (digit ^ HIGH) & keep == 0)
+}
 
 /// One pass over a text that computes, without keeping word or skeleton vectors, exactly what
 /// [`extract`] needs from a [`Scan`]: the word count and hash, line hashes, the skeleton SimHash
 /// and head, the topic projection and elicitation matches (`FULL`, the user text), or only the
 /// skeleton hash and elicitation matches (`!FULL`, the system text). Equivalent to `Scan`
 /// followed by `hash_seq`/`simhash_words`/`topic`/`elicitation` (checked by tests).
+///
+/// Words are found and hashed eight bytes at a time ([`classify8`], [`hash_word`]); the word
+/// sequence is folded once ([`seq_push`], one multiplication per word), and every line and span
+/// hash is derived from the folds at its ends ([`seq_slice`]).
 struct Stream<const FULL: bool> {
     t: &'static Tables,
     /// Whether line hashes and the skeleton SimHash (benchmark overlap only) are computed.
     bench: bool,
+    /// Words so far (every word is one skeleton token).
     words: usize,
-    /// `hash_seq` of the words so far.
-    prompt: u64,
-    /// `hash_seq` of the skeleton so far (`!FULL` only).
+    /// Fold of the words so far (`FULL`).
+    pre: u64,
+    /// Fold of the skeleton so far (`!FULL` only).
     skeleton_seq: u64,
-    skeleton_n: usize,
     skeleton_prev: u64,
     skeleton_first: u64,
     head: [u64; TEMPLATE_HEAD],
-    /// SimHash of skeleton bigrams.
-    sim: SimHasher,
-    proj: crate::sketch::BitCounter<4>,
+    /// Features not yet counted (`FULL`): the skeleton bigram (0 for the first word) and the
+    /// projection feature (0 unless a content word) of the last `pending` words.
+    sim_buf: [u64; BATCH],
+    proj_buf: [u64; BATCH],
+    pending: usize,
+    /// Counts of skeleton bigrams (the SimHash) and of content-word hashes (the topic).
+    sim: BitCounter<8>,
+    proj: BitCounter<4>,
     content_words: u32,
     /// Last words (for phrase matching), indexed by word number modulo its length.
     ring: [u64; MAX_PATTERN_WORDS],
     elicit: [bool; 3],
     lines: Vec<u64>,
-    /// Word number where the current line started, words in it, `hash_seq` from its first and
-    /// from its second word (the latter only when the first is a label).
+    /// Word number where the current line started, the fold there and after its first word,
+    /// and whether that first word is a label.
     line_start: usize,
-    line_n: usize,
-    line_acc: u64,
-    line_acc_label: u64,
+    line_pre: u64,
+    line_pre1: u64,
     line_label: bool,
     /// Multi-line spans ([`Stream::push_spans`]): non-empty line ends so far, word counts at the
-    /// first, previous and last of them, the prompt chain and the label-skipping chain at the
-    /// previous and last of them, the label-skipping chain (when word 0 is a label) and the chain
-    /// from the first word after the first line end.
+    /// first, previous and last of them and the folds there; the fold after word 0 and whether
+    /// word 0 is a label.
     ends: usize,
     first_end: usize,
     prev_end: usize,
     last_end: usize,
-    a_prev: u64,
-    a_last: u64,
+    pre_first_end: u64,
+    pre_prev_end: u64,
+    pre_last_end: u64,
+    pre1: u64,
     label0: bool,
-    b: u64,
-    b_prev: u64,
-    b_last: u64,
-    c: u64,
 }
 
 impl<const FULL: bool> Stream<FULL> {
@@ -871,34 +988,33 @@ impl<const FULL: bool> Stream<FULL> {
             t: tables(),
             bench,
             words: 0,
-            prompt: SEQ_SEED,
+            pre: SEQ_SEED,
             skeleton_seq: SEQ_SEED,
-            skeleton_n: 0,
             skeleton_prev: 0,
             skeleton_first: 0,
             head: [0; TEMPLATE_HEAD],
-            sim: SimHasher::new(),
-            proj: crate::sketch::BitCounter::new(),
+            sim_buf: [0; BATCH],
+            proj_buf: [0; BATCH],
+            pending: 0,
+            sim: BitCounter::new(),
+            proj: BitCounter::new(),
             content_words: 0,
             ring: [0; MAX_PATTERN_WORDS],
             elicit: [false; 3],
             lines: Vec::new(),
             line_start: 0,
-            line_n: 0,
-            line_acc: SEQ_SEED,
-            line_acc_label: SEQ_SEED,
+            line_pre: SEQ_SEED,
+            line_pre1: SEQ_SEED,
             line_label: false,
             ends: 0,
             first_end: 0,
             prev_end: 0,
             last_end: 0,
-            a_prev: SEQ_SEED,
-            a_last: SEQ_SEED,
+            pre_first_end: SEQ_SEED,
+            pre_prev_end: SEQ_SEED,
+            pre_last_end: SEQ_SEED,
+            pre1: SEQ_SEED,
             label0: false,
-            b: SEQ_SEED,
-            b_prev: SEQ_SEED,
-            b_last: SEQ_SEED,
-            c: SEQ_SEED,
         }
     }
 
@@ -908,14 +1024,18 @@ impl<const FULL: bool> Stream<FULL> {
             self.ends += 1;
             if self.ends == 1 {
                 self.first_end = self.words;
+                self.pre_first_end = self.pre;
             }
             self.prev_end = self.last_end;
+            self.pre_prev_end = self.pre_last_end;
             self.last_end = self.words;
-            self.a_prev = self.a_last;
-            self.a_last = self.prompt;
-            self.b_prev = self.b_last;
-            self.b_last = self.b;
+            self.pre_last_end = self.pre;
         }
+    }
+
+    /// Hash of words `from..self.words`, given the fold after word `from − 1`.
+    fn tail_hash(&self, before: u64, from: usize) -> u64 {
+        seq_finish(seq_slice(before, self.pre, self.words - from))
     }
 
     /// Append the hashes of the multi-line spans a benchmark item inside scaffolding hashes
@@ -927,38 +1047,41 @@ impl<const FULL: bool> Stream<FULL> {
         if !(FULL && self.bench) {
             return;
         }
-        let (mut n, mut before_last, mut a, mut b) =
-            (self.ends, self.last_end, self.a_last, self.b_last);
+        let (mut n, mut before_last, mut pre_before_last) =
+            (self.ends, self.last_end, self.pre_last_end);
         if self.words > self.last_end {
             n += 1;
         } else {
-            (before_last, a, b) = (self.prev_end, self.a_prev, self.b_prev);
+            (before_last, pre_before_last) = (self.prev_end, self.pre_prev_end);
         }
         if n < 2 {
             return;
         }
-        let first_end = if self.ends >= 1 {
-            self.first_end
+        let (first_end, pre_first_end) = if self.ends >= 1 {
+            (self.first_end, self.pre_first_end)
         } else {
-            self.words
+            (self.words, self.pre)
         };
         if before_last >= 3 {
-            self.lines.push(a);
+            self.lines.push(seq_finish(pre_before_last));
         }
         if self.words >= 4 && self.label0 {
             if before_last >= 4 {
-                self.lines.push(b);
+                self.lines.push(seq_finish(seq_slice(
+                    self.pre1,
+                    pre_before_last,
+                    before_last - 1,
+                )));
             }
-            self.lines.push(self.b);
+            self.lines.push(self.tail_hash(self.pre1, 1));
         }
         if self.words >= first_end + 3 {
-            self.lines.push(self.c);
+            self.lines.push(self.tail_hash(pre_first_end, first_end));
         }
     }
 
     /// Same bounds as [`Scan::push_text`].
-    fn push_text(&mut self, text: &str) {
-        let b = text.as_bytes();
+    fn push_text(&mut self, b: &[u8]) {
         if b.len() <= MAX_SCAN_BYTES {
             self.scan_bytes(b);
         } else {
@@ -970,34 +1093,25 @@ impl<const FULL: bool> Stream<FULL> {
 
     fn scan_bytes(&mut self, b: &[u8]) {
         self.line_start = self.words;
-        self.line_n = 0;
+        self.line_pre = self.pre;
+        let table = &self.t.words;
+        // The state every word touches, in locals (written back before anything else reads it).
+        let mut j = self.words;
+        let mut pre = self.pre;
+        let mut skeleton_seq = self.skeleton_seq;
+        let mut prev = self.skeleton_prev;
+        let mut pending = self.pending;
+        let mut content_words = self.content_words;
         let mut sentence_start = true;
         let mut i = 0;
         let n = b.len();
         while i < n {
-            let c = b[i];
-            let k = CLASS[usize::from(c)];
-            if k & C_WORD != 0 {
-                let start = i;
-                let cap = k & C_UPPER != 0;
-                let mut all = C_DIGIT;
-                let mut h = crate::sketch::WordHasher::new();
-                while i < n {
-                    let c = b[i];
-                    let k = CLASS[usize::from(c)];
-                    if k & C_WORD == 0 {
-                        break;
-                    }
-                    h.push(c.to_ascii_lowercase());
-                    all &= k;
-                    i += 1;
-                }
-                self.word(h.finish(), i - start, all != 0, cap, sentence_start);
-                sentence_start = false;
-            } else {
+            let k = CLASS[usize::from(b[i])];
+            if k & C_WORD == 0 {
                 if k & (C_SENTENCE | C_NEWLINE) != 0 {
                     sentence_start = true;
                     if k & C_NEWLINE != 0 {
+                        (self.words, self.pre) = (j, pre);
                         if FULL && self.bench {
                             self.span_end();
                         }
@@ -1005,74 +1119,109 @@ impl<const FULL: bool> Stream<FULL> {
                     }
                 }
                 i += 1;
+                continue;
+            }
+            // Words, eight bytes at a time (see `hash_word`); a word followed by one space and
+            // another word continues here without a trip through the byte loop.
+            loop {
+                let start = i;
+                let mut x = load8(b, i);
+                let (mut word, mut len, lower, mut digits) = word_chunk(x);
+                let cap = (x as u8).is_ascii_uppercase();
+                let mut acc = WORD_SEED ^ lower;
+                i += len;
+                while len == 8 {
+                    x = load8(b, i);
+                    let (w, l, lower, d) = word_chunk(x);
+                    (word, len) = (w, l);
+                    if len == 0 {
+                        break;
+                    }
+                    digits &= d;
+                    acc = mix64(acc) ^ lower;
+                    i += len;
+                }
+                let wh = mix64(acc);
+                let wlen = i - start;
+
+                // The word: skeleton token, folds, features, phrase ring.
+                let flags = table.get(wh);
+                let entity = cap & !sentence_start & (wlen > 1);
+                sentence_start = false;
+                let sk = if digits {
+                    NUM_TOKEN
+                } else if entity {
+                    ENT_TOKEN
+                } else {
+                    wh
+                };
+                if FULL {
+                    pre = seq_push(pre, wh);
+                    if j == self.line_start {
+                        self.line_label = flags & LABEL != 0;
+                        self.line_pre1 = pre;
+                    }
+                    if j < TEMPLATE_HEAD {
+                        self.head[j] = sk;
+                        if j == 0 {
+                            self.skeleton_first = sk;
+                            self.label0 = flags & LABEL != 0;
+                            self.pre1 = pre;
+                        }
+                    }
+                    // Both features for every word, zero when there is none (zero counts
+                    // nothing): no unpredictable branch.
+                    let content = !digits & (wlen >= 3) & (flags & STOP == 0);
+                    content_words += u32::from(content);
+                    let bigram = pair(prev, sk);
+                    let slot = pending & (BATCH - 1);
+                    self.sim_buf[slot] = if j > 0 { bigram } else { 0 };
+                    self.proj_buf[slot] = if content { wh } else { 0 };
+                    prev = sk;
+                    pending = slot + 1;
+                    if pending == BATCH {
+                        self.pending = pending;
+                        self.count_pending();
+                        pending = 0;
+                    }
+                } else {
+                    skeleton_seq = seq_push(skeleton_seq, sk);
+                }
+                self.ring[j % MAX_PATTERN_WORDS] = wh;
+                let cand = flags >> PATTERN_SHIFT;
+                j += 1;
+                if cand != 0 {
+                    self.match_patterns(cand, j - 1);
+                }
+
+                // Here len < 8, and lane `len` of `x` is the byte after the word.
+                let space = (x >> (8 * len)) & 0xff == 0x20;
+                let next = ((word >> (8 * len)) >> 8) & 0x80 != 0;
+                if space & next {
+                    i += 1;
+                    continue;
+                }
+                break;
             }
         }
+        self.words = j;
+        self.pre = pre;
+        self.skeleton_seq = skeleton_seq;
+        self.skeleton_prev = prev;
+        self.pending = pending;
+        self.content_words = content_words;
         if self.line_start > 0 {
             self.end_line();
         }
     }
 
-    #[inline]
-    fn word(&mut self, wh: u64, len: usize, digits: bool, cap: bool, sentence_start: bool) {
-        let t = self.t;
-        let j = self.words;
-        self.words += 1;
-        let sk = if digits {
-            NUM_TOKEN
-        } else if cap && !sentence_start && len > 1 {
-            ENT_TOKEN
-        } else {
-            wh
-        };
-        if FULL {
-            self.prompt = combine(self.prompt, wh);
-            if self.bench && self.lines.len() < MAX_LINES {
-                if self.line_n == 0 {
-                    self.line_label = t.labels.contains(&wh);
-                    self.line_acc = SEQ_SEED;
-                    self.line_acc_label = SEQ_SEED;
-                } else if self.line_label {
-                    self.line_acc_label = combine(self.line_acc_label, wh);
-                }
-                // A line starting at word 0 hashes like the whole prompt so far.
-                if self.line_start > 0 {
-                    self.line_acc = combine(self.line_acc, wh);
-                }
-            }
-            if self.bench {
-                if j == 0 {
-                    self.label0 = t.labels.contains(&wh);
-                } else if self.label0 {
-                    self.b = combine(self.b, wh);
-                }
-                if self.ends > 0 {
-                    self.c = combine(self.c, wh);
-                }
-            }
-            self.line_n += 1;
-            if self.skeleton_n < TEMPLATE_HEAD {
-                self.head[self.skeleton_n] = sk;
-            }
-            if self.skeleton_n == 0 {
-                self.skeleton_first = sk;
-            } else if self.bench {
-                self.sim.add(combine(self.skeleton_prev, sk));
-            }
-            self.skeleton_prev = sk;
-            if !digits && len >= 3 && t.stop_set.get(wh) == 0 {
-                self.content_words += 1;
-                self.proj.add(mix64(wh));
-            }
-        } else {
-            self.skeleton_seq = combine(self.skeleton_seq, sk);
-        }
-        self.skeleton_n += 1;
-        self.ring[j % MAX_PATTERN_WORDS] = wh;
-        let mut cand = t.last_words.get(wh);
+    /// Phrases ending with word `j` whose other words precede it (`cand`: their bits).
+    #[cold]
+    fn match_patterns(&mut self, mut cand: u64, j: usize) {
         while cand != 0 {
             let pi = cand.trailing_zeros() as usize;
             cand &= cand - 1;
-            let Some((p, kind)) = t.patterns.get(pi) else {
+            let Some((p, kind)) = self.t.patterns.get(pi) else {
                 continue;
             };
             let l = p.len();
@@ -1086,25 +1235,40 @@ impl<const FULL: bool> Stream<FULL> {
         }
     }
 
+    /// Count the buffered features (the rest of the buffers zero).
+    fn count_pending(&mut self) {
+        for k in self.pending..BATCH {
+            self.sim_buf[k] = 0;
+            self.proj_buf[k] = 0;
+        }
+        if self.bench {
+            self.sim.add_batch(&self.sim_buf, 0);
+        }
+        self.proj.add_batch(&self.proj_buf, 0);
+        self.pending = 0;
+    }
+
     /// [`Scan::push_line`] for the line that just ended.
     fn end_line(&mut self) {
-        if FULL && self.bench {
-            let (n, acc) = if self.line_n >= 4 && self.line_label {
-                (self.line_n - 1, self.line_acc_label)
-            } else if self.line_start == 0 {
-                (self.line_n, self.prompt)
+        if FULL && self.bench && self.lines.len() < MAX_LINES {
+            let n = self.words - self.line_start;
+            let (n, before) = if n >= 4 && self.line_label {
+                (n - 1, self.line_pre1)
             } else {
-                (self.line_n, self.line_acc)
+                (n, self.line_pre)
             };
-            if n >= 3 && self.lines.len() < MAX_LINES {
-                self.lines.push(acc);
+            if n >= 3 {
+                self.lines.push(seq_finish(seq_slice(before, self.pre, n)));
             }
         }
         self.line_start = self.words;
-        self.line_n = 0;
+        self.line_pre = self.pre;
     }
 
     fn topic(&mut self) -> u8 {
+        if self.pending > 0 {
+            self.count_pending();
+        }
         if self.content_words < 3 {
             return NO_TOPIC;
         }
@@ -1119,10 +1283,17 @@ impl<const FULL: bool> Stream<FULL> {
     }
 
     fn skeleton_simhash(&mut self) -> u64 {
-        if self.skeleton_n == 1 {
-            self.sim.add(self.skeleton_first);
+        if self.pending > 0 {
+            self.count_pending();
         }
-        self.sim.finish()
+        // One feature per bigram, or the only token of a one-word text.
+        let n = if self.words == 1 {
+            self.sim.add(self.skeleton_first);
+            1
+        } else {
+            self.words.saturating_sub(1)
+        };
+        self.sim.majority_of(n as u32)
     }
 
     fn elicitation(&self) -> (bool, bool, bool) {
@@ -1188,10 +1359,24 @@ fn push_skeleton(out: &mut String, text: &str, max: usize) {
     }
 }
 
-/// Text pieces of a request, borrowed from the body where possible.
+/// Text pieces of a request as bytes, borrowed from the body where possible (JSON strings
+/// without escapes). Not checked to be UTF-8: see [`Texts::user_text`].
 pub struct Texts<'a> {
-    pub system: String,
-    pub user: Cow<'a, str>,
+    /// System and developer messages, joined by newlines.
+    pub system: Cow<'a, [u8]>,
+    /// The last user message (chat), the prompt (completions) or the input (embeddings).
+    pub user: Cow<'a, [u8]>,
+}
+
+impl Texts<'_> {
+    /// The user text as a string (invalid UTF-8 replaced).
+    pub fn user_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.user)
+    }
+    /// The system text as a string (invalid UTF-8 replaced).
+    pub fn system_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.system)
+    }
 }
 
 /// Parse `body` and extract features. `max_tokens_high` marks "near the maximum" output limits.
@@ -1236,15 +1421,15 @@ pub fn extract_with(
             let c = b.messages.unwrap_or_default();
             f.user_turns = c.user_turns;
             f.assistant_turns = c.assistant_turns;
-            (c.system, c.user.join())
+            (c.system.join(), c.user.join())
         }
         Endpoint::Completions => {
             f.user_turns = 1;
-            (String::new(), b.prompt.unwrap_or_default().join())
+            (Cow::Borrowed(&b""[..]), b.prompt.unwrap_or_default().join())
         }
         Endpoint::Embeddings => {
             f.user_turns = 1;
-            (String::new(), b.input.unwrap_or_default().join())
+            (Cow::Borrowed(&b""[..]), b.input.unwrap_or_default().join())
         }
     };
 
@@ -1256,15 +1441,15 @@ pub fn extract_with(
     scan.push_text(&user);
     scan.push_spans();
     f.words = scan.words as u32;
-    f.prompt_hash = scan.prompt;
+    f.prompt_hash = seq_finish(scan.pre);
     f.line_hashes = std::mem::take(&mut scan.lines);
     f.topic = scan.topic();
     if bench {
         f.skeleton_simhash = scan.skeleton_simhash();
     }
     let mut th = SimHasher::new();
-    let sys_hash = sys_scan.skeleton_seq;
-    let head = &scan.head[..scan.skeleton_n.min(TEMPLATE_HEAD)];
+    let sys_hash = seq_finish(sys_scan.skeleton_seq);
+    let head = &scan.head[..scan.words.min(TEMPLATE_HEAD)];
     th.add(combine(sys_hash, 1));
     th.add(combine(sys_hash, 2));
     for w in head.windows(2) {
@@ -1317,24 +1502,24 @@ pub(crate) fn extract_reference(
             let c = b.messages.unwrap_or_default();
             f.user_turns = c.user_turns;
             f.assistant_turns = c.assistant_turns;
-            (c.system, c.user.join())
+            (c.system.join(), c.user.join())
         }
         Endpoint::Completions => {
             f.user_turns = 1;
-            (String::new(), b.prompt.unwrap_or_default().join())
+            (Cow::Borrowed(&b""[..]), b.prompt.unwrap_or_default().join())
         }
         Endpoint::Embeddings => {
             f.user_turns = 1;
-            (String::new(), b.input.unwrap_or_default().join())
+            (Cow::Borrowed(&b""[..]), b.input.unwrap_or_default().join())
         }
     };
 
     let mut scan = Scan::default();
     let mut sys_scan = Scan::default();
     if !system.is_empty() {
-        sys_scan.push_text(&system);
+        sys_scan.push_bytes(&system);
     }
-    scan.push_text(&user);
+    scan.push_bytes(&user);
     scan.push_spans();
     f.words = scan.words.len() as u32;
     f.prompt_hash = hash_seq(&scan.words);
@@ -1443,8 +1628,8 @@ mod tests {
         assert_eq!((f.user_turns, f.assistant_turns), (2, 1));
         assert!(f.multi_turn());
         let t = t.unwrap();
-        assert_eq!(t.user, "more");
-        assert_eq!(t.system, "be brief\n");
+        assert_eq!(t.user_text(), "more");
+        assert_eq!(t.system_text(), "be brief");
         let (g, _) = extract(
             Endpoint::Completions,
             br#"{"prompt":["a b c"],"logprobs":0,"logit_bias":{}}"#,
@@ -1469,8 +1654,8 @@ mod tests {
             String::from_utf8_lossy(body)
         );
         assert_eq!(
-            ta.map(|t| (t.system, t.user.into_owned())),
-            tb.map(|t| (t.system, t.user.into_owned()))
+            ta.map(|t| (t.system.into_owned(), t.user.into_owned())),
+            tb.map(|t| (t.system.into_owned(), t.user.into_owned()))
         );
     }
 
@@ -1484,6 +1669,93 @@ mod tests {
         a.line_hashes.clear();
         a.skeleton_simhash = 0;
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    #[test]
+    fn word_table_is_exact_and_fits_two_slots() {
+        let t = tables();
+        assert!(t.words.overflow.is_empty());
+        for &w in &t.stopwords {
+            assert_ne!(t.words.get(w) & STOP, 0);
+        }
+        for &w in &t.labels {
+            assert_ne!(t.words.get(w) & LABEL, 0);
+        }
+        for (i, (p, _)) in t.patterns.iter().enumerate() {
+            assert_ne!(t.words.get(p[p.len() - 1]) & (1 << (i + 2)), 0);
+        }
+        for w in ["quarterly", "photosynthesis", "x", "berlin"] {
+            assert_eq!(t.words.get(hash_word(w.as_bytes())), 0, "{w}");
+        }
+    }
+
+    #[test]
+    fn byte_classes_eight_at_a_time_match_the_byte_table() {
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                let mut bytes = [b'a'; 8];
+                bytes[lane] = b;
+                let (word, digit, letter) = classify8(u64::from_le_bytes(bytes));
+                let bit = |m: u64| (m >> (8 * lane + 7)) & 1 == 1;
+                assert_eq!(bit(word), CLASS[usize::from(b)] & C_WORD != 0, "{b:#x}");
+                assert_eq!(bit(digit), b.is_ascii_digit(), "{b:#x}");
+                assert_eq!(bit(letter), b.is_ascii_alphabetic(), "{b:#x}");
+                // The other lanes are untouched by a carry.
+                for other in (0..8).filter(|&o| o != lane) {
+                    assert_eq!((word >> (8 * other + 7)) & 1, 1, "{b:#x} lane {other}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_word_hashes_are_hash_word_of_the_lower_cased_word() {
+        let mut words: Vec<String> = (1..=25)
+            .flat_map(|n| {
+                [
+                    "aB3".repeat(9)[..n].to_owned(),
+                    "9".repeat(n),
+                    "\u{e9}".repeat(n),
+                ]
+            })
+            .collect();
+        words.push("Z".into());
+        for w in &words {
+            for text in [
+                w.clone(),
+                format!(" {w}"),
+                format!("{w}."),
+                format!("{w} {w}"),
+            ] {
+                let body = serde_json::to_vec(&serde_json::json!({"prompt": text})).unwrap();
+                let (f, _) = extract(Endpoint::Completions, &body, 4000);
+                let h = hash_word(w.to_ascii_lowercase().as_bytes());
+                let n = text.matches(w.as_str()).count();
+                assert_eq!(f.prompt_hash, hash_seq(&vec![h; n]), "{text:?}");
+                same_as_reference(Endpoint::Completions, &body);
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_and_odd_strings_parse_as_bytes() {
+        let (f, t) = extract(
+            Endpoint::Chat,
+            br#"{"messages":[{"role":"system","content":"a\u00e9b"},{"role":"system","content":[{"type":"text","text":"two"}]},{"role":"user","content":"line\none \"q\" \ud83d\ude00"}]}"#,
+            4000,
+        );
+        let t = t.unwrap();
+        assert!(f.parsed);
+        assert_eq!(t.user_text(), "line\none \"q\" \u{1f600}");
+        assert_eq!(t.system_text(), "a\u{e9}b\ntwo");
+        assert_eq!(f.words, 4);
+        // Not a text field: the body does not parse (as before).
+        let (g, _) = extract(
+            Endpoint::Chat,
+            br#"{"messages":[{"role":"user","content":7}]}"#,
+            4000,
+        );
+        assert!(!g.parsed);
     }
 
     #[test]
@@ -1567,6 +1839,15 @@ mod tests {
         "work",
         "thought",
         "process",
+        // Word lengths around the 8-byte chunks of the word hash.
+        "ABCDEFGH",
+        "abcdefgh1",
+        "Supercalifragilistic",
+        "0123456789012345",
+        "na\u{ef}vet\u{e9}",
+        "QUESTION",
+        "xxxxxxxxxxxxxxxx",
+        "yyyyyyyyyyyyyyy",
     ];
 
     proptest::proptest! {

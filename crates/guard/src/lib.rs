@@ -26,7 +26,7 @@ pub use account::{DayBucket, HourBucket, SamplePrompt, memory_bound};
 pub use coord::LinkKind;
 pub use detector::{
     Assessment, Detector, Evidence, Extent, ExtentTotals, FlagSummary, KeyEvidence, LinkedAccount,
-    Outcome, OwnerEvidence, SyncLink, TemplateEvidence,
+    Outcome, OwnerEvidence, SNAPSHOT_VERSION, SnapshotMigration, SyncLink, TemplateEvidence,
 };
 pub use replay::{OrgReport, ReplayReport, render_table, replay};
 pub use score::{Signal, Weights};

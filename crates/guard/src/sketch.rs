@@ -43,7 +43,7 @@ impl Default for WordHasher {
     }
 }
 
-/// Hash of a byte string (FNV-1a then Murmur finalizer).
+/// Hash of a byte string (FNV-1a then Murmur finalizer), for names; words use [`hash_word`].
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = WordHasher::new();
     for &b in bytes {
@@ -58,11 +58,74 @@ pub fn combine(a: u64, b: u64) -> u64 {
     mix64(a.rotate_left(17) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
+/// Seed of [`hash_word`].
+pub const WORD_SEED: u64 = 0x6a09_e667_f3bc_c908;
+
+/// Hash of one normalized word of the request text (the request path computes the same value
+/// eight bytes at a time, see `features::Stream`): the bytes in 8-byte little-endian chunks, the
+/// last one zero-padded (word bytes are never zero), folded as `acc = c0 ^ WORD_SEED`, then
+/// `acc = mix64(acc) ^ c` for each further chunk, finished with [`mix64`]. A word of at most 8
+/// bytes costs one finalizer, and no two such words collide (`mix64` is a bijection).
+///
+/// Names (organizations, addresses, link values) keep [`hash_bytes`]: their hashes are part of
+/// stored keys and cluster ids and are not on the per-word path.
+pub fn hash_word(bytes: &[u8]) -> u64 {
+    let mut acc = WORD_SEED;
+    for (i, chunk) in bytes.chunks(8).enumerate() {
+        let mut buf = [0u8; 8];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let c = u64::from_le_bytes(buf);
+        acc = if i == 0 { acc ^ c } else { mix64(acc) ^ c };
+    }
+    mix64(acc)
+}
+
+/// Start value of a word-sequence fold ([`seq_push`]).
+pub const SEQ_SEED: u64 = 0x1234_5678_9abc_def0;
+/// Multiplier of the word-sequence fold (odd, so invertible modulo 2^64).
+const SEQ_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One step of the polynomial fold over word hashes: `acc · M + w` (mod 2^64). One
+/// multiplication per word; the fold of any run of words follows from the folds before and
+/// after it ([`seq_slice`]), so line and span hashes need no chain of their own.
+#[inline]
+pub fn seq_push(acc: u64, w: u64) -> u64 {
+    acc.wrapping_mul(SEQ_MUL).wrapping_add(w)
+}
+
+/// The fold from [`SEQ_SEED`] over the `len` words between two prefix folds: `before` (after
+/// the words preceding the run) and `after` (after the run).
+#[inline]
+pub fn seq_slice(before: u64, after: u64, len: usize) -> u64 {
+    let mut pow = 1u64;
+    let mut base = SEQ_MUL;
+    let mut e = len;
+    while e > 0 {
+        if e & 1 == 1 {
+            pow = pow.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        e >>= 1;
+    }
+    after.wrapping_add(SEQ_SEED.wrapping_sub(before).wrapping_mul(pow))
+}
+
+/// Finish a fold into a well-mixed hash.
+#[inline]
+pub fn seq_finish(acc: u64) -> u64 {
+    mix64(acc)
+}
+
 /// Hash of a word sequence given the per-word hashes (order-sensitive).
 pub fn hash_seq(words: &[u64]) -> u64 {
-    words
-        .iter()
-        .fold(0x1234_5678_9abc_def0, |acc, &w| combine(acc, w))
+    seq_finish(words.iter().fold(SEQ_SEED, |acc, &w| seq_push(acc, w)))
+}
+
+/// Feature of a pair of adjacent tokens (SimHash bigrams): order-sensitive, one multiplication.
+#[inline]
+pub fn pair(a: u64, b: u64) -> u64 {
+    let x = (a.rotate_left(23) ^ b).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ (x >> 31)
 }
 
 /// HyperLogLog distinct counter with `2^p` one-byte registers. The harmonic sum is maintained
@@ -177,35 +240,111 @@ const fn spread_table() -> [u64; 256] {
 }
 static SPREAD: [u64; 256] = spread_table();
 
-/// Per-bit set counters for `BITS`-bit features, packed eight one-byte lanes per `u64` so one
-/// addition updates eight counters (flushed into wide counters before a lane can overflow).
+/// Features a [`BitCounter`] buffers before counting them as a batch.
+pub const BATCH: usize = 16;
+
+/// Carry-save adder of three bit vectors: (sum, carry) bit by bit.
+#[inline(always)]
+fn csa(a: u64, b: u64, c: u64) -> (u64, u64) {
+    let u = a ^ b;
+    (u ^ c, (a & b) | (u & c))
+}
+
+/// Per-bit set counters for `BITS`-bit features (positional popcount).
+///
+/// Features are buffered and counted sixteen at a time with a carry-save adder tree
+/// (Harley–Seal): the counts below 16 stay bit-sliced in four planes (weights 1, 2, 4, 8), and
+/// only the carries of weight 16 — one vector per sixteen features — are spread into byte lanes
+/// (eight one-byte counters per `u64`, moved into wide counters before a lane can overflow).
+/// That is about fifteen word operations and half a table lookup per feature instead of one
+/// lookup per byte of the feature.
 #[derive(Clone)]
 pub struct BitCounter<const WORDS: usize> {
+    buf: [u64; BATCH],
+    len: usize,
+    planes: [u64; 4],
     packed: [u64; WORDS],
-    wide: [u32; 64],
+    /// Upper bound of any byte lane's value.
     pending: u32,
+    /// Whether the lanes were ever moved into `wide`.
+    flushed: bool,
+    wide: [u32; 64],
     n: u32,
 }
 
 impl<const WORDS: usize> BitCounter<WORDS> {
     pub fn new() -> Self {
         Self {
+            buf: [0; BATCH],
+            len: 0,
+            planes: [0; 4],
             packed: [0; WORDS],
-            wide: [0; 64],
             pending: 0,
+            flushed: false,
+            wide: [0; 64],
             n: 0,
         }
     }
     #[inline]
     pub fn add(&mut self, feature: u64) {
-        for (k, p) in self.packed.iter_mut().enumerate() {
-            *p += SPREAD[((feature >> (8 * k)) & 0xff) as usize];
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = feature;
         }
+        self.len += 1;
         self.n += 1;
-        self.pending += 1;
-        if self.pending == 255 {
+        if self.len == BATCH {
+            self.batch();
+        }
+    }
+    /// Count the buffered features (the unused part of the buffer must be zero).
+    fn batch(&mut self) {
+        let buf = self.buf;
+        self.len = 0;
+        self.count_batch(&buf);
+    }
+    /// Add sixteen features at once (zeros count nothing), `real` of them counted in
+    /// [`BitCounter::count`]: for callers that buffer features themselves.
+    pub fn add_batch(&mut self, batch: &[u64; BATCH], real: u32) {
+        self.n += real;
+        self.count_batch(batch);
+    }
+    fn count_batch(&mut self, b: &[u64; BATCH]) {
+        let [ones, twos, fours, eights] = self.planes;
+        let (o, ta) = csa(ones, b[0], b[1]);
+        let (o, tb) = csa(o, b[2], b[3]);
+        let (t, fa) = csa(twos, ta, tb);
+        let (o, ta) = csa(o, b[4], b[5]);
+        let (o, tb) = csa(o, b[6], b[7]);
+        let (t, fb) = csa(t, ta, tb);
+        let (f, ea) = csa(fours, fa, fb);
+        let (o, ta) = csa(o, b[8], b[9]);
+        let (o, tb) = csa(o, b[10], b[11]);
+        let (t, fa) = csa(t, ta, tb);
+        let (o, ta) = csa(o, b[12], b[13]);
+        let (o, tb) = csa(o, b[14], b[15]);
+        let (t, fb) = csa(t, ta, tb);
+        let (f, eb) = csa(f, fa, fb);
+        let (e, sixteens) = csa(eights, ea, eb);
+        self.planes = [o, t, f, e];
+        if sixteens != 0 {
+            self.add_planes(&[0, 0, 0, 0, sixteens], 16);
+        }
+    }
+    /// Add bit-sliced counts to the byte lanes: bit `i` of `planes[k]` adds `2^k` to bit `i`'s
+    /// count; no lane grows by more than `bound`.
+    fn add_planes(&mut self, planes: &[u64], bound: u32) {
+        if self.pending + bound > 255 {
             self.flush();
         }
+        for (k, &plane) in planes.iter().enumerate() {
+            if plane == 0 {
+                continue;
+            }
+            for (b, p) in self.packed.iter_mut().enumerate() {
+                *p += SPREAD[((plane >> (8 * b)) & 0xff) as usize] << k;
+            }
+        }
+        self.pending += bound;
     }
     fn flush(&mut self) {
         for (k, p) in self.packed.iter_mut().enumerate() {
@@ -215,6 +354,21 @@ impl<const WORDS: usize> BitCounter<WORDS> {
             *p = 0;
         }
         self.pending = 0;
+        self.flushed = true;
+    }
+    /// Count everything still buffered or bit-sliced into the byte lanes.
+    fn settle(&mut self) {
+        if self.len > 0 {
+            for slot in self.buf.iter_mut().skip(self.len) {
+                *slot = 0;
+            }
+            self.batch();
+        }
+        if self.planes != [0; 4] {
+            let planes = self.planes;
+            self.planes = [0; 4];
+            self.add_planes(&planes, 15);
+        }
     }
     /// Number of features added.
     pub fn count(&self) -> u32 {
@@ -222,8 +376,45 @@ impl<const WORDS: usize> BitCounter<WORDS> {
     }
     /// Count of features with bit `i` set, for `i < 8 * WORDS`.
     pub fn ones(&mut self) -> [u32; 64] {
+        self.settle();
         self.flush();
         self.wide
+    }
+    /// Bit `i` set when more than half of the features have bit `i` set, for `i < 8 * WORDS`.
+    pub fn majority(&mut self) -> u64 {
+        self.majority_of(self.n)
+    }
+    /// [`BitCounter::majority`] when `n` features were added (for [`BitCounter::add_batch`]
+    /// callers, whose batches may hold zeros for missing features).
+    pub fn majority_of(&mut self, n: u32) -> u64 {
+        self.settle();
+        if !self.flushed && n <= 255 {
+            // Every count is still in a byte lane (c ≤ n ≤ 255): compare the eight lanes of each
+            // word with the threshold at once. 2c > n iff c ≥ t = n/2 + 1 iff c + (256 − t)
+            // carries into bit 8 (even and odd lanes in separate 16-bit fields so the carry has
+            // room).
+            const FIELDS: u64 = 0x00ff_00ff_00ff_00ff;
+            const CARRY: u64 = 0x0100_0100_0100_0100;
+            let add = u64::from(256 - (n / 2 + 1)) * 0x0001_0001_0001_0001;
+            let mut h = 0u64;
+            for (k, &p) in self.packed.iter().enumerate() {
+                let even = ((p & FIELDS) + add) & CARRY;
+                let odd = (((p >> 8) & FIELDS) + add) & CARRY;
+                // Lane j's result at bit 7 of lane j, then gathered into one byte.
+                let m = (even >> 1) | (odd << 7);
+                let byte = ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
+                h |= byte << (8 * k);
+            }
+            return h;
+        }
+        let ones = self.ones();
+        ones.iter()
+            .take(8 * WORDS)
+            .enumerate()
+            .fold(
+                0u64,
+                |h, (i, &c)| if 2 * c > n { h | (1u64 << i) } else { h },
+            )
     }
 }
 
@@ -235,6 +426,7 @@ impl<const WORDS: usize> Default for BitCounter<WORDS> {
 
 /// 64-bit SimHash accumulator over hashed features (Charikar). Near-duplicate inputs give
 /// hashes with a small Hamming distance.
+#[derive(Clone, Default)]
 pub struct SimHasher(BitCounter<8>);
 
 impl SimHasher {
@@ -249,18 +441,7 @@ impl SimHasher {
         self.0.count()
     }
     pub fn finish(&mut self) -> u64 {
-        let n = self.0.count();
-        let ones = self.0.ones();
-        ones.iter().enumerate().fold(
-            0u64,
-            |h, (i, &c)| if 2 * c > n { h | (1u64 << i) } else { h },
-        )
-    }
-}
-
-impl Default for SimHasher {
-    fn default() -> Self {
-        Self::new()
+        self.0.majority()
     }
 }
 
@@ -271,7 +452,7 @@ pub fn simhash_words(words: &[u64]) -> u64 {
         s.add(words[0]);
     }
     for w in words.windows(2) {
-        s.add(combine(w[0], w[1]));
+        s.add(pair(w[0], w[1]));
     }
     s.finish()
 }
@@ -436,6 +617,64 @@ mod tests {
             "unrelated distance {}",
             hamming(ha, hc)
         );
+    }
+
+    #[test]
+    fn bit_counter_counts_every_bit_exactly() {
+        let mut r = SplitMix::new(3);
+        for n in [
+            0u32, 1, 2, 15, 16, 17, 31, 100, 224, 240, 254, 255, 256, 300, 1000, 5000,
+        ] {
+            let mut c = BitCounter::<8>::new();
+            let mut small = BitCounter::<4>::new();
+            let mut want = [0u32; 64];
+            for _ in 0..n {
+                // Sparse and dense features, so counts reach both ends.
+                let f = match r.below(3) {
+                    0 => r.next_u64(),
+                    1 => r.next_u64() & r.next_u64() & r.next_u64(),
+                    _ => r.next_u64() | r.next_u64(),
+                };
+                for (i, w) in want.iter_mut().enumerate() {
+                    *w += ((f >> i) & 1) as u32;
+                }
+                c.add(f);
+                small.add(f);
+            }
+            let majority = want
+                .iter()
+                .enumerate()
+                .fold(0u64, |h, (i, &w)| if 2 * w > n { h | 1 << i } else { h });
+            assert_eq!(c.clone().majority(), majority, "n={n}");
+            assert_eq!(c.count(), n);
+            assert_eq!(c.ones(), want, "n={n}");
+            assert_eq!(small.clone().majority(), majority & 0xffff_ffff, "n={n}");
+            assert_eq!(small.ones()[..32], want[..32], "n={n}");
+        }
+    }
+
+    #[test]
+    fn word_hash_and_sequence_slices() {
+        // Words of up to 8 bytes: one finalizer over the zero-padded chunk.
+        assert_eq!(
+            hash_word(b"step"),
+            mix64(WORD_SEED ^ u64::from_le_bytes(*b"step\0\0\0\0"))
+        );
+        assert_ne!(hash_word(b"abcdefgh"), hash_word(b"abcdefgh\0"));
+        let words: Vec<u64> = (0..40u64).map(mix64).collect();
+        let mut pre = vec![SEQ_SEED];
+        for &w in &words {
+            pre.push(seq_push(*pre.last().unwrap(), w));
+        }
+        for i in 0..words.len() {
+            for j in i..=words.len() {
+                assert_eq!(
+                    seq_finish(seq_slice(pre[i], pre[j], j - i)),
+                    hash_seq(&words[i..j]),
+                    "{i}..{j}"
+                );
+            }
+        }
     }
 
     #[test]
