@@ -227,8 +227,19 @@ impl Guard {
             .map_err(|e| format!("guard.trusted_proxies: {e}"))?;
         let settings = g.detector.clone();
         let detector = match kv_json::<serde_json::Value>(store, KV_DETECTOR).await {
-            Some(snap) => match Detector::restore(settings.clone(), snap) {
-                Ok(d) => d,
+            Some(snap) => match Detector::restore_migrating(settings.clone(), snap) {
+                Ok((d, migration)) => {
+                    if let Some(m) = migration {
+                        tracing::warn!(
+                            from_version = m.from_version,
+                            to_version = m.to_version,
+                            accounts = m.accounts,
+                            templates_frozen = m.templates_frozen,
+                            "{m}"
+                        );
+                    }
+                    d
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Detector snapshot not restored; starting fresh.");
                     Detector::new(settings.clone()).map_err(|e| format!("guard.detector: {e}"))?
