@@ -250,23 +250,23 @@ fn csa(a: u64, b: u64, c: u64) -> (u64, u64) {
     (u ^ c, (a & b) | (u & c))
 }
 
-/// Per-bit set counters for `BITS`-bit features (positional popcount).
+/// Per-bit set counters for `8 * WORDS`-bit features (a positional popcount).
 ///
-/// Features are buffered and counted sixteen at a time with a carry-save adder tree
-/// (Harley–Seal): the counts below 16 stay bit-sliced in four planes (weights 1, 2, 4, 8), and
-/// only the carries of weight 16 — one vector per sixteen features — are spread into byte lanes
-/// (eight one-byte counters per `u64`, moved into wide counters before a lane can overflow).
-/// That is about fifteen word operations and half a table lookup per feature instead of one
-/// lookup per byte of the feature.
+/// The counts are kept bit-sliced: bit `i` of `planes[k]` is bit `k` of the count of features
+/// with bit `i` set, so 64 counters are eight words. Features are buffered and counted sixteen at
+/// a time with a carry-save adder tree (Harley–Seal: about five word operations per feature),
+/// whose carries of weight 16 ripple into the upper planes. Before the eight planes could
+/// overflow (255 features) they are moved into wide counters, which only texts of more than
+/// 255 words need; the SimHash majority is read from the planes directly with a bit-sliced
+/// comparison.
 #[derive(Clone)]
 pub struct BitCounter<const WORDS: usize> {
     buf: [u64; BATCH],
     len: usize,
-    planes: [u64; 4],
-    packed: [u64; WORDS],
-    /// Upper bound of any byte lane's value.
-    pending: u32,
-    /// Whether the lanes were ever moved into `wide`.
+    planes: [u64; 8],
+    /// Features counted in the planes since they were last moved into `wide` (≤ 255).
+    in_planes: u32,
+    /// Whether `wide` holds counts.
     flushed: bool,
     wide: [u32; 64],
     n: u32,
@@ -277,9 +277,8 @@ impl<const WORDS: usize> BitCounter<WORDS> {
         Self {
             buf: [0; BATCH],
             len: 0,
-            planes: [0; 4],
-            packed: [0; WORDS],
-            pending: 0,
+            planes: [0; 8],
+            in_planes: 0,
             flushed: false,
             wide: [0; 64],
             n: 0,
@@ -296,7 +295,6 @@ impl<const WORDS: usize> BitCounter<WORDS> {
             self.batch();
         }
     }
-    /// Count the buffered features (the unused part of the buffer must be zero).
     fn batch(&mut self) {
         let buf = self.buf;
         self.len = 0;
@@ -309,14 +307,18 @@ impl<const WORDS: usize> BitCounter<WORDS> {
         self.count_batch(batch);
     }
     fn count_batch(&mut self, b: &[u64; BATCH]) {
-        let [ones, twos, fours, eights] = self.planes;
-        let (o, ta) = csa(ones, b[0], b[1]);
+        if self.in_planes + BATCH as u32 > 255 {
+            self.flush();
+        }
+        self.in_planes += BATCH as u32;
+        let p = &mut self.planes;
+        let (o, ta) = csa(p[0], b[0], b[1]);
         let (o, tb) = csa(o, b[2], b[3]);
-        let (t, fa) = csa(twos, ta, tb);
+        let (t, fa) = csa(p[1], ta, tb);
         let (o, ta) = csa(o, b[4], b[5]);
         let (o, tb) = csa(o, b[6], b[7]);
         let (t, fb) = csa(t, ta, tb);
-        let (f, ea) = csa(fours, fa, fb);
+        let (f, ea) = csa(p[2], fa, fb);
         let (o, ta) = csa(o, b[8], b[9]);
         let (o, tb) = csa(o, b[10], b[11]);
         let (t, fa) = csa(t, ta, tb);
@@ -324,50 +326,41 @@ impl<const WORDS: usize> BitCounter<WORDS> {
         let (o, tb) = csa(o, b[14], b[15]);
         let (t, fb) = csa(t, ta, tb);
         let (f, eb) = csa(f, fa, fb);
-        let (e, sixteens) = csa(eights, ea, eb);
-        self.planes = [o, t, f, e];
-        if sixteens != 0 {
-            self.add_planes(&[0, 0, 0, 0, sixteens], 16);
+        let (e, sixteens) = csa(p[3], ea, eb);
+        (p[0], p[1], p[2], p[3]) = (o, t, f, e);
+        // Weight-16 carries into planes 4..8 (no carry out: at most 255 features in the planes).
+        let mut carry = sixteens;
+        for q in &mut p[4..] {
+            let c = *q & carry;
+            *q ^= carry;
+            carry = c;
         }
     }
-    /// Add bit-sliced counts to the byte lanes: bit `i` of `planes[k]` adds `2^k` to bit `i`'s
-    /// count; no lane grows by more than `bound`.
-    fn add_planes(&mut self, planes: &[u64], bound: u32) {
-        if self.pending + bound > 255 {
-            self.flush();
-        }
-        for (k, &plane) in planes.iter().enumerate() {
-            if plane == 0 {
-                continue;
-            }
-            for (b, p) in self.packed.iter_mut().enumerate() {
-                *p += SPREAD[((plane >> (8 * b)) & 0xff) as usize] << k;
-            }
-        }
-        self.pending += bound;
-    }
+    /// Move the plane counts into the wide counters.
     fn flush(&mut self) {
-        for (k, p) in self.packed.iter_mut().enumerate() {
-            for j in 0..8 {
-                self.wide[8 * k + j] += ((*p >> (8 * j)) & 0xff) as u32;
+        // Eight one-byte counters per word (each count ≤ 255 fits), then widened.
+        let mut lanes = [0u64; WORDS];
+        for (k, &plane) in self.planes.iter().enumerate() {
+            for (b, l) in lanes.iter_mut().enumerate() {
+                *l += SPREAD[((plane >> (8 * b)) & 0xff) as usize] << k;
             }
-            *p = 0;
         }
-        self.pending = 0;
+        for (b, &l) in lanes.iter().enumerate() {
+            for j in 0..8 {
+                self.wide[8 * b + j] += ((l >> (8 * j)) & 0xff) as u32;
+            }
+        }
+        self.planes = [0; 8];
+        self.in_planes = 0;
         self.flushed = true;
     }
-    /// Count everything still buffered or bit-sliced into the byte lanes.
+    /// Count what is still buffered (the unused part of the buffer zeroed).
     fn settle(&mut self) {
         if self.len > 0 {
             for slot in self.buf.iter_mut().skip(self.len) {
                 *slot = 0;
             }
             self.batch();
-        }
-        if self.planes != [0; 4] {
-            let planes = self.planes;
-            self.planes = [0; 4];
-            self.add_planes(&planes, 15);
         }
     }
     /// Number of features added.
@@ -388,24 +381,26 @@ impl<const WORDS: usize> BitCounter<WORDS> {
     /// callers, whose batches may hold zeros for missing features).
     pub fn majority_of(&mut self, n: u32) -> u64 {
         self.settle();
-        if !self.flushed && n <= 255 {
-            // Every count is still in a byte lane (c ≤ n ≤ 255): compare the eight lanes of each
-            // word with the threshold at once. 2c > n iff c ≥ t = n/2 + 1 iff c + (256 − t)
-            // carries into bit 8 (even and odd lanes in separate 16-bit fields so the carry has
-            // room).
-            const FIELDS: u64 = 0x00ff_00ff_00ff_00ff;
-            const CARRY: u64 = 0x0100_0100_0100_0100;
-            let add = u64::from(256 - (n / 2 + 1)) * 0x0001_0001_0001_0001;
-            let mut h = 0u64;
-            for (k, &p) in self.packed.iter().enumerate() {
-                let even = ((p & FIELDS) + add) & CARRY;
-                let odd = (((p >> 8) & FIELDS) + add) & CARRY;
-                // Lane j's result at bit 7 of lane j, then gathered into one byte.
-                let m = (even >> 1) | (odd << 7);
-                let byte = ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
-                h |= byte << (8 * k);
+        let t = n / 2;
+        if !self.flushed && t <= 255 {
+            // Every count is in the planes: compare them with ⌊n/2⌋ bit-sliced, from the top
+            // bit down (2c > n ⇔ c > ⌊n/2⌋).
+            let (mut greater, mut equal) = (0u64, u64::MAX);
+            for k in (0..8).rev() {
+                let p = self.planes[k];
+                if (t >> k) & 1 == 0 {
+                    greater |= equal & p;
+                    equal &= !p;
+                } else {
+                    equal &= p;
+                }
             }
-            return h;
+            let bits = 8 * WORDS as u32;
+            return if bits >= 64 {
+                greater
+            } else {
+                greater & ((1u64 << bits) - 1)
+            };
         }
         let ones = self.ones();
         ones.iter()
