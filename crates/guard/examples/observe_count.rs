@@ -10,7 +10,11 @@
 //!
 //! Instructions per request = the total reported by callgrind / the count (20,000 here); the
 //! first 5,000 requests (every account created, templates filled) run before collection starts.
-//! The optional second argument `plain` runs without a benchmark filter (the gateway default).
+//! (Callgrind lists the warm-up calls too, but counts no instructions for them.) The optional
+//! second argument: `plain` runs without a benchmark filter (the gateway default), `tiny` sends
+//! a two-word body (what a request costs besides the text), `extract` times feature extraction
+//! alone. Without valgrind it prints the wall time per request, which on a shared machine is
+//! only good for comparing builds run alternately.
 
 use std::hint::black_box;
 use time::{Duration, macros::datetime};
