@@ -1095,6 +1095,7 @@ impl<const FULL: bool> Stream<FULL> {
         self.line_start = self.words;
         self.line_pre = self.pre;
         let table = &self.t.words;
+        let bench = self.bench;
         // The state every word touches, in locals (written back before anything else reads it).
         let mut j = self.words;
         let mut pre = self.pre;
@@ -1173,9 +1174,11 @@ impl<const FULL: bool> Stream<FULL> {
                     // nothing): no unpredictable branch.
                     let content = !digits & (wlen >= 3) & (flags & STOP == 0);
                     content_words += u32::from(content);
-                    let bigram = pair(prev, sk);
                     let slot = pending & (BATCH - 1);
-                    self.sim_buf[slot] = if j > 0 { bigram } else { 0 };
+                    if bench {
+                        let bigram = pair(prev, sk);
+                        self.sim_buf[slot] = if j > 0 { bigram } else { 0 };
+                    }
                     self.proj_buf[slot] = if content { wh } else { 0 };
                     prev = sk;
                     pending = slot + 1;
