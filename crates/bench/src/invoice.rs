@@ -5,6 +5,7 @@
 //! times `GET /admin/v1/invoices/{org}/{month}` and checks its token totals against what was
 //! written.
 
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -164,7 +165,9 @@ pub async fn run(opts: &InvoiceOptions) -> anyhow::Result<()> {
     }
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
         "invoice of one organization for {MONTH} over {} records: median {:.1} ms, slowest {:.1} ms ({} fetches); lines {}, total {} USD, tokens in/out {}/{} match the ledger",
         opts.records,
         ms(times[times.len() / 2]),
@@ -174,7 +177,7 @@ pub async fn run(opts: &InvoiceOptions) -> anyhow::Result<()> {
         last["total"],
         input,
         output
-    );
+    )?;
     server.stop().await;
     Ok(())
 }
