@@ -280,41 +280,29 @@ fn reason_of(d: &Decision) -> Result<String, ApiError> {
     Ok(r.to_owned())
 }
 
+/// Stores `value` as JSON under `key` in the store's key-value table.
+async fn save_json<T: serde::Serialize>(app: &App, key: &str, value: &T) -> Result<(), ApiError> {
+    let text = serde_json::to_string(value)
+        .map_err(|_| ApiError::internal(format!("Cannot encode {key}.")))?;
+    app.store.set_value(key, text).await.map_err(store_error)
+}
+
 async fn save_owner_reviews(app: &App) -> Result<(), ApiError> {
-    let text = serde_json::to_string(&app.guard.all_owner_reviews())
-        .map_err(|_| ApiError::internal("Cannot encode reviews."))?;
-    app.store
-        .set_value(KV_OWNER_REVIEWS, text)
-        .await
-        .map_err(store_error)
+    save_json(app, KV_OWNER_REVIEWS, &app.guard.all_owner_reviews()).await
 }
 
 async fn save_owner_exempt(app: &App) -> Result<(), ApiError> {
-    let text = serde_json::to_string(&app.guard.all_owner_exempt())
-        .map_err(|_| ApiError::internal("Cannot encode."))?;
-    app.store
-        .set_value(KV_OWNER_EXEMPT, text)
-        .await
-        .map_err(store_error)
+    save_json(app, KV_OWNER_EXEMPT, &app.guard.all_owner_exempt()).await
 }
 
 async fn save_taken(app: &App) -> Result<(), ApiError> {
-    let text = serde_json::to_string(&app.guard.all_taken())
-        .map_err(|_| ApiError::internal("Cannot encode."))?;
-    app.store
-        .set_value(KV_ACTIONS, text)
-        .await
-        .map_err(store_error)
+    save_json(app, KV_ACTIONS, &app.guard.all_taken()).await
 }
 
 async fn save_exempt(app: &App) -> Result<(), ApiError> {
     let mut list: Vec<String> = app.guard.exempt.iter().map(|e| e.key().clone()).collect();
     list.sort();
-    let text = serde_json::to_string(&list).map_err(|_| ApiError::internal("Cannot encode."))?;
-    app.store
-        .set_value(KV_EXEMPT, text)
-        .await
-        .map_err(store_error)
+    save_json(app, KV_EXEMPT, &list).await
 }
 
 #[derive(Clone, Copy, PartialEq)]
