@@ -21,7 +21,7 @@ use tollgate_config::Config;
 use tollgate_store::{Ledger, PriceRow, Store, UsageRecord};
 
 use crate::budget::Budgets;
-use crate::upstream::{HttpClient, ModelEntry, build_client, build_models};
+use crate::upstream::{ModelEntry, build_models};
 use crate::{admin, billing_admin, proxy, tenancy::Tenancy};
 
 /// Everything the handlers share.
@@ -32,7 +32,6 @@ pub struct App {
     pub tenancy: Tenancy,
     pub store: Store,
     pub ledger: Ledger,
-    pub client: HttpClient,
     pub admin_token: String,
     pub started_at: OffsetDateTime,
     /// The price catalogue (config entries first, then admin API entries).
@@ -99,7 +98,6 @@ impl App {
             .into_iter()
             .map(|m| (m.name.clone(), Arc::new(m)))
             .collect();
-        let client = build_client(&config).map_err(StartError::Setup)?;
         let guard = crate::enforce::Guard::load(&config, &store)
             .await
             .map_err(StartError::Setup)?;
@@ -111,7 +109,6 @@ impl App {
             tenancy,
             store,
             ledger,
-            client,
             admin_token,
             started_at: OffsetDateTime::now_utc(),
             catalogue: RwLock::new(Arc::new(Catalogue::default())),

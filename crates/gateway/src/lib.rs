@@ -8,6 +8,7 @@ pub mod app;
 pub mod billing_admin;
 pub mod bootstrap;
 pub mod budget;
+pub mod conn;
 pub mod enforce;
 pub mod error;
 pub mod guard_admin;

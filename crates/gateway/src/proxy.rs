@@ -240,7 +240,7 @@ async fn pipeline(
         };
         last_route = route;
         let result = match &route.target {
-            Target::Http { uris, auth } => {
+            Target::Http { pool, paths, auth } => {
                 let upstream_body = if req.needs_rewrite(&route.upstream_model) {
                     match &rewritten {
                         Some((m, b)) if *m == route.upstream_model => b.clone(),
@@ -253,15 +253,7 @@ async fn pipeline(
                 } else {
                     bytes.clone()
                 };
-                send_http(
-                    &app.client,
-                    uris,
-                    auth.as_ref(),
-                    endpoint,
-                    upstream_body,
-                    timeout,
-                )
-                .await
+                send_http(pool, paths, auth.as_ref(), endpoint, upstream_body, timeout).await
             }
             Target::Simulated(cfg) => {
                 let (texts, messages) = req.prompt_texts(endpoint);

@@ -10,25 +10,22 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HOST;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tollgate_config::{Config, ProviderKind};
 use tollgate_wire::Endpoint;
 
+use crate::conn::{ConnPool, Connector, PooledBody};
 use crate::sim::SimConfig;
 use crate::tokens::Encoding;
 
-/// The pooled upstream client (HTTP/1.1 keep-alive, TCP_NODELAY, TLS with embedded roots).
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Builds the upstream client.
-pub fn build_client(config: &Config) -> Result<HttpClient, String> {
+/// Builds the upstream connector (TCP_NODELAY, keep-alive, connect timeout, TLS with embedded
+/// roots); each provider's [`ConnPool`] dials through it.
+fn build_connector(config: &Config) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -36,24 +33,23 @@ pub fn build_client(config: &Config) -> Result<HttpClient, String> {
         config.server.connect_timeout_ms,
     )));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(config.server.pool_max_idle_per_host)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+        .wrap_connector(http))
 }
 
 /// Where one route sends requests.
 #[derive(Debug)]
 pub enum Target {
     Http {
-        /// URIs per endpoint: chat completions, completions, embeddings.
-        uris: Box<[Uri; 3]>,
+        /// The provider's connections.
+        pool: Arc<ConnPool>,
+        /// Origin-form URIs (path and query) per endpoint: chat completions, completions,
+        /// embeddings.
+        paths: Box<[Uri; 3]>,
         auth: Option<(HeaderName, HeaderValue)>,
     },
     Simulated(SimConfig),
@@ -143,6 +139,9 @@ fn endpoint_index(e: Endpoint) -> usize {
 
 /// Builds every model's routes from the configuration.
 pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
+    let connector = build_connector(config)?;
+    // One pool per provider, shared by every model it serves.
+    let mut pools: Vec<(&str, Arc<ConnPool>)> = Vec::new();
     let mut out: Vec<ModelEntry> = Vec::new();
     for m in &config.models {
         let p = config
@@ -169,7 +168,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                     Endpoint::Completions,
                     Endpoint::Embeddings,
                 ];
-                let mut uris = Vec::with_capacity(3);
+                let mut uris: Vec<Uri> = Vec::with_capacity(3);
                 for e in endpoints {
                     let text = if p.kind == ProviderKind::Azure {
                         format!(
@@ -185,7 +184,33 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                         .map_err(|err| format!("provider {}: bad URL {text}: {err}", p.name))?;
                     uris.push(uri);
                 }
-                let [a, b, c]: [Uri; 3] = uris
+                let pool = match pools.iter().find(|(name, _)| *name == p.name) {
+                    Some((_, pool)) => pool.clone(),
+                    None => {
+                        let pool = Arc::new(
+                            ConnPool::new(
+                                connector.clone(),
+                                &uris[0],
+                                config.server.pool_max_idle_per_host,
+                                Duration::from_secs(90),
+                            )
+                            .map_err(|e| format!("provider {}: {e}", p.name))?,
+                        );
+                        pools.push((&p.name, pool.clone()));
+                        pool
+                    }
+                };
+                let mut paths = Vec::with_capacity(3);
+                for uri in &uris {
+                    let path = uri
+                        .path_and_query()
+                        .map_or("/", http::uri::PathAndQuery::as_str);
+                    paths.push(
+                        Uri::try_from(path)
+                            .map_err(|err| format!("provider {}: bad URL {uri}: {err}", p.name))?,
+                    );
+                }
+                let [a, b, c]: [Uri; 3] = paths
                     .try_into()
                     .map_err(|_| "internal: wrong number of URIs".to_owned())?;
                 let auth = match key {
@@ -207,7 +232,8 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                     }
                 };
                 Target::Http {
-                    uris: Box::new([a, b, c]),
+                    pool,
+                    paths: Box::new([a, b, c]),
                     auth,
                 }
             }
@@ -237,7 +263,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
 
 /// A response body from an upstream, read chunk by chunk.
 pub enum UpstreamBody {
-    Http(hyper::body::Incoming),
+    Http(PooledBody),
     Chunks(mpsc::Receiver<Bytes>),
     Full(Option<Bytes>),
 }
@@ -246,17 +272,7 @@ impl UpstreamBody {
     /// The next piece of the body; `None` at the end.
     pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
         match self {
-            UpstreamBody::Http(b) => loop {
-                match b.frame().await {
-                    None => return None,
-                    Some(Err(e)) => return Some(Err(e.to_string())),
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Some(Ok(data));
-                        }
-                    }
-                }
-            },
+            UpstreamBody::Http(b) => b.chunk().await,
             UpstreamBody::Chunks(rx) => rx.recv().await.map(Ok),
             UpstreamBody::Full(b) => b.take().map(Ok),
         }
@@ -334,8 +350,8 @@ impl Failure {
 
 /// Sends one request over HTTP to a route.
 pub async fn send_http(
-    client: &HttpClient,
-    uris: &[Uri; 3],
+    pool: &Arc<ConnPool>,
+    paths: &[Uri; 3],
     auth: Option<&(HeaderName, HeaderValue)>,
     endpoint: Endpoint,
     body: Bytes,
@@ -343,7 +359,8 @@ pub async fn send_http(
 ) -> Result<UpstreamResponse, Failure> {
     let mut builder = Request::builder()
         .method(Method::POST)
-        .uri(uris[endpoint_index(endpoint)].clone())
+        .uri(paths[endpoint_index(endpoint)].clone())
+        .header(HOST, pool.host.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some((name, value)) = auth {
         builder = builder.header(name, value.clone());
@@ -351,9 +368,9 @@ pub async fn send_http(
     let req = builder
         .body(Full::new(body))
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let res = match tokio::time::timeout(timeout, client.request(req)).await {
+    let res = match tokio::time::timeout(timeout, pool.send(req)).await {
         Err(_) => return Err(Failure::Timeout),
-        Ok(Err(e)) => return Err(Failure::Connect(error_chain(&e))),
+        Ok(Err(e)) => return Err(Failure::Connect(e.0)),
         Ok(Ok(res)) => res,
     };
     let status = res.status();
@@ -380,17 +397,6 @@ pub async fn send_http(
         retry_after,
         content_type,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -96,3 +96,30 @@ async fn cancel_bills_what_was_generated_as_estimated() {
     assert_eq!(gw.records().await.len(), 1);
     assert_eq!(mock.request_count(), 1);
 }
+
+#[tokio::test]
+async fn a_cancelled_streams_upstream_connection_is_closed_not_reused() {
+    let (mock, gw) = gateway(DisconnectPolicy::Cancel).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    start_and_abandon(&gw, &key).await;
+    wait_for_record(&gw).await;
+    // The half-read stream's connection is gone; the next request dials a new one and gets a
+    // whole answer of its own.
+    mock.set_config(MockConfig::default());
+    let r = gw
+        .chat(&key, json!({"model": "gpt-4o-mini", "messages": user("x")}))
+        .await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(mock.connection_count(), 2);
+    // A drained stream, by contrast, leaves its connection for the next request.
+    let (mock, gw) = gateway(DisconnectPolicy::Drain).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    start_and_abandon(&gw, &key).await;
+    wait_for_record(&gw).await;
+    let r = gw
+        .chat(&key, json!({"model": "gpt-4o-mini", "messages": user("x")}))
+        .await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    assert_eq!(mock.connection_count(), 1);
+}

@@ -764,6 +764,74 @@ async fn reused_connections_do_not_stall() {
 }
 
 #[tokio::test]
+async fn one_upstream_connection_serves_sequential_requests_of_every_kind() {
+    let (mock, gw) = one_mock(MockConfig::default()).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    for i in 0..12 {
+        let r = gw
+            .chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": i % 3 == 1}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        if i % 3 == 1 {
+            assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+        }
+    }
+    // An upstream error's body is read to its end, so its connection is reused too.
+    mock.set_config(MockConfig {
+        behavior: Behavior::Status(400),
+        ..MockConfig::default()
+    });
+    for _ in 0..3 {
+        let r = gw
+            .chat(&key, json!({"model": "gpt-4o-mini", "messages": user("x")}))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    }
+    assert_eq!(mock.request_count(), 15);
+    assert_eq!(
+        mock.connection_count(),
+        1,
+        "every request reused the first connection"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_closed_its_idle_connections_is_redialled() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let addr = mock.addr();
+    let gw = start(&openai_models(&[mock.base_url()])).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let ask = || async {
+        gw.chat(&key, json!({"model": "gpt-4o-mini", "messages": user("x")}))
+            .await
+    };
+    assert_eq!(ask().await.status, StatusCode::OK);
+    // The upstream restarts: the gateway's pooled connection is now closed by its peer.
+    drop(mock);
+    let mut restarted = None;
+    for _ in 0..200 {
+        // The old listener closes once its accept loop sees the shutdown.
+        match MockUpstream::start_on(addr, MockConfig::default()).await {
+            Ok(m) => {
+                restarted = Some(m);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let mock = restarted.expect("the port was freed");
+    for _ in 0..3 {
+        let r = ask().await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(mock.request_count(), 3);
+    assert_eq!(mock.connection_count(), 1);
+}
+
+#[tokio::test]
 async fn a_failing_provider_is_skipped_until_its_cool_down() {
     let bad = MockUpstream::start(MockConfig {
         behavior: Behavior::Status(500),

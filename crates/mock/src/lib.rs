@@ -182,6 +182,8 @@ impl State {
 pub(crate) struct Shared {
     state: RwLock<Arc<State>>,
     count: AtomicU64,
+    /// Connections accepted so far.
+    pub(crate) connections: AtomicU64,
     fail_seen: AtomicU64,
     recorded: Mutex<VecDeque<RecordedRequest>>,
 }
@@ -260,6 +262,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             state: RwLock::new(Arc::new(State::new(config))),
             count: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             fail_seen: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::new()),
         });
@@ -290,6 +293,11 @@ impl MockUpstream {
     /// Requests received so far, on any route.
     pub fn request_count(&self) -> u64 {
         self.shared.count.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connection_count(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// The last [`RECORDED_REQUESTS`] requests, oldest first.

@@ -48,6 +48,9 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        shared
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
         let mut shutdown = shutdown.clone();
