@@ -259,11 +259,6 @@ impl PooledBody {
         }
     }
 
-    /// The next data chunk; `None` at the end of the body.
-    pub async fn chunk(&mut self) -> Option<Result<Bytes, String>> {
-        poll_fn(|cx| self.poll_chunk(cx)).await
-    }
-
     /// The body is complete: the connection goes back to the pool while it is open (whether it
     /// is ready for another request is checked when it is taken).
     fn release(&mut self, cx: &mut Context<'_>) {

@@ -1,49 +1,100 @@
 //! Relaying a streamed response: forward events as they arrive, keep the usage, bill exactly once.
 //!
-//! A task owns the upstream stream and feeds the client's body through a small channel. It
-//! forwards each server-sent event unchanged, except the usage chunk that the gateway asked for on
-//! the client's behalf, which it keeps for the ledger and strips when the client did not ask for it.
+//! The client's response body is a [`RelayBody`]: each time the server asks it for the next
+//! frame it reads the upstream (driving the upstream connection in the same poll, see `conn`),
+//! splits server-sent events and hands them on, so a chunk crosses no task or channel on its way.
+//! It forwards each event unchanged, except the usage chunk that the gateway asked for on the
+//! client's behalf, which it keeps for the ledger and strips when the client did not ask for it.
 //! The final `data: [DONE]` is held back until the usage record is durable (strict durability).
-//! When the client goes away, the task either drains the upstream to its own usage report (within
-//! a bound) or cancels it and bills the tokens generated so far, marked estimated.
+//!
+//! When the client goes away the server drops the body; the drop hands the stream to a task that
+//! either drains the upstream to its own usage report (within a bound) or cancels it and bills the
+//! tokens generated so far, marked estimated. A record whose commit had already begun is finished
+//! by a task too, so dropping the body never loses a record.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 use tollgate_config::DisconnectPolicy;
 use tollgate_wire::usage::read_chunk;
 use tollgate_wire::{SseSplitter, Usage};
 
+use crate::error::ApiError;
 use crate::meter::{Counts, Meter};
 use crate::upstream::UpstreamBody;
 
-/// A response body fed by a channel.
-pub struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+type Commit = Pin<Box<dyn Future<Output = Result<(), ApiError>> + Send>>;
+
+/// What the stream has seen so far: the splitter's state, the generated text, the usage.
+struct Relay {
+    splitter: SseSplitter,
+    text: String,
+    usage: Option<Usage>,
+    done: Option<Bytes>,
+    client_wants_usage: bool,
 }
 
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+impl Relay {
+    /// Feeds a piece of the upstream body; the events to forward go to `out`.
+    fn feed(&mut self, piece: &[u8], out: &mut VecDeque<Bytes>) {
+        self.splitter.push(piece);
+        while let Some(event) = self.splitter.next_event() {
+            if event.is_done() {
+                self.done = Some(event.raw);
+                continue;
+            }
+            let mut forward = Some(event.raw);
+            if let Some(data) = &event.data
+                && let Some(view) = read_chunk(data, &mut self.text)
+                && let Some(u) = view.usage
+            {
+                self.usage = Some(u);
+                if !self.client_wants_usage {
+                    forward = if view.choices_empty {
+                        None
+                    } else if contains(data, b"\"usage\"") {
+                        strip_usage(data)
+                    } else {
+                        forward
+                    };
+                }
+            }
+            if let Some(bytes) = forward {
+                out.push_back(bytes);
+            }
+        }
     }
-}
 
-/// Starts relaying; returns the client's body.
-pub fn start(meter: Meter, upstream: UpstreamBody, client_wants_usage: bool) -> ChannelBody {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(run(meter, upstream, client_wants_usage, tx));
-    ChannelBody { rx }
+    /// The upstream has ended: an unterminated last event is read (and forwarded to `out`).
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        if let Some(event) = self.splitter.finish() {
+            if event.is_done() {
+                self.done = Some(event.raw);
+            } else if let Some(data) = &event.data {
+                if let Some(view) = read_chunk(data, &mut self.text)
+                    && let Some(u) = view.usage
+                {
+                    self.usage = Some(u);
+                }
+                out.push_back(event.raw);
+            }
+        }
+    }
+
+    /// The upstream's own usage, else the tokenizer's count of what was generated.
+    fn counts(&self, meter: &Meter) -> Counts {
+        match &self.usage {
+            Some(u) => Counts::from_usage(u),
+            None => meter.estimate(&self.text),
+        }
+    }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -60,104 +111,200 @@ fn strip_usage(data: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-async fn run(
-    mut meter: Meter,
-    mut upstream: UpstreamBody,
-    client_wants_usage: bool,
-    tx: mpsc::Sender<Bytes>,
-) {
-    let app = meter.app.clone();
-    let idle = Duration::from_millis(app.config.server.upstream_timeout_ms);
-    let policy = app.config.metering.on_client_disconnect;
-    let drain_for = Duration::from_millis(app.config.metering.drain_timeout_ms);
-    let mut splitter = SseSplitter::new();
-    let mut text = String::new();
-    let mut usage: Option<Usage> = None;
-    let mut done: Option<Bytes> = None;
-    let mut client_gone: Option<Instant> = None;
-    let mut upstream_failed = false;
-    'outer: loop {
-        let wait = match client_gone {
-            Some(since) => drain_for.saturating_sub(since.elapsed()),
-            None => idle,
+enum Phase {
+    /// Reading the upstream.
+    Reading,
+    /// The upstream has ended; the usage record is being committed.
+    Committing(Commit),
+    /// Everything has been sent.
+    Done,
+}
+
+/// The client's body of a streamed response.
+pub struct RelayBody {
+    relay: Relay,
+    upstream: Option<UpstreamBody>,
+    meter: Option<Meter>,
+    out: VecDeque<Bytes>,
+    phase: Phase,
+    upstream_failed: bool,
+    /// The upstream must send something at least this often.
+    idle: Duration,
+    /// When the upstream's silence becomes a failure (moved on by each piece; the timer is
+    /// re-armed only when it fires early).
+    deadline: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// Starts relaying; returns the client's body.
+pub fn start(meter: Meter, upstream: UpstreamBody, client_wants_usage: bool) -> RelayBody {
+    let idle = Duration::from_millis(meter.app.config.server.upstream_timeout_ms);
+    let deadline = Instant::now() + idle;
+    RelayBody {
+        relay: Relay {
+            splitter: SseSplitter::new(),
+            text: String::new(),
+            usage: None,
+            done: None,
+            client_wants_usage,
+        },
+        upstream: Some(upstream),
+        meter: Some(meter),
+        out: VecDeque::new(),
+        phase: Phase::Reading,
+        upstream_failed: false,
+        idle,
+        deadline,
+        timer: Box::pin(tokio::time::sleep_until(deadline)),
+    }
+}
+
+impl RelayBody {
+    /// The upstream has ended (or failed, or fell silent): read its last event and start the
+    /// commit.
+    fn end_upstream(&mut self) {
+        self.upstream = None;
+        self.relay.finish(&mut self.out);
+        let Some(mut meter) = self.meter.take() else {
+            self.phase = Phase::Done;
+            return;
         };
-        let piece = match tokio::time::timeout(wait, upstream.next()).await {
-            Err(_) => {
-                upstream_failed = client_gone.is_none();
-                break;
+        let counts = self.relay.counts(&meter);
+        let status = if self.upstream_failed { 502 } else { 200 };
+        self.phase =
+            Phase::Committing(Box::pin(
+                async move { meter.commit(status, counts, true).await },
+            ));
+    }
+
+    /// Whether the upstream has been silent past its deadline.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.deadline {
+                return true;
             }
-            Ok(None) => break,
-            Ok(Some(Err(error))) => {
-                tracing::warn!(%error, request = %meter.id, "Upstream stream broke.");
-                upstream_failed = true;
-                break;
+            let deadline = self.deadline;
+            self.timer.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-            Ok(Some(Ok(piece))) => piece,
-        };
-        splitter.push(&piece);
-        while let Some(event) = splitter.next_event() {
-            if event.is_done() {
-                done = Some(event.raw);
-                continue;
-            }
-            let mut forward = Some(event.raw);
-            if let Some(data) = &event.data
-                && let Some(view) = read_chunk(data, &mut text)
-                && let Some(u) = view.usage
-            {
-                usage = Some(u);
-                if !client_wants_usage {
-                    forward = if view.choices_empty {
-                        None
-                    } else if contains(data, b"\"usage\"") {
-                        strip_usage(data)
-                    } else {
-                        forward
+            match &mut this.phase {
+                Phase::Reading => {
+                    let Some(upstream) = &mut this.upstream else {
+                        this.end_upstream();
+                        continue;
                     };
+                    match upstream.poll_next(cx) {
+                        Poll::Ready(Some(Ok(piece))) => {
+                            this.deadline = Instant::now() + this.idle;
+                            this.relay.feed(&piece, &mut this.out);
+                        }
+                        Poll::Ready(Some(Err(error))) => {
+                            let request = this.meter.as_ref().map(|m| m.id.as_str());
+                            tracing::warn!(%error, request, "Upstream stream broke.");
+                            this.upstream_failed = true;
+                            this.end_upstream();
+                        }
+                        Poll::Ready(None) => this.end_upstream(),
+                        Poll::Pending => {
+                            if !this.timed_out(cx) {
+                                return Poll::Pending;
+                            }
+                            this.upstream_failed = true;
+                            this.end_upstream();
+                        }
+                    }
                 }
-            }
-            if client_gone.is_none()
-                && let Some(bytes) = forward
-                && tx.send(bytes).await.is_err()
-            {
-                client_gone = Some(Instant::now());
-                if policy == DisconnectPolicy::Cancel {
-                    break 'outer;
+                Phase::Committing(commit) => {
+                    let durable = match commit.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(r) => r.is_ok(),
+                    };
+                    this.phase = Phase::Done;
+                    if durable && !this.upstream_failed {
+                        let tail = this
+                            .relay
+                            .done
+                            .take()
+                            .unwrap_or_else(|| Bytes::from_static(b"data: [DONE]\n\n"));
+                        this.out.push_back(tail);
+                    }
                 }
+                Phase::Done => return Poll::Ready(None),
             }
         }
     }
-    drop(upstream);
-    if let Some(event) = splitter.finish() {
-        if event.is_done() {
-            done = Some(event.raw);
-        } else if let Some(data) = &event.data {
-            if let Some(view) = read_chunk(data, &mut text)
-                && let Some(u) = view.usage
-            {
-                usage = Some(u);
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        let task: Pin<Box<dyn Future<Output = ()> + Send>> = match phase {
+            Phase::Done => return,
+            // The commit has begun: finish it (the client's leaving does not undo the answer).
+            Phase::Committing(commit) => Box::pin(async move {
+                let _ = commit.await;
+            }),
+            // The client left mid-stream.
+            Phase::Reading => {
+                let Some(meter) = self.meter.take() else {
+                    return;
+                };
+                let relay = std::mem::replace(
+                    &mut self.relay,
+                    Relay {
+                        splitter: SseSplitter::new(),
+                        text: String::new(),
+                        usage: None,
+                        done: None,
+                        client_wants_usage: false,
+                    },
+                );
+                Box::pin(after_client_left(meter, relay, self.upstream.take()))
             }
-            if client_gone.is_none() {
-                let _ = tx.send(event.raw).await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(task);
             }
+            Err(_) => tracing::error!("A stream's usage could not be recorded: no runtime."),
         }
     }
-    let counts = match usage {
-        Some(u) => Counts::from_usage(&u),
-        None => meter.estimate(&text),
-    };
-    let status = if client_gone.is_some() {
-        499
-    } else if upstream_failed {
-        502
-    } else {
-        200
-    };
-    let durable = meter.commit(status, counts, true).await;
-    if client_gone.is_none() && durable.is_ok() {
-        let tail = done.unwrap_or_else(|| Bytes::from_static(b"data: [DONE]\n\n"));
-        if !upstream_failed {
-            let _ = tx.send(tail).await;
-        }
+}
+
+/// The client went away mid-stream: drain the upstream to its usage report (within
+/// `metering.drain_timeout_ms`) or cancel it, then bill the request once with status 499.
+async fn after_client_left(mut meter: Meter, mut relay: Relay, upstream: Option<UpstreamBody>) {
+    let app = meter.app.clone();
+    let mut discard = VecDeque::new();
+    if let Some(mut upstream) = upstream
+        && app.config.metering.on_client_disconnect == DisconnectPolicy::Drain
+    {
+        let drain_for = Duration::from_millis(app.config.metering.drain_timeout_ms);
+        let _ = tokio::time::timeout(drain_for, async {
+            while let Some(Ok(piece)) = upstream.next().await {
+                relay.feed(&piece, &mut discard);
+                discard.clear();
+            }
+        })
+        .await;
     }
+    relay.finish(&mut discard);
+    let counts = relay.counts(&meter);
+    let _ = meter.commit(499, counts, true).await;
 }

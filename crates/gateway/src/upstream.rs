@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -270,12 +271,17 @@ pub enum UpstreamBody {
 
 impl UpstreamBody {
     /// The next piece of the body; `None` at the end.
-    pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
         match self {
-            UpstreamBody::Http(b) => b.chunk().await,
-            UpstreamBody::Chunks(rx) => rx.recv().await.map(Ok),
-            UpstreamBody::Full(b) => b.take().map(Ok),
+            UpstreamBody::Http(b) => b.poll_chunk(cx),
+            UpstreamBody::Chunks(rx) => rx.poll_recv(cx).map(|o| o.map(Ok)),
+            UpstreamBody::Full(b) => Poll::Ready(b.take().map(Ok)),
         }
+    }
+
+    /// The next piece of the body; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The whole body, up to `limit` bytes.

@@ -323,6 +323,38 @@ async fn connect_errors_retry_and_timeouts_answer_504() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_upstream_falls_silent_ends_without_done_and_is_billed_as_failed() {
+    let (_mock, gw) = one_mock(MockConfig {
+        response_tokens: 10,
+        chunk_gap: Duration::from_millis(400),
+        ..MockConfig::default()
+    })
+    .await;
+    let gw = restart_with(gw, |c| c.server.upstream_timeout_ms = 150).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let r = gw
+        .chat(
+            &key,
+            json!({"model": "gpt-4o-mini", "messages": user("hi"), "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = r.text();
+    assert!(body.starts_with("data: "), "{body}");
+    assert!(
+        !body.contains("[DONE]"),
+        "a broken stream must not look complete: {body}"
+    );
+    let records = gw.records().await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, 502);
+    assert!(
+        records[0].estimated,
+        "no upstream usage arrived, so the count is estimated"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gets_openai_errors_and_changes_nothing() {
     let (mock, gw) = one_mock(MockConfig::default()).await;
     let (_, _, key_id, key) = gw.tenant("acme", json!({})).await;
