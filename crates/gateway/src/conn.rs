@@ -280,3 +280,49 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn pool(url: &str) -> Result<ConnPool, String> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+            .unwrap()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(HttpConnector::new());
+        ConnPool::new(connector, &url.parse().unwrap(), 4, Duration::from_secs(90))
+    }
+
+    #[test]
+    fn the_host_header_names_the_port_only_when_it_is_not_the_schemes_default() {
+        let host = |url: &str| pool(url).unwrap().host.to_str().unwrap().to_owned();
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1/chat/completions"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(host("http://upstream:80/v1/embeddings"), "upstream");
+        assert_eq!(
+            host(
+                "https://x.openai.azure.com:443/openai/deployments/d/chat/completions?api-version=1"
+            ),
+            "x.openai.azure.com"
+        );
+        assert_eq!(
+            host("https://x.openai.azure.com/openai"),
+            "x.openai.azure.com"
+        );
+        assert_eq!(host("https://api.example:8443/v1"), "api.example:8443");
+        assert_eq!(
+            pool("https://api.example:8443/v1").unwrap().origin,
+            "https://api.example:8443/"
+        );
+        assert!(
+            pool("/v1/chat/completions").is_err(),
+            "a path alone has no origin"
+        );
+    }
+}
