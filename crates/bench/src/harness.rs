@@ -29,6 +29,10 @@ pub struct Options {
     pub relaxed: bool,
     /// Also run a Tollgate whose store is a throwaway PostgreSQL (installed binaries needed).
     pub postgres: bool,
+    /// Split each timed scenario into this many rounds and run the targets in turn within each
+    /// round (direct, tollgate, …, direct, tollgate, …), so every target samples the same spells
+    /// of the machine's noise; the rounds of a target are added up.
+    pub rounds: u32,
 }
 
 /// Which mock serves a scenario's model.
@@ -535,8 +539,49 @@ fn body_for(sc: &Scenario, model: &str) -> Bytes {
     Bytes::from(b.to_string())
 }
 
-/// Runs one scenario against one server, sampling its memory while the load runs.
-async fn measure(sc: &Scenario, target: &Target, ticks: u64) -> anyhow::Result<Run> {
+/// One measurement of one scenario against one server (or the sum of several rounds).
+struct Sample {
+    result: load::LoadResult,
+    cpu_us: u64,
+    rss_before: u64,
+    rss_peak: u64,
+}
+
+impl Sample {
+    fn absorb(&mut self, other: Sample) {
+        self.result.add_round(&other.result);
+        self.cpu_us += other.cpu_us;
+        self.rss_peak = self.rss_peak.max(other.rss_peak);
+    }
+}
+
+/// `mode` shortened to one of `rounds` rounds (a burst is not divided: it runs in round 0).
+fn round_mode(mode: Mode, rounds: u32) -> Mode {
+    let rounds = rounds.max(1);
+    match mode {
+        Mode::Closed {
+            connections,
+            duration,
+        } => Mode::Closed {
+            connections,
+            duration: duration / rounds,
+        },
+        Mode::Open {
+            rate,
+            duration,
+            connections,
+        } => Mode::Open {
+            rate,
+            duration: duration / rounds,
+            connections,
+        },
+        burst @ Mode::Burst { .. } => burst,
+    }
+}
+
+/// Runs one scenario (or one round of it) against one server, sampling its memory while the
+/// load runs.
+async fn measure(sc: &Scenario, mode: Mode, target: &Target, ticks: u64) -> anyhow::Result<Sample> {
     let key = if sc.invalid_key {
         &target.invalid_key
     } else {
@@ -576,21 +621,17 @@ async fn measure(sc: &Scenario, target: &Target, ticks: u64) -> anyhow::Result<R
             peak
         })
     };
-    let result = load::run(&spec, sc.mode).await;
+    let result = load::run(&spec, mode).await;
     stop.store(true, Ordering::Relaxed);
     let rss_peak = sampler.await.unwrap_or(0);
     let result = result?;
-    let cpu = procs::cpu_micros(&pids, ticks).saturating_sub(cpu_before);
-    let burst = matches!(sc.mode, Mode::Burst { .. });
-    Ok(Run::new(
-        sc.name,
-        target.name,
-        &result,
-        cpu,
+    let cpu_us = procs::cpu_micros(&pids, ticks).saturating_sub(cpu_before);
+    Ok(Sample {
+        result,
+        cpu_us,
         rss_before,
-        rss_peak.max(rss_before),
-        burst,
-    ))
+        rss_peak: rss_peak.max(rss_before),
+    })
 }
 
 /// Runs the whole plan and returns the document (also written to `opts.out`).
@@ -716,18 +757,55 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
                 proc_pids: Box::new(move || procs::process_tree(root_pid)),
             });
         }
-        for t in &all {
-            say(format!("{} -> {}", sc.name, t.name));
-            match measure(&sc, t, ticks).await {
-                Ok(run) => runs.push(run),
-                Err(e) => {
-                    let msg = format!("{} -> {} failed: {e:#}", sc.name, t.name);
-                    say(&msg);
-                    notes.push(msg);
+        let burst = matches!(sc.mode, Mode::Burst { .. });
+        let rounds = if burst { 1 } else { opts.rounds.max(1) };
+        let mode = round_mode(sc.mode, rounds);
+        let mut samples: Vec<Option<Sample>> = all.iter().map(|_| None).collect();
+        let mut failed = vec![false; all.len()];
+        for round in 0..rounds {
+            for (i, t) in all.iter().enumerate() {
+                if failed[i] {
+                    continue;
                 }
+                if rounds > 1 {
+                    say(format!(
+                        "{} -> {} (round {}/{rounds})",
+                        sc.name,
+                        t.name,
+                        round + 1
+                    ));
+                } else {
+                    say(format!("{} -> {}", sc.name, t.name));
+                }
+                match measure(&sc, mode, t, ticks).await {
+                    Ok(sample) => match &mut samples[i] {
+                        Some(sum) => sum.absorb(sample),
+                        slot => *slot = Some(sample),
+                    },
+                    Err(e) => {
+                        let msg = format!("{} -> {} failed: {e:#}", sc.name, t.name);
+                        say(&msg);
+                        notes.push(msg);
+                        failed[i] = true;
+                    }
+                }
+                // Let connections close and the servers settle between runs.
+                tokio::time::sleep(Duration::from_millis(if opts.quick { 300 } else { 1000 }))
+                    .await;
             }
-            // Let connections close and the servers settle between runs.
-            tokio::time::sleep(Duration::from_millis(if opts.quick { 300 } else { 1000 })).await;
+        }
+        for (t, sample) in all.iter().zip(samples) {
+            if let Some(s) = sample {
+                runs.push(Run::new(
+                    sc.name,
+                    t.name,
+                    &s.result,
+                    s.cpu_us,
+                    s.rss_before,
+                    s.rss_peak,
+                    burst,
+                ));
+            }
         }
     }
 
@@ -805,6 +883,44 @@ mod tests {
                 assert!(list.iter().any(|o| o.name == b));
             }
         }
+    }
+
+    #[test]
+    fn rounds_divide_timed_loads_and_leave_bursts_whole() {
+        let closed = Mode::Closed {
+            connections: 64,
+            duration: Duration::from_secs(10),
+        };
+        match round_mode(closed, 5) {
+            Mode::Closed {
+                connections,
+                duration,
+            } => assert_eq!((connections, duration), (64, Duration::from_secs(2))),
+            other => panic!("{other:?}"),
+        }
+        let open = Mode::Open {
+            rate: 2000,
+            duration: Duration::from_secs(10),
+            connections: 256,
+        };
+        match round_mode(open, 4) {
+            Mode::Open { rate, duration, .. } => {
+                assert_eq!((rate, duration), (2000, Duration::from_millis(2500)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let burst = Mode::Burst {
+            count: 5000,
+            connects_per_second: 1000,
+        };
+        assert!(matches!(
+            round_mode(burst, 5),
+            Mode::Burst { count: 5000, .. }
+        ));
+        assert!(matches!(
+            round_mode(closed, 0),
+            Mode::Closed { duration, .. } if duration == Duration::from_secs(10)
+        ));
     }
 
     #[test]

@@ -124,6 +124,14 @@ impl LoadResult {
         let _ = self.gaps.add(&other.gaps);
     }
 
+    /// Adds a later run of the same load (a round of an interleaved measurement): counts and
+    /// histograms add up, and so does the time.
+    pub fn add_round(&mut self, other: &LoadResult) {
+        self.merge(other);
+        self.elapsed += other.elapsed;
+        self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+    }
+
     /// Responses received (any status).
     pub fn responses(&self) -> u64 {
         self.ok + self.bad_status
@@ -522,6 +530,25 @@ mod tests {
         assert_eq!(r.bad_status + r.io_errors, 0);
         assert_eq!(r.ok, mock.request_count());
         assert_eq!(r.latency.len(), r.ok);
+    }
+
+    #[tokio::test]
+    async fn rounds_add_up_counts_histograms_and_time() {
+        let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+        let mode = Mode::Closed {
+            connections: 2,
+            duration: Duration::from_millis(200),
+        };
+        let mut total = run(&spec(mock.addr(), false), mode).await.unwrap();
+        let second = run(&spec(mock.addr(), false), mode).await.unwrap();
+        let (first_ok, first_elapsed) = (total.ok, total.elapsed);
+        total.add_round(&second);
+        assert_eq!(total.ok, first_ok + second.ok);
+        assert_eq!(total.ok, mock.request_count());
+        assert_eq!(total.latency.len(), total.ok);
+        assert_eq!(total.elapsed, first_elapsed + second.elapsed);
+        let rate = total.ok as f64 / (first_elapsed + second.elapsed).as_secs_f64();
+        assert!((total.throughput() - rate).abs() < 1e-6);
     }
 
     #[tokio::test]

@@ -59,6 +59,10 @@ struct BenchArgs {
     /// LiteLLM `--num_workers`.
     #[arg(long, default_value_t = 2)]
     litellm_workers: usize,
+    /// Split each timed scenario into this many rounds, the targets taking turns within each
+    /// round, so all of them sample the same spells of machine noise (their rounds are summed).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 litellm_workers: b.litellm_workers.max(1),
                 relaxed: b.relaxed,
                 postgres: b.postgres,
+                rounds: b.rounds.max(1),
             };
             let rt = runtime(None)?;
             let doc = rt.block_on(async {
