@@ -831,6 +831,32 @@ async fn one_upstream_connection_serves_sequential_requests_of_every_kind() {
 }
 
 #[tokio::test]
+async fn a_connection_the_upstream_closes_after_its_response_is_not_reused() {
+    let (mock, gw) = one_mock(MockConfig {
+        close_connections: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    for i in 0..6 {
+        let r = gw
+            .chat(
+                &key,
+                json!({"model": "gpt-4o-mini", "messages": user("x"), "stream": i % 2 == 1}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(mock.request_count(), 6);
+    assert_eq!(
+        mock.connection_count(),
+        6,
+        "one connection per answer, none reused"
+    );
+    assert_eq!(gw.records().await.len(), 6);
+}
+
+#[tokio::test]
 async fn an_upstream_that_closed_its_idle_connections_is_redialled() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let addr = mock.addr();

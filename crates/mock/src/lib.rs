@@ -103,6 +103,9 @@ pub struct MockConfig {
     /// Keep the last [`RECORDED_REQUESTS`] requests for [`MockUpstream::requests`]
     /// (default true; turn off for load tests).
     pub record_requests: bool,
+    /// Answer with `Connection: close` and close each connection after its response, as a
+    /// server does at the end of its keep-alive allowance (default false).
+    pub close_connections: bool,
 }
 
 impl Default for MockConfig {
@@ -126,6 +129,7 @@ impl Default for MockConfig {
                 "text-embedding-3-small".to_owned(),
             ],
             record_requests: true,
+            close_connections: false,
         }
     }
 }

@@ -135,6 +135,19 @@ async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<MockBody>, Infallible> {
+    let close = shared.state().config.close_connections;
+    let mut res = answer(shared, req).await?;
+    if close {
+        res.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(res)
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
     let seq = shared.next_seq();
     let state = shared.state();
     let (parts, body) = req.into_parts();
