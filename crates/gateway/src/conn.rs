@@ -288,12 +288,8 @@ mod tests {
     use super::*;
 
     fn pool(url: &str) -> Result<ConnPool, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .unwrap()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(HttpConnector::new());
+        let config = tollgate_config::Config::embedded(std::path::Path::new("unused"));
+        let connector = crate::upstream::build_connector(&config)?;
         ConnPool::new(connector, &url.parse().unwrap(), 4, Duration::from_secs(90))
     }
 

@@ -11,8 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,7 +25,7 @@ use crate::tokens::Encoding;
 
 /// Builds the upstream connector (TCP_NODELAY, keep-alive, connect timeout, TLS with embedded
 /// roots); each provider's [`ConnPool`] dials through it.
-fn build_connector(config: &Config) -> Result<Connector, String> {
+pub(crate) fn build_connector(config: &Config) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
