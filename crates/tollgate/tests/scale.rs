@@ -121,6 +121,7 @@ async fn instances_share_keys_limits_and_exact_totals() {
 
     // A key created on A works on B and C once their change feeds catch up.
     let (org, key_id, key) = tenant(&http, &a.base, json!({"rpm": 30})).await;
+    let first_use = std::time::Instant::now();
     let took_b = until_status(&http, &b.base, &key, 200).await;
     let took_c = until_status(&http, &c.base, &key, 200).await;
     eprintln!("key propagation: B {took_b:?}, C {took_c:?}");
@@ -149,10 +150,17 @@ async fn instances_share_keys_limits_and_exact_totals() {
             other => panic!("unexpected status {other}"),
         }
     }
-    eprintln!("shared rpm 30 over 3 instances: {ok} admitted, {limited} limited");
+    // The bucket refills one request every 2 s from the first probe to the end of the burst:
+    // on a loaded machine that window can reach several seconds. Unshared buckets would admit
+    // about 88 (30 per instance).
+    let window = first_use.elapsed();
+    let refilled = (window.as_secs_f64() / 2.0).ceil() as u64;
+    eprintln!(
+        "shared rpm 30 over 3 instances: {ok} admitted, {limited} limited, {window:?} since the first probe"
+    );
     assert!(
-        (28..=30).contains(&ok),
-        "admitted {ok} (limit 30, 2 used by probes)"
+        (28..=28 + refilled).contains(&ok),
+        "admitted {ok} (limit 30, 2 used by probes, up to {refilled} refilled in {window:?})"
     );
 
     // Usage from all instances adds up exactly: every 200 (probes included) is one record.
