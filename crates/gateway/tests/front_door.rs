@@ -837,6 +837,14 @@ async fn a_connection_the_upstream_closes_after_its_response_is_not_reused() {
         ..MockConfig::default()
     })
     .await;
+    // One gateway attempt per request and a short upstream timeout: a closed connection the
+    // pool fails to recognise shows up as an error (or a hang cut short), not as a second
+    // attempt that hides it.
+    let gw = restart_with(gw, |c| {
+        c.server.max_attempts = 1;
+        c.server.upstream_timeout_ms = 2000;
+    })
+    .await;
     let (_, _, _, key) = gw.tenant("acme", json!({})).await;
     for i in 0..6 {
         let r = gw
@@ -861,6 +869,11 @@ async fn an_upstream_that_closed_its_idle_connections_is_redialled() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let addr = mock.addr();
     let gw = start(&openai_models(&[mock.base_url()])).await;
+    let gw = restart_with(gw, |c| {
+        c.server.max_attempts = 1;
+        c.server.upstream_timeout_ms = 2000;
+    })
+    .await;
     let (_, _, _, key) = gw.tenant("acme", json!({})).await;
     let ask = || async {
         gw.chat(&key, json!({"model": "gpt-4o-mini", "messages": user("x")}))
