@@ -42,6 +42,16 @@ struct Relay {
 }
 
 impl Relay {
+    fn new(client_wants_usage: bool) -> Relay {
+        Relay {
+            splitter: SseSplitter::new(),
+            text: String::new(),
+            usage: None,
+            done: None,
+            client_wants_usage,
+        }
+    }
+
     /// Feeds a piece of the upstream body; the events to forward go to `out`.
     fn feed(&mut self, piece: &[u8], out: &mut VecDeque<Bytes>) {
         self.splitter.push(piece);
@@ -141,13 +151,7 @@ pub fn start(meter: Meter, upstream: UpstreamBody, client_wants_usage: bool) -> 
     let idle = Duration::from_millis(meter.app.config.server.upstream_timeout_ms);
     let deadline = Instant::now() + idle;
     RelayBody {
-        relay: Relay {
-            splitter: SseSplitter::new(),
-            text: String::new(),
-            usage: None,
-            done: None,
-            client_wants_usage,
-        },
+        relay: Relay::new(client_wants_usage),
         upstream: Some(upstream),
         meter: Some(meter),
         out: VecDeque::new(),
@@ -265,16 +269,7 @@ impl Drop for RelayBody {
                 let Some(meter) = self.meter.take() else {
                     return;
                 };
-                let relay = std::mem::replace(
-                    &mut self.relay,
-                    Relay {
-                        splitter: SseSplitter::new(),
-                        text: String::new(),
-                        usage: None,
-                        done: None,
-                        client_wants_usage: false,
-                    },
-                );
+                let relay = std::mem::replace(&mut self.relay, Relay::new(false));
                 Box::pin(after_client_left(meter, relay, self.upstream.take()))
             }
         };

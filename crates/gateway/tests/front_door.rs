@@ -11,6 +11,17 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate_mock::{Behavior, MockConfig, MockUpstream, UsageMode};
 
+/// One gateway attempt per request and a short upstream timeout: a closed connection the pool
+/// fails to recognise shows up as an error (or a hang cut short), not as a second attempt that
+/// hides it.
+async fn without_retries(gw: Gateway) -> Gateway {
+    restart_with(gw, |c| {
+        c.server.max_attempts = 1;
+        c.server.upstream_timeout_ms = 2000;
+    })
+    .await
+}
+
 async fn one_mock(cfg: MockConfig) -> (MockUpstream, Gateway) {
     let mock = MockUpstream::start(cfg).await.unwrap();
     let gw = start(&openai_models(&[mock.base_url()])).await;
@@ -837,14 +848,7 @@ async fn a_connection_the_upstream_closes_after_its_response_is_not_reused() {
         ..MockConfig::default()
     })
     .await;
-    // One gateway attempt per request and a short upstream timeout: a closed connection the
-    // pool fails to recognise shows up as an error (or a hang cut short), not as a second
-    // attempt that hides it.
-    let gw = restart_with(gw, |c| {
-        c.server.max_attempts = 1;
-        c.server.upstream_timeout_ms = 2000;
-    })
-    .await;
+    let gw = without_retries(gw).await;
     let (_, _, _, key) = gw.tenant("acme", json!({})).await;
     for i in 0..6 {
         let r = gw
@@ -869,11 +873,7 @@ async fn an_upstream_that_closed_its_idle_connections_is_redialled() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let addr = mock.addr();
     let gw = start(&openai_models(&[mock.base_url()])).await;
-    let gw = restart_with(gw, |c| {
-        c.server.max_attempts = 1;
-        c.server.upstream_timeout_ms = 2000;
-    })
-    .await;
+    let gw = without_retries(gw).await;
     let (_, _, _, key) = gw.tenant("acme", json!({})).await;
     let ask = || async {
         gw.chat(&key, json!({"model": "gpt-4o-mini", "messages": user("x")}))
