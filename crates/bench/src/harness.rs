@@ -33,6 +33,8 @@ pub struct Options {
     /// round (direct, tollgate, …, direct, tollgate, …), so every target samples the same spells
     /// of the machine's noise; the rounds of a target are added up.
     pub rounds: u32,
+    /// Also run a strict SQLite Tollgate from this binary (target `tollgate-versus`).
+    pub versus: Option<PathBuf>,
 }
 
 /// Which mock serves a scenario's model.
@@ -298,6 +300,8 @@ struct Variant {
     durability: &'static str,
     /// `None`: SQLite in the variant's directory.
     postgres_url: Option<String>,
+    /// `None`: the binary of `--tollgate-bin` (or the one built).
+    bin: Option<PathBuf>,
 }
 
 fn tollgate_config(
@@ -385,7 +389,10 @@ async fn start_tollgate(
     mocks: &Mocks,
     variant: &Variant,
 ) -> anyhow::Result<(Proc, String)> {
-    let bin = tollgate_binary(opts).await?;
+    let bin = match &variant.bin {
+        Some(bin) => bin.clone(),
+        None => tollgate_binary(opts).await?,
+    };
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
     let dir = dir.join(variant.name);
     std::fs::create_dir_all(&dir)?;
@@ -650,12 +657,22 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
         name: "tollgate",
         durability: "strict",
         postgres_url: None,
+        bin: None,
     }];
     if opts.relaxed {
         variants.push(Variant {
             name: "tollgate-relaxed",
             durability: "relaxed",
             postgres_url: None,
+            bin: None,
+        });
+    }
+    if let Some(bin) = &opts.versus {
+        variants.push(Variant {
+            name: "tollgate-versus",
+            durability: "strict",
+            postgres_url: None,
+            bin: Some(bin.clone()),
         });
     }
     // Kept alive until the plan ends: dropping it stops and deletes the server.
@@ -672,6 +689,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
                     name: "tollgate-pg",
                     durability: "strict",
                     postgres_url: Some(url),
+                    bin: None,
                 });
             }
             Err(e) => {
@@ -992,6 +1010,7 @@ mod tests {
             name: "tollgate",
             durability: "strict",
             postgres_url: None,
+            bin: None,
         };
         let text = tollgate_config(a(2000), Path::new("/tmp/x"), &up, &strict);
         let config = tollgate_config::Config::from_toml(&text).unwrap();

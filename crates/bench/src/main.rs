@@ -63,6 +63,10 @@ struct BenchArgs {
     /// round, so all of them sample the same spells of machine noise (their rounds are summed).
     #[arg(long, default_value_t = 1)]
     rounds: u32,
+    /// Also run every scenario through this second tollgate binary (strict, SQLite), as target
+    /// `tollgate-versus`: a before/after of two builds measured side by side in one run.
+    #[arg(long)]
+    versus: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                 relaxed: b.relaxed,
                 postgres: b.postgres,
                 rounds: b.rounds.max(1),
+                versus: b.versus,
             };
             let rt = runtime(None)?;
             let doc = rt.block_on(async {
