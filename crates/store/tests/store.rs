@@ -308,6 +308,46 @@ on_sqlite!(
     true
 );
 
+/// A batch that fails midway (here a trigger refuses its rollup row, after the record itself was
+/// inserted) reports the error and leaves nothing behind; the next batch commits normally.
+#[tokio::test]
+async fn sqlite_failed_batch_rolls_back_and_the_next_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let path = path.to_str().unwrap();
+    let store = Store::open(path).unwrap();
+    let ledger = Ledger::open(path, true, 1000).unwrap();
+    let t = datetime!(2026-03-01 10:30 UTC);
+    assert!(ledger.append(record("a", "o", "m", t, 10)).await.unwrap());
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage_hourly WHEN NEW.model = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let err = ledger
+        .append(record("b", "o", "boom", t, 20))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(ledger.append(record("c", "o", "m", t, 40)).await.unwrap());
+    // "b" is gone with its transaction: totals count "a" and "c" only, and "b" can be written
+    // again once the trigger is dropped.
+    assert_eq!(store.ledger_totals().await.unwrap(), (2, 50, 14));
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch("DROP TRIGGER refuse")
+        .unwrap();
+    assert!(
+        ledger
+            .append(record("b", "o", "boom", t, 20))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.ledger_totals().await.unwrap(), (3, 70, 21));
+}
+
 async fn pg_env(pg: &tollgate_testkit::Postgres, db: &str, strict: bool) -> (Store, Ledger) {
     let url = pg.database(db).unwrap();
     let store = Store::connect(&url, 4).await.unwrap();
