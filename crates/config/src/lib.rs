@@ -72,11 +72,24 @@ pub struct ServerConfig {
     pub pool_max_idle_per_host: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Request-serving threads, each running its own single-threaded runtime that accepts from
+    /// the listening socket and keeps its own idle upstream connections; 0 = one per CPU core.
+    pub threads: usize,
     /// Consecutive retryable failures (connect error, timeout, 429, 5xx) after which a provider
     /// of a model is skipped while its other providers are healthy (0 = never skip).
     pub breaker_failures: u32,
     /// How long a tripped provider is skipped before one request probes it again.
     pub breaker_cooldown_ms: u64,
+}
+
+impl ServerConfig {
+    /// How many request-serving threads run: `threads`, or one per CPU core when it is 0.
+    pub fn serving_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -90,6 +103,7 @@ impl Default for ServerConfig {
             max_attempts: 2,
             pool_max_idle_per_host: 256,
             shutdown_grace_secs: 30,
+            threads: 0,
             breaker_failures: 3,
             breaker_cooldown_ms: 5_000,
         }
@@ -529,6 +543,9 @@ owner = "openai"
         }
         if self.server.max_attempts == 0 {
             errors.push("server.max_attempts must be at least 1".into());
+        }
+        if self.server.threads > 1024 {
+            errors.push("server.threads must be at most 1024 (0 = one per CPU core)".into());
         }
         if self.storage.batch_max == 0 {
             errors.push("storage.batch_max must be at least 1".into());

@@ -74,7 +74,9 @@ pub struct ConnPool {
     origin: Uri,
     /// The `Host` header sent with every request.
     pub host: HeaderValue,
-    idle: Mutex<Vec<Idle>>,
+    /// One list per serving runtime (see [`set_pool_shard`]), so a connection is only ever
+    /// driven by the runtime whose reactor it is registered with.
+    idle: Vec<Mutex<Vec<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -92,13 +94,29 @@ impl std::fmt::Debug for ConnPool {
 #[derive(Debug)]
 pub struct SendError(pub String);
 
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread use idle list `i` of every pool: each serving thread sets its own at start
+/// (1, 2, …); every other thread uses 0.
+pub fn set_pool_shard(i: usize) {
+    SHARD.with(|s| s.set(i));
+}
+
 impl ConnPool {
+    fn shard(&self) -> &Mutex<Vec<Idle>> {
+        let i = SHARD.with(std::cell::Cell::get);
+        &self.idle[i % self.idle.len()]
+    }
+
     /// A pool for the origin of `uri`.
     pub fn new(
         connector: Connector,
         uri: &Uri,
         max_idle: usize,
         idle_timeout: Duration,
+        shards: usize,
     ) -> Result<ConnPool, String> {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(format!("{uri} has no scheme or host"));
@@ -121,7 +139,7 @@ impl ConnPool {
             connector,
             origin,
             host,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle,
             idle_timeout,
         })
@@ -168,7 +186,7 @@ impl ConnPool {
     /// The most recently used idle connection that is still open and ready.
     fn take(&self) -> Option<Conn> {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         while let Some(mut entry) = idle.pop() {
             if now.duration_since(entry.since) < self.idle_timeout && entry.conn.reusable() {
                 entry.conn.reused = true;
@@ -180,7 +198,7 @@ impl ConnPool {
 
     fn put(&self, conn: Conn) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         // The oldest connections are at the front; those past the idle timeout are closed.
         let expired = idle
             .iter()
@@ -290,7 +308,13 @@ mod tests {
     fn pool(url: &str) -> Result<ConnPool, String> {
         let config = tollgate_config::Config::embedded(std::path::Path::new("unused"));
         let connector = crate::upstream::build_connector(&config)?;
-        ConnPool::new(connector, &url.parse().unwrap(), 4, Duration::from_secs(90))
+        ConnPool::new(
+            connector,
+            &url.parse().unwrap(),
+            4,
+            Duration::from_secs(90),
+            3,
+        )
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 use time::OffsetDateTime;
 use tollgate_store::{AccountState, KeyRole};
@@ -83,23 +83,60 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
         .and_then(|v| v.parse::<usize>().ok())
         && len > limit
     {
+        discard(body).await;
         return Err(ApiError::payload_too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::payload_too_large(limit))
-            } else {
-                Err(ApiError::bad_request(
-                    "The request body could not be read.",
-                    None,
-                ))
+    // One frame (the usual case) is kept as it is; more are joined.
+    let mut body = body;
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::bad_request(
+                "The request body could not be read.",
+                None,
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > limit {
+            discard(body).await;
+            return Err(ApiError::payload_too_large(limit));
+        }
+        match &mut joined {
+            Some(all) => all.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut all = BytesMut::with_capacity(total.max(first.len() * 2));
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                joined = Some(all);
             }
         }
     }
+    Ok(joined.map_or(first, BytesMut::freeze))
+}
+
+/// Most of an over-long body that is read and dropped before the 413 goes out.
+const DISCARD_MAX_BYTES: usize = 64 << 20;
+
+/// Reads and drops the rest of a body that will not be used (up to [`DISCARD_MAX_BYTES`] and
+/// 10 s), so a client still writing it gets to read the error: a server that answers and closes
+/// while the client writes makes the client see a broken pipe instead of the answer.
+async fn discard(mut body: Body) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DISCARD_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
 }
 
 /// Every inference route, OpenAI's (`/v1/…`) and Azure's (`/openai/deployments/{deployment}/…`):

@@ -1,5 +1,15 @@
-//! Serving: the listener (TCP_NODELAY on every accepted socket), graceful shutdown that drains
-//! in-flight requests and then the ledger writer.
+//! Serving: one single-threaded runtime per serving thread (`server.threads`, default one per
+//! CPU core), each accepting on its own socket bound to the listening address with
+//! `SO_REUSEPORT`, so the kernel spreads new connections evenly over the threads; TCP_NODELAY on
+//! every accepted socket; graceful shutdown that drains in-flight requests on every thread and
+//! then the ledger writer.
+//!
+//! A request lives on the thread that accepted its connection: its task, its timers and its
+//! upstream connection (each thread keeps its own idle connections, see
+//! [`crate::conn::set_pool_shard`]) never leave that thread, so no request pays a cross-thread
+//! wake-up or a work-stealing sibling being woken for nothing, as on a multi-threaded runtime.
+//! The runtime that called [`serve`] keeps the background work (change feed, snapshots, guard
+//! events).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,12 +17,89 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
 
 use crate::app::{App, router};
 
-/// Binds the configured address.
+/// Binds the configured address (see [`listen`]).
 pub async fn bind(app: &App) -> std::io::Result<TcpListener> {
-    TcpListener::bind(&app.config.server.listen).await
+    let addr = tokio::net::lookup_host(&app.config.server.listen)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the listen address resolves to nothing"))?;
+    listen(addr)
+}
+
+/// A listening socket on `addr` that the serving threads can share the port of: with
+/// `SO_REUSEPORT` set before binding (where the platform has it), [`serve`] binds one more
+/// socket per extra thread to the same address. Must be called within a tokio runtime.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    // A port another process listens on must be an error, not shared: bind it once without
+    // SO_REUSEPORT first.
+    if addr.port() != 0 {
+        let probe = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        probe.set_reuseaddr(true)?;
+        probe.bind(addr)?;
+    }
+    let socket = socket_for(addr)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+fn socket_for(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+    socket.set_reuseport(true)?;
+    Ok(socket)
+}
+
+/// One socket per serving thread: the given one first, then as many more bound to its address
+/// as the port can be shared; when it cannot (a listener made without `SO_REUSEPORT`), the
+/// remaining threads accept from a duplicate of the first.
+fn sockets(listener: TcpListener, threads: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let addr = listener.local_addr()?;
+    let first = listener.into_std()?;
+    let mut all = Vec::with_capacity(threads);
+    for _ in 1..threads {
+        let own = socket_for(addr)
+            .and_then(|s| {
+                s.bind(addr)?;
+                s.listen(1024)
+            })
+            .and_then(TcpListener::into_std);
+        match own {
+            Ok(socket) => all.push(socket),
+            Err(error) => {
+                tracing::debug!(%error, "Port not shareable; serving threads share one socket.");
+                all.push(first.try_clone()?);
+            }
+        }
+    }
+    all.insert(0, first);
+    Ok(all)
+}
+
+/// What the main runtime tells the serving threads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Serving,
+    /// Stop accepting; finish the requests in flight.
+    Draining,
+    /// Drop what is left (grace period over).
+    Closing,
+    /// The ledger is flushed: stop the runtimes.
+    Done,
 }
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish (up to the grace
@@ -23,28 +110,98 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "Could not set TCP_NODELAY.");
-        }
-    });
-    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let handle = tokio::spawn(async move { server.await });
-    let _ = rx.await;
-    tracing::info!("Shutting down: draining in-flight requests.");
-    match tokio::time::timeout(grace, handle).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(e)) => tracing::error!(error = %e, "Server task failed."),
-        Err(_) => tracing::warn!("Grace period over; closing remaining connections."),
+    let threads = app.config.server.serving_threads();
+    let sockets = sockets(listener, threads)?;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let mut drained = Vec::with_capacity(threads);
+    let mut joins = Vec::with_capacity(threads);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let app = app.clone();
+        let phase = phase_rx.clone();
+        let (done_tx, done_rx) = oneshot::channel();
+        drained.push(done_rx);
+        let join = std::thread::Builder::new()
+            .name(format!("tollgate-serve-{i}"))
+            .spawn(move || serving_thread(i + 1, app, socket, phase, done_tx))?;
+        joins.push(join);
     }
+    shutdown.await;
+    tracing::info!("Shutting down: draining in-flight requests.");
+    let _ = phase_tx.send(Phase::Draining);
+    let all_drained = async {
+        for done in drained {
+            let _ = done.await;
+        }
+    };
+    if tokio::time::timeout(grace, all_drained).await.is_err() {
+        tracing::warn!("Grace period over; closing remaining connections.");
+        let _ = phase_tx.send(Phase::Closing);
+    }
+    // The serving runtimes stay up until the ledger is flushed: streams whose client left are
+    // finished by tasks on them, and connections they opened (PostgreSQL, Redis) run there.
     if let Err(error) = app.ledger.flush().await {
         tracing::error!(%error, "Ledger flush at shutdown failed.");
     }
     app.guard.persist(&app.store).await;
+    let _ = phase_tx.send(Phase::Done);
+    let joined = tokio::task::spawn_blocking(move || {
+        for join in joins {
+            if join.join().is_err() {
+                tracing::error!("A serving thread panicked.");
+            }
+        }
+    });
+    let _ = joined.await;
     Ok(())
+}
+
+/// One serving thread: its runtime accepts and serves until told to drain, reports when its
+/// connections are done, and stops once the main runtime is done with shutdown.
+fn serving_thread(
+    shard: usize,
+    app: Arc<App>,
+    socket: std::net::TcpListener,
+    mut phase: watch::Receiver<Phase>,
+    drained: oneshot::Sender<()>,
+) {
+    crate::conn::set_pool_shard(shard);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "Cannot start a serving runtime.");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(socket) {
+            Ok(l) => l.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::warn!(%error, "Could not set TCP_NODELAY.");
+                }
+            }),
+            Err(error) => {
+                tracing::error!(%error, "Cannot register the listening socket.");
+                return;
+            }
+        };
+        let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+        let mut until_draining = phase.clone();
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+            let _ = until_draining.wait_for(|p| *p != Phase::Serving).await;
+        });
+        let mut until_closing = phase.clone();
+        tokio::select! {
+            result = server => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "Server failed.");
+                }
+            }
+            _ = until_closing.wait_for(|p| matches!(p, Phase::Closing | Phase::Done)) => {}
+        }
+        let _ = drained.send(());
+        let _ = phase.wait_for(|p| *p == Phase::Done).await;
+    });
 }

@@ -193,6 +193,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                                 &uris[0],
                                 config.server.pool_max_idle_per_host,
                                 Duration::from_secs(90),
+                                config.server.serving_threads() + 1,
                             )
                             .map_err(|e| format!("provider {}: {e}", p.name))?,
                         );

@@ -21,7 +21,14 @@ async fn gateway(policy: DisconnectPolicy) -> (MockUpstream, Gateway) {
     .await
     .unwrap();
     let gw = start(&openai_models(&[mock.base_url()])).await;
-    let gw = restart_with(gw, |c| c.metering.on_client_disconnect = policy).await;
+    // One serving thread: each thread keeps its own idle upstream connections, and these tests
+    // follow the connection of an abandoned stream to the next request, which arrives on a new
+    // client connection (on another thread, were there several).
+    let gw = restart_with(gw, |c| {
+        c.metering.on_client_disconnect = policy;
+        c.server.threads = 1;
+    })
+    .await;
     (mock, gw)
 }
 

@@ -931,3 +931,44 @@ async fn a_failing_provider_is_skipped_until_its_cool_down() {
     assert_eq!(bad.request_count(), 3);
     assert_eq!(good.request_count(), 10);
 }
+
+/// The serving threads share the listening port through SO_REUSEPORT; another process's
+/// listener on the port, or a second gateway, gets "address in use" instead of a share of it.
+#[tokio::test]
+async fn the_port_is_shared_by_the_serving_threads_and_no_one_else() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = tollgate_gateway::server::listen(held.local_addr().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    let ours = tollgate_gateway::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = tollgate_gateway::server::listen(ours.local_addr().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    drop(ours);
+
+    // Three serving threads: concurrent requests over several connections are all served and
+    // each is metered once.
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let gw = start(&openai_models(&[mock.base_url()])).await;
+    let gw = restart_with(gw, |c| c.server.threads = 3).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let gw = std::sync::Arc::new(gw);
+    let calls: Vec<_> = (0..24)
+        .map(|i| {
+            let (gw, key) = (gw.clone(), key.clone());
+            tokio::spawn(async move {
+                gw.chat(
+                    &key,
+                    json!({"model": "gpt-4o-mini", "messages": user(&format!("hi {i}"))}),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
+    }
+    gw.app.ledger.flush().await.unwrap();
+    let (records, _, _) = gw.app.store.ledger_totals().await.unwrap();
+    assert_eq!(records, 24);
+    assert_eq!(mock.request_count(), 24);
+}

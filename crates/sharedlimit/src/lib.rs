@@ -11,7 +11,7 @@
 //! Every call has a timeout; a failure (Redis unreachable, slow, or erroring) is returned as
 //! [`SharedLimitError`] and the caller applies its configured failure mode.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -189,7 +189,26 @@ pub enum Reserve {
 }
 
 /// A connection to the shared limit store; cheap to share behind an `Arc`.
+///
+/// Every Redis call runs on the runtime that created the limits (its `home`): the connection's
+/// driver task, and a reconnect's, is spawned on the runtime that makes the call, and a
+/// request-serving runtime that happened to host it would delay every other thread's calls
+/// while it serves its own requests.
 pub struct SharedLimits {
+    inner: Arc<Inner>,
+    home: Option<tokio::runtime::Handle>,
+}
+
+/// Which script a call runs.
+#[derive(Clone, Copy)]
+enum Which {
+    Reserve,
+    Adjust,
+    BudgetReserve,
+    BudgetAdjust,
+}
+
+struct Inner {
     client: redis::Client,
     conn: tokio::sync::RwLock<Option<ConnectionManager>>,
     last_attempt: Mutex<Option<Instant>>,
@@ -204,7 +223,7 @@ impl SharedLimits {
     /// Prepares a client for `url` (`redis://host:port`); connects lazily, so an instance starts
     /// even while Redis is down.
     pub fn new(url: &str, timeout: Duration) -> Result<SharedLimits, SharedLimitError> {
-        Ok(SharedLimits {
+        let inner = Inner {
             client: redis::Client::open(url)?,
             conn: tokio::sync::RwLock::new(None),
             last_attempt: Mutex::new(None),
@@ -213,9 +232,162 @@ impl SharedLimits {
             adjust: redis::Script::new(ADJUST),
             budget_reserve: redis::Script::new(BUDGET_RESERVE),
             budget_adjust: redis::Script::new(BUDGET_ADJUST),
+        };
+        Ok(SharedLimits {
+            inner: Arc::new(inner),
+            home: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
+    /// Runs `script` with `keys` and `args` on the home runtime.
+    async fn call<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        which: Which,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<T, SharedLimitError> {
+        let inner = Arc::clone(&self.inner);
+        let call = async move { inner.run(which, &keys, &args).await };
+        match &self.home {
+            Some(home) => home
+                .spawn(call)
+                .await
+                .unwrap_or(Err(SharedLimitError::Down)),
+            None => call.await,
+        }
+    }
+
+    /// Reserves one request and `tokens` tokens from every bucket, or from none.
+    pub async fn reserve(
+        &self,
+        buckets: &[Bucket],
+        tokens: u64,
+    ) -> Result<Reserve, SharedLimitError> {
+        if buckets.is_empty() {
+            return Ok(Reserve::Admitted(Vec::new()));
+        }
+        let keys = buckets.iter().map(Bucket::redis_key).collect();
+        let mut args = vec![tokens.to_string()];
+        args.extend(buckets.iter().map(|b| b.limit.to_string()));
+        args.extend(
+            buckets
+                .iter()
+                .map(|b| (if b.tokens { "t" } else { "r" }).to_owned()),
+        );
+        let out: Vec<i64> = self.call(Which::Reserve, keys, args).await?;
+        if out.len() != 3 + 2 * buckets.len() {
+            return Err(SharedLimitError::Protocol);
+        }
+        let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        let levels = out[3..]
+            .chunks(2)
+            .map(|c| Level {
+                remaining: to_u64(c[0]),
+                reset: Duration::from_millis(to_u64(c[1])),
+            })
+            .collect();
+        if out[0] == 1 {
+            Ok(Reserve::Admitted(levels))
+        } else {
+            Ok(Reserve::Refused {
+                index: usize::try_from(out[1] - 1).unwrap_or(0),
+                retry_after: Duration::from_millis(to_u64(out[2])),
+                levels,
+            })
+        }
+    }
+
+    /// Adds `units` to each bucket (negative takes), capped at the bucket's limit.
+    pub async fn adjust(&self, changes: &[(Bucket, i64)]) -> Result<(), SharedLimitError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let keys = changes.iter().map(|(b, _)| b.redis_key()).collect();
+        let mut args: Vec<String> = changes.iter().map(|(b, _)| b.limit.to_string()).collect();
+        args.extend(
+            changes
+                .iter()
+                .map(|(_, units)| units.saturating_mul(1000).to_string()),
+        );
+        let _: i64 = self.call(Which::Adjust, keys, args).await?;
+        Ok(())
+    }
+
+    /// Gives back an unused reservation (one request and `tokens` tokens).
+    pub async fn release(&self, buckets: &[Bucket], tokens: u64) -> Result<(), SharedLimitError> {
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        let changes: Vec<(Bucket, i64)> = buckets
+            .iter()
+            .map(|b| (b.clone(), if b.tokens { tokens } else { 1 }))
+            .collect();
+        self.adjust(&changes).await
+    }
+
+    /// Settles token buckets from `reserved` to the `actual` count.
+    pub async fn settle(
+        &self,
+        buckets: &[Bucket],
+        reserved: u64,
+        actual: u64,
+    ) -> Result<(), SharedLimitError> {
+        let delta = i64::try_from(i128::from(reserved) - i128::from(actual)).unwrap_or(0);
+        if delta == 0 {
+            return Ok(());
+        }
+        let changes: Vec<(Bucket, i64)> = buckets
+            .iter()
+            .filter(|b| b.tokens)
+            .map(|b| (b.clone(), delta))
+            .collect();
+        self.adjust(&changes).await
+    }
+
+    /// Reserves `amount` nano-USD on every counter, or on none when one has reached its limit:
+    /// `Ok(None)` when admitted, `Ok(Some(i))` when counter `i` is spent.
+    pub async fn reserve_budget(
+        &self,
+        counters: &[BudgetCounter],
+        amount: i64,
+    ) -> Result<Option<usize>, SharedLimitError> {
+        if counters.is_empty() {
+            return Ok(None);
+        }
+        let keys = counters
+            .iter()
+            .map(|c| format!("{BUDGET_PREFIX}{}", c.id))
+            .collect();
+        let mut args = vec![amount.to_string()];
+        args.extend(counters.iter().map(|c| c.limit.to_string()));
+        args.extend(counters.iter().map(|c| c.start.to_string()));
+        // Counters outlive their month by a few days, then expire.
+        args.push((35u64 * 24 * 3_600_000).to_string());
+        let out: Vec<i64> = self.call(Which::BudgetReserve, keys, args).await?;
+        match out.first() {
+            Some(1) => Ok(None),
+            Some(0) => Ok(Some(
+                usize::try_from(out.get(1).copied().unwrap_or(1) - 1).unwrap_or(0),
+            )),
+            _ => Err(SharedLimitError::Protocol),
+        }
+    }
+
+    /// Adds `delta` nano-USD to each counter (settling a reservation to the real cost).
+    pub async fn adjust_budget(&self, ids: &[String], delta: i64) -> Result<(), SharedLimitError> {
+        if ids.is_empty() || delta == 0 {
+            return Ok(());
+        }
+        let keys = ids
+            .iter()
+            .map(|id| format!("{BUDGET_PREFIX}{id}"))
+            .collect();
+        let _: i64 = self
+            .call(Which::BudgetAdjust, keys, vec![delta.to_string()])
+            .await?;
+        Ok(())
+    }
+}
+
+impl Inner {
     async fn connection(&self) -> Result<ConnectionManager, SharedLimitError> {
         if let Some(c) = self.conn.read().await.as_ref() {
             return Ok(c.clone());
@@ -261,151 +433,28 @@ impl SharedLimits {
 
     async fn run<T: redis::FromRedisValue>(
         &self,
-        invocation: redis::ScriptInvocation<'_>,
+        which: Which,
+        keys: &[String],
+        args: &[String],
     ) -> Result<T, SharedLimitError> {
+        let script = match which {
+            Which::Reserve => &self.reserve,
+            Which::Adjust => &self.adjust,
+            Which::BudgetReserve => &self.budget_reserve,
+            Which::BudgetAdjust => &self.budget_adjust,
+        };
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
         let mut conn = self.connection().await?;
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(SharedLimitError::Timeout(self.timeout)),
         }
-    }
-
-    /// Reserves one request and `tokens` tokens from every bucket, or from none.
-    pub async fn reserve(
-        &self,
-        buckets: &[Bucket],
-        tokens: u64,
-    ) -> Result<Reserve, SharedLimitError> {
-        if buckets.is_empty() {
-            return Ok(Reserve::Admitted(Vec::new()));
-        }
-        let mut inv = self.reserve.prepare_invoke();
-        for b in buckets {
-            inv.key(b.redis_key());
-        }
-        inv.arg(tokens);
-        for b in buckets {
-            inv.arg(b.limit);
-        }
-        for b in buckets {
-            inv.arg(if b.tokens { "t" } else { "r" });
-        }
-        let out: Vec<i64> = self.run(inv).await?;
-        if out.len() != 3 + 2 * buckets.len() {
-            return Err(SharedLimitError::Protocol);
-        }
-        let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
-        let levels = out[3..]
-            .chunks(2)
-            .map(|c| Level {
-                remaining: to_u64(c[0]),
-                reset: Duration::from_millis(to_u64(c[1])),
-            })
-            .collect();
-        if out[0] == 1 {
-            Ok(Reserve::Admitted(levels))
-        } else {
-            Ok(Reserve::Refused {
-                index: usize::try_from(out[1] - 1).unwrap_or(0),
-                retry_after: Duration::from_millis(to_u64(out[2])),
-                levels,
-            })
-        }
-    }
-
-    /// Adds `units` to each bucket (negative takes), capped at the bucket's limit.
-    pub async fn adjust(&self, changes: &[(Bucket, i64)]) -> Result<(), SharedLimitError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut inv = self.adjust.prepare_invoke();
-        for (b, _) in changes {
-            inv.key(b.redis_key());
-        }
-        for (b, _) in changes {
-            inv.arg(b.limit);
-        }
-        for (_, units) in changes {
-            inv.arg(units.saturating_mul(1000));
-        }
-        let _: i64 = self.run(inv).await?;
-        Ok(())
-    }
-
-    /// Gives back an unused reservation (one request and `tokens` tokens).
-    pub async fn release(&self, buckets: &[Bucket], tokens: u64) -> Result<(), SharedLimitError> {
-        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
-        let changes: Vec<(Bucket, i64)> = buckets
-            .iter()
-            .map(|b| (b.clone(), if b.tokens { tokens } else { 1 }))
-            .collect();
-        self.adjust(&changes).await
-    }
-
-    /// Settles token buckets from `reserved` to the `actual` count.
-    pub async fn settle(
-        &self,
-        buckets: &[Bucket],
-        reserved: u64,
-        actual: u64,
-    ) -> Result<(), SharedLimitError> {
-        let delta = i64::try_from(i128::from(reserved) - i128::from(actual)).unwrap_or(0);
-        if delta == 0 {
-            return Ok(());
-        }
-        let changes: Vec<(Bucket, i64)> = buckets
-            .iter()
-            .filter(|b| b.tokens)
-            .map(|b| (b.clone(), delta))
-            .collect();
-        self.adjust(&changes).await
-    }
-
-    /// Reserves `amount` nano-USD on every counter, or on none when one has reached its limit:
-    /// `Ok(None)` when admitted, `Ok(Some(i))` when counter `i` is spent.
-    pub async fn reserve_budget(
-        &self,
-        counters: &[BudgetCounter],
-        amount: i64,
-    ) -> Result<Option<usize>, SharedLimitError> {
-        if counters.is_empty() {
-            return Ok(None);
-        }
-        let mut inv = self.budget_reserve.prepare_invoke();
-        for c in counters {
-            inv.key(format!("{BUDGET_PREFIX}{}", c.id));
-        }
-        inv.arg(amount);
-        for c in counters {
-            inv.arg(c.limit);
-        }
-        for c in counters {
-            inv.arg(c.start);
-        }
-        // Counters outlive their month by a few days, then expire.
-        inv.arg(35u64 * 24 * 3_600_000);
-        let out: Vec<i64> = self.run(inv).await?;
-        match out.first() {
-            Some(1) => Ok(None),
-            Some(0) => Ok(Some(
-                usize::try_from(out.get(1).copied().unwrap_or(1) - 1).unwrap_or(0),
-            )),
-            _ => Err(SharedLimitError::Protocol),
-        }
-    }
-
-    /// Adds `delta` nano-USD to each counter (settling a reservation to the real cost).
-    pub async fn adjust_budget(&self, ids: &[String], delta: i64) -> Result<(), SharedLimitError> {
-        if ids.is_empty() || delta == 0 {
-            return Ok(());
-        }
-        let mut inv = self.budget_adjust.prepare_invoke();
-        for id in ids {
-            inv.key(format!("{BUDGET_PREFIX}{id}"));
-        }
-        inv.arg(delta);
-        let _: i64 = self.run(inv).await?;
-        Ok(())
     }
 }

@@ -51,6 +51,10 @@ pub(crate) async fn conn(pool: &Pool) -> Result<Object, StoreError> {
 #[derive(Clone)]
 pub(crate) struct PgStore {
     pool: Pool,
+    /// The runtime that opened the store. Connections are made there: each one's driver task
+    /// is spawned on the runtime that makes it, and a request-serving runtime busy with its
+    /// own requests would hold up the statements of every other thread using that connection.
+    home: Option<tokio::runtime::Handle>,
 }
 
 fn i(v: u64) -> i64 {
@@ -199,11 +203,22 @@ impl PgStore {
         let pool = pool(url, size)?;
         let mut c = conn(&pool).await?;
         crate::pg_schema::migrate(&mut c).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            home: tokio::runtime::Handle::try_current().ok(),
+        })
     }
 
     async fn c(&self) -> Result<Object, StoreError> {
-        conn(&self.pool).await
+        match &self.home {
+            Some(home) => {
+                let pool = self.pool.clone();
+                home.spawn(async move { conn(&pool).await })
+                    .await
+                    .map_err(|e| StoreError::Pg(format!("connection task: {e}")))?
+            }
+            None => conn(&self.pool).await,
+        }
     }
 
     pub async fn insert_organization(&self, org: Organization) -> Result<(), StoreError> {

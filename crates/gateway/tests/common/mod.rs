@@ -70,7 +70,7 @@ pub async fn restart_with(gw: Gateway, edit: impl FnOnce(&mut Config)) -> Gatewa
 pub async fn start_with(config: Config, dir: tempfile::TempDir) -> Gateway {
     config.validate().unwrap();
     let app = App::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tollgate_gateway::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let a = app.clone();
