@@ -68,7 +68,7 @@ pub struct ServerConfig {
     /// Attempts per request over a model's providers (connect errors, 5xx and 429 are retried while
     /// no byte has reached the client). At least the number of providers of the model.
     pub max_attempts: u32,
-    /// Idle keep-alive connections kept per upstream host.
+    /// Idle keep-alive connections kept per upstream host and serving thread.
     pub pool_max_idle_per_host: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
@@ -805,6 +805,7 @@ output_price = "0.60"
         let text = r#"
 [server]
 listen = "nowhere"
+threads = 5000
 [[providers]]
 name = "a"
 kind = "azure"
@@ -821,6 +822,7 @@ input_price = "-1"
             .to_string();
         for needle in [
             "server.listen",
+            "server.threads must be at most 1024",
             "base_url 'ftp://x'",
             "api_version is required",
             "unknown provider 'b'",
@@ -829,6 +831,16 @@ input_price = "-1"
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn serving_threads_default_to_one_per_core() {
+        let mut c = Config::from_toml(CONTRACT).unwrap();
+        c.server.threads = 0;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.server.serving_threads(), cores);
+        c.server.threads = 3;
+        assert_eq!(c.server.serving_threads(), 3);
     }
 
     #[test]
