@@ -37,21 +37,19 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     // A port another process listens on must be an error, not shared: bind it once without
     // SO_REUSEPORT first.
     if addr.port() != 0 {
-        let probe = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        #[cfg(unix)]
-        probe.set_reuseaddr(true)?;
-        probe.bind(addr)?;
+        new_socket(addr, false)?.bind(addr)?;
     }
     let socket = socket_for(addr)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
 
+/// A socket for a serving thread: `SO_REUSEPORT` where the platform has it.
 fn socket_for(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    new_socket(addr, true)
+}
+
+fn new_socket(addr: SocketAddr, share_port: bool) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -60,7 +58,11 @@ fn socket_for(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
-    socket.set_reuseport(true)?;
+    if share_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(all(unix, not(target_os = "solaris"), not(target_os = "illumos"))))]
+    let _ = share_port;
     Ok(socket)
 }
 
