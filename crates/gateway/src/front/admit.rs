@@ -95,6 +95,7 @@ pub async fn admit(
     model: Arc<ModelEntry>,
     request: &Parsed<'_>,
 ) -> Result<Admission, ApiError> {
+    fits(&model, request).await?;
     let time = OffsetDateTime::now_utc();
     let view = &request.view;
     let prompt = view.prompt_bytes as u64 / 4;
@@ -134,6 +135,32 @@ pub async fn admit(
     // With Redis, the budget is also reserved on the counters every instance shares.
     owed.budget = app.limits.reserve_budget(app, hold).await?;
     Ok(admission)
+}
+
+/// Refuses a prompt longer than the model's context window (400 `context_length_exceeded`),
+/// before anything is reserved. A token is at least a byte and a message's JSON is longer than
+/// its framing tokens, so only a prompt field longer than the window is counted (off the serving
+/// thread, bounded: see [`crate::tokens`]).
+async fn fits(model: &ModelEntry, request: &Parsed<'_>) -> Result<(), ApiError> {
+    let Some(window) = model.context_window else {
+        return Ok(());
+    };
+    if request.view.prompt_bytes as u64 <= window {
+        return Ok(());
+    }
+    let (texts, messages) = request.view.prompt_texts(request.endpoint);
+    let tokens = model.encoding.count_prompt_async(texts, messages).await;
+    if tokens <= window {
+        return Ok(());
+    }
+    let mut e = ApiError::bad_request(
+        format!(
+            "This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens. Please reduce the length of the messages."
+        ),
+        Some(request.endpoint_prompt_field()),
+    );
+    e.code = Some("context_length_exceeded");
+    Err(e)
 }
 
 impl Admission {

@@ -57,6 +57,17 @@ pub struct Parsed<'a> {
     pub restrict: Restrict,
 }
 
+impl Parsed<'_> {
+    /// The field that carries the prompt (`messages`, `prompt` or `input`).
+    pub fn endpoint_prompt_field(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::ChatCompletions => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        }
+    }
+}
+
 /// Which front door a request came through: the endpoint, and Azure's deployment (the model named
 /// in the path).
 #[derive(Debug, Clone)]
