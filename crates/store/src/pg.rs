@@ -111,11 +111,7 @@ fn key_row(r: &Row) -> ApiKey {
         name: r.get(3),
         prefix: r.get(4),
         hash,
-        role: if r.get::<_, &str>(6) == "reader" {
-            KeyRole::Reader
-        } else {
-            KeyRole::Inference
-        },
+        role: KeyRole::parse(r.get::<_, &str>(6)),
         models: models.and_then(|m| serde_json::from_str(&m).ok()),
         rpm: ou(r.get(8)),
         tpm: ou(r.get(9)),

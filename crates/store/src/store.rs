@@ -679,11 +679,7 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
         name: r.get(3)?,
         prefix: r.get(4)?,
         hash,
-        role: if r.get::<_, String>(6)? == "reader" {
-            KeyRole::Reader
-        } else {
-            KeyRole::Inference
-        },
+        role: KeyRole::parse(&r.get::<_, String>(6)?),
         models: models.and_then(|m| serde_json::from_str(&m).ok()),
         rpm: opt_u64(r, 8)?,
         tpm: opt_u64(r, 9)?,

@@ -21,11 +21,13 @@ impl AccountState {
         }
     }
 
+    /// A stored state. Fails closed: a state this version does not know is `Terminated` (the
+    /// strictest), never `Active`.
     pub fn parse(s: &str) -> AccountState {
         match s {
+            "active" => AccountState::Active,
             "under_review" => AccountState::UnderReview,
-            "terminated" => AccountState::Terminated,
-            _ => AccountState::Active,
+            _ => AccountState::Terminated,
         }
     }
 }
@@ -51,12 +53,14 @@ pub struct Project {
     pub created_at: OffsetDateTime,
 }
 
-/// What a key may do: call models (`inference`) or read its organization's usage and invoices (`reader`).
+/// What a key may do: call models (`inference`) or read its organization's usage and invoices
+/// (`reader`). A stored role this version does not know is `Disabled`: the key can do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyRole {
     Inference,
     Reader,
+    Disabled,
 }
 
 impl KeyRole {
@@ -64,6 +68,44 @@ impl KeyRole {
         match self {
             KeyRole::Inference => "inference",
             KeyRole::Reader => "reader",
+            KeyRole::Disabled => "disabled",
+        }
+    }
+
+    /// A stored role; fails closed (unknown → [`KeyRole::Disabled`]).
+    pub fn parse(s: &str) -> KeyRole {
+        match s {
+            "inference" => KeyRole::Inference,
+            "reader" => KeyRole::Reader,
+            _ => KeyRole::Disabled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod fail_closed {
+    use super::*;
+
+    #[test]
+    fn unknown_stored_states_are_the_strictest() {
+        assert_eq!(AccountState::parse("active"), AccountState::Active);
+        assert_eq!(
+            AccountState::parse("under_review"),
+            AccountState::UnderReview
+        );
+        assert_eq!(AccountState::parse("Active"), AccountState::Terminated);
+        assert_eq!(AccountState::parse(""), AccountState::Terminated);
+        assert_eq!(AccountState::parse("suspended"), AccountState::Terminated);
+        assert_eq!(KeyRole::parse("reader"), KeyRole::Reader);
+        assert_eq!(KeyRole::parse("inference"), KeyRole::Inference);
+        assert_eq!(KeyRole::parse("admin"), KeyRole::Disabled);
+        assert_eq!(KeyRole::parse(""), KeyRole::Disabled);
+        for s in [
+            AccountState::Active,
+            AccountState::UnderReview,
+            AccountState::Terminated,
+        ] {
+            assert_eq!(AccountState::parse(s.as_str()), s);
         }
     }
 }
