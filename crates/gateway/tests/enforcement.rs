@@ -511,14 +511,15 @@ async fn owner_scoped_review_keeps_other_owners_models_and_owners_see_only_their
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let nw_key = r.json()["key"].as_str().unwrap().to_owned();
     assert!(nw_key.starts_with("tgo-"));
-    let stored = gw
-        .app
-        .store
-        .get_value("guard.owner_keys")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!stored.contains(&nw_key), "owner key stored in clear");
+    let stored = gw.app.store.owner_keys().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].owner, "northwind");
+    assert!(nw_key.starts_with(&stored[0].prefix));
+    assert_eq!(
+        stored[0].hash,
+        tollgate_gateway::tenancy::hash_key(&nw_key),
+        "only the owner key's SHA-256 is stored"
+    );
     let r = post(&gw, "/admin/v1/owners/openai/keys", json!({})).await;
     let oa_key = r.json()["key"].as_str().unwrap().to_owned();
     let r = post(&gw, "/admin/v1/owners/nobody/keys", json!({})).await;
@@ -629,15 +630,10 @@ async fn owner_scoped_review_keeps_other_owners_models_and_owners_see_only_their
     let risk = get(&gw, &format!("/admin/v1/organizations/{org}/risk")).await;
     assert_eq!(risk["state"], "active");
     assert_eq!(risk["owner_reviews"][0]["owner"], "northwind");
-    // Persisted in the kv table.
-    let stored = gw
-        .app
-        .store
-        .get_value("guard.owner_reviews")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(stored.contains("northwind") && stored.contains(&org));
+    // Persisted in the store.
+    let stored = gw.app.store.owner_reviews(Some(&org)).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].owner, "northwind");
 
     // Owner-scoped termination, then reinstatement of that scope.
     let r = post(
@@ -984,23 +980,12 @@ trusted_proxies = ["127.0.0.1/32"]"#,
     );
     assert!(!has(&audit, "guard", "review"), "whole account reviewed");
     // The scoped review is persisted.
-    let mut stored = String::new();
-    for _ in 0..100 {
-        stored = gw
-            .app
-            .store
-            .get_value("guard.owner_reviews")
-            .await
-            .unwrap()
-            .unwrap_or_default();
-        if stored.contains(&org) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        stored.contains(&org) && stored.contains("openai"),
-        "{stored}"
+    gw.app.guard.settle().await;
+    let stored = gw.app.store.owner_reviews(Some(&org)).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        (stored[0].owner.as_str(), stored[0].state.as_str()),
+        ("openai", "under_review")
     );
 
     // Evidence shows each used owner's terms with the policy in force and what it did.
