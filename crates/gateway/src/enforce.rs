@@ -485,6 +485,14 @@ impl Guard {
             .insert(tag, None);
     }
 
+    /// A row decided here was read back from the store: nothing to keep for it.
+    fn forget_pending(&self, tag: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(tag);
+    }
+
     /// Whether a row decided here must stay in memory although a reload that began at `read_at`
     /// did not return it (its write had not committed before that read). Entries settled before
     /// the read are forgotten.
@@ -675,8 +683,12 @@ impl Guard {
         let kept: Vec<OwnerReview> = list
             .iter()
             .filter(|r| {
-                !rows.iter().any(|s| s.owner == r.owner)
-                    && self.keep_pending(&review_tag(organization, &r.owner), read_at)
+                let tag = review_tag(organization, &r.owner);
+                if rows.iter().any(|s| s.owner == r.owner) {
+                    self.forget_pending(&tag);
+                    return false;
+                }
+                self.keep_pending(&tag, read_at)
             })
             .cloned()
             .collect();
@@ -736,8 +748,12 @@ impl Guard {
             .map(|l| {
                 l.iter()
                     .filter(|a| {
-                        !rows.iter().any(|r| r.id == a.id)
-                            && self.keep_pending(&action_tag(&a.id), read_at)
+                        let tag = action_tag(&a.id);
+                        if rows.iter().any(|r| r.id == a.id) {
+                            self.forget_pending(&tag);
+                            return false;
+                        }
+                        self.keep_pending(&tag, read_at)
                     })
                     .cloned()
                     .collect()
