@@ -389,12 +389,11 @@ async fn decide(app: &App, org: &str, act: Act, body: &Bytes) -> Result<Response
                 .set_guard_exemption(account, true)
                 .await
                 .map_err(store_error)?;
-            if app.guard.owner_reviews.contains_key(org) {
-                app.store
-                    .delete_owner_reviews(org, None)
-                    .await
-                    .map_err(store_error)?;
-            }
+            // Scoped reviews made on any instance go too, whatever this one holds yet.
+            app.store
+                .delete_owner_reviews(org, None)
+                .await
+                .map_err(store_error)?;
             app.guard.reset_flag(org);
             app.guard.exempt.insert(org.to_owned(), ());
             app.guard.owner_reviews.remove(org);
