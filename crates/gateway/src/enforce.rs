@@ -1008,6 +1008,101 @@ pub fn completed(app: &App, record: &UsageRecord) {
 mod tests {
     use super::*;
 
+    fn action(id: &str, policy: &str) -> PolicyAction {
+        PolicyAction {
+            id: id.into(),
+            organization: "org".into(),
+            policy: policy.into(),
+            action: "flag".into(),
+            score: 0.9,
+            threshold: 0.8,
+            time: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// A reload keeps a local row whose write had not committed before the reload's read (the
+    /// read could not see it), drops it once a later read did not return it (another instance
+    /// cleared it), and the policies that acted follow the rows.
+    #[tokio::test]
+    async fn reloads_keep_uncommitted_local_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        let config = Config::from_toml("").unwrap();
+        let guard = Guard::load(&config, &store).await.unwrap();
+
+        // Decided here, not yet written: a reload that does not return it keeps it.
+        let local = action("act_local", "openai");
+        guard.mark_pending(action_tag(&local.id));
+        guard.taken.insert("org".into(), vec![local.clone()]);
+        let before_commit = Instant::now();
+        let other = action("act_other", GUARD_POLICY);
+        guard.apply_actions("org", vec![other.clone()], before_commit);
+        assert!(guard.handled("org", "openai") && guard.handled("org", GUARD_POLICY));
+        assert_eq!(guard.taken.get("org").map(|l| l.len()), Some(2));
+
+        // Written after that read began: still kept by a reload whose read began earlier.
+        guard
+            .pending
+            .lock()
+            .unwrap()
+            .insert(action_tag(&local.id), Some(Instant::now()));
+        guard.apply_actions("org", vec![other.clone()], before_commit);
+        assert!(guard.handled("org", "openai"));
+
+        // A read that began after the commit and did not return it: gone (cleared elsewhere).
+        guard.apply_actions("org", vec![], Instant::now());
+        assert!(!guard.handled("org", "openai") && !guard.handled("org", GUARD_POLICY));
+        assert!(guard.taken.get("org").is_none());
+        assert!(guard.pending.lock().unwrap().is_empty());
+
+        // Owner reviews: the same rule, and a stored review of the pair replaces the local one.
+        let review = |state| OwnerReview {
+            organization: "org".into(),
+            owner: "openai".into(),
+            state,
+            since: OffsetDateTime::now_utc(),
+            reason: "r".into(),
+        };
+        guard.mark_pending(review_tag("org", "openai"));
+        guard
+            .owner_reviews
+            .insert("org".into(), vec![review(OwnerState::UnderReview)]);
+        guard.apply_owner_reviews("org", vec![], Instant::now());
+        assert_eq!(guard.owner_reviews.get("org").map(|l| l.len()), Some(1));
+        guard.apply_owner_reviews("org", vec![review(OwnerState::Terminated)], Instant::now());
+        let states: Vec<OwnerState> = guard
+            .owner_reviews
+            .get("org")
+            .map(|l| l.iter().map(|r| r.state).collect())
+            .unwrap_or_default();
+        assert_eq!(states, vec![OwnerState::Terminated]);
+        assert!(guard.pending.lock().unwrap().is_empty());
+        guard.apply_owner_reviews("org", vec![], Instant::now());
+        assert!(guard.owner_reviews.get("org").is_none());
+
+        // Exemptions: the account's appears and goes; an owner scope's list follows the rows.
+        guard.apply_exemptions(
+            "org",
+            vec![
+                GuardExemption {
+                    organization: "org".into(),
+                    owner: None,
+                },
+                GuardExemption {
+                    organization: "org".into(),
+                    owner: Some("openai".into()),
+                },
+            ],
+        );
+        assert!(guard.exempt.contains_key("org"));
+        assert_eq!(
+            guard.owner_exempt.get("org").map(|l| l.clone()),
+            Some(vec!["openai".to_owned()])
+        );
+        guard.apply_exemptions("org", vec![]);
+        assert!(!guard.exempt.contains_key("org") && guard.owner_exempt.get("org").is_none());
+    }
+
     #[test]
     fn restrict_strips_logprobs_and_caps_n() {
         let body = br#"{"model":"m","logprobs":true,"top_logprobs":5,"n":8,"messages":[]}"#;
