@@ -1,5 +1,5 @@
-//! Storage: control data (organizations, projects, keys, prices, contracts, audit) and the durable
-//! usage ledger. This is the only crate that speaks SQL.
+//! Storage: control data (organizations, projects, keys, prices, contracts, audit, the guard's
+//! enforcement state) and the durable usage ledger. This is the only crate that speaks SQL.
 //!
 //! Two backends with the same behaviour: SQLite (`sqlite://PATH`, one machine) and PostgreSQL
 //! (`postgres://…`, many gateway instances on one database). Both apply schema migrations at
@@ -19,6 +19,7 @@
 //! only the partial hours at a range's edges from raw records.
 
 mod facade;
+mod guard_import;
 mod ledger;
 mod migrate;
 mod pg;
@@ -30,6 +31,7 @@ mod store;
 mod types;
 
 pub use facade::{Backend, Store};
+pub use guard_import::LEGACY_FLAGS_MARKER;
 pub use ledger::{Ledger, LedgerStats};
 pub use migrate::{MigrationReport, copy_store};
 pub use pg_ledger::SpoolConfig;
