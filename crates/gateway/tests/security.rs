@@ -115,7 +115,10 @@ async fn closes_within(s: &mut TcpStream, limit: Duration) -> bool {
 /// `/healthz` on a new connection answers 200.
 async fn healthy(gw: &Gateway) -> bool {
     let mut s = connect(gw).await;
-    if s.write_all(get_request("/healthz").as_bytes()).await.is_err() {
+    if s.write_all(get_request("/healthz").as_bytes())
+        .await
+        .is_err()
+    {
         return false;
     }
     read_response(&mut s, &mut Vec::new())
@@ -219,7 +222,10 @@ async fn a_body_that_stops_midway_is_cut_at_the_body_timeout() {
             .unwrap_or_else(|| panic!("{path}: closed without an answer"));
         assert_eq!(r.status, 400, "{path}");
         assert_openai_error(&r.body, path);
-        assert!(closes_within(&mut s, Duration::from_secs(2)).await, "{path}");
+        assert!(
+            closes_within(&mut s, Duration::from_secs(2)).await,
+            "{path}"
+        );
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "{path}: closed after {:?}",
@@ -283,10 +289,7 @@ async fn the_connection_cap_holds_and_frees_up() {
             .await
             .unwrap();
         assert_eq!(
-            read_response(&mut s, &mut Vec::new())
-                .await
-                .unwrap()
-                .status,
+            read_response(&mut s, &mut Vec::new()).await.unwrap().status,
             200
         );
         held.push(s);
