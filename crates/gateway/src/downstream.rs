@@ -21,8 +21,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::Router;
@@ -106,6 +107,9 @@ pub struct ConnState {
     busy: AtomicUsize,
     /// Requests received so far.
     requests: AtomicU64,
+    /// The connection task, when its read waits without a deadline for a request to finish:
+    /// woken when none is left, so the keep-alive deadline starts.
+    reader: Mutex<Option<Waker>>,
 }
 
 /// Marks a request as in flight until dropped (with its response body, or with the handler
@@ -121,7 +125,12 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut reader) = self.0.reader.lock()
+            && let Some(waker) = reader.take()
+        {
+            waker.wake();
+        }
     }
 }
 
@@ -335,7 +344,14 @@ impl AsyncRead for Watched {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if this.phase == ReadPhase::Busy {
-                    return Poll::Pending;
+                    if let Ok(mut reader) = this.state.reader.lock() {
+                        reader.replace(cx.waker().clone());
+                    }
+                    // The request may have finished meanwhile: look again.
+                    if this.state.busy.load(Ordering::Acquire) > 0 {
+                        return Poll::Pending;
+                    }
+                    this.update_phase();
                 }
                 let deadline = this.deadline;
                 let sleep = match &mut this.sleep {
