@@ -25,6 +25,7 @@ mod migrate;
 mod pg;
 mod pg_ledger;
 mod pg_schema;
+pub mod private;
 mod schema;
 mod spool;
 mod store;
@@ -65,11 +66,18 @@ pub(crate) fn open_connection(
     if let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)?;
+        private::create_dir(dir)?;
+    }
+    // Owner-only: SQLite gives the -wal and -shm files the mode of the database file.
+    if path != ":memory:" {
+        private::ensure_file(std::path::Path::new(path))?;
     }
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    for companion in ["-wal", "-shm"] {
+        private::restrict(std::path::Path::new(&format!("{path}{companion}")))?;
+    }
     conn.pragma_update(
         None,
         "synchronous",
