@@ -83,6 +83,14 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Drops a reservation that holds nothing (the shared buckets refused it).
+    fn forget(mut self) {
+        self.settled = true;
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.settled {
@@ -338,6 +346,8 @@ fn shared_answer(
             retry_after,
             levels,
         } => {
+            // Redis took nothing: there is nothing to give back.
+            reservation.forget();
             let b = &buckets[index.min(buckets.len().saturating_sub(1))];
             let scope = if b.entity.starts_with("key:") {
                 "key"

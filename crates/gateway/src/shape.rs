@@ -25,8 +25,9 @@ pub async fn finish(method: &Method, uri: &Uri, res: Response) -> Response {
         res
     };
     if !res.headers().contains_key("x-request-id")
-        && let Ok(id) =
-            HeaderValue::from_str(&crate::meter::new_request_id(OffsetDateTime::now_utc()))
+        && let Ok(id) = HeaderValue::from_str(&crate::front::admit::new_request_id(
+            OffsetDateTime::now_utc(),
+        ))
     {
         res.headers_mut().insert("x-request-id", id);
     }
