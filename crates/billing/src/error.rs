@@ -30,6 +30,18 @@ pub enum MoneyError {
         /// The negative price.
         price: Decimal,
     },
+    /// A stored or given price is not a valid price.
+    #[error("{field} {value:?} of model {model}: {reason}")]
+    InvalidPrice {
+        /// Model of the entry.
+        model: String,
+        /// Which price (`input_price`, …).
+        field: &'static str,
+        /// The text given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Two catalogue entries for the same model start at the same instant.
     #[error("duplicate price entry for model {model} at {effective_from}")]
     DuplicatePriceEntry {

@@ -27,7 +27,9 @@ pub use invoice::{
 };
 pub use money::{round_cents, round_percent};
 pub use month::{Month, Quarter};
-pub use price::{Catalogue, Price, PriceEntry, PricePeriod, Tokens, cost};
+pub use price::{
+    Catalogue, Price, PriceEntry, PricePeriod, StoredPrice, Tokens, cost, parse_price,
+};
 pub use quarterly::{Forecast, QuarterRevenue, QuarterlyReport, TopCustomer, quarterly};
 pub use revenue::{
     CustomerRevenue, MonthRevenue, Owner, OwnerPayout, RevenueReport, revenue_report,

@@ -32,6 +32,55 @@ impl Price {
     }
 }
 
+/// One catalogue entry as stored: prices as decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPrice {
+    /// Public model name.
+    pub model: String,
+    /// USD per million input tokens.
+    pub input: String,
+    /// USD per million cached input tokens, if set.
+    pub cached_input: Option<String>,
+    /// USD per million output tokens.
+    pub output: String,
+    /// Instant from which this price applies.
+    pub effective_from: OffsetDateTime,
+}
+
+impl StoredPrice {
+    /// The entry with its prices parsed.
+    pub fn parse(&self) -> Result<PriceEntry, MoneyError> {
+        let field = |name: &'static str, text: &str| {
+            parse_price(text).map_err(|reason| MoneyError::InvalidPrice {
+                model: self.model.clone(),
+                field: name,
+                value: text.to_owned(),
+                reason,
+            })
+        };
+        Ok(PriceEntry {
+            model: self.model.clone(),
+            price: Price {
+                input: field("input_price", &self.input)?,
+                cached_input: self
+                    .cached_input
+                    .as_deref()
+                    .map(|t| field("cached_input_price", t))
+                    .transpose()?,
+                output: field("output_price", &self.output)?,
+            },
+            effective_from: self.effective_from,
+        })
+    }
+}
+
+/// Parses one price (USD per million tokens) given as a decimal string.
+pub fn parse_price(text: &str) -> Result<Decimal, String> {
+    text.trim()
+        .parse::<Decimal>()
+        .map_err(|_| "not a decimal".to_owned())
+}
+
 /// One catalogue entry: `price` applies to `model` from `effective_from` until the next
 /// entry of the same model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +146,37 @@ impl Catalogue {
         Ok(Self { by_model })
     }
 
+    /// The catalogue of stored entries. An entry that does not parse is left out and reported
+    /// in the second value (so stored data can never keep the gateway from starting).
+    #[must_use]
+    pub fn from_stored(rows: &[StoredPrice]) -> (Self, Vec<MoneyError>) {
+        let mut problems = Vec::new();
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            match r.parse() {
+                Ok(e) => entries.push(e),
+                Err(e) => problems.push(e),
+            }
+        }
+        match Self::new(entries.clone()) {
+            Ok(c) => (c, problems),
+            Err(e) => {
+                // Keep every entry that is valid on its own; duplicates keep the first.
+                problems.push(e);
+                let mut kept: Vec<PriceEntry> = Vec::with_capacity(entries.len());
+                for e in entries {
+                    let dup = kept
+                        .iter()
+                        .any(|k| k.model == e.model && k.effective_from == e.effective_from);
+                    if !dup && Self::new(vec![e.clone()]).is_ok() {
+                        kept.push(e);
+                    }
+                }
+                (Self::new(kept).unwrap_or_default(), problems)
+            }
+        }
+    }
+
     /// Models present in the catalogue, sorted.
     pub fn models(&self) -> impl Iterator<Item = &str> {
         self.by_model.keys().map(String::as_str)
@@ -114,6 +194,47 @@ impl Catalogue {
         let list = self.entries(model);
         let idx = list.partition_point(|e| e.effective_from <= t);
         idx.checked_sub(1).and_then(|i| list.get(i))
+    }
+
+    /// The exact cost of `tokens` of `model` at the price in force at `at`; `None` when the
+    /// model has no price then. The one place where tokens meet prices: budgets, usage
+    /// reports and invoices all come here (or to [`cost`] with an entry from this catalogue).
+    pub fn cost_at(
+        &self,
+        model: &str,
+        at: OffsetDateTime,
+        tokens: &Tokens,
+    ) -> Result<Option<Decimal>, MoneyError> {
+        self.price_at(model, at)
+            .map(|e| cost(tokens, &e.price))
+            .transpose()
+    }
+
+    /// Splits the range `[from, to)` (open-ended where `None`) at every price change of any
+    /// model strictly inside it, so each piece is priced by one entry per model. Always at
+    /// least one piece; a piece's prices are those in force at its start.
+    #[must_use]
+    pub fn pieces(
+        &self,
+        from: Option<OffsetDateTime>,
+        to: Option<OffsetDateTime>,
+    ) -> Vec<(Option<OffsetDateTime>, Option<OffsetDateTime>)> {
+        let mut bounds: Vec<OffsetDateTime> = self
+            .by_model
+            .values()
+            .flat_map(|list| list.iter().map(|e| e.effective_from))
+            .filter(|t| from.is_none_or(|f| *t > f) && to.is_none_or(|e| *t < e))
+            .collect();
+        bounds.sort();
+        bounds.dedup();
+        let mut out = Vec::with_capacity(bounds.len() + 1);
+        let mut start = from;
+        for b in bounds {
+            out.push((start, Some(b)));
+            start = Some(b);
+        }
+        out.push((start, to));
+        out
     }
 
     /// Splits `[from, to)` at the `effective_from` boundaries of `model`'s entries and
@@ -167,6 +288,17 @@ impl Tokens {
         };
         t.validate()?;
         Ok(t)
+    }
+
+    /// Token counts as the ledger stores them, clamped into a consistent shape (cached input
+    /// at most the input). The one place where stored counts are made priceable.
+    #[must_use]
+    pub fn from_ledger(input: u64, cached_input: u64, output: u64) -> Self {
+        Self {
+            input,
+            cached_input: cached_input.min(input),
+            output,
+        }
     }
 
     /// Checks `cached_input <= input`.
@@ -395,6 +527,78 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn pieces_split_a_range_at_every_price_change_inside_it() {
+        let cat = Catalogue::new(vec![
+            entry("a", "1", None, "1", datetime!(2025-01-01 00:00 UTC)),
+            entry("a", "2", None, "2", datetime!(2025-03-16 00:00 UTC)),
+            entry("b", "1", None, "1", datetime!(2025-03-20 00:00 UTC)),
+        ])
+        .unwrap();
+        let (f, t) = (
+            datetime!(2025-03-01 00:00 UTC),
+            datetime!(2025-04-01 00:00 UTC),
+        );
+        assert_eq!(
+            cat.pieces(Some(f), Some(t)),
+            vec![
+                (Some(f), Some(datetime!(2025-03-16 00:00 UTC))),
+                (
+                    Some(datetime!(2025-03-16 00:00 UTC)),
+                    Some(datetime!(2025-03-20 00:00 UTC))
+                ),
+                (Some(datetime!(2025-03-20 00:00 UTC)), Some(t)),
+            ]
+        );
+        // Open ends: every boundary splits; an empty catalogue gives the whole range.
+        assert_eq!(cat.pieces(None, None).len(), 4);
+        assert_eq!(
+            Catalogue::default().pieces(None, Some(t)),
+            vec![(None, Some(t))]
+        );
+        // The cost at a time uses the entry in force; unpriced models have none.
+        let tokens = Tokens::from_ledger(1_000_000, 0, 0);
+        assert_eq!(
+            cat.cost_at("a", datetime!(2025-03-16 00:00 UTC), &tokens)
+                .unwrap(),
+            Some(d("2"))
+        );
+        assert_eq!(cat.cost_at("b", f, &tokens).unwrap(), None);
+    }
+
+    #[test]
+    fn ledger_counts_are_clamped_once() {
+        assert_eq!(
+            Tokens::from_ledger(10, 25, 3),
+            Tokens::new(10, 10, 3).unwrap()
+        );
+    }
+
+    #[test]
+    fn stored_entries_that_do_not_parse_are_left_out_and_reported() {
+        let row = |input: &str, t| StoredPrice {
+            model: "m".into(),
+            input: input.into(),
+            cached_input: None,
+            output: "1".into(),
+            effective_from: t,
+        };
+        let (cat, problems) = Catalogue::from_stored(&[
+            row("2.5", datetime!(2025-01-01 00:00 UTC)),
+            row("abc", datetime!(2025-02-01 00:00 UTC)),
+            row("-1", datetime!(2025-03-01 00:00 UTC)),
+        ]);
+        assert_eq!(cat.entries("m").len(), 1);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(matches!(
+            problems[0],
+            MoneyError::InvalidPrice {
+                field: "input_price",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The admin API: organizations, projects, keys and usage, behind the admin bearer token.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,16 +7,12 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tollgate_billing::{Catalogue, Price, PriceEntry, Tokens};
-use tollgate_store::{
-    AccountState, ApiKey, AuditEntry, KeyRole, Organization, Project, UsageAggregate, UsageFilter,
-};
+use tollgate_store::{AccountState, ApiKey, AuditEntry, KeyRole, Organization, Project};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -91,11 +86,7 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}."), None))
 }
 
-/// Logs a store failure and answers 500 (nothing was changed).
-pub(crate) fn store_error(e: tollgate_store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "Store failed.");
-    ApiError::internal("The store failed; nothing was changed.")
-}
+pub(crate) use crate::error::store_error;
 
 fn created(value: serde_json::Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
@@ -435,8 +426,10 @@ pub async fn usage(
         ));
     }
     let orgs = app.store.subtree(&org).await.map_err(store_error)?;
-    let catalogue = catalogue(&app).await?;
-    let rows = priced_usage(&app, &catalogue, orgs, q.project.clone(), from, to).await?;
+    let catalogue = crate::pricing::load_catalogue(&app.store).await?;
+    let rows =
+        crate::pricing::priced_usage(&app.store, &catalogue, orgs, q.project.clone(), from, to)
+            .await?;
     let data: Vec<_> = rows
         .iter()
         .map(|(a, cost)| {
@@ -454,99 +447,6 @@ pub async fn usage(
         "from": from.map(rfc3339), "to": to.map(rfc3339), "data": data
     }))
     .into_response())
-}
-
-/// The price catalogue from the store.
-pub async fn catalogue(app: &App) -> Result<Catalogue, ApiError> {
-    let rows = app.store.prices().await.map_err(store_error)?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let parse = |s: &str| {
-            Decimal::from_str(s).map_err(|_| ApiError::internal("A stored price is not a decimal."))
-        };
-        entries.push(PriceEntry {
-            model: r.model,
-            price: Price {
-                input: parse(&r.input_price)?,
-                cached_input: r.cached_input_price.as_deref().map(parse).transpose()?,
-                output: parse(&r.output_price)?,
-            },
-            effective_from: r.effective_from,
-        });
-    }
-    Catalogue::new(entries).map_err(|e| ApiError::internal(format!("Price catalogue: {e}")))
-}
-
-/// Usage per model with its exact cost: the range is split at every price change so each piece
-/// is priced by the entry in force.
-pub async fn priced_usage(
-    app: &App,
-    catalogue: &Catalogue,
-    organizations: Vec<String>,
-    project: Option<String>,
-    from: Option<OffsetDateTime>,
-    to: Option<OffsetDateTime>,
-) -> Result<Vec<(UsageAggregate, Decimal)>, ApiError> {
-    let mut bounds: Vec<OffsetDateTime> = catalogue
-        .models()
-        .flat_map(|m| catalogue.entries(m).iter().map(|e| e.effective_from))
-        .filter(|t| from.is_none_or(|f| *t > f) && to.is_none_or(|e| *t < e))
-        .collect();
-    bounds.sort();
-    bounds.dedup();
-    let mut pieces: Vec<(Option<OffsetDateTime>, Option<OffsetDateTime>)> = Vec::new();
-    let mut start = from;
-    for b in bounds {
-        pieces.push((start, Some(b)));
-        start = Some(b);
-    }
-    pieces.push((start, to));
-    let mut totals: std::collections::BTreeMap<String, (UsageAggregate, Decimal)> =
-        std::collections::BTreeMap::new();
-    for (a, b) in pieces {
-        let rows = app
-            .store
-            .usage(UsageFilter {
-                organizations: organizations.clone(),
-                project: project.clone(),
-                from: a,
-                to: b,
-            })
-            .await
-            .map_err(store_error)?;
-        let at = a.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        for row in rows {
-            let cost = match catalogue.price_at(&row.model, at) {
-                Some(entry) => {
-                    let tokens = Tokens {
-                        input: row.input_tokens,
-                        cached_input: row.cached_input_tokens.min(row.input_tokens),
-                        output: row.output_tokens,
-                    };
-                    tollgate_billing::cost(&tokens, &entry.price)
-                        .map_err(|e| ApiError::internal(format!("Cost: {e}")))?
-                }
-                None => Decimal::ZERO,
-            };
-            let e = totals.entry(row.model.clone()).or_insert_with(|| {
-                (
-                    UsageAggregate {
-                        model: row.model.clone(),
-                        ..UsageAggregate::default()
-                    },
-                    Decimal::ZERO,
-                )
-            });
-            e.0.requests += row.requests;
-            e.0.input_tokens += row.input_tokens;
-            e.0.cached_input_tokens += row.cached_input_tokens;
-            e.0.output_tokens += row.output_tokens;
-            e.0.reasoning_tokens += row.reasoning_tokens;
-            e.1 = tollgate_billing::money::add(e.1, cost)
-                .map_err(|e| ApiError::internal(format!("Cost: {e}")))?;
-        }
-    }
-    Ok(totals.into_values().collect())
 }
 
 /// Appends to the audit log; failures are logged, never hidden from operators.

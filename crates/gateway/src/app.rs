@@ -135,7 +135,7 @@ impl App {
 
     /// Reloads the price catalogue from the store.
     pub async fn reload_prices(&self) -> Result<(), crate::error::ApiError> {
-        let c = crate::admin::catalogue(self).await?;
+        let c = crate::pricing::load_catalogue(&self.store).await?;
         if let Ok(mut slot) = self.catalogue.write() {
             *slot = Arc::new(c);
         }

@@ -15,16 +15,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tollgate_billing::{
-    Catalogue, Contract, Invoice, LineInput, Month, Owner, PriceEntry, Tokens, contract_for_month,
-};
-use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageFilter, UsageRecord};
+use tollgate_billing::{Catalogue, Contract, Invoice, Month, Owner, contract_for_month};
+use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageRecord};
 
-use crate::admin::{
-    admin_auth, audit, bearer, catalogue, known_org, parse_body, parse_time, store_error,
-};
+use crate::admin::{admin_auth, audit, bearer, known_org, parse_body, parse_time, store_error};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::pricing::load_catalogue;
 use crate::tenancy::{READER_PREFIX, new_id};
 
 type AppState = State<Arc<App>>;
@@ -439,42 +436,7 @@ pub async fn compute_invoice(
     now: OffsetDateTime,
 ) -> Result<Invoice, ApiError> {
     let orgs = app.store.subtree(org).await.map_err(store_error)?;
-    let (start, end) = (month.start(), month.end());
-    let mut bounds: Vec<OffsetDateTime> = catalogue
-        .models()
-        .flat_map(|m| catalogue.entries(m).iter().map(|e| e.effective_from))
-        .filter(|t| *t > start && *t < end)
-        .collect();
-    bounds.sort();
-    bounds.dedup();
-    let mut lines = Vec::new();
-    let mut from = start;
-    for to in bounds.into_iter().chain(std::iter::once(end)) {
-        let rows = app
-            .store
-            .usage(UsageFilter {
-                organizations: orgs.clone(),
-                project: None,
-                from: Some(from),
-                to: Some(to),
-            })
-            .await
-            .map_err(store_error)?;
-        for row in rows {
-            let Some(entry) = catalogue.price_at(&row.model, from) else {
-                continue;
-            };
-            lines.push(LineInput {
-                entry: PriceEntry::clone(entry),
-                tokens: Tokens {
-                    input: row.input_tokens,
-                    cached_input: row.cached_input_tokens.min(row.input_tokens),
-                    output: row.output_tokens,
-                },
-            });
-        }
-        from = to;
-    }
+    let lines = crate::pricing::invoice_lines(&app.store, catalogue, orgs, month).await?;
     let contracts = contracts(app, org).await?;
     let contract = contract_for_month(&contracts, month);
     tollgate_billing::invoice(org, month, lines, contract, now).map_err(money_error)
@@ -497,7 +459,7 @@ pub async fn get_invoice(
             None,
         ));
     }
-    let catalogue = catalogue(&app).await?;
+    let catalogue = load_catalogue(&app.store).await?;
     let inv = compute_invoice(&app, &catalogue, &org, month, OffsetDateTime::now_utc()).await?;
     let wants_csv = headers
         .get(header::ACCEPT)
@@ -539,7 +501,7 @@ async fn revenue(app: &App, q: &RangeQuery) -> Result<tollgate_billing::RevenueR
         ));
     }
     let first = (0..12).fold(from, |m, _| m.prev().unwrap_or(m));
-    let catalogue = catalogue(app).await?;
+    let catalogue = load_catalogue(&app.store).await?;
     let now = OffsetDateTime::now_utc();
     let top: Vec<String> = app
         .store

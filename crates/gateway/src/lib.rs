@@ -15,6 +15,7 @@ pub mod guard_admin;
 pub mod limits;
 pub mod meter;
 pub mod metrics;
+pub mod pricing;
 pub mod proxy;
 pub mod ratelimit;
 pub mod relay;
