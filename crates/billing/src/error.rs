@@ -22,6 +22,19 @@ pub enum MoneyError {
         /// Input tokens given.
         input: u64,
     },
+    /// Cache writes are input tokens that were not read from the cache, so they cannot
+    /// exceed the input minus the cache reads.
+    #[error(
+        "cache write input tokens ({cache_write}) exceed input tokens ({input}) minus cached input tokens ({cached})"
+    )]
+    CacheWriteExceedsInput {
+        /// Cache-write input tokens given.
+        cache_write: u64,
+        /// Cached input tokens given.
+        cached: u64,
+        /// Input tokens given.
+        input: u64,
+    },
     /// Prices are per million tokens and can never be negative.
     #[error("negative price {price} for model {model}")]
     NegativePrice {

@@ -22,6 +22,14 @@ pub struct Price {
     /// Price of output tokens.
     #[serde(with = "crate::money::serde_exact")]
     pub output: Decimal,
+    /// Price of input tokens written to the provider's prompt cache; the input price applies
+    /// when absent.
+    #[serde(
+        with = "crate::money::serde_exact_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write: Option<Decimal>,
 }
 
 impl Price {
@@ -29,6 +37,12 @@ impl Price {
     #[must_use]
     pub fn effective_cached_input(&self) -> Decimal {
         self.cached_input.unwrap_or(self.input)
+    }
+
+    /// The price applied to input tokens written to the cache.
+    #[must_use]
+    pub fn effective_cache_write(&self) -> Decimal {
+        self.cache_write.unwrap_or(self.input)
     }
 }
 
@@ -43,6 +57,8 @@ pub struct StoredPrice {
     pub cached_input: Option<String>,
     /// USD per million output tokens.
     pub output: String,
+    /// USD per million input tokens written to the cache, if set.
+    pub cache_write: Option<String>,
     /// Instant from which this price applies.
     pub effective_from: OffsetDateTime,
 }
@@ -68,6 +84,11 @@ impl StoredPrice {
                     .map(|t| field("cached_input_price", t))
                     .transpose()?,
                 output: field("output_price", &self.output)?,
+                cache_write: self
+                    .cache_write
+                    .as_deref()
+                    .map(|t| field("cache_write_price", t))
+                    .transpose()?,
             },
             effective_from: self.effective_from,
         })
@@ -118,7 +139,7 @@ impl Catalogue {
         let mut by_model: BTreeMap<String, Vec<PriceEntry>> = BTreeMap::new();
         for e in entries {
             let p = &e.price;
-            for v in [Some(p.input), p.cached_input, Some(p.output)]
+            for v in [Some(p.input), p.cached_input, Some(p.output), p.cache_write]
                 .into_iter()
                 .flatten()
             {
@@ -267,44 +288,73 @@ impl Catalogue {
     }
 }
 
-/// Aggregated token counts. `cached_input` is the part of `input` served from cache.
+/// Aggregated token counts, in OpenAI's convention: `input` counts every prompt token;
+/// `cached_input` (cache reads) and `cache_write_input` (cache writes) are parts of it.
+///
+/// The price lanes of one record: input − cached − cache writes at the input price, cached at
+/// the cached-input price, cache writes at the cache-write price, output at the output price.
+/// A new lane is added here, in [`Tokens::from_ledger`] and in [`cost`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tokens {
-    /// All input (prompt) tokens, cached ones included.
+    /// All input (prompt) tokens, cached and cache-written ones included.
     pub input: u64,
     /// Input tokens served from the provider's prompt cache (≤ `input`).
     pub cached_input: u64,
     /// Output (completion) tokens.
     pub output: u64,
+    /// Input tokens written to the provider's prompt cache (≤ `input − cached_input`).
+    #[serde(default)]
+    pub cache_write_input: u64,
 }
 
 impl Tokens {
-    /// Token counts, checking that `cached_input <= input`.
+    /// Token counts without cache writes, checking that `cached_input <= input`.
     pub fn new(input: u64, cached_input: u64, output: u64) -> Result<Self, MoneyError> {
+        Self::with_cache_write(input, cached_input, 0, output)
+    }
+
+    /// Token counts of every lane, checking that cache reads and writes fit in the input.
+    pub fn with_cache_write(
+        input: u64,
+        cached_input: u64,
+        cache_write_input: u64,
+        output: u64,
+    ) -> Result<Self, MoneyError> {
         let t = Self {
             input,
             cached_input,
             output,
+            cache_write_input,
         };
         t.validate()?;
         Ok(t)
     }
 
-    /// Token counts as the ledger stores them, clamped into a consistent shape (cached input
-    /// at most the input). The one place where stored counts are made priceable.
+    /// Token counts as the ledger stores them, clamped into a consistent shape (cache reads at
+    /// most the input, cache writes at most the rest). The one place where stored counts are
+    /// made priceable.
     #[must_use]
-    pub fn from_ledger(input: u64, cached_input: u64, output: u64) -> Self {
+    pub fn from_ledger(input: u64, cached_input: u64, cache_write_input: u64, output: u64) -> Self {
+        let cached_input = cached_input.min(input);
         Self {
             input,
-            cached_input: cached_input.min(input),
+            cached_input,
             output,
+            cache_write_input: cache_write_input.min(input - cached_input),
         }
     }
 
-    /// Checks `cached_input <= input`.
+    /// Checks `cached_input + cache_write_input <= input`.
     pub fn validate(&self) -> Result<(), MoneyError> {
         if self.cached_input > self.input {
             return Err(MoneyError::CachedExceedsInput {
+                cached: self.cached_input,
+                input: self.input,
+            });
+        }
+        if self.cache_write_input > self.input - self.cached_input {
+            return Err(MoneyError::CacheWriteExceedsInput {
+                cache_write: self.cache_write_input,
                 cached: self.cached_input,
                 input: self.input,
             });
@@ -319,27 +369,32 @@ impl Tokens {
             input: f(self.input, other.input)?,
             cached_input: f(self.cached_input, other.cached_input)?,
             output: f(self.output, other.output)?,
+            cache_write_input: f(self.cache_write_input, other.cache_write_input)?,
         })
     }
 }
 
 /// Exact cost in USD of `tokens` at `price`, unrounded:
-/// `((input − cached) × input_price + cached × cached_price + output × output_price) / 10^6`.
+/// `((input − cached − cache_write) × input_price + cached × cached_price
+///   + cache_write × cache_write_price + output × output_price) / 10^6`.
 ///
-/// Errors when `cached_input > input` or when the exact result does not fit a `Decimal`.
+/// Errors when the cache lanes exceed the input or when the exact result does not fit a
+/// `Decimal`.
 pub fn cost(tokens: &Tokens, price: &Price) -> Result<Decimal, MoneyError> {
     tokens.validate()?;
-    let uncached = Decimal::from(tokens.input - tokens.cached_input);
-    let per_million = add(
-        add(
-            mul(uncached, price.input)?,
-            mul(
-                Decimal::from(tokens.cached_input),
-                price.effective_cached_input(),
-            )?,
-        )?,
-        mul(Decimal::from(tokens.output), price.output)?,
-    )?;
+    let uncached = tokens.input - tokens.cached_input - tokens.cache_write_input;
+    let lanes = [
+        (uncached, price.input),
+        (tokens.cached_input, price.effective_cached_input()),
+        (tokens.cache_write_input, price.effective_cache_write()),
+        (tokens.output, price.output),
+    ];
+    let mut per_million = Decimal::ZERO;
+    for (n, p) in lanes {
+        if n != 0 {
+            per_million = add(per_million, mul(Decimal::from(n), p)?)?;
+        }
+    }
     shift_down(per_million, 6)
 }
 
@@ -372,6 +427,7 @@ mod tests {
                 input: d(input),
                 cached_input: cached.map(d),
                 output: d(output),
+                cache_write: None,
             },
             effective_from: t,
         }
@@ -383,6 +439,7 @@ mod tests {
             input: d("2.50"),
             cached_input: Some(d("1.25")),
             output: d("10"),
+            cache_write: None,
         };
         // (1000 - 400) × 2.5 + 400 × 1.25 + 200 × 10 = 1500 + 500 + 2000 = 4000 → 0.004
         let t = Tokens::new(1000, 400, 200).unwrap();
@@ -398,10 +455,49 @@ mod tests {
             input: d("0.075"),
             cached_input: None,
             output: d("0"),
+            cache_write: None,
         };
         assert_eq!(
             cost(&Tokens::new(1, 0, 0).unwrap(), &cheap).unwrap(),
             d("0.000000075")
+        );
+    }
+
+    #[test]
+    fn cache_writes_are_their_own_lane() {
+        let p = Price {
+            input: d("3"),
+            cached_input: Some(d("0.30")),
+            output: d("15"),
+            cache_write: Some(d("3.75")),
+        };
+        // 1000 prompt tokens: 200 read from the cache, 500 written to it, 300 plain.
+        // 300 × 3 + 200 × 0.3 + 500 × 3.75 + 100 × 15 = 900 + 60 + 1875 + 1500 = 4335.
+        let t = Tokens::with_cache_write(1000, 200, 500, 100).unwrap();
+        assert_eq!(cost(&t, &p).unwrap(), d("0.004335"));
+        // Without a cache-write price, writes pay the input price: 900 + 60 + 1500 + 1500.
+        let plain = Price {
+            cache_write: None,
+            ..p.clone()
+        };
+        assert_eq!(cost(&t, &plain).unwrap(), d("0.00396"));
+        // Reads and writes together cannot exceed the input.
+        assert!(matches!(
+            Tokens::with_cache_write(1000, 600, 401, 0),
+            Err(MoneyError::CacheWriteExceedsInput { .. })
+        ));
+        // Stored counts are clamped the same way.
+        assert_eq!(
+            Tokens::from_ledger(1000, 600, 900, 7),
+            Tokens::with_cache_write(1000, 600, 400, 7).unwrap()
+        );
+        // The cache-write price round-trips and stays out of JSON when unset.
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""cache_write":"3.75""#), "{json}");
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("cache_write")
         );
     }
 
@@ -418,11 +514,13 @@ mod tests {
             input: 1,
             cached_input: 2,
             output: 0,
+            cache_write_input: 0,
         };
         let p = Price {
             input: d("1"),
             cached_input: None,
             output: d("1"),
+            cache_write: None,
         };
         assert!(matches!(
             cost(&bad, &p),
@@ -559,7 +657,7 @@ mod tests {
             vec![(None, Some(t))]
         );
         // The cost at a time uses the entry in force; unpriced models have none.
-        let tokens = Tokens::from_ledger(1_000_000, 0, 0);
+        let tokens = Tokens::from_ledger(1_000_000, 0, 0, 0);
         assert_eq!(
             cat.cost_at("a", datetime!(2025-03-16 00:00 UTC), &tokens)
                 .unwrap(),
@@ -571,7 +669,7 @@ mod tests {
     #[test]
     fn ledger_counts_are_clamped_once() {
         assert_eq!(
-            Tokens::from_ledger(10, 25, 3),
+            Tokens::from_ledger(10, 25, 0, 3),
             Tokens::new(10, 10, 3).unwrap()
         );
     }
@@ -583,6 +681,7 @@ mod tests {
             input: input.into(),
             cached_input: None,
             output: "1".into(),
+            cache_write: None,
             effective_from: t,
         };
         let (cat, problems) = Catalogue::from_stored(&[

@@ -435,7 +435,9 @@ pub async fn usage(
         .map(|(a, cost)| {
             json!({
                 "model": a.model, "requests": a.requests, "input_tokens": a.input_tokens,
-                "cached_input_tokens": a.cached_input_tokens, "output_tokens": a.output_tokens,
+                "cached_input_tokens": a.cached_input_tokens,
+                "cache_write_input_tokens": a.cache_write_input_tokens,
+                "output_tokens": a.output_tokens,
                 "reasoning_tokens": a.reasoning_tokens,
                 "cost": tollgate_billing::money::format_money(tollgate_billing::round_cents(*cost)),
                 "exact_cost": cost.normalize().to_string(),

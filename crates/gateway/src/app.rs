@@ -87,6 +87,7 @@ impl App {
                         input_price: input.to_string(),
                         cached_input_price: m.cached_input_price.map(|p| p.to_string()),
                         output_price: output.to_string(),
+                        cache_write_price: m.cache_write_price.map(|p| p.to_string()),
                         effective_from: OffsetDateTime::UNIX_EPOCH,
                     })
                     .await?;

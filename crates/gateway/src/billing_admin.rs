@@ -92,6 +92,7 @@ pub async fn create_price(
     let input = decimal_field(&v, "input_price", true)?.unwrap_or_default();
     let cached = decimal_field(&v, "cached_input_price", false)?;
     let output = decimal_field(&v, "output_price", true)?.unwrap_or_default();
+    let cache_write = decimal_field(&v, "cache_write_price", false)?;
     let effective_from = match v.get("effective_from").and_then(Value::as_str) {
         Some(s) => parse_time(s, "effective_from")?,
         None => {
@@ -106,6 +107,7 @@ pub async fn create_price(
         input_price: input.normalize().to_string(),
         cached_input_price: cached.map(|c| c.normalize().to_string()),
         output_price: output.normalize().to_string(),
+        cache_write_price: cache_write.map(|c| c.normalize().to_string()),
         effective_from,
     };
     app.store
@@ -354,10 +356,16 @@ async fn import_event(app: &App, catalogue: &Catalogue, e: &Value) -> Result<Usa
     }
     let input = token_field(e, "input_tokens", true)?;
     let cached = token_field(e, "cached_input_tokens", false)?;
+    let cache_write = token_field(e, "cache_write_input_tokens", false)?;
     let output = token_field(e, "output_tokens", true)?;
     if cached > input {
         return Err(format!(
             "cached_input_tokens ({cached}) exceeds input_tokens ({input})"
+        ));
+    }
+    if cache_write > input - cached {
+        return Err(format!(
+            "cache_write_input_tokens ({cache_write}) exceeds input_tokens ({input}) minus cached_input_tokens ({cached})"
         ));
     }
     let project = match e.get("project") {
@@ -384,6 +392,7 @@ async fn import_event(app: &App, catalogue: &Catalogue, e: &Value) -> Result<Usa
         upstream_model: model.to_owned(),
         input_tokens: input,
         cached_input_tokens: cached,
+        cache_write_input_tokens: cache_write,
         output_tokens: output,
         reasoning_tokens: token_field(e, "reasoning_tokens", false)?,
         status: 200,

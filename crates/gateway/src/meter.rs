@@ -104,6 +104,7 @@ impl Meter {
             upstream_model: self.upstream_model.to_string(),
             input_tokens: counts.input,
             cached_input_tokens: counts.cached_input.min(counts.input),
+            cache_write_input_tokens: 0,
             output_tokens: counts.output,
             reasoning_tokens: counts.reasoning,
             status,

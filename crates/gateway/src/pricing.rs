@@ -23,6 +23,7 @@ pub async fn load_catalogue(store: &Store) -> Result<Catalogue, ApiError> {
             input: r.input_price,
             cached_input: r.cached_input_price,
             output: r.output_price,
+            cache_write: r.cache_write_price,
             effective_from: r.effective_from,
         })
         .collect();
@@ -36,13 +37,23 @@ pub async fn load_catalogue(store: &Store) -> Result<Catalogue, ApiError> {
 /// The token counts of a ledger aggregate, ready to price.
 #[must_use]
 pub fn aggregate_tokens(a: &UsageAggregate) -> Tokens {
-    Tokens::from_ledger(a.input_tokens, a.cached_input_tokens, a.output_tokens)
+    Tokens::from_ledger(
+        a.input_tokens,
+        a.cached_input_tokens,
+        a.cache_write_input_tokens,
+        a.output_tokens,
+    )
 }
 
 /// The exact cost of one record at its own time's price (zero for an unpriced model).
 #[must_use]
 pub fn record_cost(catalogue: &Catalogue, r: &UsageRecord) -> Decimal {
-    let tokens = Tokens::from_ledger(r.input_tokens, r.cached_input_tokens, r.output_tokens);
+    let tokens = Tokens::from_ledger(
+        r.input_tokens,
+        r.cached_input_tokens,
+        r.cache_write_input_tokens,
+        r.output_tokens,
+    );
     catalogue
         .cost_at(&r.model, r.time, &tokens)
         .ok()
@@ -60,7 +71,7 @@ pub fn estimate_cost(
     input_tokens: u64,
     output_tokens: u64,
 ) -> Decimal {
-    let tokens = Tokens::from_ledger(input_tokens, 0, output_tokens);
+    let tokens = Tokens::from_ledger(input_tokens, 0, 0, output_tokens);
     catalogue
         .cost_at(model, at, &tokens)
         .ok()
@@ -107,6 +118,7 @@ pub async fn priced_usage(
             e.0.requests += row.requests;
             e.0.input_tokens += row.input_tokens;
             e.0.cached_input_tokens += row.cached_input_tokens;
+            e.0.cache_write_input_tokens += row.cache_write_input_tokens;
             e.0.output_tokens += row.output_tokens;
             e.0.reasoning_tokens += row.reasoning_tokens;
             e.1 = tollgate_billing::money::add(e.1, cost)

@@ -678,3 +678,185 @@ async fn reader_keys_see_only_their_own_organization() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+const CACHE_CATALOGUE: &str = r#"
+[[providers]]
+name = "sim"
+kind = "simulated"
+output_tokens = 10
+
+[[models]]
+name = "claude"
+provider = "sim"
+input_price = "3.00"
+cached_input_price = "0.30"
+cache_write_price = "3.75"
+output_price = "15.00"
+
+[[models]]
+name = "plain"
+provider = "sim"
+input_price = "1.00"
+output_price = "2.00"
+"#;
+
+#[tokio::test]
+async fn cache_writes_are_a_price_lane_everywhere() {
+    let gw = start(CACHE_CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    // The prices API takes and lists the cache-write price, with effective dates.
+    let r = gw
+        .admin(
+            Method::POST,
+            "/admin/v1/prices",
+            json!({"model": "claude", "input_price": "2.00",
+            "cached_input_price": "0.20", "cache_write_price": "2.50", "output_price": "10.00",
+            "effective_from": "2025-03-16T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["cache_write_price"], "2.5");
+    let prices = gw
+        .admin(Method::GET, "/admin/v1/prices", Value::Null)
+        .await
+        .json();
+    let claude: Vec<&Value> = prices["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["model"] == "claude")
+        .collect();
+    assert_eq!(claude.len(), 2);
+    assert_eq!(claude[0]["cache_write_price"], "3.75");
+    assert_eq!(claude[1]["cache_write_price"], "2.5");
+
+    // 10M prompt tokens: 2M cache reads, 4M cache writes, 4M plain; 1M output.
+    let mut early = event(
+        "c1",
+        "2025-03-05T10:00:00Z",
+        &acme,
+        "claude",
+        10_000_000,
+        2_000_000,
+        1_000_000,
+    );
+    early["cache_write_input_tokens"] = json!(4_000_000);
+    let mut late = event(
+        "c2",
+        "2025-03-20T10:00:00Z",
+        &acme,
+        "claude",
+        10_000_000,
+        2_000_000,
+        1_000_000,
+    );
+    late["cache_write_input_tokens"] = json!(4_000_000);
+    // A model without a cache-write price: writes pay the input price.
+    let mut plain = event(
+        "p1",
+        "2025-03-05T10:00:00Z",
+        &acme,
+        "plain",
+        2_000_000,
+        0,
+        0,
+    );
+    plain["cache_write_input_tokens"] = json!(1_000_000);
+    let r = import(&gw, vec![early, late, plain]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Reads and writes together cannot exceed the prompt.
+    let mut bad = event("x", "2025-03-05T10:00:00Z", &acme, "claude", 10, 6, 0);
+    bad["cache_write_input_tokens"] = json!(5);
+    let r = import(&gw, vec![bad]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(
+        r.text().contains("cache_write_input_tokens"),
+        "{}",
+        r.text()
+    );
+
+    // Usage rows show the lane; exact_cost prices each lane at its own price.
+    let r = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/usage?organization={acme}&from=2025-03-01T00:00:00Z&to=2025-04-01T00:00:00Z"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let usage = r.json();
+    let row = |m: &str| {
+        usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == m)
+            .unwrap()
+            .clone()
+    };
+    let c = row("claude");
+    assert_eq!(c["input_tokens"], 20_000_000);
+    assert_eq!(c["cached_input_tokens"], 4_000_000);
+    assert_eq!(c["cache_write_input_tokens"], 8_000_000);
+    // Before 03-16: 4 × 3 + 2 × 0.3 + 4 × 3.75 + 1 × 15 = 42.6;
+    // after: 4 × 2 + 2 × 0.2 + 4 × 2.5 + 1 × 10 = 28.4.
+    assert_eq!(c["exact_cost"], "71");
+    let p = row("plain");
+    assert_eq!(p["cache_write_input_tokens"], 1_000_000);
+    assert_eq!(p["exact_cost"], "2");
+
+    // Invoices price every lane; JSON and CSV carry the cache-write price and tokens.
+    let inv = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-03"),
+            Value::Null,
+        )
+        .await
+        .json();
+    let amounts: Vec<(&str, &str, &str)> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["model"].as_str().unwrap(),
+                l["cache_write_price"].as_str().unwrap(),
+                l["amount"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![
+            ("claude", "3.75", "42.60"),
+            ("claude", "2.5", "28.40"),
+            ("plain", "1", "2.00")
+        ]
+    );
+    assert_eq!(inv["lines"][0]["cache_write_input_tokens"], 4_000_000);
+    let csv = gw
+        .call(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-03"),
+            &[
+                ("authorization", &format!("Bearer {ADMIN}")),
+                ("accept", "text/csv"),
+            ],
+            "",
+        )
+        .await
+        .text();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains("cache_write_input_tokens,output_tokens,input_price,cached_input_price,cache_write_price"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",10000000,2000000,4000000,1000000,3,0.3,3.75,15,42.60"),
+        "{csv}"
+    );
+}

@@ -7,7 +7,8 @@ use crate::StoreError;
 
 /// Same tables as SQLite's, in PostgreSQL types: times are BIGINT unix microseconds, money and
 /// prices are decimal strings, hashes are BYTEA.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE organizations (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -122,7 +123,14 @@ CREATE TABLE changes (
     kind TEXT NOT NULL,
     id TEXT NOT NULL
 );
-"#];
+"#,
+    // Prompt-cache writes: a token lane and a price of their own.
+    r#"
+ALTER TABLE usage ADD COLUMN cache_write_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_hourly ADD COLUMN cache_write_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE prices ADD COLUMN cache_write_price TEXT;
+"#,
+];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;

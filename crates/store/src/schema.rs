@@ -123,6 +123,12 @@ CREATE TABLE changes (
     id TEXT NOT NULL
 );
 "#,
+    // Prompt-cache writes: a token lane and a price of their own.
+    r#"
+ALTER TABLE usage ADD COLUMN cache_write_input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_hourly ADD COLUMN cache_write_input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE prices ADD COLUMN cache_write_price TEXT;
+"#,
 ];
 
 /// Applies every migration not yet applied, each in its own transaction.

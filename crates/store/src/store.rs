@@ -278,7 +278,7 @@ impl SqliteStore {
             let (cond, mut args) = raw_conditions(&filter, filter.from, filter.to);
             args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
             let sql = format!(
-                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source FROM usage WHERE {cond} ORDER BY time, seq LIMIT ?"
+                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens FROM usage WHERE {cond} ORDER BY time, seq LIMIT ?"
             );
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt
@@ -323,8 +323,8 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
+                "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price, p.cache_write_price],
             )?;
             change(&tx, ChangeKind::Price, &p.model)?;
             tx.commit()?;
@@ -336,7 +336,7 @@ impl SqliteStore {
     pub async fn prices(&self) -> Result<Vec<PriceRow>, StoreError> {
         self.call(|c| {
             let mut stmt = c.prepare(
-                "SELECT model, input_price, cached_input_price, output_price, effective_from FROM prices ORDER BY model, effective_from",
+                "SELECT model, input_price, cached_input_price, output_price, effective_from, cache_write_price FROM prices ORDER BY model, effective_from",
             )?;
             let rows = stmt
                 .query_map([], |r| {
@@ -346,6 +346,7 @@ impl SqliteStore {
                         cached_input_price: r.get(2)?,
                         output_price: r.get(3)?,
                         effective_from: from_micros(r.get(4)?),
+                        cache_write_price: r.get(5)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -547,14 +548,14 @@ impl SqliteStore {
     ) -> Result<(Vec<UsageRecord>, i64), StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, seq FROM usage WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens, seq FROM usage WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let mut last = after;
             let mut out = Vec::new();
             let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
             while let Some(r) = rows.next()? {
                 out.push(record_row(r)?);
-                last = r.get(17)?;
+                last = r.get(18)?;
             }
             Ok((out, last))
         })
@@ -586,8 +587,8 @@ impl SqliteStore {
             }
             for p in &d.prices {
                 tx.execute(
-                    "INSERT OR IGNORE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
+                    "INSERT OR IGNORE INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price, p.cache_write_price],
                 )?;
             }
             for k in &d.contracts {
@@ -712,6 +713,7 @@ fn record_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
         streamed: r.get(14)?,
         estimated: r.get(15)?,
         source: r.get(16)?,
+        cache_write_input_tokens: u64_of(r, 17)?,
     })
 }
 
@@ -756,6 +758,7 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
         e.requests += row.requests;
         e.input_tokens += row.input_tokens;
         e.cached_input_tokens += row.cached_input_tokens;
+        e.cache_write_input_tokens += row.cache_write_input_tokens;
         e.output_tokens += row.output_tokens;
         e.reasoning_tokens += row.reasoning_tokens;
     };
@@ -776,6 +779,7 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
             cached_input_tokens: u64_of(r, 3)?,
             output_tokens: u64_of(r, 4)?,
             reasoning_tokens: u64_of(r, 5)?,
+            cache_write_input_tokens: u64_of(r, 6)?,
         })
     };
     if whole_hours {
@@ -797,7 +801,7 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
             args.push(Value::Integer(h));
         }
         let sql = format!(
-            "SELECT model, SUM(requests), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens) FROM usage_hourly WHERE {cond} GROUP BY model"
+            "SELECT model, SUM(requests), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cache_write_input_tokens) FROM usage_hourly WHERE {cond} GROUP BY model"
         );
         let mut stmt = c.prepare(&sql)?;
         for row in stmt.query_map(params_from_iter(args), agg)? {
@@ -825,7 +829,7 @@ fn raw_sum(
 ) -> Result<(), StoreError> {
     let (cond, args) = raw_conditions(f, from, to);
     let sql = format!(
-        "SELECT model, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens) FROM usage WHERE {cond} GROUP BY model"
+        "SELECT model, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cache_write_input_tokens) FROM usage WHERE {cond} GROUP BY model"
     );
     let mut stmt = c.prepare(&sql)?;
     for row in stmt.query_map(params_from_iter(args), |r| agg(r))? {

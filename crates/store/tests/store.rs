@@ -19,6 +19,7 @@ fn record(id: &str, org: &str, model: &str, time: OffsetDateTime, input: u64) ->
         upstream_model: model.into(),
         input_tokens: input,
         cached_input_tokens: input / 2,
+        cache_write_input_tokens: input / 4,
         output_tokens: 7,
         reasoning_tokens: 1,
         status: 200,
@@ -100,9 +101,27 @@ async fn ledger_is_idempotent_and_imports_are_atomic(store: Store, ledger: Ledge
         (
             agg[0].requests,
             agg[0].input_tokens,
-            agg[0].cached_input_tokens
+            agg[0].cached_input_tokens,
+            agg[0].cache_write_input_tokens
         ),
-        (2, 30, 15)
+        (2, 30, 15, 7)
+    );
+    // Raw records keep the cache-write lane too.
+    let raw = store
+        .records(
+            UsageFilter {
+                organizations: vec!["o".into()],
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.iter()
+            .map(|r| r.cache_write_input_tokens)
+            .collect::<Vec<_>>(),
+        vec![2, 5]
     );
 }
 
@@ -151,6 +170,13 @@ async fn usage_over_any_range_matches_raw_records(store: Store, ledger: Ledger) 
             let input = row.map_or(0, |r| r.input_tokens);
             assert_eq!(requests, expect.len() as u64, "{from:?}..{to:?} {model}");
             assert_eq!(input, expect.iter().map(|r| r.input_tokens).sum::<u64>());
+            assert_eq!(
+                row.map_or(0, |r| r.cache_write_input_tokens),
+                expect
+                    .iter()
+                    .map(|r| r.cache_write_input_tokens)
+                    .sum::<u64>()
+            );
         }
     }
 }
@@ -216,6 +242,7 @@ async fn change_feed_and_control_copy(store: Store, _ledger: Ledger) {
             input_price: "0.15".into(),
             cached_input_price: None,
             output_price: "0.60".into(),
+            cache_write_price: Some("0.1875".into()),
             effective_from: OffsetDateTime::UNIX_EPOCH,
         })
         .await
