@@ -95,11 +95,76 @@ impl StoredPrice {
     }
 }
 
-/// Parses one price (USD per million tokens) given as a decimal string.
-pub fn parse_price(text: &str) -> Result<Decimal, String> {
-    text.trim()
+/// The largest price accepted, in USD per million tokens.
+///
+/// With at most [`MAX_PRICE_DECIMALS`] decimals a price's mantissa is at most 10^9, so the
+/// exact cost of any token counts that fit a `u64` fits a `Decimal` (2 × 2^64 × 10^9 < 2^96):
+/// no stored price and no stored usage can make [`cost`] overflow.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(100_000, 0, 0, false, 0);
+/// The most decimals a price may have (after trailing zeros are dropped).
+pub const MAX_PRICE_DECIMALS: u32 = 4;
+/// The largest money amount accepted for a contract commitment or a budget, in USD.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// The most decimals of a money amount (commitments, budgets).
+pub const MAX_AMOUNT_DECIMALS: u32 = 2;
+/// The most decimals of a discount percentage (0..=100).
+pub const MAX_PERCENT_DECIMALS: u32 = 4;
+/// The largest token count of one imported usage event, per lane: sums of many such events
+/// stay far inside the ledger's 64-bit columns.
+pub const MAX_EVENT_TOKENS: u64 = 1_000_000_000_000;
+
+/// Parses a plain non-negative decimal string (digits, an optional point and digits; no sign,
+/// exponent or spaces) within `0..=max` and with at most `max_decimals` decimals (trailing zeros
+/// do not count). The error says which rule the text breaks.
+pub fn parse_bounded(text: &str, max: Decimal, max_decimals: u32) -> Result<Decimal, String> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if text.len() > 40
+        || int.is_empty()
+        || !digits(int)
+        || !digits(frac)
+        || (text.contains('.') && frac.is_empty())
+    {
+        return Err(format!(
+            "must be a plain decimal string such as \"0.15\" (digits and at most one point; no sign or exponent), at most {max}"
+        ));
+    }
+    let value = text
         .parse::<Decimal>()
-        .map_err(|_| "not a decimal".to_owned())
+        .map_err(|_| format!("must be a decimal of at most {max}"))?
+        .normalize();
+    if value > max {
+        return Err(format!("must be at most {max}"));
+    }
+    if value.scale() > max_decimals {
+        return Err(format!("must have at most {max_decimals} decimal places"));
+    }
+    Ok(value)
+}
+
+/// Checks a price value: `0..=`[`MAX_PRICE`] with at most [`MAX_PRICE_DECIMALS`] decimals.
+pub fn check_price(value: Decimal) -> Result<(), String> {
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err("must not be negative".into());
+    }
+    if value > MAX_PRICE {
+        return Err(format!(
+            "must be at most {MAX_PRICE} (USD per million tokens)"
+        ));
+    }
+    if value.normalize().scale() > MAX_PRICE_DECIMALS {
+        return Err(format!(
+            "must have at most {MAX_PRICE_DECIMALS} decimal places"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses one price (USD per million tokens): a plain decimal string within
+/// `0..=`[`MAX_PRICE`] with at most [`MAX_PRICE_DECIMALS`] decimals.
+pub fn parse_price(text: &str) -> Result<Decimal, String> {
+    parse_bounded(text, MAX_PRICE, MAX_PRICE_DECIMALS)
+        .map_err(|e| format!("{e} (USD per million tokens)"))
 }
 
 /// One catalogue entry: `price` applies to `model` from `effective_from` until the next
@@ -133,8 +198,9 @@ pub struct PricePeriod<'a> {
 }
 
 impl Catalogue {
-    /// Builds a catalogue, rejecting negative prices and two entries of one model with the
-    /// same `effective_from`.
+    /// Builds a catalogue, rejecting prices outside the bounds ([`check_price`]: negative,
+    /// above [`MAX_PRICE`], more than [`MAX_PRICE_DECIMALS`] decimals) and two entries of one
+    /// model with the same `effective_from`.
     pub fn new(entries: Vec<PriceEntry>) -> Result<Self, MoneyError> {
         let mut by_model: BTreeMap<String, Vec<PriceEntry>> = BTreeMap::new();
         for e in entries {
@@ -147,6 +213,14 @@ impl Catalogue {
                     return Err(MoneyError::NegativePrice {
                         model: e.model.clone(),
                         price: v,
+                    });
+                }
+                if let Err(reason) = check_price(v) {
+                    return Err(MoneyError::InvalidPrice {
+                        model: e.model.clone(),
+                        field: "price",
+                        value: v.to_string(),
+                        reason,
                     });
                 }
             }
@@ -698,6 +772,62 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn prices_are_plain_bounded_decimals() {
+        assert_eq!(parse_price("0.0375").unwrap(), d("0.0375"));
+        assert_eq!(parse_price("2.50000").unwrap(), d("2.5"));
+        assert_eq!(parse_price("100000").unwrap(), d("100000"));
+        assert_eq!(parse_price("0").unwrap(), d("0"));
+        for bad in [
+            "1e5",
+            "-1",
+            "+1",
+            " 1",
+            "1.",
+            ".5",
+            "",
+            "0x10",
+            "NaN",
+            "1_000",
+            "100000.0001",
+            "79228162514264337593543950335",
+            "0.00001",
+        ] {
+            assert!(parse_price(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_price("1e5").unwrap_err().contains("plain decimal"));
+        assert!(
+            parse_price("100001")
+                .unwrap_err()
+                .contains("at most 100000")
+        );
+        assert!(
+            parse_price("0.00001")
+                .unwrap_err()
+                .contains("4 decimal places")
+        );
+        assert!(check_price(d("100000")).is_ok());
+        assert!(check_price(d("100000.5")).is_err());
+        assert!(check_price(d("0.00001")).is_err());
+    }
+
+    #[test]
+    fn any_u64_usage_at_any_accepted_price_costs_exactly() {
+        let p = Price {
+            input: d("99999.9999"),
+            cached_input: Some(d("0.0001")),
+            output: d("99999.9999"),
+            cache_write: Some(d("99999.9999")),
+        };
+        for t in [
+            Tokens::with_cache_write(u64::MAX, 0, 0, u64::MAX).unwrap(),
+            Tokens::with_cache_write(u64::MAX, 1, u64::MAX - 1, u64::MAX).unwrap(),
+            Tokens::from_ledger(u64::MAX, u64::MAX / 3, u64::MAX / 3, u64::MAX),
+        ] {
+            assert!(cost(&t, &p).is_ok(), "{t:?}");
+        }
     }
 
     #[test]

@@ -711,9 +711,9 @@ owner = "openai"
                 ("cache_write_price", m.cache_write_price),
             ] {
                 if let Some(p) = price
-                    && p < Decimal::ZERO
+                    && let Err(reason) = tollgate_billing::check_price(p)
                 {
-                    errors.push(format!("{at}: {field} must not be negative"));
+                    errors.push(format!("{at}: {field} {reason}"));
                 }
             }
             match first_of.get(m.name.as_str()) {
@@ -1035,5 +1035,26 @@ revenue_share_percent = "10"
     fn prices_must_be_strings_of_decimals() {
         let bad = CONTRACT.replace("\"0.60\"", "\"sixty\"");
         assert!(Config::from_toml(&bad).is_err());
+    }
+
+    #[test]
+    fn prices_are_bounded() {
+        for (price, why) in [
+            ("79228162514264337593543950335", "at most 100000"),
+            ("100000.5", "at most 100000"),
+            ("0.00001", "4 decimal places"),
+        ] {
+            let c =
+                Config::from_toml(&CONTRACT.replace("\"0.60\"", &format!("\"{price}\""))).unwrap();
+            let Err(ConfigError::Invalid(errors)) = c.validate() else {
+                panic!("{price} accepted");
+            };
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("output_price") && e.contains(why)),
+                "{errors:?}"
+            );
+        }
     }
 }

@@ -195,7 +195,7 @@ impl Budgets {
         for st in &states {
             let Ok(mut s) = st.lock() else { continue };
             s.roll(now);
-            if s.spent + s.reserved >= s.limit {
+            if s.spent.saturating_add(s.reserved) >= s.limit {
                 let scope = match &s.project {
                     Some(p) => format!("project {p}"),
                     None => format!("organization {}", s.organization),
@@ -212,7 +212,7 @@ impl Budgets {
                     money(limit)
                 )));
             }
-            s.reserved += amount;
+            s.reserved = s.reserved.saturating_add(amount);
             taken.push(st.clone());
         }
         Ok(Some(Hold {
@@ -239,7 +239,7 @@ impl Budgets {
             s.reserved -= hold.amount;
             s.roll(now);
             let before = s.spent;
-            s.spent += actual;
+            s.spent = s.spent.saturating_add(actual);
             self.report(&s, before, now);
         }
     }
@@ -289,7 +289,7 @@ impl Budgets {
             let Ok(mut s) = st.lock() else { continue };
             s.roll(now);
             let before = s.spent;
-            s.spent += actual;
+            s.spent = s.spent.saturating_add(actual);
             self.report(&s, before, now);
         }
     }

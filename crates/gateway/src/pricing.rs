@@ -115,12 +115,17 @@ pub async fn priced_usage(
                     Decimal::ZERO,
                 )
             });
-            e.0.requests += row.requests;
-            e.0.input_tokens += row.input_tokens;
-            e.0.cached_input_tokens += row.cached_input_tokens;
-            e.0.cache_write_input_tokens += row.cache_write_input_tokens;
-            e.0.output_tokens += row.output_tokens;
-            e.0.reasoning_tokens += row.reasoning_tokens;
+            let t = &mut e.0;
+            t.requests = t.requests.saturating_add(row.requests);
+            t.input_tokens = t.input_tokens.saturating_add(row.input_tokens);
+            t.cached_input_tokens = t
+                .cached_input_tokens
+                .saturating_add(row.cached_input_tokens);
+            t.cache_write_input_tokens = t
+                .cache_write_input_tokens
+                .saturating_add(row.cache_write_input_tokens);
+            t.output_tokens = t.output_tokens.saturating_add(row.output_tokens);
+            t.reasoning_tokens = t.reasoning_tokens.saturating_add(row.reasoning_tokens);
             e.1 = tollgate_billing::money::add(e.1, cost)
                 .map_err(|e| ApiError::internal(format!("Cost: {e}")))?;
         }

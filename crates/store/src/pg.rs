@@ -416,12 +416,12 @@ impl PgStore {
                 model,
                 ..UsageAggregate::default()
             });
-            e.requests += u(r.get(1));
-            e.input_tokens += u(r.get(2));
-            e.cached_input_tokens += u(r.get(3));
-            e.cache_write_input_tokens += u(r.get(6));
-            e.output_tokens += u(r.get(4));
-            e.reasoning_tokens += u(r.get(5));
+            e.requests = e.requests.saturating_add(u(r.get(1)));
+            e.input_tokens = e.input_tokens.saturating_add(u(r.get(2)));
+            e.cached_input_tokens = e.cached_input_tokens.saturating_add(u(r.get(3)));
+            e.cache_write_input_tokens = e.cache_write_input_tokens.saturating_add(u(r.get(6)));
+            e.output_tokens = e.output_tokens.saturating_add(u(r.get(4)));
+            e.reasoning_tokens = e.reasoning_tokens.saturating_add(u(r.get(5)));
         };
         let from_us = f.from.map(to_micros);
         let to_us = f.to.map(to_micros);
@@ -431,7 +431,8 @@ impl PgStore {
             (Some(l), Some(h)) => l < h,
             _ => true,
         };
-        const SUMS: &str = "SUM(input_tokens)::BIGINT, SUM(cached_input_tokens)::BIGINT, SUM(output_tokens)::BIGINT, SUM(reasoning_tokens)::BIGINT, SUM(cache_write_input_tokens)::BIGINT";
+        // Sums saturate at i64::MAX instead of failing the cast (reports never break on data).
+        const SUMS: &str = "LEAST(SUM(input_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(cached_input_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(output_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(reasoning_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(cache_write_input_tokens), 9223372036854775807)::BIGINT";
         let mut ranges: Vec<(Option<i64>, Option<i64>)> = Vec::new();
         if whole_hours {
             let (cond, params) = conditions(&f, "hour", lo, hi);
@@ -500,7 +501,7 @@ impl PgStore {
             .c()
             .await?
             .query_one(
-                "SELECT COUNT(*)::BIGINT, COALESCE(SUM(input_tokens), 0)::BIGINT, COALESCE(SUM(output_tokens), 0)::BIGINT FROM usage",
+                "SELECT COUNT(*)::BIGINT, LEAST(COALESCE(SUM(input_tokens), 0), 9223372036854775807)::BIGINT, LEAST(COALESCE(SUM(output_tokens), 0), 9223372036854775807)::BIGINT FROM usage",
                 &[],
             )
             .await?;

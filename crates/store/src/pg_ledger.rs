@@ -407,7 +407,7 @@ async fn write(
         tx.execute(
             "INSERT INTO usage_hourly AS u (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cache_write_input_tokens) \
              SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[]) \
-             ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = u.requests + excluded.requests, input_tokens = u.input_tokens + excluded.input_tokens, cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens, output_tokens = u.output_tokens + excluded.output_tokens, reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens, cache_write_input_tokens = u.cache_write_input_tokens + excluded.cache_write_input_tokens",
+             ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = u.requests + excluded.requests, input_tokens = LEAST(u.input_tokens, 9223372036854775807 - excluded.input_tokens) + excluded.input_tokens, cached_input_tokens = LEAST(u.cached_input_tokens, 9223372036854775807 - excluded.cached_input_tokens) + excluded.cached_input_tokens, output_tokens = LEAST(u.output_tokens, 9223372036854775807 - excluded.output_tokens) + excluded.output_tokens, reasoning_tokens = LEAST(u.reasoning_tokens, 9223372036854775807 - excluded.reasoning_tokens) + excluded.reasoning_tokens, cache_write_input_tokens = LEAST(u.cache_write_input_tokens, 9223372036854775807 - excluded.cache_write_input_tokens) + excluded.cache_write_input_tokens",
             &[&o, &p, &m, &h, &rq, &i, &c, &out, &re, &cw],
         )
         .await?;

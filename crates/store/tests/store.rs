@@ -181,6 +181,58 @@ async fn usage_over_any_range_matches_raw_records(store: Store, ledger: Ledger) 
     }
 }
 
+/// Token counts near `u64::MAX` (stored saturated at `i64::MAX`) twice in one hour: the rollup
+/// saturates instead of overflowing (SQLite turned the sum into a REAL, PostgreSQL refused the
+/// batch) and every read of sums keeps working, saturated, over rollups and raw records alike.
+async fn huge_counts_saturate_instead_of_breaking_reads(store: Store, ledger: Ledger) {
+    let t = datetime!(2026-03-01 10:10 UTC);
+    for (i, minute) in [(0, 0), (1, 20), (2, 40)] {
+        let mut r = record(
+            &format!("huge{i}"),
+            "o",
+            "m",
+            t + time::Duration::minutes(minute),
+            u64::MAX - 5,
+        );
+        r.output_tokens = u64::MAX;
+        assert!(ledger.append(r).await.unwrap());
+    }
+    for (from, to) in [
+        (None, None),
+        (
+            Some(datetime!(2026-03-01 00:00 UTC)),
+            Some(datetime!(2026-04-01 00:00 UTC)),
+        ),
+        (
+            Some(datetime!(2026-03-01 10:05 UTC)),
+            Some(datetime!(2026-03-01 10:55 UTC)),
+        ),
+        (
+            Some(datetime!(2026-03-01 10:05 UTC)),
+            Some(datetime!(2026-03-01 12:00 UTC)),
+        ),
+    ] {
+        let agg = store
+            .usage(UsageFilter {
+                organizations: vec!["o".into()],
+                project: None,
+                from,
+                to,
+            })
+            .await
+            .unwrap();
+        assert_eq!(agg.len(), 1, "{from:?}..{to:?}");
+        assert_eq!(agg[0].requests, 3);
+        // Three records of i64::MAX each: more than an i64, reported saturated at u64::MAX or
+        // i64::MAX per stored row, never an error and never wrapped to a small number.
+        assert!(agg[0].input_tokens >= i64::MAX as u64, "{agg:?}");
+        assert!(agg[0].output_tokens >= i64::MAX as u64, "{agg:?}");
+    }
+    let totals = store.ledger_totals().await.unwrap();
+    assert_eq!(totals.0, 3);
+    assert!(totals.1 >= i64::MAX as u64);
+}
+
 async fn keys_store_hashes_and_revoke(store: Store, _ledger: Ledger) {
     store.insert_organization(org("o", None)).await.unwrap();
     store
@@ -325,6 +377,11 @@ on_sqlite!(
     false
 );
 on_sqlite!(
+    sqlite_huge_counts_saturate,
+    huge_counts_saturate_instead_of_breaking_reads,
+    true
+);
+on_sqlite!(
     sqlite_keys_store_hashes_and_revoke,
     keys_store_hashes_and_revoke,
     true
@@ -395,6 +452,8 @@ async fn postgres_behaves_like_sqlite() {
     usage_over_any_range_matches_raw_records(s, l).await;
     let (s, l) = pg_env(&pg, "keys", true).await;
     keys_store_hashes_and_revoke(s, l).await;
+    let (s, l) = pg_env(&pg, "huge", true).await;
+    huge_counts_saturate_instead_of_breaking_reads(s, l).await;
     let (s, l) = pg_env(&pg, "changes", true).await;
     change_feed_and_control_copy(s, l).await;
     // Migrations are applied once: reopening changes nothing.
