@@ -80,10 +80,41 @@ pub fn admin_auth(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
     }
 }
 
-/// Parses a JSON body into `T`, with a clear 400 on any problem.
+/// Parses a JSON body into `T` (admin bodies are structs with `deny_unknown_fields`), with a
+/// clear OpenAI-shaped 400 on any problem: an unknown, duplicate or missing field is named, in
+/// the message and in `param`.
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}."), None))
+    serde_json::from_slice(body).map_err(|e| body_error(&e))
+}
+
+/// The 400 for a body serde refused.
+fn body_error(e: &serde_json::Error) -> ApiError {
+    let text = e.to_string();
+    let named = |prefix: &str| {
+        let rest = text.strip_prefix(prefix)?;
+        let name = rest.split('`').next()?;
+        Some(name.chars().take(100).collect::<String>())
+    };
+    if let Some(name) = named("unknown field `") {
+        return ApiError::bad_request(
+            format!("Unrecognized request argument supplied: '{name}'."),
+            Some(&name),
+        );
+    }
+    if let Some(name) = named("duplicate field `") {
+        return ApiError::bad_request(
+            format!("Duplicate parameter '{name}': each field may appear only once."),
+            Some(&name),
+        );
+    }
+    if let Some(name) = named("missing field `") {
+        return ApiError::bad_request(
+            format!("Missing required parameter: '{name}'."),
+            Some(&name),
+        );
+    }
+    let short: String = text.chars().take(300).collect();
+    ApiError::bad_request(format!("Invalid request body: {short}."), None)
 }
 
 pub(crate) use crate::error::store_error;
@@ -100,13 +131,30 @@ fn rfc3339(t: OffsetDateTime) -> String {
 pub fn parse_time(s: &str, param: &str) -> Result<OffsetDateTime, ApiError> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
         ApiError::bad_request(
-            format!("'{param}' must be an RFC 3339 time such as 2026-01-31T00:00:00Z; got '{s}'."),
+            format!(
+                "'{param}' must be an RFC 3339 time such as 2026-01-31T00:00:00Z; got '{}'.",
+                s.chars().take(100).collect::<String>()
+            ),
             Some(param),
         )
     })
 }
 
-fn non_empty(name: &str, field: &str) -> Result<String, ApiError> {
+/// Serde helper for an optional name in a body struct: at most 200 bytes.
+pub(crate) fn bounded_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    let name = Option::<String>::deserialize(d)?;
+    if name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(serde::de::Error::custom(
+            "'name' must be a string of at most 200 characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// A name: trimmed, non-empty and at most 200 bytes.
+pub(crate) fn non_empty(name: &str, field: &str) -> Result<String, ApiError> {
     let n = name.trim();
     if n.is_empty() || n.len() > 200 {
         return Err(ApiError::bad_request(
@@ -226,10 +274,18 @@ pub async fn create_project(
     Ok(created(project_json(&p)))
 }
 
+/// Largest `rpm` accepted (requests per minute).
+pub const MAX_RPM: u64 = 1_000_000_000;
+/// Largest `tpm` accepted (tokens per minute).
+pub const MAX_TPM: u64 = 1_000_000_000_000;
+
 fn check_limit(v: Option<u64>, field: &str) -> Result<(), ApiError> {
-    if v == Some(0) {
+    let max = if field == "rpm" { MAX_RPM } else { MAX_TPM };
+    if v == Some(0) || v.is_some_and(|v| v > max) {
         return Err(ApiError::bad_request(
-            format!("'{field}' must be a positive integer (omit it for no limit)."),
+            format!(
+                "'{field}' must be a positive integer of at most {max} (omit it for no limit)."
+            ),
             Some(field),
         ));
     }
@@ -246,6 +302,7 @@ pub async fn list_projects(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
+    known_org(&app, &org)?;
     let ps = app.store.projects(Some(&org)).await.map_err(store_error)?;
     let data: Vec<_> = ps.iter().map(project_json).collect();
     Ok(Json(json!({"object": "list", "data": data})).into_response())
@@ -281,10 +338,19 @@ pub async fn create_key(
     check_limit(req.rpm, "rpm")?;
     check_limit(req.tpm, "tpm")?;
     if let Some(models) = &req.models {
+        if models.len() > 1000 {
+            return Err(ApiError::bad_request(
+                "'models' may list at most 1000 models.",
+                Some("models"),
+            ));
+        }
         for m in models {
             if !app.models.contains_key(m) {
                 return Err(ApiError::bad_request(
-                    format!("Unknown model '{m}' in 'models'."),
+                    format!(
+                        "Unknown model '{}' in 'models'.",
+                        m.chars().take(100).collect::<String>()
+                    ),
                     Some("models"),
                 ));
             }

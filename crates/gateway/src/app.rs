@@ -203,6 +203,7 @@ pub fn router(app: Arc<App>) -> Router {
             put(billing_admin::put_budget).get(billing_admin::get_budget),
         )
         .route("/admin/v1/budget-events", get(billing_admin::budget_events))
+        // Reads its own body up to `billing_admin::MAX_IMPORT_BODY_BYTES` (64 MiB).
         .route("/admin/v1/usage/events", post(billing_admin::import_usage))
         .route(
             "/admin/v1/invoices/{org}/{month}",
