@@ -44,9 +44,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The organization, or 404.
 pub(crate) fn known_org(app: &App, org: &str) -> Result<crate::tenancy::OrgEntry, ApiError> {
-    app.tenancy
-        .org(org)
-        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))
+    app.tenancy.org(org).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "No organization '{}'.",
+            org.chars().take(100).collect::<String>()
+        ))
+    })
 }
 
 /// Checks the admin bearer token.
@@ -186,7 +189,10 @@ pub async fn create_organization(
         && app.tenancy.org(p).is_none()
     {
         return Err(ApiError::bad_request(
-            format!("No organization with id '{p}' exists to be the parent."),
+            format!(
+                "No organization with id '{}' exists to be the parent.",
+                p.chars().take(100).collect::<String>()
+            ),
             Some("parent"),
         ));
     }

@@ -558,26 +558,39 @@ fn parse_month(s: &str, param: &str) -> Result<Month, ApiError> {
     })
 }
 
-/// Contracts of an organization as billing terms.
+/// Contracts of an organization as billing terms. A stored contract outside today's bounds
+/// (written by an older version) is left out and logged, so it cannot break invoices or reports.
 async fn contracts(app: &App, org: &str) -> Result<Vec<Contract>, ApiError> {
     let rows = app.store.contracts(Some(org)).await.map_err(store_error)?;
-    let parse = |s: &Option<String>| -> Result<Option<Decimal>, ApiError> {
+    let parse = |s: &Option<String>, max: Decimal, dp: u32| -> Result<Option<Decimal>, String> {
         s.as_deref()
-            .map(|v| {
-                Decimal::from_str(v)
-                    .map_err(|_| ApiError::internal("A stored contract value is not a decimal."))
-            })
+            .map(|v| tollgate_billing::parse_bounded(v, max, dp))
             .transpose()
     };
-    rows.iter()
-        .map(|r| {
-            Ok(Contract {
-                discount_percent: parse(&r.discount_percent)?,
-                monthly_commitment: parse(&r.monthly_commitment)?,
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let discount = parse(
+            &r.discount_percent,
+            Decimal::ONE_HUNDRED,
+            tollgate_billing::MAX_PERCENT_DECIMALS,
+        );
+        let commitment = parse(
+            &r.monthly_commitment,
+            tollgate_billing::MAX_AMOUNT,
+            tollgate_billing::MAX_AMOUNT_DECIMALS,
+        );
+        match (discount, commitment) {
+            (Ok(discount_percent), Ok(monthly_commitment)) => out.push(Contract {
+                discount_percent,
+                monthly_commitment,
                 effective_from: r.effective_from,
-            })
-        })
-        .collect()
+            }),
+            (Err(problem), _) | (_, Err(problem)) => {
+                tracing::error!(organization = %org, %problem, "A stored contract is invalid and is ignored.");
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The invoice of a top-level organization for a month, computed from the ledger.
