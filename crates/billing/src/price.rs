@@ -105,8 +105,11 @@ pub const MAX_PRICE: Decimal = Decimal::from_parts(100_000, 0, 0, false, 0);
 pub const MAX_PRICE_DECIMALS: u32 = 4;
 /// The largest money amount accepted for a contract commitment or a budget, in USD.
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
-/// The most decimals of a money amount (commitments, budgets).
+/// The most decimals of a contract's monthly commitment (cents).
 pub const MAX_AMOUNT_DECIMALS: u32 = 2;
+/// The most decimals of a budget's monthly limit (nano-USD, the unit of the budget counters
+/// shared across instances), so tiny test budgets such as `"0.0001"` stay possible.
+pub const MAX_BUDGET_DECIMALS: u32 = 9;
 /// The most decimals of a discount percentage (0..=100).
 pub const MAX_PERCENT_DECIMALS: u32 = 4;
 /// The largest token count of one imported usage event, per lane: sums of many such events

@@ -82,19 +82,14 @@ fn price_field(
     })
 }
 
-/// A money amount in USD: `0..=`[`tollgate_billing::MAX_AMOUNT`], at most cents.
+/// A money amount in USD: `0..=`[`tollgate_billing::MAX_AMOUNT`] with at most `decimals`.
 fn amount_field(
     v: Option<&Value>,
     field: &str,
     required: bool,
+    decimals: u32,
 ) -> Result<Option<Decimal>, ApiError> {
-    decimal_field(
-        v,
-        field,
-        required,
-        tollgate_billing::MAX_AMOUNT,
-        tollgate_billing::MAX_AMOUNT_DECIMALS,
-    )
+    decimal_field(v, field, required, tollgate_billing::MAX_AMOUNT, decimals)
 }
 
 /// An optional RFC 3339 time field.
@@ -196,7 +191,12 @@ pub async fn put_contract(
         Decimal::ONE_HUNDRED,
         tollgate_billing::MAX_PERCENT_DECIMALS,
     )?;
-    let commitment = amount_field(req.monthly_commitment.as_ref(), "monthly_commitment", false)?;
+    let commitment = amount_field(
+        req.monthly_commitment.as_ref(),
+        "monthly_commitment",
+        false,
+        tollgate_billing::MAX_AMOUNT_DECIMALS,
+    )?;
     let effective_from = time_field(req.effective_from.as_ref(), "effective_from")?
         .unwrap_or_else(OffsetDateTime::now_utc);
     let row = ContractRow {
@@ -232,8 +232,13 @@ pub async fn put_budget(
     admin_auth(&app, &headers)?;
     known_org(&app, &org)?;
     let req: NewBudget = parse_body(&body)?;
-    let limit =
-        amount_field(req.monthly_limit.as_ref(), "monthly_limit", true)?.unwrap_or_default();
+    let limit = amount_field(
+        req.monthly_limit.as_ref(),
+        "monthly_limit",
+        true,
+        tollgate_billing::MAX_BUDGET_DECIMALS,
+    )?
+    .unwrap_or_default();
     let project = match req.project {
         None => None,
         Some(p) => {
