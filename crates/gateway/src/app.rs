@@ -44,6 +44,8 @@ pub struct App {
     pub limits: crate::ratelimit::Limits,
     /// Progress of the change feed that keeps instances in step.
     pub sync: crate::sync::SyncState,
+    /// Signed-in sessions of the web console.
+    pub console: crate::console::Sessions,
 }
 
 /// Why the application could not start.
@@ -116,6 +118,7 @@ impl App {
             guard,
             limits,
             sync: crate::sync::SyncState::default(),
+            console: crate::console::Sessions::default(),
         });
         app.reload_prices()
             .await
@@ -258,6 +261,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/v1/owners/{owner}/evidence/{org}",
             get(crate::guard_admin::owner_evidence),
         )
+        .merge(crate::console::routes())
         .fallback(proxy::not_found)
         .with_state(app)
 }
