@@ -39,6 +39,9 @@ pub fn text(v: &Value) -> String {
             Some(u) => group(u),
             None => n.to_string(),
         },
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            items.iter().map(text).collect::<Vec<_>>().join(", ")
+        }
         other => other.to_string(),
     }
 }
@@ -206,8 +209,8 @@ pub fn share_bar(percent: &Value) -> String {
 
 /// A bar chart of `(label, money string)` as inline SVG; heights are exact proportions.
 pub fn bar_chart(id: &str, points: &[(String, String)]) -> String {
-    const W: i64 = 720;
-    const H: i64 = 220;
+    const W: i64 = 1100;
+    const H: i64 = 230;
     const TOP: i64 = 20;
     const BASE: i64 = 190;
     let values: Vec<Decimal> = points
@@ -215,6 +218,12 @@ pub fn bar_chart(id: &str, points: &[(String, String)]) -> String {
         .map(|(_, v)| Decimal::from_str(v).unwrap_or_default())
         .collect();
     let max = values.iter().copied().max().unwrap_or_default();
+    if max <= Decimal::ZERO {
+        return format!(
+            "<p class=\"empty\" id=\"{}\">No revenue in these months yet.</p>",
+            esc(id)
+        );
+    }
     let n = i64::try_from(points.len().max(1)).unwrap_or(1);
     let slot = W / n;
     let bar = (slot * 2 / 3).max(4);
@@ -228,14 +237,10 @@ pub fn bar_chart(id: &str, points: &[(String, String)]) -> String {
     );
     for (i, ((label, v), value)) in points.iter().zip(&values).enumerate() {
         let i = i64::try_from(i).unwrap_or(0);
-        let h = if max > Decimal::ZERO {
-            (value * Decimal::from(BASE - TOP) / max)
-                .round()
-                .to_i64()
-                .unwrap_or(0)
-        } else {
-            0
-        };
+        let h = (value * Decimal::from(BASE - TOP) / max)
+            .round()
+            .to_i64()
+            .unwrap_or(0);
         let x = i * slot + (slot - bar) / 2;
         let y = BASE - h;
         let cx = x + bar / 2;

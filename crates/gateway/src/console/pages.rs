@@ -997,7 +997,7 @@ fn decision_forms(s: &Session, org: &str) -> String {
     ] {
         let _ = write!(
             out,
-            "<form class=\"inline\" method=\"post\" action=\"/console/reviews/{o}/{action}\"{confirm}>{csrf}<input name=\"reason\" placeholder=\"Reason (kept in the audit log)\" required maxlength=\"2000\"><button type=\"submit\" class=\"{class}\" id=\"{action}-{oid}\">{label}</button></form>",
+            "<form class=\"inline\" method=\"post\" action=\"/console/reviews/{o}/{action}\"{confirm}>{csrf}<input name=\"reason\" placeholder=\"Reason (kept in the audit log)\" aria-label=\"Reason\" required maxlength=\"2000\"><button type=\"submit\" class=\"{class}\" id=\"{action}-{oid}\">{label}</button></form>",
             o = enc(org),
             oid = esc(org),
             csrf = csrf_field(s),
