@@ -101,6 +101,11 @@ class Browser:
         self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 1280, "height": max(600, min(height, 4000)), "deviceScaleFactor": 1, "mobile": False})
         self.d.save_screenshot(os.path.join(self.shots, name + ".png"))
+        # A small copy of the top of the page (what README shows).
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 1280, "height": max(600, min(height, 1000)), "deviceScaleFactor": 0.6, "mobile": False})
+        os.makedirs(os.path.join(self.shots, "small"), exist_ok=True)
+        self.d.save_screenshot(os.path.join(self.shots, "small", name + ".png"))
         self.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         self.check_log()
 
@@ -202,7 +207,8 @@ def main():
                                "output_tokens": (6 - back) * scale * 150_000})
         imported = api.post("/admin/v1/usage/events", {"events": events})
         expect(imported["accepted"] == len(events), "history imported")
-        api.call("PUT", f"/admin/v1/organizations/{demo}/contract", {"discount_percent": "10"})
+        api.call("PUT", f"/admin/v1/organizations/{demo}/contract",
+                 {"discount_percent": "10", "monthly_commitment": "50", "effective_from": events[-1]["timestamp"].replace("T12", "T00")})
         api.call("PUT", f"/admin/v1/organizations/{demo}/budget", {"monthly_limit": "50"})
         api.post(f"/admin/v1/organizations/{rival}/review", {"reason": "Harvesting pattern reported"})
         reader = api.post(f"/admin/v1/organizations/{demo}/reader-keys", {"name": "finance"})["key"]

@@ -77,9 +77,13 @@ fn load_config(
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: logs redirected to a file or a pipe stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -134,6 +138,10 @@ async fn serve(
             )?;
         }
         writeln!(out, "  models:      {}", app.model_order.join(", "))?;
+        writeln!(
+            out,
+            "  console:     http://{addr}/console/   (sign in with the admin token)"
+        )?;
         out.flush()?;
     }
     tollgate_gateway::server::serve(app, listener, shutdown_signal()).await?;

@@ -67,6 +67,27 @@ pub fn usd(v: &Value) -> String {
     }
 }
 
+/// A price per million tokens from the API (`"2.5"`, `"0.075"`) with at least two decimals:
+/// `$2.50`, `$0.075`.
+pub fn price(v: &Value) -> String {
+    let Some(s) = v.as_str() else {
+        return "—".into();
+    };
+    match s.split_once('.') {
+        None => format!("${s}.00"),
+        Some((_, frac)) if frac.len() < 2 => format!("${s}{}", "0".repeat(2 - frac.len())),
+        Some(_) => format!("${s}"),
+    }
+}
+
+/// A price's start: the configured price (in force from the epoch) reads "configured".
+pub fn since(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) if s.starts_with("1970-01-01") => "configured".into(),
+        _ => text(v),
+    }
+}
+
 /// A score in `0..=1` with two decimals (display only).
 pub fn score(v: &Value) -> String {
     v.as_f64().map_or_else(|| "—".into(), |f| format!("{f:.2}"))
@@ -288,6 +309,14 @@ mod tests {
             esc("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    #[test]
+    fn prices_show_at_least_two_decimals() {
+        assert_eq!(price(&Value::from("2.5")), "$2.50");
+        assert_eq!(price(&Value::from("10")), "$10.00");
+        assert_eq!(price(&Value::from("0.075")), "$0.075");
+        assert_eq!(price(&Value::Null), "—");
     }
 
     #[test]

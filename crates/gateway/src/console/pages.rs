@@ -18,8 +18,8 @@ use tollgate_billing::Month;
 use tollgate_store::UsageFilter;
 
 use super::html::{
-    badge, bar_chart, bare, esc, figure, group, json_table, page, score, share_bar, table, text,
-    usd,
+    badge, bar_chart, bare, esc, figure, group, json_table, page, price, score, share_bar, since,
+    table, text, usd,
 };
 use super::{PageError, Session, Who, api, enc, get_json};
 use crate::app::App;
@@ -906,10 +906,10 @@ pub async fn invoice(
                     .map(|line| {
                         vec![
                             esc(&text(&line["model"])),
-                            esc(&text(&line["price_effective_from"])),
-                            esc(&usd(&line["input_price"])),
-                            esc(&usd(&line["cached_input_price"])),
-                            esc(&usd(&line["output_price"])),
+                            esc(&since(&line["price_effective_from"])),
+                            esc(&price(&line["input_price"])),
+                            esc(&price(&line["cached_input_price"])),
+                            esc(&price(&line["output_price"])),
                             esc(&text(&line["input_tokens"])),
                             esc(&text(&line["cached_input_tokens"])),
                             esc(&text(&line["output_tokens"])),
