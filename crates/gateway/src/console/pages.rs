@@ -27,12 +27,12 @@ use crate::app::App;
 type AppState = State<Arc<App>>;
 
 /// The signed-in session, or a redirect to the sign-in page that returns here afterwards.
-fn signed_in(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Arc<Session>, Response> {
+fn signed_in(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Arc<Session>, Redirect> {
     match super::session(app, headers) {
         Some((_, s)) => Ok(s),
         None => {
             let next = uri.path_and_query().map_or("/console/", |p| p.as_str());
-            Err(Redirect::to(&format!("/console/login?next={}", enc(next))).into_response())
+            Err(Redirect::to(&format!("/console/login?next={}", enc(next))))
         }
     }
 }
@@ -59,7 +59,7 @@ macro_rules! session_or_return {
     ($app:expr, $headers:expr, $uri:expr) => {
         match signed_in(&$app, &$headers, &$uri) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     };
 }
@@ -1415,10 +1415,9 @@ pub async fn providers(State(app): AppState, headers: HeaderMap, uri: Uri) -> Re
                     .get(&(route.provider.to_string(), route.upstream_model.to_string()))
                     .copied()
                     .unwrap_or_default();
-                let rate = if n == 0 {
-                    "—".to_owned()
-                } else {
-                    format!("{}.{} %", errors * 100 / n, (errors * 1000 / n) % 10)
+                let rate = match errors.saturating_mul(1000).checked_div(n) {
+                    Some(permille) => format!("{}.{} %", permille / 10, permille % 10),
+                    None => "—".to_owned(),
                 };
                 rows.push(vec![
                     esc(name),
