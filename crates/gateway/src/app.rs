@@ -1,14 +1,19 @@
 //! The application state shared by every handler, and the router.
 //!
-//! Request path (front door), in order — each step may answer early with an OpenAI error:
-//! 1. `auth`: the key from `Authorization: Bearer` or `api-key`, looked up in memory;
-//!    the organization's review state (403 when under review or terminated);
-//! 2. `read body` under the size limit (413), `parse` the request head (400);
+//! The inference request path runs these phases, in order (see [`crate::front`]; each may answer
+//! early with an OpenAI error):
+//! 1. `authenticate`: the key from `Authorization: Bearer` or `api-key`, looked up in memory; the
+//!    organization's review state (403 when under review or terminated);
+//! 2. `read` the body under the size limit (413) and `parse` it once (400);
 //! 3. `route`: the public model (body `model` or Azure deployment) and the key's allowlist (404);
-//! 4. `limits`: key and project RPM/TPM reservations (429 with `Retry-After`), budgets;
-//! 5. `guard`: the distillation detector observes the request and may act;
+//! 4. `enforce`: owner-scoped reviews; the distillation detector observes the request, the policy
+//!    may refuse or restrict it;
+//! 5. `admit`: the context window (400), key and project RPM/TPM reservations (429 with
+//!    `Retry-After`), budget holds (429 `insufficient_quota`), all in one `Admission`;
 //! 6. `dispatch`: routes in fallback order while no byte has reached the client;
-//! 7. `meter`: one usage record per dispatched request, durable before the last byte is sent.
+//! 7. `respond`: the plain body, or the relayed stream;
+//! 8. `meter`: one usage record per dispatched request, durable before the last byte is sent,
+//!    reservations settled to it — or, when the client left, finished by the `Admission`'s drop.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,8 +26,9 @@ use tollgate_config::Config;
 use tollgate_store::{Ledger, PriceRow, Store, UsageRecord};
 
 use crate::budget::Budgets;
+use crate::front::detach::Background;
 use crate::upstream::{ModelEntry, build_models};
-use crate::{admin, billing_admin, proxy, tenancy::Tenancy};
+use crate::{admin, billing_admin, front, tenancy::Tenancy};
 
 /// Everything the handlers share.
 pub struct App {
@@ -46,6 +52,8 @@ pub struct App {
     pub sync: crate::sync::SyncState,
     /// Signed-in sessions of the web console.
     pub console: crate::console::Sessions,
+    /// Tasks finishing requests whose clients left (shutdown waits for them).
+    pub background: Arc<Background>,
 }
 
 /// Why the application could not start.
@@ -119,6 +127,7 @@ impl App {
             limits,
             sync: crate::sync::SyncState::default(),
             console: crate::console::Sessions::default(),
+            background: Arc::new(Background::default()),
         });
         app.reload_prices()
             .await
@@ -155,24 +164,24 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(proxy::ready))
+        .route("/readyz", get(front::ready))
         .route("/metrics", get(crate::metrics::metrics))
-        .route("/v1/chat/completions", post(proxy::inference))
-        .route("/v1/completions", post(proxy::inference))
-        .route("/v1/embeddings", post(proxy::inference))
-        .route("/v1/models", get(proxy::list_models))
-        .route("/v1/models/{id}", get(proxy::get_model))
+        .route("/v1/chat/completions", post(front::inference))
+        .route("/v1/completions", post(front::inference))
+        .route("/v1/embeddings", post(front::inference))
+        .route("/v1/models", get(front::list_models))
+        .route("/v1/models/{id}", get(front::get_model))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
-            post(proxy::inference),
+            post(front::inference),
         )
         .route(
             "/openai/deployments/{deployment}/completions",
-            post(proxy::inference),
+            post(front::inference),
         )
         .route(
             "/openai/deployments/{deployment}/embeddings",
-            post(proxy::inference),
+            post(front::inference),
         )
         .route(
             "/admin/v1/organizations",
@@ -262,6 +271,6 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::guard_admin::owner_evidence),
         )
         .merge(crate::console::routes())
-        .fallback(proxy::not_found)
+        .fallback(front::not_found)
         .with_state(app)
 }

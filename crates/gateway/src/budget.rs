@@ -18,6 +18,7 @@ use tollgate_store::{BudgetRow, UsageRecord};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::ratelimit::Limits;
 use crate::tenancy::KeyEntry;
 
 /// Alert thresholds, in percent of the limit.
@@ -56,19 +57,51 @@ pub struct BudgetEvent {
     pub limit: String,
 }
 
-/// The cost reserved by one request against the budgets that cover it.
-#[derive(Debug, Default)]
+/// The cost reserved by one request against the budgets that cover it: settled to the real cost
+/// with [`Budgets::settle`], or given back when dropped unsettled.
+#[derive(Default)]
 pub struct Hold {
     states: Vec<Arc<Mutex<State>>>,
     amount: Decimal,
     /// Also reserved on the counters shared by all instances (Redis), settled there too.
-    pub shared: bool,
+    shared: Option<SharedHold>,
+}
+
+/// The part of a hold kept on the shared counters: which ones, and how much (nano-USD).
+struct SharedHold {
+    limits: Arc<tollgate_sharedlimit::SharedLimits>,
+    ids: Vec<String>,
+    nano: i64,
 }
 
 impl Hold {
     /// The estimated cost reserved.
     pub fn amount(&self) -> Decimal {
         self.amount
+    }
+
+    /// The hold, also reserved (`nano` nano-USD) on the shared counters `ids`.
+    pub fn shared_with(
+        mut self,
+        limits: Arc<tollgate_sharedlimit::SharedLimits>,
+        ids: Vec<String>,
+        nano: i64,
+    ) -> Hold {
+        self.shared = Some(SharedHold { limits, ids, nano });
+        self
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        for st in self.states.drain(..) {
+            if let Ok(mut s) = st.lock() {
+                s.reserved -= self.amount;
+            }
+        }
+        if let Some(shared) = self.shared.take() {
+            crate::ratelimit::adjust_shared_budget(shared.limits, shared.ids, -shared.nano);
+        }
     }
 }
 
@@ -230,29 +263,81 @@ impl Budgets {
         Ok(Some(Hold {
             states: taken,
             amount,
-            shared: false,
+            shared: None,
         }))
     }
 
     /// Replaces a reservation by the record's real cost and reports threshold crossings.
-    pub fn settle(&self, app: &App, hold: Hold, record: &UsageRecord) {
+    pub fn settle(&self, app: &App, mut hold: Hold, record: &UsageRecord) {
         let actual = record_cost(&app.prices(), record);
         let now = OffsetDateTime::now_utc();
-        if hold.shared {
-            let ids = self
-                .shared_counters(&hold)
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            app.limits.settle_budget(ids, hold.amount, actual);
+        if let Some(shared) = hold.shared.take() {
+            let delta = crate::ratelimit::nano_usd(actual).saturating_sub(shared.nano);
+            crate::ratelimit::adjust_shared_budget(shared.limits, shared.ids, delta);
         }
-        for st in hold.states {
+        for st in std::mem::take(&mut hold.states) {
             let Ok(mut s) = st.lock() else { continue };
             s.reserved -= hold.amount;
             s.roll(now);
             let before = s.spent;
             s.spent += actual;
             self.report(&s, before, now);
+        }
+    }
+
+    /// Reserves a budget hold on the shared counters too (no-op without Redis or without a hold).
+    /// Refused: the local hold is given back and the client gets 429 `insufficient_quota`.
+    pub async fn reserve_shared(
+        &self,
+        limits: &Limits,
+        hold: Option<Hold>,
+    ) -> Result<Option<Hold>, ApiError> {
+        let Some(shared) = limits.shared() else {
+            return Ok(hold);
+        };
+        let Some(hold) = hold else {
+            return Ok(None);
+        };
+        let counters = self.shared_counters(&hold);
+        let shared = shared.clone();
+        let call = async move {
+            let amount = crate::ratelimit::nano_usd(hold.amount());
+            match shared.reserve_budget(&counters, amount).await {
+                Ok(None) => {
+                    let ids = counters.into_iter().map(|c| c.id).collect();
+                    BudgetAnswer::Held(hold.shared_with(shared, ids, amount))
+                }
+                Ok(Some(i)) => {
+                    BudgetAnswer::Refused(counters.get(i).map(|c| c.id.clone()).unwrap_or_default())
+                }
+                Err(error) => BudgetAnswer::Down(error, hold),
+            }
+        };
+        match crate::ratelimit::finished_even_if_dropped(call).await {
+            Some(BudgetAnswer::Held(hold)) => Ok(Some(hold)),
+            Some(BudgetAnswer::Refused(scope)) => {
+                limits.refused.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::insufficient_quota(format!(
+                    "You exceeded your current quota: the monthly budget ({scope}) has been reached."
+                )))
+            }
+            answer => {
+                limits.redis_errors.fetch_add(1, Ordering::Relaxed);
+                let hold = match answer {
+                    Some(BudgetAnswer::Down(error, hold)) => {
+                        tracing::warn!(%error, "Shared budgets unavailable.");
+                        Some(hold)
+                    }
+                    _ => None,
+                };
+                if limits.fails_closed() {
+                    return Err(ApiError::unavailable(
+                        "Budgets cannot be checked right now, so the request is refused. Retry shortly.",
+                    ));
+                }
+                limits.fallbacks.fetch_add(1, Ordering::Relaxed);
+                Ok(hold)
+            }
         }
     }
 
@@ -276,15 +361,6 @@ impl Budgets {
                 })
             })
             .collect()
-    }
-
-    /// Gives back a hold whose request was refused further on.
-    pub fn release(&self, hold: Hold) {
-        for st in hold.states {
-            if let Ok(mut s) = st.lock() {
-                s.reserved -= hold.amount;
-            }
-        }
     }
 
     /// Adds imported usage of the current month to the budgets that cover it.
@@ -348,6 +424,17 @@ impl Budgets {
         }
     }
 
+    /// The exact cost held by requests in flight against a budget (`None`: no such budget).
+    pub fn reserved(&self, organization: &str, project: Option<&str>) -> Option<Decimal> {
+        let key = (
+            organization.to_owned(),
+            project.unwrap_or_default().to_owned(),
+        );
+        let state = self.map.get(&key)?;
+        let s = state.lock().ok()?;
+        Some(s.reserved)
+    }
+
     /// Every budget of an organization.
     pub fn statuses(&self, organization: &str) -> Vec<serde_json::Value> {
         self.map
@@ -398,4 +485,12 @@ pub fn record_cost(catalogue: &Catalogue, r: &UsageRecord) -> Decimal {
             .ok()
         })
         .unwrap_or(Decimal::ZERO)
+}
+
+/// How the shared budget counters answered a hold.
+enum BudgetAnswer {
+    Held(Hold),
+    /// Refused on this counter (the hold was given back).
+    Refused(String),
+    Down(tollgate_sharedlimit::SharedLimitError, Hold),
 }
