@@ -238,11 +238,18 @@ async fn console_signs_in_shows_the_api_numbers_and_acts_through_the_api() {
             .status,
         StatusCode::OK
     );
-    assert_eq!(
-        page(&gw, &format!("/console/organizations/{rival}"), &rs)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
+    let denied = page(&gw, &format!("/console/organizations/{rival}"), &rs).await;
+    assert_eq!(denied.status, StatusCode::NOT_FOUND);
+    assert!(
+        denied
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        denied.text().contains("id=\"error\">No organization"),
+        "{}",
+        denied.text()
     );
     assert_eq!(
         page(&gw, &format!("/console/invoices/{rival}/{}", month()), &rs)
