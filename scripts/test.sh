@@ -22,6 +22,17 @@ if ! have_pg_server || ! command -v redis-server >/dev/null 2>&1; then
 fi
 have_pg_server && echo "postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)"
 echo "redis: $(command -v redis-server)"
+# The console's browser check drives Debian's Chromium headless through chromedriver.
+if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium chromium-driver
+fi
+echo "chromium: $(command -v chromium || command -v chromium-browser), $(command -v chromedriver)"
+
+# Where cargo puts binaries: CARGO_TARGET_DIR (or build.target-dir) when set, else ./target.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+echo "target dir: $TARGET_DIR"
 
 echo "== format"
 cargo fmt --all -- --check
@@ -32,8 +43,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== official OpenAI Python SDK against the embedded default"
 cargo build -p tollgate --locked
 python3 -m venv target/sdk-venv
-target/sdk-venv/bin/pip install -q --disable-pip-version-check openai
-target/sdk-venv/bin/python scripts/sdk_check.py target/debug/tollgate
+target/sdk-venv/bin/pip install -q --disable-pip-version-check openai selenium
+target/sdk-venv/bin/python scripts/sdk_check.py "$TARGET_DIR/debug/tollgate"
+
+echo "== web console in a real browser (screenshots in $TARGET_DIR/console-shots)"
+target/sdk-venv/bin/python scripts/console_check.py "$TARGET_DIR/debug/tollgate" "$TARGET_DIR/console-shots"
 
 echo "== tests"
 cargo test --workspace --locked

@@ -149,6 +149,17 @@ pub fn format_money(d: Decimal) -> String {
     round_cents(d).to_string()
 }
 
+/// Formats an exact amount with at least two decimals and nothing rounded away
+/// ("500" → "500.00", "0.2" → "0.20", "0.125" → "0.125").
+#[must_use]
+pub fn format_amount(d: Decimal) -> String {
+    let mut n = d.normalize();
+    if n.scale() < 2 {
+        n.rescale(2);
+    }
+    n.to_string()
+}
+
 /// Formats a percentage with exactly one decimal ("12.3"), rounding half away from zero.
 #[must_use]
 pub fn format_percent(d: Decimal) -> String {
@@ -259,6 +270,14 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn amounts_keep_every_digit_and_at_least_two_decimals() {
+        assert_eq!(format_amount(d("500")), "500.00");
+        assert_eq!(format_amount(d("0.2")), "0.20");
+        assert_eq!(format_amount(d("0.125")), "0.125");
+        assert_eq!(format_amount(d("10.500")), "10.50");
     }
 
     #[test]

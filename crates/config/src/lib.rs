@@ -16,18 +16,59 @@ use serde::Deserialize;
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: String,
-        source: Box<toml::de::Error>,
-    },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    /// Every problem found: the first with its place in the file, then one per other section
+    /// (or entry of an array of tables) that does not parse.
+    #[error("invalid config file {path}:\n  - {}", .problems.join("\n  - "))]
+    Parse { path: String, problems: Vec<String> },
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
+}
+
+/// Adds the fix to a message about an unquoted decimal (`input_price = 0.6`).
+fn with_hint(message: &str) -> String {
+    if message.contains("floating point") && message.contains("Decimal") {
+        format!(
+            "{} (quote it: money and shares are exact decimal strings, e.g. \"0.6\")",
+            message.trim_end()
+        )
+    } else {
+        message.trim_end().to_owned()
+    }
+}
+
+/// Every problem of a TOML text that does not deserialize: the first error as TOML reports it
+/// (with its line), then each other top-level section, and each entry of an array of tables,
+/// checked on its own, so that one mistake does not hide the next. A syntax error stops there.
+fn toml_problems(text: &str, first: &toml::de::Error) -> Vec<String> {
+    let mut problems = vec![with_hint(&first.to_string())];
+    let mut seen_first = false;
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return problems;
+    };
+    for (key, value) in table {
+        let parts: Vec<(String, toml::Value)> = match &value {
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{key}[{i}]"), toml::Value::Array(vec![v.clone()])))
+                .collect(),
+            _ => vec![(key.clone(), value.clone())],
+        };
+        for (at, part) in parts {
+            let mut one = toml::Table::new();
+            one.insert(key.clone(), part);
+            if let Err(e) = toml::Value::Table(one).try_into::<Config>() {
+                if !seen_first && e.message() == first.message() {
+                    seen_first = true;
+                    continue;
+                }
+                problems.push(format!("{at}: {}", with_hint(e.message())));
+            }
+        }
+    }
+    problems
 }
 
 /// The whole configuration.
@@ -429,13 +470,13 @@ impl GuardAction {
 impl Config {
     /// Reads, overrides from the environment, and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
-        let mut config = Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+        let mut config = Config::from_toml(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
-            source: Box::new(source),
+            problems: toml_problems(&text, &e),
         })?;
         config.apply_env(|k| std::env::var(k).ok());
         config.validate()?;
@@ -1125,5 +1166,51 @@ revenue_share_percent = "10"
                 "{errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_parse_problem_is_listed_once_with_the_fix_for_unquoted_prices() {
+        let text = r#"
+[[providers]]
+name = "sim"
+kind = "simulated"
+bogus = 1
+
+[[models]]
+name = "a"
+provider = "sim"
+input_price = 0.6
+output_price = "1"
+
+[[models]]
+name = "b"
+provider = "sim"
+input_price = "1"
+output_price = 2.5
+"#;
+        let path =
+            std::env::temp_dir().join(format!("tollgate-config-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        let ConfigError::Parse { problems, .. } = &err else {
+            panic!("not a parse error: {err}");
+        };
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems.iter().any(|p| p.contains("bogus")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("models[0]") || p.contains("0.6"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("models[1]") && p.contains("quote it"))
+        );
+        assert_eq!(err.to_string().matches("2.5").count(), 1, "{err}");
     }
 }

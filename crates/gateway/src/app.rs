@@ -50,6 +50,8 @@ pub struct App {
     pub limits: crate::ratelimit::Limits,
     /// Progress of the change feed that keeps instances in step.
     pub sync: crate::sync::SyncState,
+    /// Signed-in sessions of the web console.
+    pub console: crate::console::Sessions,
     /// Tasks finishing requests whose clients left (shutdown waits for them).
     pub background: Arc<Background>,
 }
@@ -125,6 +127,7 @@ impl App {
             guard,
             limits,
             sync: crate::sync::SyncState::default(),
+            console: crate::console::Sessions::default(),
             background: Arc::new(Background::default()),
         });
         app.reload_prices()
@@ -269,6 +272,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/v1/owners/{owner}/evidence/{org}",
             get(crate::guard_admin::owner_evidence),
         )
+        .merge(crate::console::routes())
         .fallback(front::not_found)
         .with_state(app)
 }

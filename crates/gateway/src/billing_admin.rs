@@ -202,7 +202,7 @@ pub async fn put_contract(
     let row = ContractRow {
         organization: org.clone(),
         discount_percent: discount.map(|d| d.normalize().to_string()),
-        monthly_commitment: commitment.map(|d| d.normalize().to_string()),
+        monthly_commitment: commitment.map(tollgate_billing::money::format_amount),
         effective_from,
     };
     app.store

@@ -1,7 +1,8 @@
 //! The last step of every response: an error whose body is not JSON (a framework rejection: a
 //! bad query string, a path parameter that is not UTF-8, a JSON body axum refused, a method a
 //! route does not take, a plain-text 503) is rewritten into OpenAI's error object, and every
-//! response without an `x-request-id` gets one (a handler that set its own keeps it).
+//! response without an `x-request-id` gets one (a handler that set its own keeps it). The web
+//! console's HTML error pages are left as they are.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, Uri, header};
@@ -45,6 +46,8 @@ fn needs_shape(res: &Response) -> bool {
             let ct = ct.trim_start().to_ascii_lowercase();
             ct.starts_with("application/json")
                 || ct.split(';').next().is_some_and(|m| m.ends_with("+json"))
+                // The web console's own error pages are HTML on purpose.
+                || ct.starts_with("text/html")
         });
     !json
         && res

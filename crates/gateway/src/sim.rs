@@ -79,7 +79,8 @@ pub fn respond(cfg: &SimConfig, req: &SimRequest<'_>) -> UpstreamResponse {
         .unwrap_or(cfg.output_tokens)
         .min(MAX_SIM_TOKENS);
     let n = req.n.clamp(1, 16);
-    let id = format!("sim-{seed:016x}");
+    // The text is deterministic (from the seed); the id is unique per response, as OpenAI's are.
+    let id = format!("sim-{seed:016x}{:016x}", rand::random::<u64>());
     let created = now_secs();
     if req.endpoint == Endpoint::Embeddings {
         let data: Vec<serde_json::Value> = (0..req.inputs.max(1))

@@ -113,6 +113,20 @@ impl Health {
         }
     }
 
+    /// The breaker as an operator sees it — `closed`, `open` (skipped until the cool-down
+    /// ends) or `half-open` (the next request probes) — and the retryable failures in a row.
+    pub fn state(&self, now_ms: u64) -> (&'static str, u32) {
+        let failures = self.failures.load(Ordering::Relaxed);
+        let state = if self.trip_after == 0 || failures < self.trip_after {
+            "closed"
+        } else if now_ms < self.open_until_ms.load(Ordering::Relaxed) {
+            "open"
+        } else {
+            "half-open"
+        };
+        (state, failures)
+    }
+
     /// A retryable failure.
     pub fn failure(&self, now_ms: u64) {
         let n = self

@@ -34,7 +34,7 @@ mod types;
 pub use facade::{Backend, Store};
 pub use guard_import::LEGACY_FLAGS_MARKER;
 pub use ledger::{Ledger, LedgerStats};
-pub use migrate::{MigrationReport, copy_store};
+pub use migrate::{MigrationReport, copy_store, copy_store_with_progress};
 pub use pg_ledger::SpoolConfig;
 pub use spool::SpoolError;
 pub use types::*;

@@ -31,6 +31,15 @@ async fn open_ledger(url: &str) -> Result<Ledger, StoreError> {
 /// Copies control data and every usage record from `from` to `to` and verifies that every
 /// source record is in the target and that per-model sums over the source's organizations match.
 pub async fn copy_store(from: &str, to: &str) -> Result<MigrationReport, StoreError> {
+    copy_store_with_progress(from, to, |_, _| {}).await
+}
+
+/// [`copy_store`], calling `progress(records copied, records in the source)` after each batch.
+pub async fn copy_store_with_progress(
+    from: &str,
+    to: &str,
+    progress: impl Fn(u64, u64),
+) -> Result<MigrationReport, StoreError> {
     let src = Store::connect(from, 2).await?;
     let dst = Store::connect(to, 2).await?;
     let dump = src.export_control().await?;
@@ -45,6 +54,8 @@ pub async fn copy_store(from: &str, to: &str) -> Result<MigrationReport, StoreEr
     dst.import_control(dump).await?;
 
     let ledger = open_ledger(to).await?;
+    let total = src.ledger_totals().await?.0;
+    progress(0, total);
     let mut cursor = 0;
     loop {
         let (records, next) = src.records_after(cursor, 5000).await?;
@@ -64,6 +75,7 @@ pub async fn copy_store(from: &str, to: &str) -> Result<MigrationReport, StoreEr
                 ids.len()
             )));
         }
+        progress(report.records, total.max(report.records));
     }
     ledger.flush().await?;
     report.source_totals = src.ledger_totals().await?;

@@ -68,7 +68,9 @@ pub enum AdminCommand {
     },
     /// The invoice of a top-level organization for a month (YYYY-MM).
     Invoice {
+        /// Top-level organization id (org_…).
         org: String,
+        /// Month as YYYY-MM.
         month: String,
         /// Print the CSV rendering.
         #[arg(long)]
@@ -102,9 +104,12 @@ pub enum AdminCommand {
     },
     /// Set the contract of a top-level organization.
     Contract {
+        /// Top-level organization id (org_…).
         org: String,
+        /// Discount on every invoice line, 0–100 (a decimal string such as "12.5").
         #[arg(long)]
         discount_percent: Option<String>,
+        /// Minimum monthly spend in USD; the invoice adds the shortfall below it.
         #[arg(long)]
         monthly_commitment: Option<String>,
         /// RFC 3339; default now (the contract in force at a month's start governs the month).
@@ -115,25 +120,38 @@ pub enum AdminCommand {
     },
     /// Set the monthly budget of an organization (or one of its projects).
     Budget {
+        /// Organization id (org_…).
         org: String,
+        /// Hard monthly limit in USD (requests beyond it get 429 insufficient_quota).
         #[arg(long)]
         monthly_limit: String,
+        /// Limit one project of the organization instead of the whole organization.
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Import usage events from a file: `{"events": [...]}` or JSON Lines of events.
+    /// Old name of `usage import`.
+    #[command(hide = true)]
     Import {
+        /// File of usage events: JSON Lines, CSV with a header row, or {"events": [...]}.
         file: PathBuf,
+        /// Events per request to the API.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Usage and cost per model of an organization (and its descendants).
+    /// Usage and cost per model of an organization (and its descendants); `usage import FILE`
+    /// records usage events from a file.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Usage {
+        #[command(subcommand)]
+        cmd: Option<UsageCmd>,
         /// Organization id.
-        #[arg(long)]
-        org: String,
+        #[arg(long, required = true)]
+        org: Option<String>,
+        /// Only this project of the organization.
         #[arg(long)]
         project: Option<String>,
         /// RFC 3339 start (inclusive).
@@ -148,51 +166,83 @@ pub enum AdminCommand {
 }
 
 #[derive(Subcommand)]
+pub enum UsageCmd {
+    /// Record usage events from a file (JSON Lines, CSV with a header row, or {"events": [...]})
+    /// in batches; idempotent by event id like `POST /admin/v1/usage/events`, so a rerun
+    /// records nothing twice.
+    Import {
+        /// The file. CSV columns: id, timestamp, organization, model, input_tokens,
+        /// output_tokens, and optionally project, cached_input_tokens, reasoning_tokens.
+        file: PathBuf,
+        /// Events per request to the API.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum PriceCmd {
     /// Add a price entry (USD per million tokens) effective from a time.
     Add {
+        /// Public model name.
         model: String,
+        /// USD per million input tokens, a decimal string such as "0.15".
         #[arg(long)]
         input: String,
+        /// USD per million cached input tokens (default: the input price).
         #[arg(long)]
         cached_input: Option<String>,
         /// USD per million input tokens written to the prompt cache (the input price if unset).
         #[arg(long)]
         cache_write: Option<String>,
+        /// USD per million output tokens.
         #[arg(long)]
         output: String,
+        /// RFC 3339 time from which the price applies.
         #[arg(long)]
         effective_from: String,
     },
+    /// Every price entry, per model and start time.
     List,
 }
 
 #[derive(Subcommand)]
 pub enum OrgCmd {
+    /// Create an organization.
     Create {
+        /// Display name.
         name: String,
         /// Parent organization id (owner → reseller → customer chains).
         #[arg(long)]
         parent: Option<String>,
     },
+    /// Every organization.
     List,
+    /// One organization.
     Show {
+        /// Organization id (org_…).
         id: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum ProjectCmd {
+    /// Create a project in an organization.
     Create {
         /// Organization id.
         org: String,
+        /// Display name.
         name: String,
+        /// Requests per minute for all keys of the project together.
         #[arg(long)]
         rpm: Option<u64>,
+        /// Tokens per minute for all keys of the project together.
         #[arg(long)]
         tpm: Option<u64>,
     },
+    /// The projects of an organization.
     List {
+        /// Organization id.
         org: String,
     },
 }
@@ -203,29 +253,36 @@ pub enum KeyCmd {
     Create {
         /// Project id.
         project: String,
+        /// Display name.
         name: String,
         /// Comma-separated models the key may use (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
+        /// Requests per minute for this key.
         #[arg(long)]
         rpm: Option<u64>,
+        /// Tokens per minute for this key.
         #[arg(long)]
         tpm: Option<u64>,
         /// RFC 3339 expiry.
         #[arg(long)]
         expires_at: Option<String>,
     },
+    /// The keys of a project (without secrets).
     List {
+        /// Project id (proj_…).
         project: String,
     },
     /// Revoke a key by id; it stops working at once.
     Revoke {
+        /// Key id (key_…).
         id: String,
     },
     /// Create a reader key that may read one organization's usage and invoices.
     CreateReader {
         /// Organization id.
         org: String,
+        /// Display name.
         name: String,
     },
 }
@@ -303,28 +360,63 @@ impl Api {
         let text = String::from_utf8_lossy(&body).into_owned();
         if !status.is_success() {
             let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-            let mut msg = value["error"]["message"]
+            let message = value["error"]["message"]
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or(text);
-            if let Some(events) = value["error"]["events"].as_array() {
-                for e in events {
-                    msg.push_str(&format!(
-                        "\n  event {}: {}",
-                        e["index"],
-                        e["reason"].as_str().unwrap_or_default()
-                    ));
-                }
+            let events = value["error"]["events"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|e| {
+                            (
+                                e["index"].as_u64().unwrap_or(0),
+                                e["reason"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(ApiFailure {
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or(""),
+                message,
+                events,
+                event_offset: 0,
             }
-            bail!(
-                "{} {}: {msg}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            );
+            .into());
         }
         Ok(text)
     }
 }
+
+/// An error answer of the admin API.
+#[derive(Debug)]
+struct ApiFailure {
+    status: u16,
+    reason: &'static str,
+    message: String,
+    /// Per-event problems of a usage import: (index in the batch, reason).
+    events: Vec<(u64, String)>,
+    /// Added to event indexes when shown (the batch's place in the file), numbered from 1.
+    event_offset: u64,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.reason, self.message)?;
+        for (index, reason) in &self.events {
+            if self.event_offset > 0 {
+                write!(f, "\n  event {}: {reason}", self.event_offset + index)?;
+            } else {
+                write!(f, "\n  event {index}: {reason}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 fn cell(v: &Value) -> String {
     match v {
@@ -335,12 +427,58 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// Columns that hold USD amounts or prices: shown with at least two decimals.
+const MONEY_COLUMNS: &[&str] = &[
+    "cost",
+    "amount",
+    "subtotal",
+    "discount",
+    "net",
+    "commitment_shortfall",
+    "total",
+    "revenue",
+    "run rate",
+    "monthly_limit",
+    "monthly_commitment",
+    "spent",
+    "reserved",
+    "payout",
+    "input_price",
+    "cached_input_price",
+    "output_price",
+];
+
+/// A decimal string with at least two decimals (`"0.2"` → `"0.20"`, `"10"` → `"10.00"`,
+/// `"0.075"` unchanged); anything else unchanged.
+fn money(s: &str) -> String {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let int_ok = digits(int.strip_prefix('-').unwrap_or(int));
+    if !int_ok || !(frac.is_empty() || digits(frac)) {
+        return s.to_owned();
+    }
+    format!("{int}.{frac:0<2}")
+}
+
+fn column_cell(column: &str, v: &Value) -> String {
+    match v {
+        Value::String(s) if MONEY_COLUMNS.contains(&column) => money(s),
+        Value::Number(n) if MONEY_COLUMNS.contains(&column) => money(&n.to_string()),
+        other => cell(other),
+    }
+}
+
 fn table(rows: &[Value], columns: &[&str]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(columns.to_vec());
     for r in rows {
-        t.add_row(columns.iter().map(|c| cell(&r[*c])).collect::<Vec<_>>());
+        t.add_row(
+            columns
+                .iter()
+                .map(|c| column_cell(c, &r[*c]))
+                .collect::<Vec<_>>(),
+        );
     }
     t.to_string()
 }
@@ -578,7 +716,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     "commitment_shortfall",
                     "total",
                 ] {
-                    out.push_str(&format!("{k:>22}: {}\n", cell(&v[k])));
+                    out.push_str(&format!("{k:>22}: {}\n", column_cell(k, &v[k])));
                 }
                 write_out(&format!(
                     "Invoice {} {} ({})\n{out}",
@@ -633,15 +771,56 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 return print(&conn, &v, &[]);
             }
             if quarterly {
+                let rows: Vec<Value> = v["quarters"]
+                    .as_array()
+                    .map(|qs| {
+                        qs.iter()
+                            .map(|q| {
+                                let top = &q["top_customer"];
+                                let top = if top.is_null() {
+                                    Value::Null
+                                } else {
+                                    json!(format!(
+                                        "{} ({} %)",
+                                        cell(&top["organization"]),
+                                        cell(&top["share_percent"])
+                                    ))
+                                };
+                                json!({
+                                    "quarter": q["quarter"], "months": q["months_covered"],
+                                    "complete": q["complete"], "revenue": q["revenue"],
+                                    "qoq %": q["growth_qoq_percent"], "yoy %": q["growth_yoy_percent"],
+                                    "top customer (share)": top,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let mut out = table(
-                    v["quarters"]
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                    &["quarter", "revenue", "growth_yoy_percent", "top_customer"],
+                    &rows,
+                    &[
+                        "quarter",
+                        "months",
+                        "complete",
+                        "revenue",
+                        "qoq %",
+                        "yoy %",
+                        "top customer (share)",
+                    ],
                 );
-                if !v["forecast"].is_null() {
-                    out.push_str(&format!("\nforecast: {}\n", v["forecast"]));
+                let f = &v["forecast"];
+                if !f.is_null() {
+                    let basis = f["basis"]
+                        .as_array()
+                        .map(|b| b.iter().map(cell).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default();
+                    out.push_str(&format!(
+                        "\nforecast {}: {} (growth {} %)\n  method: {}\n  basis: {basis}\n",
+                        cell(&f["quarter"]),
+                        column_cell("revenue", &f["revenue"]),
+                        cell(&f["growth_percent"]),
+                        cell(&f["method"]),
+                    ));
                 }
                 return write_out(&out);
             }
@@ -653,7 +832,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                             let top = m["customers"].get(0).cloned().unwrap_or(Value::Null);
                             let payouts: Vec<String> = m["owners"]
                                 .as_array()
-                                .map(|os| os.iter().map(|o| format!("{}={}", cell(&o["owner"]), cell(&o["payout"]))).collect())
+                                .map(|os| os.iter().map(|o| format!("{}={}", cell(&o["owner"]), column_cell("payout", &o["payout"]))).collect())
                                 .unwrap_or_default();
                             json!({
                                 "month": m["month"], "revenue": m["revenue"], "mom %": m["growth_mom_percent"],
@@ -771,33 +950,18 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 .await?;
             print(&conn, &v, &["organization", "project", "monthly_limit"])
         }
-        AdminCommand::Import { file, conn } => {
-            let api = Api::new(&conn)?;
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let body: Value = match serde_json::from_str::<Value>(&text) {
-                Ok(v) if v.get("events").is_some() => v,
-                _ => {
-                    let mut events = Vec::new();
-                    for (i, line) in text
-                        .lines()
-                        .enumerate()
-                        .filter(|(_, l)| !l.trim().is_empty())
-                    {
-                        events.push(
-                            serde_json::from_str::<Value>(line)
-                                .with_context(|| format!("line {} is not JSON", i + 1))?,
-                        );
-                    }
-                    json!({"events": events})
-                }
-            };
-            let v = api
-                .call(Method::POST, "/admin/v1/usage/events", Some(body))
-                .await?;
-            print(&conn, &v, &["accepted", "duplicates"])
-        }
+        AdminCommand::Import {
+            file,
+            batch_size,
+            conn,
+        } => import(&conn, &file, batch_size).await,
         AdminCommand::Usage {
+            cmd: Some(UsageCmd::Import { file, batch_size }),
+            conn,
+            ..
+        } => import(&conn, &file, batch_size).await,
+        AdminCommand::Usage {
+            cmd: None,
             org,
             project,
             from,
@@ -805,6 +969,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             conn,
         } => {
             let api = Api::new(&conn)?;
+            let org = org.context("--org is required")?;
             let mut q = format!("/admin/v1/usage?organization={}", enc(&org));
             for (k, v) in [("project", project), ("from", from), ("to", to)] {
                 if let Some(v) = v {
@@ -824,7 +989,99 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     "reasoning_tokens",
                     "cost",
                 ],
-            )
+            )?;
+            if !conn.json && v["data"].as_array().is_some_and(Vec::is_empty) {
+                let from = v["from"].as_str().unwrap_or("the first record");
+                let to = v["to"].as_str().unwrap_or("now");
+                let project = v["project"]
+                    .as_str()
+                    .map(|p| format!(", project {p}"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "No usage for organization {org}{project} (and those within it) from {from} to {to}. Widen the range with --from/--to (RFC 3339, [from, to))."
+                );
+            }
+            Ok(())
         }
+    }
+}
+
+/// `tollgate usage import FILE`: reads the events, sends them in batches with a progress bar,
+/// and totals what the API recorded. Rerunning sends the same ids: duplicates, nothing twice.
+async fn import(conn: &Conn, file: &std::path::Path, batch_size: usize) -> anyhow::Result<()> {
+    let api = Api::new(conn)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let events = crate::events::parse(&text).with_context(|| format!("{}", file.display()))?;
+    let batch_size = batch_size.clamp(1, 100_000);
+    let pb = crate::progress::bar(
+        events.len() as u64,
+        crate::progress::Unit::Items,
+        "events",
+        conn.json,
+    );
+    let (mut accepted, mut duplicates, mut batches) = (0u64, 0u64, 0u64);
+    for (n, chunk) in events.chunks(batch_size).enumerate() {
+        let first = (n * batch_size) as u64 + 1;
+        let reply = api
+            .call(
+                http::Method::POST,
+                "/admin/v1/usage/events",
+                Some(json!({"events": chunk})),
+            )
+            .await
+            .map_err(|e| match e.downcast::<ApiFailure>() {
+                Ok(mut f) => {
+                    f.event_offset = first;
+                    anyhow::Error::new(f).context(format!(
+                        "events {first}–{} of {} were refused (nothing of that batch was recorded; {} earlier events were); event numbers count from 1 in file order",
+                        first + chunk.len() as u64 - 1,
+                        file.display(),
+                        first - 1
+                    ))
+                }
+                Err(e) => e,
+            })?;
+        accepted += reply["accepted"].as_u64().unwrap_or(0);
+        duplicates += reply["duplicates"].as_u64().unwrap_or(0);
+        batches += 1;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    print(
+        conn,
+        &json!({"events": events.len(), "batches": batches, "accepted": accepted, "duplicates": duplicates}),
+        &["events", "batches", "accepted", "duplicates"],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_has_at_least_two_decimals() {
+        assert_eq!(money("0.2"), "0.20");
+        assert_eq!(money("10"), "10.00");
+        assert_eq!(money("0.075"), "0.075");
+        assert_eq!(money("-3.5"), "-3.50");
+        assert_eq!(money("n/a"), "n/a");
+        assert_eq!(column_cell("cost", &json!("1.5")), "1.50");
+        assert_eq!(column_cell("requests", &json!(10)), "10");
+    }
+
+    #[test]
+    fn import_errors_number_events_in_file_order() {
+        let f = ApiFailure {
+            status: 400,
+            reason: "Bad Request",
+            message: "1 of 2 events are invalid".into(),
+            events: vec![(1, "unknown model 'x'".into())],
+            event_offset: 5001,
+        };
+        assert!(
+            f.to_string().contains("event 5002: unknown model 'x'"),
+            "{f}"
+        );
     }
 }

@@ -60,12 +60,23 @@ pub fn run(cmd: GuardCommand) -> anyhow::Result<()> {
                 settings.flag_threshold = t;
             }
             settings.benchmark_files.extend(benchmarks);
+            // Progress on stderr by bytes read (hidden off a terminal and with --json).
             let report = if input.as_os_str() == "-" {
-                replay(std::io::stdin().lock(), &settings)?
+                let pb = crate::progress::spinner("replaying", json);
+                let report = replay(
+                    std::io::BufReader::new(pb.wrap_read(std::io::stdin().lock())),
+                    &settings,
+                )?;
+                pb.finish_and_clear();
+                report
             } else {
                 let file = std::fs::File::open(&input)
                     .with_context(|| format!("cannot open {}", input.display()))?;
-                replay(std::io::BufReader::new(file), &settings)?
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let pb = crate::progress::bar(len, crate::progress::Unit::Bytes, "replaying", json);
+                let report = replay(std::io::BufReader::new(pb.wrap_read(file)), &settings)?;
+                pb.finish_and_clear();
+                report
             };
             let mut out = std::io::stdout().lock();
             if json {

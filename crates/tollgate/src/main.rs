@@ -2,7 +2,9 @@
 //! admin API). All logic lives in the library crates; this file wires them to the command line.
 
 mod cli;
+mod events;
 mod guard_cli;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,10 +38,13 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Apply schema migrations to the configured store and exit.
+    /// Apply schema migrations to the configured store and exit; with --from/--to, copy one
+    /// store into another (progress bar on a terminal).
     Migrate {
+        /// Config file (TOML) whose [storage] to migrate.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Data directory of the embedded default.
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
         data_dir: PathBuf,
         /// Copy everything from this store (e.g. sqlite://tollgate-data/ledger.db) …
@@ -77,9 +82,13 @@ fn load_config(
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: logs redirected to a file or a pipe stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -134,6 +143,10 @@ async fn serve(
             )?;
         }
         writeln!(out, "  models:      {}", app.model_order.join(", "))?;
+        writeln!(
+            out,
+            "  console:     http://{addr}/console/   (sign in with the admin token)"
+        )?;
         out.flush()?;
     }
     tollgate_gateway::server::serve(app, listener, shutdown_signal()).await?;
@@ -187,7 +200,15 @@ fn main() -> ExitCode {
                 to: Some(to),
             } => {
                 let _ = (config, data_dir);
-                let r = tollgate_store::copy_store(&from, &to).await?;
+                // Progress on stderr while records are copied (hidden off a terminal).
+                let pb = progress::bar(0, progress::Unit::Items, "records", false);
+                let r = tollgate_store::copy_store_with_progress(&from, &to, |done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                })
+                .await;
+                pb.finish_and_clear();
+                let r = r?;
                 eprintln!(
                     "copied {} organizations, {} projects, {} keys, {} prices; {} usage records ({} new)\nverified: source {:?} target {:?} (records, input tokens, output tokens)",
                     r.organizations, r.projects, r.keys, r.prices, r.records, r.records_new, r.source_totals, r.target_totals
