@@ -10,7 +10,30 @@ use time::OffsetDateTime;
 
 use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
 use crate::score::{SignalValues, entropy};
+use crate::segment::{SegRequest, Segment, Segments};
 use crate::sketch::{Hll, hamming};
+
+/// Wrapper shingles tracked per account (space-saving heavy hitters).
+pub const MAX_WRAPPERS: usize = 8;
+/// A wrapper shingle is registered for cross-account links once it carries this share of the
+/// account's requests (and at least 5 of them).
+pub const WRAPPER_SHARE: f64 = 0.2;
+
+/// A prompt wrapper (the first or last words shared by many of an account's prompts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WrapperStat {
+    pub hash: u64,
+    pub count: u32,
+    pub registered: bool,
+    /// The head (true) or tail shingle.
+    pub head: bool,
+}
+
+/// Dimensions of the distribution test's request profile ([`Account::profile`]).
+pub const PROFILE_DIMS: usize = 16;
+/// The profile is a running mean over the first requests, then an exponential moving average
+/// over about this many.
+pub const PROFILE_WINDOW: u64 = 256;
 
 /// HyperLogLog precision for distinct prompts (1 KiB of registers, ±3.25% standard error).
 pub const HLL_PRECISION: u8 = 10;
@@ -79,6 +102,11 @@ pub struct Counters {
     /// novelty is distinct prompts over the requests since.
     #[serde(default)]
     pub novelty_base: u64,
+    /// Requests in heavy templates whose slots range over unrelated topics and whose answers
+    /// are long-form (see [`Template::broad_long_form`]): combinatorial synthetic-data
+    /// generation. Recomputed from the templates, like `explained`.
+    #[serde(default)]
+    pub broad: u64,
 }
 
 impl Counters {
@@ -107,7 +135,8 @@ impl Counters {
             active_hours,
             active_minutes,
             top5,
-            novelty_base
+            novelty_base,
+            broad
         );
         for i in 0..TOPICS {
             self.topics[i] += o.topics[i];
@@ -185,6 +214,7 @@ impl Counters {
         SignalValues {
             requests: self.requests,
             unexplained_harvest: unexplained_h as f64 / (unexplained as f64 + 10.0),
+            broad_template: self.broad as f64 / (self.requests as f64 + 10.0),
             unexplained_share: share(unexplained),
             harvest_share: share(self.harvest),
             harvest_breadth: if harvest_n >= 10 {
@@ -254,7 +284,22 @@ pub struct Template {
     /// requests it counted. Evicted like any other template.
     #[serde(default)]
     pub frozen: bool,
+    /// Input tokens (estimated) of the requests counted here, and output tokens and
+    /// completions attributed to them (long-form answers, see [`Template::broad_long_form`]).
+    #[serde(default)]
+    pub in_tokens: u64,
+    #[serde(default)]
+    pub out_tokens: u64,
+    #[serde(default)]
+    pub completions: u32,
 }
+
+/// A template is broad when the normalized topic entropy of its requests is at least this.
+pub const BROAD_ENTROPY: f64 = 0.7;
+/// Long-form: mean output tokens per completion at least this …
+pub const LONG_FORM_TOKENS: u64 = 500;
+/// … and at least this many times the mean input tokens.
+pub const LONG_FORM_RATIO: u64 = 5;
 
 impl Template {
     fn guaranteed(&self) -> u32 {
@@ -266,6 +311,24 @@ impl Template {
         g >= HEAVY_TEMPLATE_MIN
             && f64::from(g) >= HEAVY_TEMPLATE_SHARE * requests as f64
             && entropy(&self.topics) <= narrow_entropy
+    }
+    /// Heavy, with slots over unrelated topics and long-form answers: a fixed template filled
+    /// with encyclopaedic topics to generate training text. A product template's slots stay in
+    /// one domain (narrow); translation and labelling pipelines range over every topic but
+    /// answer about as long as, or shorter than, the input.
+    pub fn broad_long_form(&self, requests: u64) -> bool {
+        let g = self.guaranteed();
+        if g < HEAVY_TEMPLATE_MIN
+            || f64::from(g) < HEAVY_TEMPLATE_SHARE * requests as f64
+            || self.completions < 10
+        {
+            return false;
+        }
+        let out = self.out_tokens / u64::from(self.completions);
+        let input = self.in_tokens / u64::from(self.count.max(1));
+        out >= LONG_FORM_TOKENS
+            && out >= LONG_FORM_RATIO * input.max(1)
+            && entropy(&self.topics) >= BROAD_ENTROPY
     }
 }
 
@@ -313,6 +376,9 @@ pub struct KeyStats {
     /// Whether the key's latest request carried harvesting signals (attributes completions).
     pub last_harvest: bool,
     pub last_owner: Option<u16>,
+    /// Template slot of the key's latest request (attributes output tokens to templates).
+    #[serde(default)]
+    pub last_template: Option<u16>,
 }
 
 /// A retained prompt (flagged accounts only).
@@ -360,6 +426,32 @@ pub struct Account {
     /// Accounts linked to this one by synchronized activity (clustered or not).
     #[serde(default)]
     pub sync_linked: usize,
+    /// Per key, address, network and end user (see [`crate::segment`]).
+    #[serde(default)]
+    pub segments: Segments,
+    /// Score of the account's traffic as a whole (`own_score` is the higher of this and the
+    /// worst segment's).
+    #[serde(default)]
+    pub whole_score: f64,
+    /// The segment whose score set `own_score`, when one scored higher than the whole account.
+    #[serde(default)]
+    pub worst_segment: Option<String>,
+    /// Score of the worst segment at its last evaluation (0 when none qualifies).
+    #[serde(default)]
+    pub segment_score: f64,
+    /// Windowed mean of the hashed request features (the distribution test's profile).
+    #[serde(default)]
+    pub profile: Vec<f32>,
+    #[serde(default)]
+    pub last_topic: Option<u8>,
+    #[serde(default)]
+    pub last_template_slot: Option<u16>,
+    /// Prompt-wrapper shingles (see [`crate::features::RequestFeatures::wrapper_head`]).
+    #[serde(default)]
+    pub wrappers: Vec<WrapperStat>,
+    /// Activity in 10-minute slots (see [`crate::pool::Activity`]).
+    #[serde(default)]
+    pub activity: crate::pool::Activity,
 }
 
 impl Default for Account {
@@ -391,6 +483,15 @@ impl Default for Account {
             cluster_flagged: false,
             linked: 0,
             sync_linked: 0,
+            segments: Segments::default(),
+            whole_score: 0.0,
+            worst_segment: None,
+            segment_score: 0.0,
+            profile: Vec::new(),
+            last_topic: None,
+            last_template_slot: None,
+            wrappers: Vec::new(),
+            activity: crate::pool::Activity::default(),
         }
     }
 }
@@ -408,6 +509,9 @@ pub struct Update {
     /// Whether the account is active in at most [`crate::sync::MAX_DUTY_CYCLE`] of the minutes
     /// since it was first seen.
     pub bursty: bool,
+    /// A wrapper shingle that just became heavy enough to register for cross-account links
+    /// (hash, head or tail).
+    pub register_wrapper: Option<(u64, bool)>,
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -433,8 +537,10 @@ impl Account {
         ip: Option<IpAddr>,
         owner: Option<&str>,
         max_tokens_high: u64,
+        end_user: Option<&[u8]>,
         skeleton: &dyn Fn() -> String,
     ) -> Update {
+        let prev_time = self.last_time;
         let c = &mut self.counters;
         let harvesting = f.elicits() || f.harvest_params();
         c.requests += 1;
@@ -528,6 +634,9 @@ impl Account {
                     skeleton: String::new(),
                     registered: false,
                     frozen: false,
+                    in_tokens: 0,
+                    out_tokens: 0,
+                    completions: 0,
                 });
                 Some(self.templates.len() - 1)
             }
@@ -549,13 +658,18 @@ impl Account {
                         skeleton: String::new(),
                         registered: false,
                         frozen: false,
+                        in_tokens: 0,
+                        out_tokens: 0,
+                        completions: 0,
                     };
                 }
+                self.segments.reset_template(i);
                 Some(i)
             }
         };
         if let Some(t) = idx.and_then(|i| self.templates.get_mut(i)) {
             t.count += 1;
+            t.in_tokens += f.input_tokens;
             t.harvest += u32::from(harvesting);
             if f.topic != NO_TOPIC {
                 let k = usize::from(f.topic) % TOPICS;
@@ -647,6 +761,32 @@ impl Account {
             }
             k.last_harvest = harvesting;
             k.last_owner = owner_idx.map(|i| i as u16);
+            k.last_template = idx.map(|i| i as u16);
+        }
+        self.segments.observe(
+            key,
+            ip,
+            end_user,
+            &SegRequest {
+                f,
+                bench_hit,
+                harvesting,
+                max_tokens_high,
+                hour,
+                hour_of_day: time.hour() as usize,
+                template: idx,
+            },
+        );
+        self.update_profile(f, bench_hit, ts, prev_time, idx);
+        self.activity.touch(ts);
+        let mut register_wrapper = None;
+        for (h, head) in [(f.wrapper_head, true), (f.wrapper_tail, false)] {
+            if h == 0 {
+                continue;
+            }
+            if let Some(w) = self.bump_wrapper(h, head) {
+                register_wrapper = Some(w);
+            }
         }
 
         let mut new_ip = false;
@@ -665,7 +805,48 @@ impl Account {
             new_ip,
             burst_start,
             bursty,
+            register_wrapper,
         }
+    }
+
+    /// Count a wrapper shingle (space-saving over [`MAX_WRAPPERS`]); returns it when it just
+    /// became heavy enough to register.
+    fn bump_wrapper(&mut self, hash: u64, head: bool) -> Option<(u64, bool)> {
+        let requests = self.counters.requests;
+        let i = match self.wrappers.iter().position(|w| w.hash == hash) {
+            Some(i) => i,
+            None if self.wrappers.len() < MAX_WRAPPERS => {
+                self.wrappers.push(WrapperStat {
+                    hash,
+                    count: 0,
+                    registered: false,
+                    head,
+                });
+                self.wrappers.len() - 1
+            }
+            None => {
+                let (i, min) = self
+                    .wrappers
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, w)| w.count)
+                    .map(|(i, w)| (i, w.count))?;
+                self.wrappers[i] = WrapperStat {
+                    hash,
+                    count: min / 2,
+                    registered: false,
+                    head,
+                };
+                i
+            }
+        };
+        let w = self.wrappers.get_mut(i)?;
+        w.count += 1;
+        if !w.registered && w.count >= 5 && f64::from(w.count) >= WRAPPER_SHARE * requests as f64 {
+            w.registered = true;
+            return Some((w.hash, w.head));
+        }
+        None
     }
 
     fn owner_index(&mut self, owner: &str) -> usize {
@@ -721,16 +902,20 @@ impl Account {
         c.cancelled += u64::from(cancelled);
         c.output_tokens += output_tokens;
         let ki = self.key_index(key);
-        let (harvest, owner) = match self.keys.get_mut(ki) {
+        let (harvest, owner, template) = match self.keys.get_mut(ki) {
             Some(k) => {
                 k.tokens += output_tokens;
                 if k.last_harvest {
                     k.harvesting_tokens += output_tokens;
                 }
-                (k.last_harvest, k.last_owner)
+                (k.last_harvest, k.last_owner, k.last_template)
             }
-            None => (false, None),
+            None => (false, None, None),
         };
+        if let Some(t) = template.and_then(|i| self.templates.get_mut(usize::from(i))) {
+            t.out_tokens += output_tokens;
+            t.completions += 1;
+        }
         if harvest {
             self.counters.harvest_tokens += output_tokens;
         }
@@ -761,15 +946,18 @@ impl Account {
     /// Recompute the template-derived counters (explained traffic, top-5 share).
     pub fn refresh_templates(&mut self, narrow_entropy: f64) {
         let requests = self.counters.requests;
-        let (mut ex, mut exh) = (0u64, 0u64);
+        let (mut ex, mut exh, mut broad) = (0u64, 0u64, 0u64);
         for t in &self.templates {
             if t.explains(requests, narrow_entropy) {
                 ex += u64::from(t.guaranteed());
                 exh += u64::from(t.harvest.min(t.guaranteed()));
+            } else if t.broad_long_form(requests) {
+                broad += u64::from(t.guaranteed());
             }
         }
         self.counters.explained = ex;
         self.counters.explained_harvest = exh;
+        self.counters.broad = broad;
         let mut top = [0u32; 5];
         for t in &self.templates {
             let g = t.guaranteed();
@@ -816,12 +1004,123 @@ impl Account {
         v
     }
 
-    /// The account's own score (same as `values().score(weights)`, without the descriptive
-    /// values).
+    /// The score of the account's traffic as a whole (same as `values().score(weights)`,
+    /// without the descriptive values).
     pub fn own_score(&self, weights: &crate::score::Weights) -> f64 {
         self.counters
             .scored_values(self.distinct.estimate())
             .score(weights)
+    }
+
+    /// Template-derived counters of one segment, from the account's templates (the same rules
+    /// as [`Account::refresh_templates`]).
+    fn segment_counters(&self, seg: &Segment, narrow_entropy: f64) -> crate::account::Counters {
+        let mut c = seg.counters.clone();
+        let requests = self.counters.requests;
+        let (mut ex, mut exh, mut broad) = (0u64, 0u64, 0u64);
+        for (i, t) in self.templates.iter().enumerate() {
+            let n = u64::from(seg.tpl.get(i).copied().unwrap_or(0));
+            if n == 0 {
+                continue;
+            }
+            if t.explains(requests, narrow_entropy) {
+                ex += n;
+                exh += u64::from(seg.tpl_harvest.get(i).copied().unwrap_or(0)).min(n);
+            } else if t.broad_long_form(requests) {
+                broad += n;
+            }
+        }
+        c.explained = ex.min(c.requests);
+        c.explained_harvest = exh.min(c.harvest);
+        c.broad = broad.min(c.requests);
+        c
+    }
+
+    /// Score the segments with at least `min_requests` requests that are not the whole
+    /// account, and return the worst (highest) with its label. A segment has no distinct-prompt
+    /// sketch: its novelty counts as zero, which can only lower its score.
+    pub fn score_segments(
+        &mut self,
+        weights: &crate::score::Weights,
+        min_requests: u64,
+        narrow_entropy: f64,
+    ) -> Option<(f64, String)> {
+        let total = self.counters.requests;
+        let mut worst: Option<(f64, String)> = None;
+        let scores: Vec<Option<f64>> = self
+            .segments
+            .list
+            .iter()
+            .map(|s| {
+                let n = s.counters.requests;
+                (n >= min_requests.max(1) && n < total).then(|| {
+                    self.segment_counters(s, narrow_entropy)
+                        .scored_values(0.0)
+                        .score(weights)
+                })
+            })
+            .collect();
+        for (s, score) in self.segments.list.iter_mut().zip(scores) {
+            let Some(score) = score else {
+                continue;
+            };
+            s.score = score;
+            if worst.as_ref().is_none_or(|(w, _)| score > *w) {
+                worst = Some((score, s.label()));
+            }
+        }
+        worst
+    }
+
+    /// Signal values of one segment (for the evidence).
+    pub fn segment_values(&self, seg: &Segment, narrow_entropy: f64) -> SignalValues {
+        self.segment_counters(seg, narrow_entropy).values(0.0)
+    }
+
+    /// Fold one request into the distribution test's profile: a windowed mean of hashed
+    /// request features (what is asked for, how long, how often the topic and template change,
+    /// how fast requests follow each other).
+    fn update_profile(
+        &mut self,
+        f: &RequestFeatures,
+        bench_hit: bool,
+        ts: i64,
+        prev: Option<i64>,
+        tpl: Option<usize>,
+    ) {
+        if self.profile.len() != PROFILE_DIMS {
+            self.profile = vec![0.0; PROFILE_DIMS];
+        }
+        let gap = prev.map_or(i64::MAX, |p| ts.saturating_sub(p).abs());
+        let topic_changed = f.topic != NO_TOPIC && self.last_topic.is_some_and(|t| t != f.topic);
+        let template_same = tpl.is_some() && tpl.map(|i| i as u16) == self.last_template_slot;
+        let x: [bool; PROFILE_DIMS] = [
+            f.reasoning || f.rubric,
+            f.harvest_params(),
+            !f.multi_turn(),
+            f.max_tokens.is_some_and(|m| m >= 1500),
+            f.max_tokens.is_none(),
+            f.temperature.is_some_and(|t| t >= 7),
+            f.temperature.is_none(),
+            f.words < 20,
+            f.words >= 100,
+            f.assistant_turns >= 2,
+            topic_changed,
+            bench_hit,
+            template_same,
+            gap < 10,
+            gap >= 3600,
+            f.reveal,
+        ];
+        let n = self.counters.requests.max(1);
+        let a = 1.0 / n.min(PROFILE_WINDOW) as f32;
+        for (p, &v) in self.profile.iter_mut().zip(x.iter()) {
+            *p += a * (f32::from(u8::from(v)) - *p);
+        }
+        if f.topic != NO_TOPIC {
+            self.last_topic = Some(f.topic);
+        }
+        self.last_template_slot = tpl.map(|i| i as u16);
     }
 
     /// Keep a prompt in the evidence sample (flagged accounts only), pruning by event time.
@@ -898,7 +1197,22 @@ pub fn memory_bound(sample_size: usize) -> usize {
     let links = MAX_LINK_KEYS * size_of::<u64>();
     let sample = sample_size * (size_of::<SamplePrompt>() + MAX_SAMPLE_BYTES + 2 * MAX_NAME_BYTES);
     let sync = crate::sync::memory_per_account(MAX_NAME_BYTES);
-    size_of::<Account>() + hll + templates + timeline + owners + keys + ips + links + sample + sync
+    let segments = Segments::memory_bound();
+    let profile = PROFILE_DIMS * size_of::<f32>();
+    let wrappers = MAX_WRAPPERS * size_of::<WrapperStat>() + crate::pool::Activity::memory_bound();
+    size_of::<Account>()
+        + hll
+        + templates
+        + timeline
+        + owners
+        + keys
+        + ips
+        + links
+        + sample
+        + sync
+        + segments
+        + profile
+        + wrappers
 }
 
 #[cfg(test)]
@@ -931,7 +1245,7 @@ mod tests {
             let acc = accounts
                 .entry(v["organization"].as_str().unwrap().to_owned())
                 .or_default();
-            acc.update(&f, i % 7 == 0, time, "k", None, None, 4000, &String::new);
+            acc.update(&f, i % 7 == 0, time, "k", None, None, 4000, None, &String::new);
             if i % 3 == 0 {
                 acc.refresh_templates(0.6);
             }
@@ -956,6 +1270,9 @@ mod tests {
                 skeleton: String::new(),
                 registered: false,
                 frozen: false,
+                in_tokens: 0,
+                out_tokens: 0,
+                completions: 0,
             });
         }
         acc.refresh_templates(0.6);

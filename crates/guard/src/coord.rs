@@ -30,6 +30,13 @@ pub enum LinkKind {
     /// otherwise quiet (see [`crate::sync`]). One entry per linked pair. Clusters only together
     /// with a shared address of the same two accounts.
     Sync,
+    /// The same prompt wrapper (first or last eight words) in a fifth or more of both
+    /// accounts' prompts: reported, not enough to cluster on its own (see [`crate::pool`]).
+    Wrapper,
+    /// Two accounts sharing an address pool (several client IPs) corroborated by a shared
+    /// wrapper or activity in the same 10-minute slots (see [`crate::pool`]). One entry per
+    /// pair; clusters.
+    Pool,
 }
 
 impl LinkKind {
@@ -40,7 +47,10 @@ impl LinkKind {
     /// A synchronized-activity link does not merge on its own either (see [`clusters`]): it
     /// merges two accounts only when they also share a client IP or network.
     pub fn clusters(self) -> bool {
-        matches!(self, LinkKind::Template | LinkKind::Metadata)
+        matches!(
+            self,
+            LinkKind::Template | LinkKind::Metadata | LinkKind::Pool
+        )
     }
 
     /// Whether this kind of link is a shared address (IP or network).

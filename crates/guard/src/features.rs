@@ -25,6 +25,19 @@ pub const NO_TOPIC: u8 = u8::MAX;
 pub const MAX_SCAN_BYTES: usize = 4096;
 /// Number of leading skeleton tokens that identify a template.
 pub const TEMPLATE_HEAD: usize = 16;
+/// Words in a wrapper shingle ([`RequestFeatures::wrapper_head`], `wrapper_tail`).
+pub const WRAPPER_WORDS: usize = 8;
+/// Prompts shorter than this have no wrapper shingles (the shingle would be the whole prompt).
+pub const WRAPPER_MIN_WORDS: usize = 14;
+
+/// Hash of a wrapper shingle (never 0).
+fn shingle(tokens: impl Iterator<Item = u64>, end: u64) -> u64 {
+    let mut acc = combine(SEQ_SEED, end);
+    for t in tokens {
+        acc = combine(acc, t);
+    }
+    acc | 1
+}
 const MAX_LINES: usize = 8;
 
 /// Kinds of elicitation phrase.
@@ -49,6 +62,11 @@ pub struct RequestFeatures {
     pub template_simhash: u64,
     /// Skeleton tokens in the template head (short heads are too generic to link accounts).
     pub template_len: u8,
+    /// Shingles of the prompt's two ends, for wrappers shared across accounts (0 for prompts of
+    /// fewer than [`WRAPPER_MIN_WORDS`] words): a hash of the first [`WRAPPER_WORDS`] skeleton
+    /// tokens and of the last [`WRAPPER_WORDS`] words.
+    pub wrapper_head: u64,
+    pub wrapper_tail: u64,
     pub topic: u8,
     pub reasoning: bool,
     pub rubric: bool,
@@ -321,6 +339,9 @@ struct Body<'a> {
     max_completion_tokens: Option<u64>,
     temperature: Option<f64>,
     seed: Option<i64>,
+    /// The end user the client names (OpenAI's `user` field), for per-user segments.
+    #[serde(borrow)]
+    user: Option<Str<'a>>,
 }
 
 fn raw_truthy(v: Option<&RawValue>) -> bool {
@@ -1369,6 +1390,8 @@ pub struct Texts<'a> {
     pub system: Cow<'a, [u8]>,
     /// The last user message (chat), the prompt (completions) or the input (embeddings).
     pub user: Cow<'a, [u8]>,
+    /// The request's `user` field (the client's end user), if any.
+    pub end_user: Option<Cow<'a, [u8]>>,
 }
 
 impl Texts<'_> {
@@ -1463,6 +1486,14 @@ pub fn extract_with(
     }
     f.template_simhash = th.finish();
     f.template_len = head.len() as u8;
+    if scan.words >= WRAPPER_MIN_WORDS {
+        f.wrapper_head = shingle(scan.head[..WRAPPER_WORDS].iter().copied(), 1);
+        let n = scan.words;
+        f.wrapper_tail = shingle(
+            (n - WRAPPER_WORDS..n).map(|i| scan.ring[i % MAX_PATTERN_WORDS]),
+            2,
+        );
+    }
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();
@@ -1470,7 +1501,14 @@ pub fn extract_with(
         f.rubric = u || su;
         f.reveal = v || sv;
     }
-    (f, Some(Texts { system, user }))
+    (
+        f,
+        Some(Texts {
+            system,
+            user,
+            end_user: b.user.map(|s| s.0),
+        }),
+    )
 }
 
 /// The original vector-based extraction, kept as the reference the streaming scan is tested
@@ -1542,6 +1580,11 @@ pub(crate) fn extract_reference(
     }
     f.template_simhash = th.finish();
     f.template_len = head.len() as u8;
+    if scan.words.len() >= WRAPPER_MIN_WORDS {
+        f.wrapper_head = shingle(scan.skeleton[..WRAPPER_WORDS].iter().copied(), 1);
+        let n = scan.words.len();
+        f.wrapper_tail = shingle(scan.words[n - WRAPPER_WORDS..].iter().copied(), 2);
+    }
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();
@@ -1549,7 +1592,14 @@ pub(crate) fn extract_reference(
         f.rubric = u || su;
         f.reveal = v || sv;
     }
-    (f, Some(Texts { system, user }))
+    (
+        f,
+        Some(Texts {
+            system,
+            user,
+            end_user: None,
+        }),
+    )
 }
 
 #[cfg(test)]
