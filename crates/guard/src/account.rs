@@ -295,7 +295,7 @@ pub struct Template {
 }
 
 /// A template is broad when the normalized topic entropy of its requests is at least this.
-pub const BROAD_ENTROPY: f64 = 0.7;
+pub const BROAD_ENTROPY: f64 = 0.55;
 /// Long-form: mean output tokens per completion at least this …
 pub const LONG_FORM_TOKENS: u64 = 500;
 /// … and at least this many times the mean input tokens.
@@ -310,16 +310,47 @@ impl Template {
         let g = self.guaranteed();
         g >= HEAVY_TEMPLATE_MIN
             && f64::from(g) >= HEAVY_TEMPLATE_SHARE * requests as f64
-            && entropy(&self.topics) <= narrow_entropy
+            && (entropy(&self.topics) <= narrow_entropy || self.short_output())
     }
+    /// Answers average at most [`SHORT_OUTPUT_TOKENS`] over at least 10 completions: a
+    /// classification, extraction or labelling pipeline, whose output distributions
+    /// (logprobs, several samples) are confidence scores, not text to learn from.
+    pub fn short_output(&self) -> bool {
+        self.completions >= 10
+            && self.out_tokens / u64::from(self.completions) <= SHORT_OUTPUT_TOKENS
+    }
+}
+
+/// A template with short answers explains its traffic whatever its topics (see
+/// [`Template::short_output`]).
+pub const SHORT_OUTPUT_TOKENS: u64 = 64;
+/// Prompt shapes tracked per account (space-saving heavy hitters).
+pub const MAX_SHAPES: usize = 8;
+
+/// A prompt shape (see [`crate::features::RequestFeatures::shape`]) with the topics and answer
+/// lengths of its requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Shape {
+    pub hash: u64,
+    pub count: u32,
+    /// Requests carrying harvesting signals.
+    #[serde(default)]
+    pub harvest: u32,
+    /// Topic histogram (saturating, halved at 255).
+    pub topics: Vec<u8>,
+    pub in_tokens: u64,
+    pub out_tokens: u64,
+    pub completions: u32,
+}
+
+impl Shape {
     /// Heavy, with slots over unrelated topics and long-form answers: a fixed template filled
     /// with encyclopaedic topics to generate training text. A product template's slots stay in
     /// one domain (narrow); translation and labelling pipelines range over every topic but
     /// answer about as long as, or shorter than, the input.
     pub fn broad_long_form(&self, requests: u64) -> bool {
-        let g = self.guaranteed();
-        if g < HEAVY_TEMPLATE_MIN
-            || f64::from(g) < HEAVY_TEMPLATE_SHARE * requests as f64
+        if self.count < HEAVY_TEMPLATE_MIN
+            || f64::from(self.count) < BROAD_MIN_SHARE * requests as f64
             || self.completions < 10
         {
             return false;
@@ -330,7 +361,19 @@ impl Template {
             && out >= LONG_FORM_RATIO * input.max(1)
             && entropy(&self.topics) >= BROAD_ENTROPY
     }
+
+    /// Heavy with short answers (see [`Template::short_output`]): a classification or
+    /// labelling pipeline, which explains its traffic like a narrow template.
+    pub fn short_output(&self, requests: u64) -> bool {
+        self.count >= HEAVY_TEMPLATE_MIN
+            && f64::from(self.count) >= BROAD_MIN_SHARE * requests as f64
+            && self.completions >= 10
+            && self.out_tokens / u64::from(self.completions) <= SHORT_OUTPUT_TOKENS
+    }
 }
+
+/// A shape counts as a broad template only with at least this share of the account's requests.
+pub const BROAD_MIN_SHARE: f64 = 0.05;
 
 /// Hourly timeline bucket.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -379,6 +422,11 @@ pub struct KeyStats {
     /// Template slot of the key's latest request (attributes output tokens to templates).
     #[serde(default)]
     pub last_template: Option<u16>,
+    /// Shape slots (head, tail) of the key's latest request.
+    #[serde(default)]
+    pub last_shape: Option<u16>,
+    #[serde(default)]
+    pub last_shape_tail: Option<u16>,
 }
 
 /// A retained prompt (flagged accounts only).
@@ -446,6 +494,9 @@ pub struct Account {
     pub last_topic: Option<u8>,
     #[serde(default)]
     pub last_template_slot: Option<u16>,
+    /// Prompt shapes (see [`Shape`]).
+    #[serde(default)]
+    pub shapes: Vec<Shape>,
     /// Prompt-wrapper shingles (see [`crate::features::RequestFeatures::wrapper_head`]).
     #[serde(default)]
     pub wrappers: Vec<WrapperStat>,
@@ -490,6 +541,7 @@ impl Default for Account {
             profile: Vec::new(),
             last_topic: None,
             last_template_slot: None,
+            shapes: Vec::new(),
             wrappers: Vec::new(),
             activity: crate::pool::Activity::default(),
         }
@@ -763,6 +815,12 @@ impl Account {
             k.last_owner = owner_idx.map(|i| i as u16);
             k.last_template = idx.map(|i| i as u16);
         }
+        let shape = self.bump_shape(f, f.shape, harvesting);
+        let shape_tail = self.bump_shape(f, f.shape_tail, harvesting);
+        if let Some(k) = self.keys.get_mut(ki) {
+            k.last_shape = shape.map(|i| i as u16);
+            k.last_shape_tail = shape_tail.map(|i| i as u16);
+        }
         self.segments.observe(
             key,
             ip,
@@ -775,6 +833,7 @@ impl Account {
                 hour,
                 hour_of_day: time.hour() as usize,
                 template: idx,
+                shapes: [shape, shape_tail],
             },
         );
         self.update_profile(f, bench_hit, ts, prev_time, idx);
@@ -807,6 +866,61 @@ impl Account {
             bursty,
             register_wrapper,
         }
+    }
+
+    /// Count the request's prompt shape (space-saving over [`MAX_SHAPES`]; a replaced shape
+    /// starts from zero and its segment counts are reset). Returns its slot.
+    fn bump_shape(&mut self, f: &RequestFeatures, hash: u64, harvesting: bool) -> Option<usize> {
+        if hash == 0 {
+            return None;
+        }
+        let i = match self.shapes.iter().position(|s| s.hash == hash) {
+            Some(i) => i,
+            None if self.shapes.len() < MAX_SHAPES => {
+                self.shapes.push(Shape {
+                    hash,
+                    count: 0,
+                    harvest: 0,
+                    topics: vec![0; TOPICS],
+                    in_tokens: 0,
+                    out_tokens: 0,
+                    completions: 0,
+                });
+                self.shapes.len() - 1
+            }
+            None => {
+                let (i, _) = self
+                    .shapes
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.count)?;
+                self.shapes[i] = Shape {
+                    hash,
+                    count: 0,
+                    harvest: 0,
+                    topics: vec![0; TOPICS],
+                    in_tokens: 0,
+                    out_tokens: 0,
+                    completions: 0,
+                };
+                self.segments.reset_shape(i);
+                i
+            }
+        };
+        let s = self.shapes.get_mut(i)?;
+        s.count += 1;
+        s.harvest += u32::from(harvesting);
+        s.in_tokens += f.input_tokens;
+        if f.topic != NO_TOPIC {
+            let k = usize::from(f.topic) % TOPICS;
+            if s.topics.get(k) == Some(&u8::MAX) {
+                s.topics.iter_mut().for_each(|v| *v /= 2);
+            }
+            if let Some(x) = s.topics.get_mut(k) {
+                *x = x.saturating_add(1);
+            }
+        }
+        Some(i)
     }
 
     /// Count a wrapper shingle (space-saving over [`MAX_WRAPPERS`]); returns it when it just
@@ -902,16 +1016,27 @@ impl Account {
         c.cancelled += u64::from(cancelled);
         c.output_tokens += output_tokens;
         let ki = self.key_index(key);
-        let (harvest, owner, template) = match self.keys.get_mut(ki) {
+        let (harvest, owner, template, shapes) = match self.keys.get_mut(ki) {
             Some(k) => {
                 k.tokens += output_tokens;
                 if k.last_harvest {
                     k.harvesting_tokens += output_tokens;
                 }
-                (k.last_harvest, k.last_owner, k.last_template)
+                (
+                    k.last_harvest,
+                    k.last_owner,
+                    k.last_template,
+                    [k.last_shape, k.last_shape_tail],
+                )
             }
-            None => (false, None, None),
+            None => (false, None, None, [None, None]),
         };
+        for i in shapes.into_iter().flatten() {
+            if let Some(s) = self.shapes.get_mut(usize::from(i)) {
+                s.out_tokens += output_tokens;
+                s.completions += 1;
+            }
+        }
         if let Some(t) = template.and_then(|i| self.templates.get_mut(usize::from(i))) {
             t.out_tokens += output_tokens;
             t.completions += 1;
@@ -946,15 +1071,30 @@ impl Account {
     /// Recompute the template-derived counters (explained traffic, top-5 share).
     pub fn refresh_templates(&mut self, narrow_entropy: f64) {
         let requests = self.counters.requests;
-        let (mut ex, mut exh, mut broad) = (0u64, 0u64, 0u64);
+        let (mut ex, mut exh) = (0u64, 0u64);
         for t in &self.templates {
             if t.explains(requests, narrow_entropy) {
                 ex += u64::from(t.guaranteed());
                 exh += u64::from(t.harvest.min(t.guaranteed()));
-            } else if t.broad_long_form(requests) {
-                broad += u64::from(t.guaranteed());
             }
         }
+        // Short-answer shapes explain their traffic too (labelling pipelines whose slots break
+        // the template SimHash); the larger explanation counts, never both.
+        let (mut sx, mut sxh) = (0u64, 0u64);
+        for s in self.shapes.iter().filter(|s| s.short_output(requests)) {
+            sx += u64::from(s.count);
+            sxh += u64::from(s.harvest.min(s.count));
+        }
+        if sx > ex {
+            (ex, exh) = (sx.min(requests), sxh.min(self.counters.harvest));
+        }
+        let broad: u64 = self
+            .shapes
+            .iter()
+            .filter(|s| s.broad_long_form(requests))
+            .map(|s| u64::from(s.count))
+            .sum::<u64>()
+            .min(requests);
         self.counters.explained = ex;
         self.counters.explained_harvest = exh;
         self.counters.broad = broad;
@@ -1017,7 +1157,7 @@ impl Account {
     fn segment_counters(&self, seg: &Segment, narrow_entropy: f64) -> crate::account::Counters {
         let mut c = seg.counters.clone();
         let requests = self.counters.requests;
-        let (mut ex, mut exh, mut broad) = (0u64, 0u64, 0u64);
+        let (mut ex, mut exh) = (0u64, 0u64);
         for (i, t) in self.templates.iter().enumerate() {
             let n = u64::from(seg.tpl.get(i).copied().unwrap_or(0));
             if n == 0 {
@@ -1026,10 +1166,25 @@ impl Account {
             if t.explains(requests, narrow_entropy) {
                 ex += n;
                 exh += u64::from(seg.tpl_harvest.get(i).copied().unwrap_or(0)).min(n);
-            } else if t.broad_long_form(requests) {
-                broad += n;
             }
         }
+        let (mut sx, mut sxh) = (0u64, 0u64);
+        for (i, sh) in self.shapes.iter().enumerate() {
+            if sh.short_output(requests) {
+                sx += u64::from(seg.shp.get(i).copied().unwrap_or(0));
+                sxh += u64::from(seg.shp_harvest.get(i).copied().unwrap_or(0));
+            }
+        }
+        if sx > ex {
+            (ex, exh) = (sx, sxh);
+        }
+        let broad: u64 = self
+            .shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.broad_long_form(requests))
+            .map(|(i, _)| u64::from(seg.shp.get(i).copied().unwrap_or(0)))
+            .sum();
         c.explained = ex.min(c.requests);
         c.explained_harvest = exh.min(c.harvest);
         c.broad = broad.min(c.requests);
@@ -1199,7 +1354,9 @@ pub fn memory_bound(sample_size: usize) -> usize {
     let sync = crate::sync::memory_per_account(MAX_NAME_BYTES);
     let segments = Segments::memory_bound();
     let profile = PROFILE_DIMS * size_of::<f32>();
-    let wrappers = MAX_WRAPPERS * size_of::<WrapperStat>() + crate::pool::Activity::memory_bound();
+    let wrappers = MAX_WRAPPERS * size_of::<WrapperStat>()
+        + crate::pool::Activity::memory_bound()
+        + MAX_SHAPES * (size_of::<Shape>() + TOPICS);
     size_of::<Account>()
         + hll
         + templates

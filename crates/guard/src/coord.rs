@@ -19,6 +19,9 @@ const SHARDS: usize = 16;
 #[serde(rename_all = "snake_case")]
 pub enum LinkKind {
     /// The same prompt template (skeleton SimHash) carries a large share of both accounts' traffic.
+    /// Reported; clusters only as the content evidence of a shared address pool (see
+    /// [`crate::pool`]): popular templates — a public benchmark's word problems, a common
+    /// question form — are shared by strangers.
     Template,
     /// The same client IP address: reported, not enough to cluster on its own.
     Ip,
@@ -47,10 +50,7 @@ impl LinkKind {
     /// A synchronized-activity link does not merge on its own either (see [`clusters`]): it
     /// merges two accounts only when they also share a client IP or network.
     pub fn clusters(self) -> bool {
-        matches!(
-            self,
-            LinkKind::Template | LinkKind::Metadata | LinkKind::Pool
-        )
+        matches!(self, LinkKind::Metadata | LinkKind::Pool)
     }
 
     /// Whether this kind of link is a shared address (IP or network).

@@ -609,7 +609,7 @@ impl Detector {
             if e.overflow {
                 continue;
             }
-            if e.kind == LinkKind::Wrapper {
+            if matches!(e.kind, LinkKind::Wrapper | LinkKind::Template) {
                 for o in &e.orgs {
                     wrappers.entry(o.as_str()).or_default().push(*k);
                 }
@@ -638,9 +638,12 @@ impl Detector {
             if !wrapper && timing.is_none() {
                 continue;
             }
-            let mut why = vec![format!("shared address pool ({shared} client IPs)")];
+            let mut why = vec![format!(
+                "shared address pool ({shared} client IP{} in common, several addresses each)",
+                if shared == 1 { "" } else { "s" }
+            )];
             if wrapper {
-                why.push("the same prompt wrapper".to_owned());
+                why.push("the same prompt template or wrapper".to_owned());
             }
             if let Some((both, lift)) = timing {
                 why.push(format!(

@@ -26,9 +26,6 @@ use crate::sketch::SplitMix;
 /// Families per kind.
 pub const FAMILIES: u32 = 4;
 
-/// Requests per day at or above which an account is a heavy customer.
-pub const HEAVY_PER_DAY: f64 = 1000.0;
-
 /// Share of a `hidden_segment` account's traffic that is harvesting, by family.
 pub fn attacker_share(family: u32) -> f64 {
     [0.2, 0.1, 0.3, 0.05][family as usize % 4]
@@ -156,7 +153,7 @@ impl Default for FamilyConfig {
         Self {
             seed: 11,
             days: 8,
-            scale: 1.0,
+            scale: 0.5,
         }
     }
 }

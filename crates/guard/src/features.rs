@@ -80,6 +80,16 @@ pub struct RequestFeatures {
     pub seed: Option<i64>,
     pub user_turns: u32,
     pub assistant_turns: u32,
+    /// The request declares tools (or functions) or carries tool results: an agent loop, whose
+    /// "plan step by step" instructions are the agent's, not a request for reasoning text to
+    /// learn from. Reasoning and rubric matches are not counted for such requests.
+    pub agentic: bool,
+    /// Shapes of the prompt: the system prompt's skeleton with the first skeleton token of the
+    /// user text, and the last three words (0 for texts under four / six words). A
+    /// combinatorial template keeps its shape while its slots change, which breaks the template
+    /// SimHash (see [`crate::account::Shape`]).
+    pub shape: u64,
+    pub shape_tail: u64,
     pub words: u32,
     /// Rough input-token estimate (bytes / 4).
     pub input_tokens: u64,
@@ -288,6 +298,7 @@ struct Conversation<'a> {
     user: Text<'a>,
     user_turns: u32,
     assistant_turns: u32,
+    tool_turns: u32,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
@@ -309,6 +320,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
                             c.user = text;
                         }
                         "assistant" => c.assistant_turns += 1,
+                        "tool" | "function" => c.tool_turns += 1,
                         _ => {}
                     }
                 }
@@ -339,6 +351,10 @@ struct Body<'a> {
     max_completion_tokens: Option<u64>,
     temperature: Option<f64>,
     seed: Option<i64>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    functions: Option<&'a RawValue>,
     /// The end user the client names (OpenAI's `user` field), for per-user segments.
     #[serde(borrow)]
     user: Option<Str<'a>>,
@@ -1447,6 +1463,7 @@ pub fn extract_with(
             let c = b.messages.unwrap_or_default();
             f.user_turns = c.user_turns;
             f.assistant_turns = c.assistant_turns;
+            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
             (c.system.join(), c.user.join())
         }
         Endpoint::Completions => {
@@ -1486,6 +1503,13 @@ pub fn extract_with(
     }
     f.template_simhash = th.finish();
     f.template_len = head.len() as u8;
+    if scan.words >= 4 {
+        f.shape = shingle([sys_hash, scan.head[0]].into_iter(), 3);
+    }
+    if scan.words >= 6 {
+        let n = scan.words;
+        f.shape_tail = shingle((n - 3..n).map(|i| scan.ring[i % MAX_PATTERN_WORDS]), 4);
+    }
     if scan.words >= WRAPPER_MIN_WORDS {
         f.wrapper_head = shingle(scan.head[..WRAPPER_WORDS].iter().copied(), 1);
         let n = scan.words;
@@ -1497,8 +1521,8 @@ pub fn extract_with(
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();
-        f.reasoning = r || sr;
-        f.rubric = u || su;
+        f.reasoning = (r || sr) && !f.agentic;
+        f.rubric = (u || su) && !f.agentic;
         f.reveal = v || sv;
     }
     (
@@ -1543,6 +1567,7 @@ pub(crate) fn extract_reference(
             let c = b.messages.unwrap_or_default();
             f.user_turns = c.user_turns;
             f.assistant_turns = c.assistant_turns;
+            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
             (c.system.join(), c.user.join())
         }
         Endpoint::Completions => {
@@ -1580,6 +1605,13 @@ pub(crate) fn extract_reference(
     }
     f.template_simhash = th.finish();
     f.template_len = head.len() as u8;
+    if scan.words.len() >= 4 {
+        f.shape = shingle([sys_hash, scan.skeleton[0]].into_iter(), 3);
+    }
+    if scan.words.len() >= 6 {
+        let n = scan.words.len();
+        f.shape_tail = shingle(scan.words[n - 3..].iter().copied(), 4);
+    }
     if scan.words.len() >= WRAPPER_MIN_WORDS {
         f.wrapper_head = shingle(scan.skeleton[..WRAPPER_WORDS].iter().copied(), 1);
         let n = scan.words.len();
@@ -1588,8 +1620,8 @@ pub(crate) fn extract_reference(
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();
-        f.reasoning = r || sr;
-        f.rubric = u || su;
+        f.reasoning = (r || sr) && !f.agentic;
+        f.rubric = (u || su) && !f.agentic;
         f.reveal = v || sv;
     }
     (

@@ -22,7 +22,7 @@ use crate::families::{FAMILIES, FamKind, FamilyConfig, generate, label};
 use crate::{Detector, DetectorSettings, GuardError};
 
 /// Candidate flag thresholds.
-pub const THRESHOLDS: [f64; 5] = [0.5, 0.6, 0.7, 0.8, 0.9];
+pub const THRESHOLDS: [f64; 4] = [0.6, 0.7, 0.8, 0.9];
 /// Highest benign flag rate allowed on the training families when fitting the threshold.
 pub const TRAIN_MAX_FPR: f64 = 0.02;
 

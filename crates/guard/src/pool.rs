@@ -4,9 +4,9 @@
 //! each account uses a few of them, and any two accounts share several. A school, office or
 //! carrier NAT puts many unrelated accounts behind *one* address instead. So:
 //!
-//! - **pool**: two accounts share at least [`MIN_SHARED_ADDRESSES`] distinct client IPs (each
-//!   shared by at most [`MAX_POOL_FANOUT`] accounts: a cloud egress used by everyone is no
-//!   evidence);
+//! - **pool**: two accounts share a client IP, and each of them uses at least
+//!   [`MIN_SHARED_ADDRESSES`] addresses that other accounts use too (addresses shared by more
+//!   than [`MAX_POOL_FANOUT`] accounts — a cloud egress used by everyone — are no evidence);
 //! - **content**: the two accounts send prompts in the same wrapper — the first or last eight
 //!   words repeated in at least a fifth of each account's prompts (shingles hashed on the
 //!   request path, registered as `wrapper` links, see [`crate::features::RequestFeatures`]);
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Distinct client IPs two accounts must share to count as a pool.
+/// Shared client IPs each account of a pool pair must use.
 pub const MIN_SHARED_ADDRESSES: usize = 2;
 /// An address shared by more accounts than this is ignored for pools.
 pub const MAX_POOL_FANOUT: usize = 64;
@@ -126,19 +126,34 @@ pub fn coincidence(a: &Activity, b: &Activity) -> Option<(u32, f64)> {
     Some((both, f64::from(both) / expected.max(1e-9)))
 }
 
-/// Pairs of accounts sharing at least [`MIN_SHARED_ADDRESSES`] client IPs, with the count,
-/// from the address entries (`orgs` of each IP shared by 2..=[`MAX_POOL_FANOUT`] accounts).
+/// Pairs of accounts in one address pool, with the number of addresses they share, from the
+/// address entries (`orgs` of each client IP): they share at least one IP and each uses at
+/// least [`MIN_SHARED_ADDRESSES`] IPs shared with other accounts (2..=[`MAX_POOL_FANOUT`]
+/// accounts per IP).
 pub fn pool_pairs<'a, I>(ip_entries: I) -> HashMap<(String, String), usize>
 where
-    I: Iterator<Item = &'a [String]>,
+    I: Iterator<Item = &'a [String]> + Clone,
 {
+    let mut per_account: HashMap<&str, usize> = HashMap::new();
+    for orgs in ip_entries.clone() {
+        if orgs.len() < 2 || orgs.len() > MAX_POOL_FANOUT {
+            continue;
+        }
+        for o in orgs {
+            *per_account.entry(o.as_str()).or_default() += 1;
+        }
+    }
+    let pooled = |o: &str| per_account.get(o).is_some_and(|&n| n >= MIN_SHARED_ADDRESSES);
     let mut shared: HashMap<(String, String), usize> = HashMap::new();
     for orgs in ip_entries {
         if orgs.len() < 2 || orgs.len() > MAX_POOL_FANOUT {
             continue;
         }
         for (i, a) in orgs.iter().enumerate() {
-            for b in &orgs[i + 1..] {
+            if !pooled(a) {
+                continue;
+            }
+            for b in orgs[i + 1..].iter().filter(|b| pooled(b)) {
                 let k = if a < b {
                     (a.clone(), b.clone())
                 } else {
@@ -148,7 +163,6 @@ where
             }
         }
     }
-    shared.retain(|_, n| *n >= MIN_SHARED_ADDRESSES);
     shared
 }
 
@@ -181,11 +195,17 @@ mod tests {
 
     #[test]
     fn one_nat_is_not_a_pool() {
+        // Students s1..s3 behind one NAT; h1..h3 rotate over a pool of three addresses, each
+        // using two of them (h1 and h3 share one).
         let nat = vec!["s1".to_string(), "s2".into(), "s3".into()];
         let p1 = vec!["h1".to_string(), "h2".into()];
-        let p2 = vec!["h1".to_string(), "h2".into(), "s1".into()];
-        let pairs = pool_pairs([nat.as_slice(), p1.as_slice(), p2.as_slice()].into_iter());
-        assert_eq!(pairs.len(), 1);
-        assert_eq!(pairs.get(&("h1".into(), "h2".into())), Some(&2));
+        let p2 = vec!["h2".to_string(), "h3".into()];
+        let p3 = vec!["h1".to_string(), "h3".into()];
+        let pairs = pool_pairs(
+            [nat.as_slice(), p1.as_slice(), p2.as_slice(), p3.as_slice()].into_iter(),
+        );
+        assert_eq!(pairs.len(), 3, "{pairs:?}");
+        assert_eq!(pairs.get(&("h1".into(), "h2".into())), Some(&1));
+        assert!(!pairs.keys().any(|(a, _)| a.starts_with('s')));
     }
 }

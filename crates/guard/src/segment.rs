@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Counters, MAX_NAME_BYTES, MAX_TEMPLATES};
+use crate::account::{Counters, MAX_NAME_BYTES, MAX_SHAPES, MAX_TEMPLATES};
 use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
 use crate::sketch::{combine, hash_bytes};
 
@@ -52,6 +52,11 @@ pub struct Segment {
     /// Requests per account template slot (reset when the account's slot is reused).
     pub tpl: Vec<u32>,
     pub tpl_harvest: Vec<u32>,
+    /// Requests (and harvesting requests) per account shape slot.
+    #[serde(default)]
+    pub shp: Vec<u32>,
+    #[serde(default)]
+    pub shp_harvest: Vec<u32>,
     pub last_hour: Option<i64>,
     /// Score at the last evaluation.
     pub score: f64,
@@ -101,6 +106,8 @@ pub struct SegRequest<'a> {
     pub hour: i64,
     pub hour_of_day: usize,
     pub template: Option<usize>,
+    /// Shape slots of the request (head, tail).
+    pub shapes: [Option<usize>; 2],
 }
 
 impl Segments {
@@ -145,6 +152,8 @@ impl Segments {
                     counters: Counters::default(),
                     tpl: vec![0; MAX_TEMPLATES],
                     tpl_harvest: vec![0; MAX_TEMPLATES],
+                    shp: vec![0; MAX_SHAPES],
+                    shp_harvest: vec![0; MAX_SHAPES],
                     last_hour: None,
                     score: 0.0,
                 };
@@ -197,6 +206,14 @@ impl Segments {
             c.active_hours += 1;
             s.last_hour = Some(r.hour);
         }
+        for i in r.shapes.into_iter().flatten() {
+            if let Some(x) = s.shp.get_mut(i) {
+                *x += 1;
+            }
+            if let Some(x) = s.shp_harvest.get_mut(i) {
+                *x += u32::from(r.harvesting);
+            }
+        }
         if let Some(t) = r.template {
             if let Some(x) = s.tpl.get_mut(t) {
                 *x += 1;
@@ -219,9 +236,21 @@ impl Segments {
         }
     }
 
+    /// The account reused shape slot `slot` for another shape.
+    pub fn reset_shape(&mut self, slot: usize) {
+        for s in &mut self.list {
+            if let Some(x) = s.shp.get_mut(slot) {
+                *x = 0;
+            }
+            if let Some(x) = s.shp_harvest.get_mut(slot) {
+                *x = 0;
+            }
+        }
+    }
+
     /// Bytes one account's segments can hold (for [`crate::account::memory_bound`]).
     pub fn memory_bound() -> usize {
         use std::mem::size_of;
-        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES + 2 * 4 * MAX_TEMPLATES)
+        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES + 4 * (2 * MAX_TEMPLATES + 2 * MAX_SHAPES))
     }
 }
