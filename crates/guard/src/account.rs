@@ -64,6 +64,21 @@ pub const HEAVY_TEMPLATE_MIN: u32 = 20;
 /// … and at least this share of the account's requests.
 pub const HEAVY_TEMPLATE_SHARE: f64 = 0.02;
 
+/// Of two explanations (explained requests, explained harvesting requests), the one that
+/// leaves the smaller share of unexplained traffic carrying harvesting requests. The pair is
+/// kept together: mixing the request count of one with the harvesting count of the other
+/// would describe no set of requests.
+fn better_explanation(a: (u64, u64), b: (u64, u64), requests: u64, harvest: u64) -> (u64, u64) {
+    let rate = |(ex, exh): (u64, u64)| {
+        harvest.saturating_sub(exh) as f64 / (requests.saturating_sub(ex) as f64 + 10.0)
+    };
+    if rate(b) < rate(a) { b } else { a }
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
 /// Summable counters (account or cluster aggregate).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counters {
@@ -104,8 +119,8 @@ pub struct Counters {
     pub novelty_base: u64,
     /// Requests in heavy templates whose slots range over unrelated topics and whose answers
     /// are long-form (see [`Template::broad_long_form`]): combinatorial synthetic-data
-    /// generation. Recomputed from the templates, like `explained`.
-    #[serde(default)]
+    /// generation. Recomputed from the shapes, like `explained` from the templates.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub broad: u64,
 }
 
@@ -175,7 +190,10 @@ impl Counters {
         let n = self.requests.max(1) as f64;
         let share = |x: u64| x as f64 / n;
         let unexplained = self.requests.saturating_sub(self.explained);
-        let unexplained_h = self.harvest.saturating_sub(self.explained_harvest);
+        let unexplained_h = self
+            .harvest
+            .saturating_sub(self.explained_harvest)
+            .min(unexplained);
         let harvest_n: u32 = self.harvest_topics.iter().sum();
         let recent_n: u32 = self.recent_topics.iter().sum();
         let all_n: u32 = self.topics.iter().sum();
@@ -284,10 +302,8 @@ pub struct Template {
     /// requests it counted. Evicted like any other template.
     #[serde(default)]
     pub frozen: bool,
-    /// Input tokens (estimated) of the requests counted here, and output tokens and
-    /// completions attributed to them (long-form answers, see [`Template::broad_long_form`]).
-    #[serde(default)]
-    pub in_tokens: u64,
+    /// Output tokens and completions attributed to the requests counted here (short answers,
+    /// see [`Template::short_output`]).
     #[serde(default)]
     pub out_tokens: u64,
     #[serde(default)]
@@ -325,7 +341,7 @@ impl Template {
 /// [`Template::short_output`]).
 pub const SHORT_OUTPUT_TOKENS: u64 = 64;
 /// Prompt shapes tracked per account (space-saving heavy hitters).
-pub const MAX_SHAPES: usize = 8;
+pub const MAX_SHAPES: usize = 6;
 
 /// A prompt shape (see [`crate::features::RequestFeatures::shape`]) with the topics and answer
 /// lengths of its requests.
@@ -420,12 +436,12 @@ pub struct KeyStats {
     pub last_harvest: bool,
     pub last_owner: Option<u16>,
     /// Template slot of the key's latest request (attributes output tokens to templates).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_template: Option<u16>,
     /// Shape slots (head, tail) of the key's latest request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_shape: Option<u16>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_shape_tail: Option<u16>,
 }
 
@@ -686,7 +702,6 @@ impl Account {
                     skeleton: String::new(),
                     registered: false,
                     frozen: false,
-                    in_tokens: 0,
                     out_tokens: 0,
                     completions: 0,
                 });
@@ -710,7 +725,6 @@ impl Account {
                         skeleton: String::new(),
                         registered: false,
                         frozen: false,
-                        in_tokens: 0,
                         out_tokens: 0,
                         completions: 0,
                     };
@@ -721,7 +735,6 @@ impl Account {
         };
         if let Some(t) = idx.and_then(|i| self.templates.get_mut(i)) {
             t.count += 1;
-            t.in_tokens += f.input_tokens;
             t.harvest += u32::from(harvesting);
             if f.topic != NO_TOPIC {
                 let k = usize::from(f.topic) % TOPICS;
@@ -1079,15 +1092,18 @@ impl Account {
             }
         }
         // Short-answer shapes explain their traffic too (labelling pipelines whose slots break
-        // the template SimHash); the larger explanation counts, never both.
+        // the template SimHash); one of the two explanations counts, never their sum.
         let (mut sx, mut sxh) = (0u64, 0u64);
         for s in self.shapes.iter().filter(|s| s.short_output(requests)) {
             sx += u64::from(s.count);
             sxh += u64::from(s.harvest.min(s.count));
         }
-        if sx > ex {
-            (ex, exh) = (sx.min(requests), sxh.min(self.counters.harvest));
-        }
+        (ex, exh) = better_explanation(
+            (ex, exh),
+            (sx.min(requests), sxh.min(self.counters.harvest)),
+            requests,
+            self.counters.harvest,
+        );
         let broad: u64 = self
             .shapes
             .iter()
@@ -1155,7 +1171,7 @@ impl Account {
     /// Template-derived counters of one segment, from the account's templates (the same rules
     /// as [`Account::refresh_templates`]).
     fn segment_counters(&self, seg: &Segment, narrow_entropy: f64) -> crate::account::Counters {
-        let mut c = seg.counters.clone();
+        let mut c = seg.counters.to_counters();
         let requests = self.counters.requests;
         let (mut ex, mut exh) = (0u64, 0u64);
         for (i, t) in self.templates.iter().enumerate() {
@@ -1175,9 +1191,12 @@ impl Account {
                 sxh += u64::from(seg.shp_harvest.get(i).copied().unwrap_or(0));
             }
         }
-        if sx > ex {
-            (ex, exh) = (sx, sxh);
-        }
+        (ex, exh) = better_explanation(
+            (ex, exh),
+            (sx.min(c.requests), sxh.min(c.harvest)),
+            c.requests,
+            c.harvest,
+        );
         let broad: u64 = self
             .shapes
             .iter()
@@ -1189,6 +1208,18 @@ impl Account {
         c.explained_harvest = exh.min(c.harvest);
         c.broad = broad.min(c.requests);
         c
+    }
+
+    /// Link keys of the templates that carry at least half of this account's requests (a
+    /// shared template clusters two accounts only when it dominates both, see
+    /// [`crate::coord::LinkKind::Template`]).
+    pub fn dominant_template_keys(&self) -> Vec<u64> {
+        let half = self.counters.requests / 2;
+        self.templates
+            .iter()
+            .filter(|t| t.registered && !t.frozen && u64::from(t.guaranteed()) >= half.max(1))
+            .map(|t| crate::coord::link_key(crate::coord::LinkKind::Template, &t.simhash.to_le_bytes()))
+            .collect()
     }
 
     /// Score the segments with at least `min_requests` requests that are not the whole
@@ -1207,7 +1238,7 @@ impl Account {
             .list
             .iter()
             .map(|s| {
-                let n = s.counters.requests;
+                let n = u64::from(s.counters.requests);
                 (n >= min_requests.max(1) && n < total).then(|| {
                     self.segment_counters(s, narrow_entropy)
                         .scored_values(0.0)
@@ -1427,7 +1458,6 @@ mod tests {
                 skeleton: String::new(),
                 registered: false,
                 frozen: false,
-                in_tokens: 0,
                 out_tokens: 0,
                 completions: 0,
             });

@@ -4,7 +4,7 @@
 //! IP, a template becomes heavy or a synchronized pair crosses its thresholds (see
 //! [`crate::sync`]), so the index is touched rarely.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -19,9 +19,10 @@ const SHARDS: usize = 16;
 #[serde(rename_all = "snake_case")]
 pub enum LinkKind {
     /// The same prompt template (skeleton SimHash) carries a large share of both accounts' traffic.
-    /// Reported; clusters only as the content evidence of a shared address pool (see
-    /// [`crate::pool`]): popular templates — a public benchmark's word problems, a common
-    /// question form — are shared by strangers.
+    /// Clusters on its own only between accounts in which it carries at least half of the
+    /// requests (a campaign's wrapper); otherwise it is the content evidence of a shared address
+    /// pool (see [`crate::pool`]): popular templates — a public benchmark's word problems, a
+    /// common question form — are shared by strangers as a part of their traffic.
     Template,
     /// The same client IP address: reported, not enough to cluster on its own.
     Ip,
@@ -199,7 +200,7 @@ impl UnionFind {
 /// IP or /24) is what a scheduler-driven campaign on shared infrastructure shows, and is far
 /// rarer between strangers. Uncorroborated synchronized links are reported in the evidence.
 pub fn clusters(entries: &[(u64, LinkEntry)]) -> Vec<Vec<String>> {
-    clusters_of(entries.iter().map(|(k, e)| (*k, e))).groups
+    clusters_of(entries.iter().map(|(k, e)| (*k, e)), &HashSet::new()).groups
 }
 
 fn usable(e: &LinkEntry) -> bool {
@@ -213,7 +214,9 @@ pub struct Clustering {
     pub corroborated: Vec<(String, String)>,
 }
 
-fn clusters_of<'a, I>(entries: I) -> Clustering
+/// `dominant`: (organization, template link key) of templates that carry at least half of the
+/// organization's requests; a template link merges only such organizations.
+fn clusters_of<'a, I>(entries: I, dominant: &HashSet<(String, u64)>) -> Clustering
 where
     I: Iterator<Item = (u64, &'a LinkEntry)> + Clone,
 {
@@ -232,11 +235,20 @@ where
         _ => false,
     };
     let mut corroborated = Vec::new();
-    for (_, e) in entries {
+    for (k, e) in entries {
         if !usable(e) {
             continue;
         }
-        if e.kind.clusters() {
+        if e.kind == LinkKind::Template {
+            let members: Vec<&String> = e
+                .orgs
+                .iter()
+                .filter(|o| dominant.contains(&((*o).clone(), k)))
+                .collect();
+            for o in members.iter().skip(1) {
+                uf.union(members[0], o);
+            }
+        } else if e.kind.clusters() {
             for o in &e.orgs[1..] {
                 uf.union(&e.orgs[0], o);
             }
@@ -258,9 +270,12 @@ where
 impl CoordIndex {
     /// Clusters computed in place (all shards locked in order for the duration; only names of
     /// clustered accounts are copied).
-    pub fn cluster(&self) -> Clustering {
+    pub fn cluster(&self, dominant: &HashSet<(String, u64)>) -> Clustering {
         let guards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
-        clusters_of(guards.iter().flat_map(|g| g.iter().map(|(k, e)| (*k, e))))
+        clusters_of(
+            guards.iter().flat_map(|g| g.iter().map(|(k, e)| (*k, e))),
+            dominant,
+        )
     }
 }
 

@@ -590,6 +590,20 @@ impl Detector {
         }
     }
 
+    /// (organization, template link key) of every template that carries at least half of its
+    /// account's requests.
+    fn dominant_templates(&self) -> std::collections::HashSet<(String, u64)> {
+        let mut out = std::collections::HashSet::new();
+        for shard in &self.shards {
+            for (org, acc) in lock(shard).iter() {
+                for k in acc.dominant_template_keys() {
+                    out.insert((org.clone(), k));
+                }
+            }
+        }
+        out
+    }
+
     /// Find pairs of accounts sharing an address pool, and link those whose pool is
     /// corroborated by a shared prompt wrapper or by activity in the same 10-minute slots (see
     /// [`crate::pool`]). Runs with re-clustering, off the per-request work.
@@ -682,7 +696,7 @@ impl Detector {
 
     /// Pairs of accounts linked by synchronized activity, sorted.
     pub fn sync_links(&self) -> Vec<SyncLink> {
-        let corroborated = self.coord.cluster().corroborated;
+        let corroborated = self.coord.cluster(&self.dominant_templates()).corroborated;
         self.sync
             .linked_pairs()
             .into_iter()
@@ -740,7 +754,7 @@ impl Detector {
             return;
         };
         self.link_pools();
-        let groups = self.coord.cluster().groups;
+        let groups = self.coord.cluster(&self.dominant_templates()).groups;
         let synced = self.sync.linked_counts();
         let mut membership: HashMap<String, (String, f64, bool, usize)> = HashMap::new();
         for g in &groups {
@@ -936,8 +950,8 @@ impl Detector {
                     signals.truncate(3);
                     SegmentEvidence {
                         segment: sg.label(),
-                        requests: sg.counters.requests,
-                        share: sg.counters.requests as f64 / requests.max(1) as f64,
+                        requests: u64::from(sg.counters.requests),
+                        share: f64::from(sg.counters.requests) / requests.max(1) as f64,
                         score: sg.score,
                         signals,
                     }

@@ -177,10 +177,10 @@ mod tests {
         let mut c = Activity::default();
         let t0 = 1_700_000_000i64;
         for k in 0..40i64 {
-            let tick = t0 + k * 5400;
+            let tick = t0 + k * 10_800;
             a.touch(tick);
             b.touch(tick + 420); // same tick, 7 minutes later
-            c.touch(tick + 2700); // half-way between ticks
+            c.touch(tick + 5400); // half-way between ticks
         }
         let (both, lift) = coincidence(&a, &b).unwrap();
         assert!(both >= 35 && lift >= MIN_LIFT, "{both} {lift}");

@@ -19,7 +19,55 @@ use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
 use crate::sketch::{combine, hash_bytes};
 
 /// Segments kept per dimension.
-pub const PER_DIM: usize = 6;
+pub const PER_DIM: usize = 3;
+
+/// The counters a segment needs for its score (a slim [`Counters`]: no tokens, timing or
+/// descriptive histograms).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SegCounters {
+    pub requests: u32,
+    pub reasoning: u32,
+    pub rubric: u32,
+    pub reveal: u32,
+    pub elicit: u32,
+    pub out_dist: u32,
+    pub max_high: u32,
+    pub single_turn: u32,
+    pub bench: u32,
+    pub harvest: u32,
+    pub active_hours: u32,
+    pub temps: u32,
+    pub harvest_topics: Vec<u16>,
+    pub hours: Vec<u16>,
+}
+
+impl SegCounters {
+    /// As account counters (for the score).
+    pub fn to_counters(&self) -> Counters {
+        let mut c = Counters {
+            requests: u64::from(self.requests),
+            reasoning: u64::from(self.reasoning),
+            rubric: u64::from(self.rubric),
+            reveal: u64::from(self.reveal),
+            elicit: u64::from(self.elicit),
+            out_dist: u64::from(self.out_dist),
+            max_high: u64::from(self.max_high),
+            single_turn: u64::from(self.single_turn),
+            bench: u64::from(self.bench),
+            harvest: u64::from(self.harvest),
+            active_hours: u64::from(self.active_hours),
+            temps: self.temps,
+            ..Default::default()
+        };
+        for (d, s) in c.harvest_topics.iter_mut().zip(&self.harvest_topics) {
+            *d = u32::from(*s);
+        }
+        for (d, s) in c.hours.iter_mut().zip(&self.hours) {
+            *d = u32::from(*s);
+        }
+        c
+    }
+}
 
 /// What a segment groups by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,14 +96,12 @@ pub struct Segment {
     pub dim: SegDim,
     pub id: u64,
     pub name: String,
-    pub counters: Counters,
+    pub counters: SegCounters,
     /// Requests per account template slot (reset when the account's slot is reused).
     pub tpl: Vec<u32>,
     pub tpl_harvest: Vec<u32>,
     /// Requests (and harvesting requests) per account shape slot.
-    #[serde(default)]
     pub shp: Vec<u32>,
-    #[serde(default)]
     pub shp_harvest: Vec<u32>,
     pub last_hour: Option<i64>,
     /// Score at the last evaluation.
@@ -149,7 +195,11 @@ impl Segments {
                     dim,
                     id,
                     name: truncate(&name()),
-                    counters: Counters::default(),
+                    counters: SegCounters {
+                        harvest_topics: vec![0; TOPICS],
+                        hours: vec![0; 24],
+                        ..Default::default()
+                    },
                     tpl: vec![0; MAX_TEMPLATES],
                     tpl_harvest: vec![0; MAX_TEMPLATES],
                     shp: vec![0; MAX_SHAPES],
@@ -181,46 +231,48 @@ impl Segments {
         };
         let f = r.f;
         let c = &mut s.counters;
-        c.requests += 1;
-        c.reasoning += u64::from(f.reasoning);
-        c.rubric += u64::from(f.rubric);
-        c.reveal += u64::from(f.reveal);
-        c.elicit += u64::from(f.reasoning || f.rubric);
-        c.out_dist += u64::from(f.harvest_params());
-        c.max_high += u64::from(f.max_tokens.is_some_and(|m| m >= r.max_tokens_high));
-        c.single_turn += u64::from(!f.multi_turn());
-        c.bench += u64::from(r.bench_hit);
-        c.harvest += u64::from(r.harvesting);
+        let add = |x: &mut u32, v: bool| *x = x.saturating_add(u32::from(v));
+        add(&mut c.requests, true);
+        add(&mut c.reasoning, f.reasoning);
+        add(&mut c.rubric, f.rubric);
+        add(&mut c.reveal, f.reveal);
+        add(&mut c.elicit, f.reasoning || f.rubric);
+        add(&mut c.out_dist, f.harvest_params());
+        add(
+            &mut c.max_high,
+            f.max_tokens.is_some_and(|m| m >= r.max_tokens_high),
+        );
+        add(&mut c.single_turn, !f.multi_turn());
+        add(&mut c.bench, r.bench_hit);
+        add(&mut c.harvest, r.harvesting);
         if let Some(t) = f.temperature {
             c.temps |= 1 << t.min(31);
         }
-        if f.topic != NO_TOPIC {
+        if r.harvesting && f.topic != NO_TOPIC {
             let t = usize::from(f.topic) % TOPICS;
-            c.topics[t] += 1;
-            if r.harvesting {
-                c.harvest_topics[t] += 1;
+            if let Some(x) = c.harvest_topics.get_mut(t) {
+                *x = x.saturating_add(1);
             }
         }
-        c.hours[r.hour_of_day % 24] += 1;
+        if let Some(x) = c.hours.get_mut(r.hour_of_day % 24) {
+            *x = x.saturating_add(1);
+        }
         if s.last_hour.is_none_or(|h| r.hour > h) {
             c.active_hours += 1;
             s.last_hour = Some(r.hour);
         }
+        let bump = |v: &mut Vec<u32>, i: usize, by: bool| {
+            if let Some(x) = v.get_mut(i) {
+                *x = x.saturating_add(u32::from(by));
+            }
+        };
         for i in r.shapes.into_iter().flatten() {
-            if let Some(x) = s.shp.get_mut(i) {
-                *x += 1;
-            }
-            if let Some(x) = s.shp_harvest.get_mut(i) {
-                *x += u32::from(r.harvesting);
-            }
+            bump(&mut s.shp, i, true);
+            bump(&mut s.shp_harvest, i, r.harvesting);
         }
         if let Some(t) = r.template {
-            if let Some(x) = s.tpl.get_mut(t) {
-                *x += 1;
-            }
-            if let Some(x) = s.tpl_harvest.get_mut(t) {
-                *x += u32::from(r.harvesting);
-            }
+            bump(&mut s.tpl, t, true);
+            bump(&mut s.tpl_harvest, t, r.harvesting);
         }
     }
 
@@ -251,6 +303,7 @@ impl Segments {
     /// Bytes one account's segments can hold (for [`crate::account::memory_bound`]).
     pub fn memory_bound() -> usize {
         use std::mem::size_of;
-        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES + 4 * (2 * MAX_TEMPLATES + 2 * MAX_SHAPES))
+        let histograms = 2 * (TOPICS + 24) + 4 * (2 * MAX_TEMPLATES + 2 * MAX_SHAPES);
+        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES + histograms)
     }
 }
