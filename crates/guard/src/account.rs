@@ -1218,7 +1218,9 @@ impl Account {
         self.templates
             .iter()
             .filter(|t| t.registered && !t.frozen && u64::from(t.guaranteed()) >= half.max(1))
-            .map(|t| crate::coord::link_key(crate::coord::LinkKind::Template, &t.simhash.to_le_bytes()))
+            .map(|t| {
+                crate::coord::link_key(crate::coord::LinkKind::Template, &t.simhash.to_le_bytes())
+            })
             .collect()
     }
 
@@ -1433,7 +1435,17 @@ mod tests {
             let acc = accounts
                 .entry(v["organization"].as_str().unwrap().to_owned())
                 .or_default();
-            acc.update(&f, i % 7 == 0, time, "k", None, None, 4000, None, &String::new);
+            acc.update(
+                &f,
+                i % 7 == 0,
+                time,
+                "k",
+                None,
+                None,
+                4000,
+                None,
+                &String::new,
+            );
             if i % 3 == 0 {
                 acc.refresh_templates(0.6);
             }

@@ -365,7 +365,10 @@ impl Gen {
         match self.r.below(4) {
             0 => format!("Our latest report on {t} found mixed results. {q}"),
             1 => format!("I read that {t} changed a lot in recent years, is that true?"),
-            2 => format!("The committee discussed {t} and {} at length.", self.topic()),
+            2 => format!(
+                "The committee discussed {t} and {} at length.",
+                self.topic()
+            ),
             _ => format!("{q} Customers keep asking about {t}."),
         }
     }
@@ -476,7 +479,11 @@ impl Gen {
     }
 
     fn product(&mut self, o: &str, f: u32, per_day: f64) {
-        let ips = Layout::Pool((0..4).map(|k| format!("10.{}.7.{}", 100 + f, 10 + k)).collect());
+        let ips = Layout::Pool(
+            (0..4)
+                .map(|k| format!("10.{}.7.{}", 100 + f, 10 + k))
+                .collect(),
+        );
         let ts = self.times(per_day, Timing::Poisson, self.start, self.end());
         for t in ts {
             let (system, user, extra, out): (Option<&str>, String, Vec<(&str, Value)>, u64) =
@@ -551,7 +558,10 @@ impl Gen {
             let lang = *self.r.pick(LANGUAGES);
             let text = self.sentence();
             let (system, user) = match f {
-                0 => (None, format!("Translate the following text into {lang}:\n{text}")),
+                0 => (
+                    None,
+                    format!("Translate the following text into {lang}:\n{text}"),
+                ),
                 1 => (
                     Some("You are a professional translator. Keep formatting."),
                     format!("Target language: {lang}\nSource: {text}"),
@@ -574,7 +584,11 @@ impl Gen {
     }
 
     fn labelling(&mut self, o: &str, f: u32, per_day: f64) {
-        let ips = Layout::Pool((0..2).map(|k| format!("10.{}.3.{}", 120 + f, 5 + k)).collect());
+        let ips = Layout::Pool(
+            (0..2)
+                .map(|k| format!("10.{}.3.{}", 120 + f, 5 + k))
+                .collect(),
+        );
         let timing = [
             Timing::Machine(0.5),
             Timing::Bursts {
@@ -641,8 +655,10 @@ impl Gen {
                 msgs.push(json!({"role": "assistant", "content": null, "tool_calls": [
                     {"id": format!("call_{step}"), "type": "function",
                      "function": {"name": "search_docs", "arguments": "{\"q\":\"x\"}"}}]}));
-                msgs.push(json!({"role": "tool", "tool_call_id": format!("call_{step}"),
-                    "content": format!("Result: {}", question(&mut self.r))}));
+                msgs.push(
+                    json!({"role": "tool", "tool_call_id": format!("call_{step}"),
+                    "content": format!("Result: {}", question(&mut self.r))}),
+                );
                 t += 2 + self.r.below(20) as i64;
             }
         }
@@ -721,13 +737,20 @@ impl Gen {
     /// A customer that legitimately sends many single-turn prompts (search rewriting, FAQ
     /// answers, autocomplete) over every topic.
     fn single_turn(&mut self, o: &str, f: u32, per_day: f64) {
-        let ips = Layout::Pool((0..3).map(|k| format!("10.{}.6.{}", 150 + f, 1 + k)).collect());
+        let ips = Layout::Pool(
+            (0..3)
+                .map(|k| format!("10.{}.6.{}", 150 + f, 1 + k))
+                .collect(),
+        );
         let ts = self.times(per_day, Timing::Diurnal(-1), self.start, self.end());
         for t in ts {
             let topic = self.topic();
             let user = match f {
                 0 => format!("Rewrite this search query to be more specific: {topic}"),
-                1 => format!("Answer this FAQ in two sentences: {}", question(&mut self.r)),
+                1 => format!(
+                    "Answer this FAQ in two sentences: {}",
+                    question(&mut self.r)
+                ),
                 2 => format!("Suggest five related searches for \"{topic}\"."),
                 _ => format!("Give a one-line definition of {topic}."),
             };
@@ -755,7 +778,12 @@ impl Gen {
                 self.r.pick(&["parse", "load", "merge"]),
                 self.r.pick(&["rows", "events", "users"])
             );
-            let b = body("acme-large", Some("You are a coding assistant."), &user, &[]);
+            let b = body(
+                "acme-large",
+                Some("You are a coding assistant."),
+                &user,
+                &[],
+            );
             let out = 100 + self.r.below(600);
             self.chat(t, o, "ide", ip.clone(), b, out);
         }
@@ -895,7 +923,10 @@ impl Gen {
                 system,
                 &user,
                 &[
-                    ("max_tokens", json!([2048, 4096, 1500, 3000][f as usize % 4])),
+                    (
+                        "max_tokens",
+                        json!([2048, 4096, 1500, 3000][f as usize % 4]),
+                    ),
                     ("temperature", json!(0.9)),
                 ],
             );
@@ -916,12 +947,17 @@ impl Gen {
                 (0, _) => format!(
                     "Using the rubric below, score the response on a scale of 1 to 10 and explain every step.\nRubric: correctness, clarity.\nQuestion: {q}\nResponse: {resp}"
                 ),
-                (1, 0) => format!("Which response is better, A or B? Explain.\nQ: {q}\nA: {resp}\nB: {}", question(&mut self.r)),
+                (1, 0) => format!(
+                    "Which response is better, A or B? Explain.\nQ: {q}\nA: {resp}\nB: {}",
+                    question(&mut self.r)
+                ),
                 (1, _) => format!("{q}\nShow your work."),
                 (2, _) => format!(
                     "You are a strict grader. Evaluation criteria: accuracy, depth. Question: {q} Candidate answer: {resp} Give a score and a critique."
                 ),
-                _ => format!("Critique this answer and then write a better one with full reasoning.\nTask: {q}\nAnswer: {resp}"),
+                _ => format!(
+                    "Critique this answer and then write a better one with full reasoning.\nTask: {q}\nAnswer: {resp}"
+                ),
             };
             let b = body("acme-large", None, &user, &[("max_tokens", json!(3000))]);
             let ip = layout.pick(&mut self.r);
@@ -991,8 +1027,12 @@ impl Gen {
             "Task: answer the following as completely as you can, including the intermediate steps.\n{q}",
             "Instruction: {q}\nOutput: a long-form answer with justification.",
         ][f as usize % 4];
-        let system = ["You are an expert tutor.", "", "You are a helpful assistant.", ""]
-            [f as usize % 4];
+        let system = [
+            "You are an expert tutor.",
+            "",
+            "You are a helpful assistant.",
+            "",
+        ][f as usize % 4];
         // Scheduler ticks every 45–120 minutes around the clock.
         let mut ticks = Vec::new();
         let mut t = self.start + self.r.below(3600) as i64;
@@ -1068,7 +1108,11 @@ pub fn generate(cfg: &FamilyConfig) -> FamilyCorpus {
         g.classroom(f, 12);
         for n in 0..2 {
             let rate = vary(&mut g, 2000.0);
-            g.single_turn(&org(FamKind::SingleTurn, f, n, true), (f + n as u32) % 4, rate);
+            g.single_turn(
+                &org(FamKind::SingleTurn, f, n, true),
+                (f + n as u32) % 4,
+                rate,
+            );
         }
         for n in 0..2 {
             let rate = vary(&mut g, 100.0);

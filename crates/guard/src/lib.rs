@@ -30,7 +30,8 @@ pub use account::{DayBucket, HourBucket, SamplePrompt, memory_bound};
 pub use coord::LinkKind;
 pub use detector::{
     Assessment, Detector, Evidence, Extent, ExtentTotals, FlagSummary, KeyEvidence, LinkedAccount,
-    Outcome, OwnerEvidence, SNAPSHOT_VERSION, SegmentEvidence, SnapshotMigration, SyncLink, TemplateEvidence,
+    Outcome, OwnerEvidence, SNAPSHOT_VERSION, SegmentEvidence, SnapshotMigration, SyncLink,
+    TemplateEvidence,
 };
 pub use replay::{OrgReport, ReplayReport, render_table, replay};
 pub use score::{Signal, Weights};

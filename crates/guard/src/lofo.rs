@@ -223,8 +223,7 @@ pub fn evaluate(
         // No candidate meets the constraints: take the strictest one.
         let (i, fpr, recall) = best.unwrap_or_else(|| {
             let last = runs.len() - 1;
-            let train: Vec<&AccountOutcome> =
-                runs[last].iter().filter(|a| a.family != k).collect();
+            let train: Vec<&AccountOutcome> = runs[last].iter().filter(|a| a.family != k).collect();
             let (f, r, _) = fpr_recall(&train);
             (last, f, r)
         });

@@ -121,7 +121,9 @@ pub fn coincidence(a: &Activity, b: &Activity) -> Option<(u32, f64)> {
         let next = b.bits[(i + 1) % WORDS];
         w | (w << 1) | (prev >> 63) | (w >> 1) | (next << 63)
     };
-    let both: u32 = (0..WORDS).map(|i| (a.bits[i] & dilate(i)).count_ones()).sum();
+    let both: u32 = (0..WORDS)
+        .map(|i| (a.bits[i] & dilate(i)).count_ones())
+        .sum();
     let expected = f64::from(na) * (3.0 * f64::from(nb)).min(span) / span;
     Some((both, f64::from(both) / expected.max(1e-9)))
 }
@@ -143,7 +145,11 @@ where
             *per_account.entry(o.as_str()).or_default() += 1;
         }
     }
-    let pooled = |o: &str| per_account.get(o).is_some_and(|&n| n >= MIN_SHARED_ADDRESSES);
+    let pooled = |o: &str| {
+        per_account
+            .get(o)
+            .is_some_and(|&n| n >= MIN_SHARED_ADDRESSES)
+    };
     let mut shared: HashMap<(String, String), usize> = HashMap::new();
     for orgs in ip_entries {
         if orgs.len() < 2 || orgs.len() > MAX_POOL_FANOUT {
@@ -201,9 +207,8 @@ mod tests {
         let p1 = vec!["h1".to_string(), "h2".into()];
         let p2 = vec!["h2".to_string(), "h3".into()];
         let p3 = vec!["h1".to_string(), "h3".into()];
-        let pairs = pool_pairs(
-            [nat.as_slice(), p1.as_slice(), p2.as_slice(), p3.as_slice()].into_iter(),
-        );
+        let pairs =
+            pool_pairs([nat.as_slice(), p1.as_slice(), p2.as_slice(), p3.as_slice()].into_iter());
         assert_eq!(pairs.len(), 3, "{pairs:?}");
         assert_eq!(pairs.get(&("h1".into(), "h2".into())), Some(&1));
         assert!(!pairs.keys().any(|(a, _)| a.starts_with('s')));
