@@ -355,7 +355,8 @@ impl Gen {
     /// An encyclopaedic topic from any domain.
     fn topic(&mut self) -> &'static str {
         let (_, c) = *self.r.pick(DOMAINS);
-        *self.r.pick(c)
+        let t: &&'static str = self.r.pick(c);
+        t
     }
 
     /// A sentence about a random topic (the text a pipeline translates or labels).

@@ -236,7 +236,7 @@ pub fn evaluate(
         let ref_profiles: Vec<&[f32]> = refs.iter().map(|a| a.profile.as_slice()).collect();
         let dist_threshold = quantile_threshold(
             (0..refs.len())
-                .map(|j| nearest(&ref_profiles[j], &ref_profiles, Some(j)))
+                .map(|j| nearest(ref_profiles[j], &ref_profiles, Some(j)))
                 .collect(),
             distribution_fpr,
         );
