@@ -93,6 +93,32 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Segments in use: a client address and an end user on every request.
+    let seg = Detector::new(DetectorSettings::default()).unwrap_or_else(|_| std::process::exit(1));
+    let ips: Vec<std::net::IpAddr> = (0..200u32)
+        .map(|k| std::net::IpAddr::from([10, 1, (k / 50) as u8, (k % 50) as u8]))
+        .collect();
+    c.bench_function("observe_1kb_chat_ip_and_user", |b| {
+        b.iter(|| {
+            i += 1;
+            let o = seg.observe(&Observation {
+                time: t0 + Duration::seconds(i as i64),
+                organization: &orgs[i % orgs.len()],
+                key: "k",
+                client_ip: Some(ips[(i / 7) % ips.len()]),
+                endpoint: Endpoint::Chat,
+                body: &bodies[i % bodies.len()],
+                model_owner: Some("acme-labs"),
+            });
+            black_box(o)
+        })
+    });
+    // Cross-account work (address pools, corroboration, union-find, cluster scores) over the
+    // 1,000 accounts above, which share 200 addresses: run every `cluster_interval`
+    // observations, not per request.
+    c.bench_function("recluster_1000_accounts_200_shared_ips", |b| {
+        b.iter(|| seg.recluster())
+    });
     c.bench_function("extract_features_1kb_chat", |b| {
         b.iter(|| {
             i += 1;

@@ -10,7 +10,30 @@ use time::OffsetDateTime;
 
 use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
 use crate::score::{SignalValues, entropy};
+use crate::segment::{SegRequest, Segment, Segments};
 use crate::sketch::{Hll, hamming};
+
+/// Wrapper shingles tracked per account (space-saving heavy hitters).
+pub const MAX_WRAPPERS: usize = 8;
+/// A wrapper shingle is registered for cross-account links once it carries this share of the
+/// account's requests (and at least 5 of them).
+pub const WRAPPER_SHARE: f64 = 0.2;
+
+/// A prompt wrapper (the first or last words shared by many of an account's prompts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WrapperStat {
+    pub hash: u64,
+    pub count: u32,
+    pub registered: bool,
+    /// The head (true) or tail shingle.
+    pub head: bool,
+}
+
+/// Dimensions of the distribution test's request profile ([`Account::profile`]).
+pub const PROFILE_DIMS: usize = 16;
+/// The profile is a running mean over the first requests, then an exponential moving average
+/// over about this many.
+pub const PROFILE_WINDOW: u64 = 256;
 
 /// HyperLogLog precision for distinct prompts (1 KiB of registers, ±3.25% standard error).
 pub const HLL_PRECISION: u8 = 10;
@@ -40,6 +63,21 @@ pub const TEMPLATE_RADIUS: u32 = 4;
 pub const HEAVY_TEMPLATE_MIN: u32 = 20;
 /// … and at least this share of the account's requests.
 pub const HEAVY_TEMPLATE_SHARE: f64 = 0.02;
+
+/// Of two explanations (explained requests, explained harvesting requests), the one that
+/// leaves the smaller share of unexplained traffic carrying harvesting requests. The pair is
+/// kept together: mixing the request count of one with the harvesting count of the other
+/// would describe no set of requests.
+fn better_explanation(a: (u64, u64), b: (u64, u64), requests: u64, harvest: u64) -> (u64, u64) {
+    let rate = |(ex, exh): (u64, u64)| {
+        harvest.saturating_sub(exh) as f64 / (requests.saturating_sub(ex) as f64 + 10.0)
+    };
+    if rate(b) < rate(a) { b } else { a }
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
 
 /// Summable counters (account or cluster aggregate).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -79,6 +117,11 @@ pub struct Counters {
     /// novelty is distinct prompts over the requests since.
     #[serde(default)]
     pub novelty_base: u64,
+    /// Requests in heavy templates whose slots range over unrelated topics and whose answers
+    /// are long-form (see [`Template::broad_long_form`]): combinatorial synthetic-data
+    /// generation. Recomputed from the shapes, like `explained` from the templates.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub broad: u64,
 }
 
 impl Counters {
@@ -107,7 +150,8 @@ impl Counters {
             active_hours,
             active_minutes,
             top5,
-            novelty_base
+            novelty_base,
+            broad
         );
         for i in 0..TOPICS {
             self.topics[i] += o.topics[i];
@@ -146,7 +190,10 @@ impl Counters {
         let n = self.requests.max(1) as f64;
         let share = |x: u64| x as f64 / n;
         let unexplained = self.requests.saturating_sub(self.explained);
-        let unexplained_h = self.harvest.saturating_sub(self.explained_harvest);
+        let unexplained_h = self
+            .harvest
+            .saturating_sub(self.explained_harvest)
+            .min(unexplained);
         let harvest_n: u32 = self.harvest_topics.iter().sum();
         let recent_n: u32 = self.recent_topics.iter().sum();
         let all_n: u32 = self.topics.iter().sum();
@@ -185,6 +232,7 @@ impl Counters {
         SignalValues {
             requests: self.requests,
             unexplained_harvest: unexplained_h as f64 / (unexplained as f64 + 10.0),
+            broad_template: self.broad as f64 / (self.requests as f64 + 10.0),
             unexplained_share: share(unexplained),
             harvest_share: share(self.harvest),
             harvest_breadth: if harvest_n >= 10 {
@@ -254,7 +302,20 @@ pub struct Template {
     /// requests it counted. Evicted like any other template.
     #[serde(default)]
     pub frozen: bool,
+    /// Output tokens and completions attributed to the requests counted here (short answers,
+    /// see [`Template::short_output`]).
+    #[serde(default)]
+    pub out_tokens: u64,
+    #[serde(default)]
+    pub completions: u32,
 }
+
+/// A template is broad when the normalized topic entropy of its requests is at least this.
+pub const BROAD_ENTROPY: f64 = 0.55;
+/// Long-form: mean output tokens per completion at least this …
+pub const LONG_FORM_TOKENS: u64 = 500;
+/// … and at least this many times the mean input tokens.
+pub const LONG_FORM_RATIO: u64 = 5;
 
 impl Template {
     fn guaranteed(&self) -> u32 {
@@ -265,9 +326,70 @@ impl Template {
         let g = self.guaranteed();
         g >= HEAVY_TEMPLATE_MIN
             && f64::from(g) >= HEAVY_TEMPLATE_SHARE * requests as f64
-            && entropy(&self.topics) <= narrow_entropy
+            && (entropy(&self.topics) <= narrow_entropy || self.short_output())
+    }
+    /// Answers average at most [`SHORT_OUTPUT_TOKENS`] over at least 10 completions: a
+    /// classification, extraction or labelling pipeline, whose output distributions
+    /// (logprobs, several samples) are confidence scores, not text to learn from.
+    pub fn short_output(&self) -> bool {
+        self.completions >= 10
+            && self.out_tokens / u64::from(self.completions) <= SHORT_OUTPUT_TOKENS
     }
 }
+
+/// A template with short answers explains its traffic whatever its topics (see
+/// [`Template::short_output`]).
+pub const SHORT_OUTPUT_TOKENS: u64 = 64;
+/// Prompt shapes tracked per account (space-saving heavy hitters).
+pub const MAX_SHAPES: usize = 6;
+
+/// A prompt shape (see [`crate::features::RequestFeatures::shape`]) with the topics and answer
+/// lengths of its requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Shape {
+    pub hash: u64,
+    pub count: u32,
+    /// Requests carrying harvesting signals.
+    #[serde(default)]
+    pub harvest: u32,
+    /// Topic histogram (saturating, halved at 255).
+    pub topics: Vec<u8>,
+    pub in_tokens: u64,
+    pub out_tokens: u64,
+    pub completions: u32,
+}
+
+impl Shape {
+    /// Heavy, with slots over unrelated topics and long-form answers: a fixed template filled
+    /// with encyclopaedic topics to generate training text. A product template's slots stay in
+    /// one domain (narrow); translation and labelling pipelines range over every topic but
+    /// answer about as long as, or shorter than, the input.
+    pub fn broad_long_form(&self, requests: u64) -> bool {
+        if self.count < HEAVY_TEMPLATE_MIN
+            || f64::from(self.count) < BROAD_MIN_SHARE * requests as f64
+            || self.completions < 10
+        {
+            return false;
+        }
+        let out = self.out_tokens / u64::from(self.completions);
+        let input = self.in_tokens / u64::from(self.count.max(1));
+        out >= LONG_FORM_TOKENS
+            && out >= LONG_FORM_RATIO * input.max(1)
+            && entropy(&self.topics) >= BROAD_ENTROPY
+    }
+
+    /// Heavy with short answers (see [`Template::short_output`]): a classification or
+    /// labelling pipeline, which explains its traffic like a narrow template.
+    pub fn short_output(&self, requests: u64) -> bool {
+        self.count >= HEAVY_TEMPLATE_MIN
+            && f64::from(self.count) >= BROAD_MIN_SHARE * requests as f64
+            && self.completions >= 10
+            && self.out_tokens / u64::from(self.completions) <= SHORT_OUTPUT_TOKENS
+    }
+}
+
+/// A shape counts as a broad template only with at least this share of the account's requests.
+pub const BROAD_MIN_SHARE: f64 = 0.05;
 
 /// Hourly timeline bucket.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -313,6 +435,14 @@ pub struct KeyStats {
     /// Whether the key's latest request carried harvesting signals (attributes completions).
     pub last_harvest: bool,
     pub last_owner: Option<u16>,
+    /// Template slot of the key's latest request (attributes output tokens to templates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_template: Option<u16>,
+    /// Shape slots (head, tail) of the key's latest request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shape: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shape_tail: Option<u16>,
 }
 
 /// A retained prompt (flagged accounts only).
@@ -360,6 +490,35 @@ pub struct Account {
     /// Accounts linked to this one by synchronized activity (clustered or not).
     #[serde(default)]
     pub sync_linked: usize,
+    /// Per key, address, network and end user (see [`crate::segment`]).
+    #[serde(default)]
+    pub segments: Segments,
+    /// Score of the account's traffic as a whole (`own_score` is the higher of this and the
+    /// worst segment's).
+    #[serde(default)]
+    pub whole_score: f64,
+    /// The segment whose score set `own_score`, when one scored higher than the whole account.
+    #[serde(default)]
+    pub worst_segment: Option<String>,
+    /// Score of the worst segment at its last evaluation (0 when none qualifies).
+    #[serde(default)]
+    pub segment_score: f64,
+    /// Windowed mean of the hashed request features (the distribution test's profile).
+    #[serde(default)]
+    pub profile: Vec<f32>,
+    #[serde(default)]
+    pub last_topic: Option<u8>,
+    #[serde(default)]
+    pub last_template_slot: Option<u16>,
+    /// Prompt shapes (see [`Shape`]).
+    #[serde(default)]
+    pub shapes: Vec<Shape>,
+    /// Prompt-wrapper shingles (see [`crate::features::RequestFeatures::wrapper_head`]).
+    #[serde(default)]
+    pub wrappers: Vec<WrapperStat>,
+    /// Activity in 10-minute slots (see [`crate::pool::Activity`]).
+    #[serde(default)]
+    pub activity: crate::pool::Activity,
 }
 
 impl Default for Account {
@@ -391,6 +550,16 @@ impl Default for Account {
             cluster_flagged: false,
             linked: 0,
             sync_linked: 0,
+            segments: Segments::default(),
+            whole_score: 0.0,
+            worst_segment: None,
+            segment_score: 0.0,
+            profile: Vec::new(),
+            last_topic: None,
+            last_template_slot: None,
+            shapes: Vec::new(),
+            wrappers: Vec::new(),
+            activity: crate::pool::Activity::default(),
         }
     }
 }
@@ -408,6 +577,9 @@ pub struct Update {
     /// Whether the account is active in at most [`crate::sync::MAX_DUTY_CYCLE`] of the minutes
     /// since it was first seen.
     pub bursty: bool,
+    /// A wrapper shingle that just became heavy enough to register for cross-account links
+    /// (hash, head or tail).
+    pub register_wrapper: Option<(u64, bool)>,
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -433,8 +605,10 @@ impl Account {
         ip: Option<IpAddr>,
         owner: Option<&str>,
         max_tokens_high: u64,
+        end_user: Option<&[u8]>,
         skeleton: &dyn Fn() -> String,
     ) -> Update {
+        let prev_time = self.last_time;
         let c = &mut self.counters;
         let harvesting = f.elicits() || f.harvest_params();
         c.requests += 1;
@@ -528,6 +702,8 @@ impl Account {
                     skeleton: String::new(),
                     registered: false,
                     frozen: false,
+                    out_tokens: 0,
+                    completions: 0,
                 });
                 Some(self.templates.len() - 1)
             }
@@ -549,8 +725,11 @@ impl Account {
                         skeleton: String::new(),
                         registered: false,
                         frozen: false,
+                        out_tokens: 0,
+                        completions: 0,
                     };
                 }
+                self.segments.reset_template(i);
                 Some(i)
             }
         };
@@ -647,6 +826,39 @@ impl Account {
             }
             k.last_harvest = harvesting;
             k.last_owner = owner_idx.map(|i| i as u16);
+            k.last_template = idx.map(|i| i as u16);
+        }
+        let shape = self.bump_shape(f, f.shape, harvesting);
+        let shape_tail = self.bump_shape(f, f.shape_tail, harvesting);
+        if let Some(k) = self.keys.get_mut(ki) {
+            k.last_shape = shape.map(|i| i as u16);
+            k.last_shape_tail = shape_tail.map(|i| i as u16);
+        }
+        self.segments.observe(
+            key,
+            ip,
+            end_user,
+            &SegRequest {
+                f,
+                bench_hit,
+                harvesting,
+                max_tokens_high,
+                hour,
+                hour_of_day: time.hour() as usize,
+                template: idx,
+                shapes: [shape, shape_tail],
+            },
+        );
+        self.update_profile(f, bench_hit, ts, prev_time, idx);
+        self.activity.touch(ts);
+        let mut register_wrapper = None;
+        for (h, head) in [(f.wrapper_head, true), (f.wrapper_tail, false)] {
+            if h == 0 {
+                continue;
+            }
+            if let Some(w) = self.bump_wrapper(h, head) {
+                register_wrapper = Some(w);
+            }
         }
 
         let mut new_ip = false;
@@ -665,7 +877,103 @@ impl Account {
             new_ip,
             burst_start,
             bursty,
+            register_wrapper,
         }
+    }
+
+    /// Count the request's prompt shape (space-saving over [`MAX_SHAPES`]; a replaced shape
+    /// starts from zero and its segment counts are reset). Returns its slot.
+    fn bump_shape(&mut self, f: &RequestFeatures, hash: u64, harvesting: bool) -> Option<usize> {
+        if hash == 0 {
+            return None;
+        }
+        let i = match self.shapes.iter().position(|s| s.hash == hash) {
+            Some(i) => i,
+            None if self.shapes.len() < MAX_SHAPES => {
+                self.shapes.push(Shape {
+                    hash,
+                    count: 0,
+                    harvest: 0,
+                    topics: vec![0; TOPICS],
+                    in_tokens: 0,
+                    out_tokens: 0,
+                    completions: 0,
+                });
+                self.shapes.len() - 1
+            }
+            None => {
+                let (i, _) = self
+                    .shapes
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.count)?;
+                self.shapes[i] = Shape {
+                    hash,
+                    count: 0,
+                    harvest: 0,
+                    topics: vec![0; TOPICS],
+                    in_tokens: 0,
+                    out_tokens: 0,
+                    completions: 0,
+                };
+                self.segments.reset_shape(i);
+                i
+            }
+        };
+        let s = self.shapes.get_mut(i)?;
+        s.count += 1;
+        s.harvest += u32::from(harvesting);
+        s.in_tokens += f.input_tokens;
+        if f.topic != NO_TOPIC {
+            let k = usize::from(f.topic) % TOPICS;
+            if s.topics.get(k) == Some(&u8::MAX) {
+                s.topics.iter_mut().for_each(|v| *v /= 2);
+            }
+            if let Some(x) = s.topics.get_mut(k) {
+                *x = x.saturating_add(1);
+            }
+        }
+        Some(i)
+    }
+
+    /// Count a wrapper shingle (space-saving over [`MAX_WRAPPERS`]); returns it when it just
+    /// became heavy enough to register.
+    fn bump_wrapper(&mut self, hash: u64, head: bool) -> Option<(u64, bool)> {
+        let requests = self.counters.requests;
+        let i = match self.wrappers.iter().position(|w| w.hash == hash) {
+            Some(i) => i,
+            None if self.wrappers.len() < MAX_WRAPPERS => {
+                self.wrappers.push(WrapperStat {
+                    hash,
+                    count: 0,
+                    registered: false,
+                    head,
+                });
+                self.wrappers.len() - 1
+            }
+            None => {
+                let (i, min) = self
+                    .wrappers
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, w)| w.count)
+                    .map(|(i, w)| (i, w.count))?;
+                self.wrappers[i] = WrapperStat {
+                    hash,
+                    count: min / 2,
+                    registered: false,
+                    head,
+                };
+                i
+            }
+        };
+        let w = self.wrappers.get_mut(i)?;
+        w.count += 1;
+        if !w.registered && w.count >= 5 && f64::from(w.count) >= WRAPPER_SHARE * requests as f64 {
+            w.registered = true;
+            return Some((w.hash, w.head));
+        }
+        None
     }
 
     fn owner_index(&mut self, owner: &str) -> usize {
@@ -721,16 +1029,31 @@ impl Account {
         c.cancelled += u64::from(cancelled);
         c.output_tokens += output_tokens;
         let ki = self.key_index(key);
-        let (harvest, owner) = match self.keys.get_mut(ki) {
+        let (harvest, owner, template, shapes) = match self.keys.get_mut(ki) {
             Some(k) => {
                 k.tokens += output_tokens;
                 if k.last_harvest {
                     k.harvesting_tokens += output_tokens;
                 }
-                (k.last_harvest, k.last_owner)
+                (
+                    k.last_harvest,
+                    k.last_owner,
+                    k.last_template,
+                    [k.last_shape, k.last_shape_tail],
+                )
             }
-            None => (false, None),
+            None => (false, None, None, [None, None]),
         };
+        for i in shapes.into_iter().flatten() {
+            if let Some(s) = self.shapes.get_mut(usize::from(i)) {
+                s.out_tokens += output_tokens;
+                s.completions += 1;
+            }
+        }
+        if let Some(t) = template.and_then(|i| self.templates.get_mut(usize::from(i))) {
+            t.out_tokens += output_tokens;
+            t.completions += 1;
+        }
         if harvest {
             self.counters.harvest_tokens += output_tokens;
         }
@@ -768,8 +1091,29 @@ impl Account {
                 exh += u64::from(t.harvest.min(t.guaranteed()));
             }
         }
+        // Short-answer shapes explain their traffic too (labelling pipelines whose slots break
+        // the template SimHash); one of the two explanations counts, never their sum.
+        let (mut sx, mut sxh) = (0u64, 0u64);
+        for s in self.shapes.iter().filter(|s| s.short_output(requests)) {
+            sx += u64::from(s.count);
+            sxh += u64::from(s.harvest.min(s.count));
+        }
+        (ex, exh) = better_explanation(
+            (ex, exh),
+            (sx.min(requests), sxh.min(self.counters.harvest)),
+            requests,
+            self.counters.harvest,
+        );
+        let broad: u64 = self
+            .shapes
+            .iter()
+            .filter(|s| s.broad_long_form(requests))
+            .map(|s| u64::from(s.count))
+            .sum::<u64>()
+            .min(requests);
         self.counters.explained = ex;
         self.counters.explained_harvest = exh;
+        self.counters.broad = broad;
         let mut top = [0u32; 5];
         for t in &self.templates {
             let g = t.guaranteed();
@@ -816,12 +1160,155 @@ impl Account {
         v
     }
 
-    /// The account's own score (same as `values().score(weights)`, without the descriptive
-    /// values).
+    /// The score of the account's traffic as a whole (same as `values().score(weights)`,
+    /// without the descriptive values).
     pub fn own_score(&self, weights: &crate::score::Weights) -> f64 {
         self.counters
             .scored_values(self.distinct.estimate())
             .score(weights)
+    }
+
+    /// Template-derived counters of one segment, from the account's templates (the same rules
+    /// as [`Account::refresh_templates`]).
+    fn segment_counters(&self, seg: &Segment, narrow_entropy: f64) -> crate::account::Counters {
+        let mut c = seg.counters.to_counters();
+        let requests = self.counters.requests;
+        let (mut ex, mut exh) = (0u64, 0u64);
+        for (i, t) in self.templates.iter().enumerate() {
+            let n = u64::from(seg.tpl.get(i).copied().unwrap_or(0));
+            if n == 0 {
+                continue;
+            }
+            if t.explains(requests, narrow_entropy) {
+                ex += n;
+                exh += u64::from(seg.tpl_harvest.get(i).copied().unwrap_or(0)).min(n);
+            }
+        }
+        let (mut sx, mut sxh) = (0u64, 0u64);
+        for (i, sh) in self.shapes.iter().enumerate() {
+            if sh.short_output(requests) {
+                sx += u64::from(seg.shp.get(i).copied().unwrap_or(0));
+                sxh += u64::from(seg.shp_harvest.get(i).copied().unwrap_or(0));
+            }
+        }
+        (ex, exh) = better_explanation(
+            (ex, exh),
+            (sx.min(c.requests), sxh.min(c.harvest)),
+            c.requests,
+            c.harvest,
+        );
+        let broad: u64 = self
+            .shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.broad_long_form(requests))
+            .map(|(i, _)| u64::from(seg.shp.get(i).copied().unwrap_or(0)))
+            .sum();
+        c.explained = ex.min(c.requests);
+        c.explained_harvest = exh.min(c.harvest);
+        c.broad = broad.min(c.requests);
+        c
+    }
+
+    /// Link keys of the templates that carry at least half of this account's requests (a
+    /// shared template clusters two accounts only when it dominates both, see
+    /// [`crate::coord::LinkKind::Template`]).
+    pub fn dominant_template_keys(&self) -> Vec<u64> {
+        let half = self.counters.requests / 2;
+        self.templates
+            .iter()
+            .filter(|t| t.registered && !t.frozen && u64::from(t.guaranteed()) >= half.max(1))
+            .map(|t| {
+                crate::coord::link_key(crate::coord::LinkKind::Template, &t.simhash.to_le_bytes())
+            })
+            .collect()
+    }
+
+    /// Score the segments with at least `min_requests` requests that are not the whole
+    /// account, and return the worst (highest) with its label. A segment has no distinct-prompt
+    /// sketch: its novelty counts as zero, which can only lower its score.
+    pub fn score_segments(
+        &mut self,
+        weights: &crate::score::Weights,
+        min_requests: u64,
+        narrow_entropy: f64,
+    ) -> Option<(f64, String)> {
+        let total = self.counters.requests;
+        let mut worst: Option<(f64, String)> = None;
+        let scores: Vec<Option<f64>> = self
+            .segments
+            .list
+            .iter()
+            .map(|s| {
+                let n = u64::from(s.counters.requests);
+                (n >= min_requests.max(1) && n < total).then(|| {
+                    self.segment_counters(s, narrow_entropy)
+                        .scored_values(0.0)
+                        .score(weights)
+                })
+            })
+            .collect();
+        for (s, score) in self.segments.list.iter_mut().zip(scores) {
+            let Some(score) = score else {
+                continue;
+            };
+            s.score = score;
+            if worst.as_ref().is_none_or(|(w, _)| score > *w) {
+                worst = Some((score, s.label()));
+            }
+        }
+        worst
+    }
+
+    /// Signal values of one segment (for the evidence).
+    pub fn segment_values(&self, seg: &Segment, narrow_entropy: f64) -> SignalValues {
+        self.segment_counters(seg, narrow_entropy).values(0.0)
+    }
+
+    /// Fold one request into the distribution test's profile: a windowed mean of hashed
+    /// request features (what is asked for, how long, how often the topic and template change,
+    /// how fast requests follow each other).
+    fn update_profile(
+        &mut self,
+        f: &RequestFeatures,
+        bench_hit: bool,
+        ts: i64,
+        prev: Option<i64>,
+        tpl: Option<usize>,
+    ) {
+        if self.profile.len() != PROFILE_DIMS {
+            self.profile = vec![0.0; PROFILE_DIMS];
+        }
+        let gap = prev.map_or(i64::MAX, |p| ts.saturating_sub(p).abs());
+        let topic_changed = f.topic != NO_TOPIC && self.last_topic.is_some_and(|t| t != f.topic);
+        let template_same = tpl.is_some() && tpl.map(|i| i as u16) == self.last_template_slot;
+        let x: [bool; PROFILE_DIMS] = [
+            f.reasoning || f.rubric,
+            f.harvest_params(),
+            !f.multi_turn(),
+            f.max_tokens.is_some_and(|m| m >= 1500),
+            f.max_tokens.is_none(),
+            f.temperature.is_some_and(|t| t >= 7),
+            f.temperature.is_none(),
+            f.words < 20,
+            f.words >= 100,
+            f.assistant_turns >= 2,
+            topic_changed,
+            bench_hit,
+            template_same,
+            gap < 10,
+            gap >= 3600,
+            f.reveal,
+        ];
+        let n = self.counters.requests.max(1);
+        let a = 1.0 / n.min(PROFILE_WINDOW) as f32;
+        for (p, &v) in self.profile.iter_mut().zip(x.iter()) {
+            *p += a * (f32::from(u8::from(v)) - *p);
+        }
+        if f.topic != NO_TOPIC {
+            self.last_topic = Some(f.topic);
+        }
+        self.last_template_slot = tpl.map(|i| i as u16);
     }
 
     /// Keep a prompt in the evidence sample (flagged accounts only), pruning by event time.
@@ -898,7 +1385,24 @@ pub fn memory_bound(sample_size: usize) -> usize {
     let links = MAX_LINK_KEYS * size_of::<u64>();
     let sample = sample_size * (size_of::<SamplePrompt>() + MAX_SAMPLE_BYTES + 2 * MAX_NAME_BYTES);
     let sync = crate::sync::memory_per_account(MAX_NAME_BYTES);
-    size_of::<Account>() + hll + templates + timeline + owners + keys + ips + links + sample + sync
+    let segments = Segments::memory_bound();
+    let profile = PROFILE_DIMS * size_of::<f32>();
+    let wrappers = MAX_WRAPPERS * size_of::<WrapperStat>()
+        + crate::pool::Activity::memory_bound()
+        + MAX_SHAPES * (size_of::<Shape>() + TOPICS);
+    size_of::<Account>()
+        + hll
+        + templates
+        + timeline
+        + owners
+        + keys
+        + ips
+        + links
+        + sample
+        + sync
+        + segments
+        + profile
+        + wrappers
 }
 
 #[cfg(test)]
@@ -931,7 +1435,17 @@ mod tests {
             let acc = accounts
                 .entry(v["organization"].as_str().unwrap().to_owned())
                 .or_default();
-            acc.update(&f, i % 7 == 0, time, "k", None, None, 4000, &String::new);
+            acc.update(
+                &f,
+                i % 7 == 0,
+                time,
+                "k",
+                None,
+                None,
+                4000,
+                None,
+                &String::new,
+            );
             if i % 3 == 0 {
                 acc.refresh_templates(0.6);
             }
@@ -956,6 +1470,8 @@ mod tests {
                 skeleton: String::new(),
                 registered: false,
                 frozen: false,
+                out_tokens: 0,
+                completions: 0,
             });
         }
         acc.refresh_templates(0.6);

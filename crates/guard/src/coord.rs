@@ -4,7 +4,7 @@
 //! IP, a template becomes heavy or a synchronized pair crosses its thresholds (see
 //! [`crate::sync`]), so the index is touched rarely.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,10 @@ const SHARDS: usize = 16;
 #[serde(rename_all = "snake_case")]
 pub enum LinkKind {
     /// The same prompt template (skeleton SimHash) carries a large share of both accounts' traffic.
+    /// Clusters on its own only between accounts in which it carries at least half of the
+    /// requests (a campaign's wrapper); otherwise it is the content evidence of a shared address
+    /// pool (see [`crate::pool`]): popular templates — a public benchmark's word problems, a
+    /// common question form — are shared by strangers as a part of their traffic.
     Template,
     /// The same client IP address: reported, not enough to cluster on its own.
     Ip,
@@ -30,6 +34,13 @@ pub enum LinkKind {
     /// otherwise quiet (see [`crate::sync`]). One entry per linked pair. Clusters only together
     /// with a shared address of the same two accounts.
     Sync,
+    /// The same prompt wrapper (first or last eight words) in a fifth or more of both
+    /// accounts' prompts: reported, not enough to cluster on its own (see [`crate::pool`]).
+    Wrapper,
+    /// Two accounts sharing an address pool (several client IPs) corroborated by a shared
+    /// wrapper or activity in the same 10-minute slots (see [`crate::pool`]). One entry per
+    /// pair; clusters.
+    Pool,
 }
 
 impl LinkKind {
@@ -40,7 +51,7 @@ impl LinkKind {
     /// A synchronized-activity link does not merge on its own either (see [`clusters`]): it
     /// merges two accounts only when they also share a client IP or network.
     pub fn clusters(self) -> bool {
-        matches!(self, LinkKind::Template | LinkKind::Metadata)
+        matches!(self, LinkKind::Metadata | LinkKind::Pool)
     }
 
     /// Whether this kind of link is a shared address (IP or network).
@@ -189,7 +200,7 @@ impl UnionFind {
 /// IP or /24) is what a scheduler-driven campaign on shared infrastructure shows, and is far
 /// rarer between strangers. Uncorroborated synchronized links are reported in the evidence.
 pub fn clusters(entries: &[(u64, LinkEntry)]) -> Vec<Vec<String>> {
-    clusters_of(entries.iter().map(|(k, e)| (*k, e))).groups
+    clusters_of(entries.iter().map(|(k, e)| (*k, e)), &HashSet::new()).groups
 }
 
 fn usable(e: &LinkEntry) -> bool {
@@ -203,7 +214,9 @@ pub struct Clustering {
     pub corroborated: Vec<(String, String)>,
 }
 
-fn clusters_of<'a, I>(entries: I) -> Clustering
+/// `dominant`: (organization, template link key) of templates that carry at least half of the
+/// organization's requests; a template link merges only such organizations.
+fn clusters_of<'a, I>(entries: I, dominant: &HashSet<(String, u64)>) -> Clustering
 where
     I: Iterator<Item = (u64, &'a LinkEntry)> + Clone,
 {
@@ -222,11 +235,20 @@ where
         _ => false,
     };
     let mut corroborated = Vec::new();
-    for (_, e) in entries {
+    for (k, e) in entries {
         if !usable(e) {
             continue;
         }
-        if e.kind.clusters() {
+        if e.kind == LinkKind::Template {
+            let members: Vec<&String> = e
+                .orgs
+                .iter()
+                .filter(|o| dominant.contains(&((*o).clone(), k)))
+                .collect();
+            for o in members.iter().skip(1) {
+                uf.union(members[0], o);
+            }
+        } else if e.kind.clusters() {
             for o in &e.orgs[1..] {
                 uf.union(&e.orgs[0], o);
             }
@@ -248,9 +270,12 @@ where
 impl CoordIndex {
     /// Clusters computed in place (all shards locked in order for the duration; only names of
     /// clustered accounts are copied).
-    pub fn cluster(&self) -> Clustering {
+    pub fn cluster(&self, dominant: &HashSet<(String, u64)>) -> Clustering {
         let guards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
-        clusters_of(guards.iter().flat_map(|g| g.iter().map(|(k, e)| (*k, e))))
+        clusters_of(
+            guards.iter().flat_map(|g| g.iter().map(|(k, e)| (*k, e))),
+            dominant,
+        )
     }
 }
 

@@ -145,7 +145,7 @@ pub struct Corpus {
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
 
-const DOMAINS: &[(&str, &[&str])] = &[
+pub(crate) const DOMAINS: &[(&str, &[&str])] = &[
     (
         "physics",
         &[
@@ -368,7 +368,7 @@ const QUESTION_TEMPLATES: &[&str] = &[
     "Write a short explanation of {c} for a {audience}.",
     "What problems does {c} solve, and what are its limits?",
 ];
-const ASPECTS: &[&str] = &[
+pub(crate) const ASPECTS: &[&str] = &[
     "cost",
     "complexity",
     "history",
@@ -378,7 +378,7 @@ const ASPECTS: &[&str] = &[
     "scale",
     "reliability",
 ];
-const AUDIENCES: &[&str] = &[
+pub(crate) const AUDIENCES: &[&str] = &[
     "high school student",
     "busy executive",
     "curious child",
@@ -386,7 +386,7 @@ const AUDIENCES: &[&str] = &[
     "retired engineer",
     "new employee",
 ];
-const GENRES: &[&str] = &[
+pub(crate) const GENRES: &[&str] = &[
     "short story",
     "haiku",
     "product description",
@@ -412,7 +412,7 @@ const ELICIT: &[&str] = &[
     "Justify your answer with detailed reasoning.",
 ];
 
-const CHAT_OPENERS: &[&str] = &[
+pub(crate) const CHAT_OPENERS: &[&str] = &[
     "hey, ",
     "hi! ",
     "quick question: ",
@@ -422,7 +422,7 @@ const CHAT_OPENERS: &[&str] = &[
     "hello, ",
     "I was wondering, ",
 ];
-const CHAT_FOLLOWUPS: &[&str] = &[
+pub(crate) const CHAT_FOLLOWUPS: &[&str] = &[
     "thanks! can you make it shorter?",
     "what about {c2}?",
     "can you give me an example?",
@@ -432,7 +432,7 @@ const CHAT_FOLLOWUPS: &[&str] = &[
     "could you explain that step by step?",
     "nice. any good books on this?",
 ];
-const BRANDS: &[&str] = &[
+pub(crate) const BRANDS: &[&str] = &[
     "Acme",
     "Northwind",
     "Globex",
@@ -444,7 +444,7 @@ const BRANDS: &[&str] = &[
     "Vandelay",
     "Soylent",
 ];
-const PRODUCTS: &[&str] = &[
+pub(crate) const PRODUCTS: &[&str] = &[
     "running shoes",
     "leather handbag",
     "wireless earbuds",
@@ -458,7 +458,7 @@ const PRODUCTS: &[&str] = &[
     "sunglasses",
     "water bottle",
 ];
-const COLORS: &[&str] = &[
+pub(crate) const COLORS: &[&str] = &[
     "black",
     "navy blue",
     "forest green",
@@ -468,7 +468,7 @@ const COLORS: &[&str] = &[
     "white",
     "burgundy",
 ];
-const LANGUAGES: &[&str] = &[
+pub(crate) const LANGUAGES: &[&str] = &[
     "French",
     "German",
     "Spanish",
@@ -476,7 +476,7 @@ const LANGUAGES: &[&str] = &[
     "Portuguese",
     "Italian",
 ];
-const COMMENT_BITS: &[&str] = &[
+pub(crate) const COMMENT_BITS: &[&str] = &[
     "this product broke after two days",
     "you are all idiots",
     "great service, fast delivery",
@@ -490,7 +490,7 @@ const COMMENT_BITS: &[&str] = &[
     "my order never arrived",
     "thanks for the quick refund",
 ];
-const TICKET_BITS: &[&str] = &[
+pub(crate) const TICKET_BITS: &[&str] = &[
     "my package arrived damaged",
     "I was charged twice",
     "the app crashes on login",
@@ -516,7 +516,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("northwind-70b", "northwind-ai"),
 ];
 
-fn fill(r: &mut SplitMix, t: &str) -> String {
+pub(crate) fn fill(r: &mut SplitMix, t: &str) -> String {
     let (d, concepts) = *r.pick(DOMAINS);
     let c = *r.pick(concepts);
     let mut c2 = *r.pick(concepts);
@@ -533,12 +533,12 @@ fn fill(r: &mut SplitMix, t: &str) -> String {
         .replace("{n}", &(2 + r.below(9)).to_string())
 }
 
-fn question(r: &mut SplitMix) -> String {
+pub(crate) fn question(r: &mut SplitMix) -> String {
     let t = *r.pick(QUESTION_TEMPLATES);
     fill(r, t)
 }
 
-fn math_problem(r: &mut SplitMix) -> String {
+pub(crate) fn math_problem(r: &mut SplitMix) -> String {
     let a = 2 + r.below(90);
     let b = 2 + r.below(40);
     let c = 1 + r.below(12);

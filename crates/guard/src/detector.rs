@@ -46,7 +46,13 @@ pub struct Assessment {
     pub requests: u64,
     pub cluster: Option<String>,
     pub cluster_score: Option<f64>,
+    /// The segment (key, client IP, network or end user) whose score set `own_score`, when a
+    /// segment scored higher than the account's traffic as a whole.
+    pub segment: Option<String>,
     pub signals: Vec<Signal>,
+    /// The distribution test's request profile (windowed mean of hashed request features).
+    #[serde(skip)]
+    pub profile: Vec<f32>,
 }
 
 /// A flagged organization.
@@ -87,6 +93,20 @@ pub struct KeyEvidence {
     pub benchmark_share: f64,
     pub tokens: u64,
     pub harvesting_tokens: u64,
+}
+
+/// One segment of an account (key, client IP, network or end user) in the evidence.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SegmentEvidence {
+    /// E.g. `key batch-export`, `client IP 10.0.0.7`, `network 10.0.0.0/24`, `end user u17`.
+    pub segment: String,
+    pub requests: u64,
+    /// Share of the account's requests.
+    pub share: f64,
+    /// Score at the last evaluation (0 below `min_requests` or when it is the whole account).
+    pub score: f64,
+    /// The three strongest signals of the segment.
+    pub signals: Vec<Signal>,
 }
 
 /// A linked account and why.
@@ -158,6 +178,8 @@ pub struct Evidence {
     pub timeline: Vec<HourBucket>,
     pub top_templates: Vec<TemplateEvidence>,
     pub keys: Vec<KeyEvidence>,
+    /// Segments, worst score first (the account is judged on its worst segment).
+    pub segments: Vec<SegmentEvidence>,
     pub linked_accounts: Vec<LinkedAccount>,
     pub extent: Extent,
     /// Retained prompts: flagged accounts only, within the retention period.
@@ -425,6 +447,7 @@ impl Detector {
                 obs.client_ip,
                 obs.model_owner,
                 s.max_tokens_high,
+                texts.as_ref().and_then(|t| t.end_user.as_deref()),
                 &skeleton,
             );
             if s.sync_links {
@@ -433,8 +456,11 @@ impl Detector {
             let n = acc.counters.requests;
             if n <= 64 || n % 8 == 0 {
                 acc.refresh_templates(s.template_narrow_entropy);
+                self.judge_segments(acc);
             }
-            let own = acc.own_score(&s.weights);
+            let whole = acc.own_score(&s.weights);
+            acc.whole_score = whole;
+            let own = whole.max(acc.segment_score);
             acc.own_score = own;
             acc.score = if acc.cluster.is_some() {
                 own.max(acc.cluster_score)
@@ -476,6 +502,19 @@ impl Detector {
                     LinkKind::Template,
                     &sim.to_le_bytes(),
                     &|| label_text.clone(),
+                );
+            }
+            if let Some((h, head)) = up.register_wrapper {
+                let label = texts
+                    .as_ref()
+                    .map(|t| wrapper_label(&t.user_text(), head))
+                    .unwrap_or_default();
+                self.link(
+                    acc,
+                    obs.organization,
+                    LinkKind::Wrapper,
+                    &h.to_le_bytes(),
+                    &|| label.clone(),
                 );
             }
             if up.new_ip
@@ -551,9 +590,113 @@ impl Detector {
         }
     }
 
+    /// (organization, template link key) of every template that carries at least half of its
+    /// account's requests.
+    fn dominant_templates(&self) -> std::collections::HashSet<(String, u64)> {
+        let mut out = std::collections::HashSet::new();
+        for shard in &self.shards {
+            for (org, acc) in lock(shard).iter() {
+                for k in acc.dominant_template_keys() {
+                    out.insert((org.clone(), k));
+                }
+            }
+        }
+        out
+    }
+
+    /// Find pairs of accounts sharing an address pool, and link those whose pool is
+    /// corroborated by a shared prompt wrapper or by activity in the same 10-minute slots (see
+    /// [`crate::pool`]). Runs with re-clustering, off the per-request work.
+    fn link_pools(&self) {
+        let entries = self.coord.entries();
+        let ips = entries
+            .iter()
+            .filter(|(_, e)| e.kind == LinkKind::Ip && !e.overflow)
+            .map(|(_, e)| e.orgs.as_slice());
+        let pairs = crate::pool::pool_pairs(ips);
+        if pairs.is_empty() {
+            return;
+        }
+        let mut wrappers: HashMap<&str, Vec<u64>> = HashMap::new();
+        let mut linked: std::collections::HashSet<(&str, &str)> = Default::default();
+        for (k, e) in &entries {
+            if e.overflow {
+                continue;
+            }
+            if matches!(e.kind, LinkKind::Wrapper | LinkKind::Template) {
+                for o in &e.orgs {
+                    wrappers.entry(o.as_str()).or_default().push(*k);
+                }
+            }
+            if e.kind == LinkKind::Pool && e.orgs.len() == 2 {
+                linked.insert((e.orgs[0].as_str(), e.orgs[1].as_str()));
+            }
+        }
+        let mut sorted: Vec<_> = pairs.into_iter().collect();
+        sorted.sort();
+        for ((a, b), shared) in sorted {
+            if linked.contains(&(a.as_str(), b.as_str())) {
+                continue;
+            }
+            let wrapper = match (wrappers.get(a.as_str()), wrappers.get(b.as_str())) {
+                (Some(x), Some(y)) => x.iter().any(|k| y.contains(k)),
+                _ => false,
+            };
+            let activity = |o: &str| lock(self.shard(o)).get(o).map(|acc| acc.activity.clone());
+            let timing = match (activity(&a), activity(&b)) {
+                (Some(x), Some(y)) => crate::pool::coincidence(&x, &y).filter(|(both, lift)| {
+                    *both >= crate::pool::MIN_COINCIDENT_SLOTS && *lift >= crate::pool::MIN_LIFT
+                }),
+                _ => None,
+            };
+            if !wrapper && timing.is_none() {
+                continue;
+            }
+            let mut why = vec![format!(
+                "shared address pool ({shared} client IP{} in common, several addresses each)",
+                if shared == 1 { "" } else { "s" }
+            )];
+            if wrapper {
+                why.push("the same prompt template or wrapper".to_owned());
+            }
+            if let Some((both, lift)) = timing {
+                why.push(format!(
+                    "active in the same 10-minute slots {both} times ({lift:.1}× chance)"
+                ));
+            }
+            let label = why.join(" and ");
+            let key = link_key(LinkKind::Pool, format!("{a}\n{b}").as_bytes());
+            for org in [&a, &b] {
+                self.coord
+                    .register(key, LinkKind::Pool, &|| label.clone(), org);
+                if let Some(acc) = lock(self.shard(org)).get_mut(org.as_str())
+                    && acc.link_keys.len() < MAX_LINK_KEYS
+                    && !acc.link_keys.contains(&key)
+                {
+                    acc.link_keys.push(key);
+                }
+            }
+        }
+    }
+
+    /// Score the account's segments and keep the worst one (see [`crate::segment`]).
+    fn judge_segments(&self, acc: &mut Account) {
+        let s = &self.settings;
+        match acc.score_segments(&s.weights, s.min_requests, s.template_narrow_entropy) {
+            Some((score, label)) => {
+                acc.segment_score = score;
+                acc.worst_segment = Some(label);
+            }
+            None => {
+                acc.segment_score = 0.0;
+                acc.worst_segment = None;
+            }
+        }
+    }
+
     /// Pairs of accounts linked by synchronized activity, sorted.
     pub fn sync_links(&self) -> Vec<SyncLink> {
-        let corroborated = self.coord.cluster().corroborated;
+        let corroborated = self.coord.cluster(&self.dominant_templates()).corroborated;
         self.sync
             .linked_pairs()
             .into_iter()
@@ -610,7 +753,8 @@ impl Detector {
         let Ok(_guard) = self.recluster.try_lock() else {
             return;
         };
-        let groups = self.coord.cluster().groups;
+        self.link_pools();
+        let groups = self.coord.cluster(&self.dominant_templates()).groups;
         let synced = self.sync.linked_counts();
         let mut membership: HashMap<String, (String, f64, bool, usize)> = HashMap::new();
         for g in &groups {
@@ -680,7 +824,11 @@ impl Detector {
             requests: acc.counters.requests,
             cluster: acc.cluster.clone(),
             cluster_score: acc.cluster.as_ref().map(|_| acc.cluster_score),
+            segment: (acc.segment_score > acc.whole_score)
+                .then(|| acc.worst_segment.clone())
+                .flatten(),
             signals: acc.values().explain(&self.settings.weights),
+            profile: acc.profile.clone(),
         }
     }
 
@@ -791,6 +939,29 @@ impl Detector {
                     }
                 })
                 .collect();
+            let mut segments: Vec<SegmentEvidence> = acc
+                .segments
+                .list
+                .iter()
+                .map(|sg| {
+                    let mut signals = acc
+                        .segment_values(sg, self.settings.template_narrow_entropy)
+                        .explain(&self.settings.weights);
+                    signals.truncate(3);
+                    SegmentEvidence {
+                        segment: sg.label(),
+                        requests: u64::from(sg.counters.requests),
+                        share: f64::from(sg.counters.requests) / requests.max(1) as f64,
+                        score: sg.score,
+                        signals,
+                    }
+                })
+                .collect();
+            segments.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| b.requests.cmp(&a.requests))
+            });
             let c = &acc.counters;
             let tokens = c.input_tokens + c.output_tokens;
             let by_owner = acc
@@ -836,6 +1007,7 @@ impl Detector {
                 timeline: acc.timeline.iter().cloned().collect(),
                 top_templates,
                 keys,
+                segments,
                 linked_accounts: Vec::new(),
                 extent: Extent {
                     overall: ExtentTotals::new(c.requests, c.harvest, tokens, c.harvest_tokens),
@@ -956,6 +1128,21 @@ impl Detector {
         d.sync.restore(snap.sync);
         Ok((d, migration))
     }
+}
+
+/// The first or last eight words of a prompt (the label of a shared-wrapper link).
+fn wrapper_label(text: &str, head: bool) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let n = crate::features::WRAPPER_WORDS.min(words.len());
+    let part = if head {
+        words[..n].join(" ")
+    } else {
+        words[words.len() - n..].join(" ")
+    };
+    format!(
+        "shared prompt wrapper ({} words: \"{part}\")",
+        if head { "first" } else { "last" }
+    )
 }
 
 fn acc_skeleton(templates: &[crate::account::Template], sim: u64) -> String {

@@ -25,6 +25,19 @@ pub const NO_TOPIC: u8 = u8::MAX;
 pub const MAX_SCAN_BYTES: usize = 4096;
 /// Number of leading skeleton tokens that identify a template.
 pub const TEMPLATE_HEAD: usize = 16;
+/// Words in a wrapper shingle ([`RequestFeatures::wrapper_head`], `wrapper_tail`).
+pub const WRAPPER_WORDS: usize = 8;
+/// Prompts shorter than this have no wrapper shingles (the shingle would be the whole prompt).
+pub const WRAPPER_MIN_WORDS: usize = 14;
+
+/// Hash of a wrapper shingle (never 0).
+fn shingle(tokens: impl Iterator<Item = u64>, end: u64) -> u64 {
+    let mut acc = combine(SEQ_SEED, end);
+    for t in tokens {
+        acc = combine(acc, t);
+    }
+    acc | 1
+}
 const MAX_LINES: usize = 8;
 
 /// Kinds of elicitation phrase.
@@ -49,6 +62,11 @@ pub struct RequestFeatures {
     pub template_simhash: u64,
     /// Skeleton tokens in the template head (short heads are too generic to link accounts).
     pub template_len: u8,
+    /// Shingles of the prompt's two ends, for wrappers shared across accounts (0 for prompts of
+    /// fewer than [`WRAPPER_MIN_WORDS`] words): a hash of the first [`WRAPPER_WORDS`] skeleton
+    /// tokens and of the last [`WRAPPER_WORDS`] words.
+    pub wrapper_head: u64,
+    pub wrapper_tail: u64,
     pub topic: u8,
     pub reasoning: bool,
     pub rubric: bool,
@@ -62,6 +80,16 @@ pub struct RequestFeatures {
     pub seed: Option<i64>,
     pub user_turns: u32,
     pub assistant_turns: u32,
+    /// The request declares tools (or functions) or carries tool results: an agent loop, whose
+    /// "plan step by step" instructions are the agent's, not a request for reasoning text to
+    /// learn from. Reasoning and rubric matches are not counted for such requests.
+    pub agentic: bool,
+    /// Shapes of the prompt: the system prompt's skeleton with the first skeleton token of the
+    /// user text, and the last three words (0 for texts under four / six words). A
+    /// combinatorial template keeps its shape while its slots change, which breaks the template
+    /// SimHash (see [`crate::account::Shape`]).
+    pub shape: u64,
+    pub shape_tail: u64,
     pub words: u32,
     /// Rough input-token estimate (bytes / 4).
     pub input_tokens: u64,
@@ -270,6 +298,7 @@ struct Conversation<'a> {
     user: Text<'a>,
     user_turns: u32,
     assistant_turns: u32,
+    tool_turns: u32,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
@@ -291,6 +320,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
                             c.user = text;
                         }
                         "assistant" => c.assistant_turns += 1,
+                        "tool" | "function" => c.tool_turns += 1,
                         _ => {}
                     }
                 }
@@ -321,6 +351,13 @@ struct Body<'a> {
     max_completion_tokens: Option<u64>,
     temperature: Option<f64>,
     seed: Option<i64>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    functions: Option<&'a RawValue>,
+    /// The end user the client names (OpenAI's `user` field), for per-user segments.
+    #[serde(borrow)]
+    user: Option<Str<'a>>,
 }
 
 fn raw_truthy(v: Option<&RawValue>) -> bool {
@@ -1369,6 +1406,8 @@ pub struct Texts<'a> {
     pub system: Cow<'a, [u8]>,
     /// The last user message (chat), the prompt (completions) or the input (embeddings).
     pub user: Cow<'a, [u8]>,
+    /// The request's `user` field (the client's end user), if any.
+    pub end_user: Option<Cow<'a, [u8]>>,
 }
 
 impl Texts<'_> {
@@ -1424,6 +1463,7 @@ pub fn extract_with(
             let c = b.messages.unwrap_or_default();
             f.user_turns = c.user_turns;
             f.assistant_turns = c.assistant_turns;
+            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
             (c.system.join(), c.user.join())
         }
         Endpoint::Completions => {
@@ -1463,14 +1503,36 @@ pub fn extract_with(
     }
     f.template_simhash = th.finish();
     f.template_len = head.len() as u8;
+    if scan.words >= 4 {
+        f.shape = shingle([sys_hash, scan.head[0]].into_iter(), 3);
+    }
+    if scan.words >= 6 {
+        let n = scan.words;
+        f.shape_tail = shingle((n - 3..n).map(|i| scan.ring[i % MAX_PATTERN_WORDS]), 4);
+    }
+    if scan.words >= WRAPPER_MIN_WORDS {
+        f.wrapper_head = shingle(scan.head[..WRAPPER_WORDS].iter().copied(), 1);
+        let n = scan.words;
+        f.wrapper_tail = shingle(
+            (n - WRAPPER_WORDS..n).map(|i| scan.ring[i % MAX_PATTERN_WORDS]),
+            2,
+        );
+    }
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();
-        f.reasoning = r || sr;
-        f.rubric = u || su;
+        f.reasoning = (r || sr) && !f.agentic;
+        f.rubric = (u || su) && !f.agentic;
         f.reveal = v || sv;
     }
-    (f, Some(Texts { system, user }))
+    (
+        f,
+        Some(Texts {
+            system,
+            user,
+            end_user: b.user.map(|s| s.0),
+        }),
+    )
 }
 
 /// The original vector-based extraction, kept as the reference the streaming scan is tested
@@ -1505,6 +1567,7 @@ pub(crate) fn extract_reference(
             let c = b.messages.unwrap_or_default();
             f.user_turns = c.user_turns;
             f.assistant_turns = c.assistant_turns;
+            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
             (c.system.join(), c.user.join())
         }
         Endpoint::Completions => {
@@ -1542,14 +1605,33 @@ pub(crate) fn extract_reference(
     }
     f.template_simhash = th.finish();
     f.template_len = head.len() as u8;
+    if scan.words.len() >= 4 {
+        f.shape = shingle([sys_hash, scan.skeleton[0]].into_iter(), 3);
+    }
+    if scan.words.len() >= 6 {
+        let n = scan.words.len();
+        f.shape_tail = shingle(scan.words[n - 3..].iter().copied(), 4);
+    }
+    if scan.words.len() >= WRAPPER_MIN_WORDS {
+        f.wrapper_head = shingle(scan.skeleton[..WRAPPER_WORDS].iter().copied(), 1);
+        let n = scan.words.len();
+        f.wrapper_tail = shingle(scan.words[n - WRAPPER_WORDS..].iter().copied(), 2);
+    }
     if endpoint != Endpoint::Embeddings {
         let (r, u, v) = scan.elicitation();
         let (sr, su, sv) = sys_scan.elicitation();
-        f.reasoning = r || sr;
-        f.rubric = u || su;
+        f.reasoning = (r || sr) && !f.agentic;
+        f.rubric = (u || su) && !f.agentic;
         f.reveal = v || sv;
     }
-    (f, Some(Texts { system, user }))
+    (
+        f,
+        Some(Texts {
+            system,
+            user,
+            end_user: None,
+        }),
+    )
 }
 
 #[cfg(test)]

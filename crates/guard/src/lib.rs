@@ -8,10 +8,14 @@ pub mod coord;
 pub mod corpus;
 mod detector;
 pub mod eval;
+pub mod families;
 pub mod features;
 pub mod human;
+pub mod lofo;
+pub mod pool;
 pub mod replay;
 pub mod score;
+pub mod segment;
 pub mod sketch;
 pub mod sync;
 
@@ -26,7 +30,8 @@ pub use account::{DayBucket, HourBucket, SamplePrompt, memory_bound};
 pub use coord::LinkKind;
 pub use detector::{
     Assessment, Detector, Evidence, Extent, ExtentTotals, FlagSummary, KeyEvidence, LinkedAccount,
-    Outcome, OwnerEvidence, SNAPSHOT_VERSION, SnapshotMigration, SyncLink, TemplateEvidence,
+    Outcome, OwnerEvidence, SNAPSHOT_VERSION, SegmentEvidence, SnapshotMigration, SyncLink,
+    TemplateEvidence,
 };
 pub use replay::{OrgReport, ReplayReport, render_table, replay};
 pub use score::{Signal, Weights};

@@ -15,6 +15,11 @@ pub struct Weights {
     /// reasoning, rubrics, the system prompt or output distributions. The core harvesting signal:
     /// product customers' traffic is explained by their templates, harvesters' is not.
     pub unexplained_harvest: f64,
+    /// Share of traffic in heavy templates whose slots range over unrelated topics and whose
+    /// answers are long-form (shrunk by +10): combinatorial synthetic-data generation, which
+    /// needs none of the other tells (no reasoning request, one temperature, no `n`). A product
+    /// template's slots stay in one domain; translation and labelling answer briefly.
+    pub broad_template: f64,
     /// Topic breadth of the harvesting requests: distillation wants coverage of many topics.
     pub harvest_breadth: f64,
     /// Raw share of reasoning/rubric elicitation over all traffic.
@@ -51,6 +56,7 @@ impl Default for Weights {
         Self {
             bias: -6.5,
             unexplained_harvest: 6.0,
+            broad_template: 7.0,
             harvest_breadth: 1.5,
             elicitation: 1.5,
             output_distribution: 2.5,
@@ -81,6 +87,7 @@ pub struct Signal {
 pub struct SignalValues {
     pub requests: u64,
     pub unexplained_harvest: f64,
+    pub broad_template: f64,
     pub unexplained_share: f64,
     pub harvest_share: f64,
     pub harvest_breadth: f64,
@@ -123,13 +130,14 @@ fn pct(x: f64) -> String {
 
 impl SignalValues {
     /// (name, value, weight) of every term of the logistic combination.
-    fn terms(&self, w: &Weights) -> [(&'static str, f64, f64); 14] {
+    fn terms(&self, w: &Weights) -> [(&'static str, f64, f64); 15] {
         [
             (
                 "unexplained_harvest",
                 self.unexplained_harvest,
                 w.unexplained_harvest,
             ),
+            ("broad_template", self.broad_template, w.broad_template),
             ("harvest_breadth", self.harvest_breadth, w.harvest_breadth),
             ("elicitation", self.elicitation, w.elicitation),
             (
@@ -218,6 +226,10 @@ impl SignalValues {
                 "{} of the traffic not explained by a narrow product template carries harvesting requests ({} of all traffic is unexplained)",
                 pct(self.unexplained_harvest),
                 pct(self.unexplained_share)
+            ),
+            "broad_template" => format!(
+                "{} of requests fill a fixed template with topics from unrelated domains and get long-form answers (synthetic-data generation)",
+                pct(self.broad_template)
             ),
             "harvest_breadth" => format!(
                 "harvesting requests spread over topics with normalized entropy {:.2}",

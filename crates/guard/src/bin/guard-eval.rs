@@ -7,7 +7,12 @@
 //!            [--json]
 //! guard-eval --generate OUT.jsonl [--public OUT.txt] [--seed N] [--scale F] [--days N] [--small]
 //!            [--human-prompts FILE]
+//! guard-eval --families [--seed N] [--scale F] [--days N] [--fpr F] [--settings FILE] [--json]
+//! guard-eval --families --generate OUT.jsonl [--seed N] [--scale F] [--days N]
 //! ```
+//! `--families` runs the leave-one-family-out evaluation (`tollgate_guard::lofo`) over the family
+//! corpus (`tollgate_guard::families`): thresholds fitted on the other families, figures on the
+//! held-out one; `--fpr` is then the distribution test's target false-positive rate.
 //! The public prompt set (benchmark overlap) is built in; pass `--settings` with
 //! `benchmark_files` to use files instead. `--human-prompts FILE` (JSON Lines written by
 //! `scripts/fetch_prompts.sh`, or `crates/guard/testdata/human_prompts/sample.jsonl`) makes
@@ -30,12 +35,15 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut threshold = None;
     let mut min_requests = None;
+    let mut families = false;
+    let (mut seed, mut scale, mut days) = (None, None, None);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--seed" => cfg.seed = val()?.parse()?,
-            "--scale" => cfg.scale = val()?.parse()?,
-            "--days" => cfg.days = val()?.parse()?,
+            "--seed" => seed = Some(val()?.parse()?),
+            "--scale" => scale = Some(val()?.parse()?),
+            "--days" => days = Some(val()?.parse()?),
+            "--families" => families = true,
             "--small" => cfg.small = true,
             "--fpr" => fpr = val()?.parse()?,
             "--json" => json = true,
@@ -62,7 +70,7 @@ fn main() -> anyhow::Result<()> {
                 let mut o = std::io::stdout().lock();
                 writeln!(
                     o,
-                    "usage: guard-eval [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE] [--threshold F] [--min-requests N] [--human-prompts FILE] [--input FILE] [--json] | --generate FILE [--public FILE] [--human-prompts FILE]"
+                    "usage: guard-eval [--families] [--seed N] [--scale F] [--days N] [--small] [--fpr F] [--settings FILE] [--threshold F] [--min-requests N] [--human-prompts FILE] [--input FILE] [--json] | --generate FILE [--public FILE] [--human-prompts FILE]"
                 )?;
                 return Ok(());
             }
@@ -72,6 +80,38 @@ fn main() -> anyhow::Result<()> {
     if let Some(t) = threshold {
         settings.flag_threshold = t;
     }
+    if families {
+        let mut fc = tollgate_guard::families::FamilyConfig::default();
+        fc.seed = seed.unwrap_or(fc.seed);
+        fc.scale = scale.unwrap_or(fc.scale);
+        fc.days = days.unwrap_or(fc.days);
+        if let Some(m) = min_requests {
+            settings.min_requests = m;
+        }
+        if let Some(path) = out_path {
+            let corpus = tollgate_guard::families::generate(&fc);
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&path).with_context(|| format!("creating {path}"))?,
+            );
+            for l in &corpus.lines {
+                writeln!(f, "{l}")?;
+            }
+            f.flush()?;
+            return Ok(());
+        }
+        let report = tollgate_guard::lofo::evaluate(&fc, &settings, fpr)?;
+        let mut o = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer_pretty(&mut o, &report)?;
+            writeln!(o)?;
+        } else {
+            write!(o, "{}", tollgate_guard::lofo::render(&report))?;
+        }
+        return Ok(());
+    }
+    cfg.seed = seed.unwrap_or(cfg.seed);
+    cfg.scale = scale.unwrap_or(cfg.scale);
+    cfg.days = days.unwrap_or(cfg.days);
     if let Some(m) = min_requests {
         settings.min_requests = m;
     }

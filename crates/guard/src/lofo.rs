@@ -1,0 +1,423 @@
+//! Leave-one-family-out evaluation over the family corpus ([`crate::families`]).
+//!
+//! Protocol: the whole corpus is replayed once per candidate flag threshold (the detector's
+//! state per account does not depend on the threshold; only flags do). For each fold `k`, the
+//! threshold is chosen on the accounts of every family but `k` (training): the candidate with
+//! the highest share of harvesting accounts flagged among those that flag no heavy customer and
+//! at most [`TRAIN_MAX_FPR`] of the benign accounts, the higher threshold on ties. Figures are
+//! then read from the accounts of family `k` alone (held out) under that threshold, and summed
+//! over the folds, so every family is reported exactly once, by a threshold that never saw it.
+//! The distribution test's threshold is fitted the same way, on the training families' benign
+//! accounts only, for a stated false-positive rate.
+//!
+//! Accounts of all families share one detector, so cross-account links may join accounts of
+//! different families (a false merge across families would show up as a benign account
+//! flagged with a cluster).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::families::{FAMILIES, FamKind, FamilyConfig, generate, label};
+use crate::{Detector, DetectorSettings, GuardError};
+
+/// Candidate flag thresholds.
+pub const THRESHOLDS: [f64; 4] = [0.6, 0.7, 0.8, 0.9];
+/// Highest benign flag rate allowed on the training families when fitting the threshold.
+pub const TRAIN_MAX_FPR: f64 = 0.02;
+
+/// One account under one candidate threshold.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccountOutcome {
+    pub organization: String,
+    pub kind: String,
+    pub family: u32,
+    pub harvesting: bool,
+    pub heavy: bool,
+    pub requests: u64,
+    pub score: f64,
+    pub flagged: bool,
+    pub requests_until_flagged: Option<u64>,
+    pub cluster: Option<String>,
+    /// The segment the account was judged on, when a segment scored higher than the account.
+    pub segment: Option<String>,
+    /// Distribution test statistic against the training benign accounts (0 below
+    /// `min_requests`), set per fold.
+    pub distribution: f64,
+    /// Whether the statistic exceeds the fold's fitted threshold.
+    pub distribution_positive: bool,
+    #[serde(skip)]
+    pub profile: Vec<f32>,
+}
+
+/// Figures of one kind on its held-out families.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindFigures {
+    pub kind: String,
+    pub harvesting: bool,
+    pub accounts: usize,
+    pub requests: u64,
+    pub flagged: usize,
+    pub flag_rate: f64,
+    /// Held-out families (of [`FAMILIES`]) in which at least 80% of the kind's accounts were
+    /// flagged (for the hydra campaign: flagged *and* in the campaign's largest cluster).
+    pub families_caught: u32,
+    pub median_requests_until_flagged: Option<u64>,
+    /// Hydra: share of the campaign's accounts that are flagged and in its largest cluster.
+    pub cluster_recall: Option<f64>,
+    /// Accounts over the distribution test's threshold (fitted on training benign accounts).
+    pub distribution_positive: usize,
+}
+
+/// Per fold: the fitted threshold and the training figures it was chosen on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fold {
+    pub held_out_family: u32,
+    pub threshold: f64,
+    pub train_benign_fpr: f64,
+    pub train_harvest_recall: f64,
+    pub distribution_threshold: f64,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct LofoReport {
+    pub requests: u64,
+    pub accounts: usize,
+    pub benign_accounts: usize,
+    pub heavy_accounts: usize,
+    pub folds: Vec<Fold>,
+    pub kinds: Vec<KindFigures>,
+    pub benign_flagged: Vec<String>,
+    pub benign_fpr: f64,
+    pub heavy_flagged: usize,
+    /// Harvesting kinds (hydra counted as one) caught in at least 3 of the 4 held-out families.
+    pub kinds_caught: usize,
+    pub harvesting_kinds: usize,
+    pub blatant_median_requests_to_flag: Option<u64>,
+    pub distribution_fpr_target: f64,
+    pub distribution_benign_fpr: f64,
+    pub accounts_detail: Vec<AccountOutcome>,
+}
+
+/// Replay the corpus under one threshold.
+fn run(
+    lines: &[String],
+    settings: &DetectorSettings,
+    public: &[String],
+) -> Result<Vec<AccountOutcome>, GuardError> {
+    let d = Detector::with_benchmark_prompts(settings.clone(), public)?;
+    let text = lines.join("\n");
+    crate::replay::replay_into(&d, text.as_bytes())?;
+    d.recluster();
+    let mut out = Vec::new();
+    for a in d.assessments() {
+        let Some(l) = label(&a.organization) else {
+            continue;
+        };
+        out.push(AccountOutcome {
+            kind: l.kind.name().to_owned(),
+            family: l.family,
+            harvesting: l.kind.harvesting(),
+            heavy: l.heavy,
+            requests: a.requests,
+            score: a.score,
+            flagged: a.flagged,
+            requests_until_flagged: a.requests_until_flagged,
+            cluster: a.cluster.clone(),
+            segment: a.segment.clone(),
+            distribution: 0.0,
+            distribution_positive: false,
+            profile: if a.requests >= settings.min_requests {
+                a.profile.clone()
+            } else {
+                Vec::new()
+            },
+            organization: a.organization,
+        });
+    }
+    Ok(out)
+}
+
+fn fpr_recall(accts: &[&AccountOutcome]) -> (f64, f64, usize) {
+    let benign: Vec<_> = accts.iter().filter(|a| !a.harvesting).collect();
+    let harvest: Vec<_> = accts.iter().filter(|a| a.harvesting).collect();
+    let fp = benign.iter().filter(|a| a.flagged).count();
+    let heavy = benign.iter().filter(|a| a.flagged && a.heavy).count();
+    let tp = harvest.iter().filter(|a| a.flagged).count();
+    (
+        fp as f64 / benign.len().max(1) as f64,
+        tp as f64 / harvest.len().max(1) as f64,
+        heavy,
+    )
+}
+
+/// Squared distance between two profiles (the MMD² of a linear kernel over the hashed
+/// features).
+fn dist2(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y) * f64::from(x - y))
+        .sum()
+}
+
+/// Distance to the nearest reference profile (`skip`: the account's own index in `refs`).
+fn nearest(p: &[f32], refs: &[&[f32]], skip: Option<usize>) -> f64 {
+    if p.is_empty() {
+        return 0.0;
+    }
+    refs.iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != skip)
+        .map(|(_, r)| dist2(p, r))
+        .fold(f64::INFINITY, f64::min)
+        .min(16.0)
+}
+
+/// Threshold on the distribution statistic that keeps the benign positives at or below `fpr`.
+fn quantile_threshold(mut benign: Vec<f64>, fpr: f64) -> f64 {
+    benign.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (fpr * benign.len() as f64).floor() as usize;
+    benign.get(allowed).copied().unwrap_or(0.0)
+}
+
+/// Largest cluster's flagged members over the campaign's size.
+fn cluster_recall(members: &[&AccountOutcome]) -> f64 {
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for m in members.iter().filter(|m| m.flagged) {
+        if let Some(c) = &m.cluster {
+            *ids.entry(c.as_str()).or_default() += 1;
+        }
+    }
+    ids.values().copied().max().unwrap_or(0) as f64 / members.len().max(1) as f64
+}
+
+/// Run the leave-one-family-out evaluation.
+pub fn evaluate(
+    cfg: &FamilyConfig,
+    base: &DetectorSettings,
+    distribution_fpr: f64,
+) -> Result<LofoReport, GuardError> {
+    let corpus = generate(cfg);
+    let public = crate::corpus::public_prompts();
+    let mut runs = Vec::new();
+    for &t in &THRESHOLDS {
+        let mut s = base.clone();
+        s.flag_threshold = t;
+        runs.push(run(&corpus.lines, &s, &public)?);
+    }
+    let mut folds = Vec::new();
+    let mut held: Vec<AccountOutcome> = Vec::new();
+    for k in 0..FAMILIES {
+        let mut best: Option<(usize, f64, f64)> = None;
+        for (i, r) in runs.iter().enumerate() {
+            let train: Vec<&AccountOutcome> = r.iter().filter(|a| a.family != k).collect();
+            let (fpr, recall, heavy) = fpr_recall(&train);
+            if heavy > 0 || fpr > TRAIN_MAX_FPR {
+                continue;
+            }
+            if best.is_none_or(|(_, _, r0)| recall >= r0) {
+                best = Some((i, fpr, recall));
+            }
+        }
+        // No candidate meets the constraints: take the strictest one.
+        let (i, fpr, recall) = best.unwrap_or_else(|| {
+            let last = runs.len() - 1;
+            let train: Vec<&AccountOutcome> = runs[last].iter().filter(|a| a.family != k).collect();
+            let (f, r, _) = fpr_recall(&train);
+            (last, f, r)
+        });
+        // The benign reference: training benign accounts with a profile. The statistic of a
+        // training account leaves the account itself out.
+        let refs: Vec<&AccountOutcome> = runs[i]
+            .iter()
+            .filter(|a| a.family != k && !a.harvesting && !a.profile.is_empty())
+            .collect();
+        let ref_profiles: Vec<&[f32]> = refs.iter().map(|a| a.profile.as_slice()).collect();
+        let dist_threshold = quantile_threshold(
+            (0..refs.len())
+                .map(|j| nearest(ref_profiles[j], &ref_profiles, Some(j)))
+                .collect(),
+            distribution_fpr,
+        );
+        folds.push(Fold {
+            held_out_family: k,
+            threshold: THRESHOLDS[i],
+            train_benign_fpr: fpr,
+            train_harvest_recall: recall,
+            distribution_threshold: dist_threshold,
+        });
+        held.extend(runs[i].iter().filter(|a| a.family == k).map(|a| {
+            let mut a = a.clone();
+            a.distribution = nearest(&a.profile, &ref_profiles, None);
+            a.distribution_positive = !a.profile.is_empty() && a.distribution > dist_threshold;
+            a
+        }));
+    }
+    let mut by_kind: BTreeMap<FamKind, Vec<&AccountOutcome>> = BTreeMap::new();
+    for a in &held {
+        if let Some(l) = label(&a.organization) {
+            by_kind.entry(l.kind).or_default().push(a);
+        }
+    }
+    let mut kinds = Vec::new();
+    let mut kinds_caught = 0;
+    for (k, list) in &by_kind {
+        let flagged = list.iter().filter(|a| a.flagged).count();
+        let mut until: Vec<u64> = list
+            .iter()
+            .filter_map(|a| a.requests_until_flagged)
+            .collect();
+        until.sort_unstable();
+        let mut caught = 0;
+        let mut recall_sum = 0.0;
+        for f in 0..FAMILIES {
+            let fam: Vec<&AccountOutcome> =
+                list.iter().copied().filter(|a| a.family == f).collect();
+            if fam.is_empty() {
+                continue;
+            }
+            let share = if *k == FamKind::Hydra {
+                let r = cluster_recall(&fam);
+                recall_sum += r;
+                r
+            } else {
+                fam.iter().filter(|a| a.flagged).count() as f64 / fam.len() as f64
+            };
+            caught += u32::from(share >= 0.8);
+        }
+        if k.harvesting() && caught >= 3 {
+            kinds_caught += 1;
+        }
+        kinds.push(KindFigures {
+            kind: k.name().to_owned(),
+            harvesting: k.harvesting(),
+            accounts: list.len(),
+            requests: list.iter().map(|a| a.requests).sum(),
+            flagged,
+            flag_rate: flagged as f64 / list.len().max(1) as f64,
+            families_caught: caught,
+            median_requests_until_flagged: until.get(until.len() / 2).copied(),
+            cluster_recall: (*k == FamKind::Hydra).then(|| recall_sum / f64::from(FAMILIES)),
+            distribution_positive: list.iter().filter(|a| a.distribution_positive).count(),
+        });
+    }
+    let benign: Vec<&AccountOutcome> = held.iter().filter(|a| !a.harvesting).collect();
+    let benign_flagged: Vec<String> = benign
+        .iter()
+        .filter(|a| a.flagged)
+        .map(|a| a.organization.clone())
+        .collect();
+    let mut blatant: Vec<u64> = held
+        .iter()
+        .filter(|a| label(&a.organization).is_some_and(|l| l.kind.blatant()))
+        .filter_map(|a| a.requests_until_flagged)
+        .collect();
+    blatant.sort_unstable();
+    Ok(LofoReport {
+        requests: corpus.lines.len() as u64,
+        accounts: held.len(),
+        benign_accounts: benign.len(),
+        heavy_accounts: benign.iter().filter(|a| a.heavy).count(),
+        folds,
+        benign_fpr: benign_flagged.len() as f64 / benign.len().max(1) as f64,
+        heavy_flagged: benign.iter().filter(|a| a.heavy && a.flagged).count(),
+        benign_flagged,
+        kinds_caught,
+        harvesting_kinds: FamKind::ALL.iter().filter(|k| k.harvesting()).count(),
+        blatant_median_requests_to_flag: blatant.get(blatant.len() / 2).copied(),
+        distribution_fpr_target: distribution_fpr,
+        distribution_benign_fpr: benign.iter().filter(|a| a.distribution_positive).count() as f64
+            / benign.len().max(1) as f64,
+        kinds,
+        accounts_detail: held,
+    })
+}
+
+/// Human-readable rendering.
+pub fn render(r: &LofoReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} requests, {} accounts ({} benign of which {} heavy); leave-one-family-out over {} families",
+        r.requests, r.accounts, r.benign_accounts, r.heavy_accounts, FAMILIES
+    );
+    for f in &r.folds {
+        let _ = writeln!(
+            out,
+            "fold: family {} held out → threshold {:.2} (training: benign FPR {:.1}%, harvesting flagged {:.1}%), distribution threshold {:.4}",
+            f.held_out_family,
+            f.threshold,
+            f.train_benign_fpr * 100.0,
+            f.train_harvest_recall * 100.0,
+            f.distribution_threshold
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<21} {:>4} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>6}",
+        "kind (held out)",
+        "harv",
+        "accounts",
+        "requests",
+        "flagged",
+        "rate",
+        "fam≥80%",
+        "req→flag",
+        "dist+"
+    );
+    for k in &r.kinds {
+        let _ = writeln!(
+            out,
+            "{:<21} {:>4} {:>8} {:>8} {:>7} {:>5.0}% {:>6}/{} {:>8} {:>6}{}",
+            k.kind,
+            if k.harvesting { "yes" } else { "no" },
+            k.accounts,
+            k.requests,
+            k.flagged,
+            k.flag_rate * 100.0,
+            k.families_caught,
+            FAMILIES,
+            k.median_requests_until_flagged
+                .map_or("-".into(), |n| n.to_string()),
+            k.distribution_positive,
+            k.cluster_recall.map_or(String::new(), |c| format!(
+                "  flagged+clustered {:.0}%",
+                c * 100.0
+            ))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "benign flagged: {} of {} ({:.1}%){}; heavy customers flagged: {} of {}",
+        r.benign_flagged.len(),
+        r.benign_accounts,
+        r.benign_fpr * 100.0,
+        if r.benign_flagged.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", r.benign_flagged.join(", "))
+        },
+        r.heavy_flagged,
+        r.heavy_accounts
+    );
+    let _ = writeln!(
+        out,
+        "harvesting kinds caught (≥80% in ≥3 of {} held-out families; hydra flagged and clustered): {} of {}",
+        FAMILIES, r.kinds_caught, r.harvesting_kinds
+    );
+    let _ = writeln!(
+        out,
+        "median requests to flag a blatant harvester (public replay, CoT/rubric, logprobs): {}",
+        r.blatant_median_requests_to_flag
+            .map_or("-".into(), |n| n.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "distribution test: target benign FPR {:.1}%, held-out benign FPR {:.1}%",
+        r.distribution_fpr_target * 100.0,
+        r.distribution_benign_fpr * 100.0
+    );
+    out
+}

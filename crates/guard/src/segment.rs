@@ -1,0 +1,309 @@
+//! Segments inside an account: the traffic of one API key, one client address, one /24 (IPv6
+//! /48) network or one end user (the request's `user` field), each counted and scored like a
+//! small account, so harvesting confined to one key or one backend of a genuine product is not
+//! diluted by the product's traffic. The account is judged on its worst segment (see
+//! [`crate::account::Account::own_score`]) and the evidence names it.
+//!
+//! Bounded: at most [`PER_DIM`] segments per dimension, replaced by the least-used one when full
+//! (a replaced segment starts from zero). Template use is counted per account template slot, so
+//! whether a segment's traffic is explained by a narrow product template (or lies in a broad,
+//! long-form one) is decided with the account's templates at scoring time, retroactively, as for
+//! the account itself.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{Counters, MAX_NAME_BYTES, MAX_SHAPES, MAX_TEMPLATES};
+use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
+use crate::sketch::{combine, hash_bytes};
+
+/// Segments kept per dimension.
+pub const PER_DIM: usize = 3;
+
+/// The counters a segment needs for its score (a slim [`Counters`]: no tokens, timing or
+/// descriptive histograms).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SegCounters {
+    pub requests: u32,
+    pub reasoning: u32,
+    pub rubric: u32,
+    pub reveal: u32,
+    pub elicit: u32,
+    pub out_dist: u32,
+    pub max_high: u32,
+    pub single_turn: u32,
+    pub bench: u32,
+    pub harvest: u32,
+    pub active_hours: u32,
+    pub temps: u32,
+    pub harvest_topics: Vec<u16>,
+    pub hours: Vec<u16>,
+}
+
+impl SegCounters {
+    /// As account counters (for the score).
+    pub fn to_counters(&self) -> Counters {
+        let mut c = Counters {
+            requests: u64::from(self.requests),
+            reasoning: u64::from(self.reasoning),
+            rubric: u64::from(self.rubric),
+            reveal: u64::from(self.reveal),
+            elicit: u64::from(self.elicit),
+            out_dist: u64::from(self.out_dist),
+            max_high: u64::from(self.max_high),
+            single_turn: u64::from(self.single_turn),
+            bench: u64::from(self.bench),
+            harvest: u64::from(self.harvest),
+            active_hours: u64::from(self.active_hours),
+            temps: self.temps,
+            ..Default::default()
+        };
+        for (d, s) in c.harvest_topics.iter_mut().zip(&self.harvest_topics) {
+            *d = u32::from(*s);
+        }
+        for (d, s) in c.hours.iter_mut().zip(&self.hours) {
+            *d = u32::from(*s);
+        }
+        c
+    }
+}
+
+/// What a segment groups by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegDim {
+    Key,
+    ClientIp,
+    Network,
+    User,
+}
+
+impl SegDim {
+    fn word(self) -> &'static str {
+        match self {
+            SegDim::Key => "key",
+            SegDim::ClientIp => "client IP",
+            SegDim::Network => "network",
+            SegDim::User => "end user",
+        }
+    }
+}
+
+/// One segment's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Segment {
+    pub dim: SegDim,
+    pub id: u64,
+    pub name: String,
+    pub counters: SegCounters,
+    /// Requests per account template slot (reset when the account's slot is reused).
+    pub tpl: Vec<u32>,
+    pub tpl_harvest: Vec<u32>,
+    /// Requests (and harvesting requests) per account shape slot.
+    pub shp: Vec<u32>,
+    pub shp_harvest: Vec<u32>,
+    pub last_hour: Option<i64>,
+    /// Score at the last evaluation.
+    pub score: f64,
+}
+
+impl Segment {
+    /// Human-readable name, e.g. `key batch-export` or `client IP 10.0.0.7`.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.dim.word(), self.name)
+    }
+}
+
+/// An account's segments.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Segments {
+    pub list: Vec<Segment>,
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(MAX_NAME_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The /24 (IPv4) or /48 (IPv6) network of an address.
+pub fn network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+/// What one request contributes to its segments.
+pub struct SegRequest<'a> {
+    pub f: &'a RequestFeatures,
+    pub bench_hit: bool,
+    pub harvesting: bool,
+    pub max_tokens_high: u64,
+    pub hour: i64,
+    pub hour_of_day: usize,
+    pub template: Option<usize>,
+    /// Shape slots of the request (head, tail).
+    pub shapes: [Option<usize>; 2],
+}
+
+impl Segments {
+    /// Count one request in the segments of its key, address, network and end user.
+    pub fn observe(&mut self, key: &str, ip: Option<IpAddr>, user: Option<&[u8]>, r: &SegRequest) {
+        self.bump(SegDim::Key, key.as_bytes(), &|| key.to_owned(), r);
+        if let Some(ip) = ip {
+            let mut buf = [0u8; 16];
+            let bytes: &[u8] = match ip {
+                IpAddr::V4(v4) => {
+                    buf[..4].copy_from_slice(&v4.octets());
+                    &buf[..4]
+                }
+                IpAddr::V6(v6) => {
+                    buf.copy_from_slice(&v6.octets());
+                    &buf[..]
+                }
+            };
+            self.bump(SegDim::ClientIp, bytes, &|| ip.to_string(), r);
+            let net_len = if ip.is_ipv4() { 3 } else { 6 };
+            self.bump(SegDim::Network, &bytes[..net_len], &|| network(ip), r);
+        }
+        if let Some(u) = user.filter(|u| !u.is_empty()) {
+            self.bump(
+                SegDim::User,
+                u,
+                &|| String::from_utf8_lossy(u).into_owned(),
+                r,
+            );
+        }
+    }
+
+    fn bump(&mut self, dim: SegDim, value: &[u8], name: &dyn Fn() -> String, r: &SegRequest) {
+        let id = combine(dim as u64 + 101, hash_bytes(value));
+        let i = match self.list.iter().position(|s| s.id == id) {
+            Some(i) => i,
+            None => {
+                let fresh = Segment {
+                    dim,
+                    id,
+                    name: truncate(&name()),
+                    counters: SegCounters {
+                        harvest_topics: vec![0; TOPICS],
+                        hours: vec![0; 24],
+                        ..Default::default()
+                    },
+                    tpl: vec![0; MAX_TEMPLATES],
+                    tpl_harvest: vec![0; MAX_TEMPLATES],
+                    shp: vec![0; MAX_SHAPES],
+                    shp_harvest: vec![0; MAX_SHAPES],
+                    last_hour: None,
+                    score: 0.0,
+                };
+                let same = self.list.iter().filter(|s| s.dim == dim).count();
+                if same < PER_DIM {
+                    self.list.push(fresh);
+                    self.list.len() - 1
+                } else {
+                    let Some((i, _)) = self
+                        .list
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.dim == dim)
+                        .min_by_key(|(_, s)| s.counters.requests)
+                    else {
+                        return;
+                    };
+                    self.list[i] = fresh;
+                    i
+                }
+            }
+        };
+        let Some(s) = self.list.get_mut(i) else {
+            return;
+        };
+        let f = r.f;
+        let c = &mut s.counters;
+        let add = |x: &mut u32, v: bool| *x = x.saturating_add(u32::from(v));
+        add(&mut c.requests, true);
+        add(&mut c.reasoning, f.reasoning);
+        add(&mut c.rubric, f.rubric);
+        add(&mut c.reveal, f.reveal);
+        add(&mut c.elicit, f.reasoning || f.rubric);
+        add(&mut c.out_dist, f.harvest_params());
+        add(
+            &mut c.max_high,
+            f.max_tokens.is_some_and(|m| m >= r.max_tokens_high),
+        );
+        add(&mut c.single_turn, !f.multi_turn());
+        add(&mut c.bench, r.bench_hit);
+        add(&mut c.harvest, r.harvesting);
+        if let Some(t) = f.temperature {
+            c.temps |= 1 << t.min(31);
+        }
+        if r.harvesting && f.topic != NO_TOPIC {
+            let t = usize::from(f.topic) % TOPICS;
+            if let Some(x) = c.harvest_topics.get_mut(t) {
+                *x = x.saturating_add(1);
+            }
+        }
+        if let Some(x) = c.hours.get_mut(r.hour_of_day % 24) {
+            *x = x.saturating_add(1);
+        }
+        if s.last_hour.is_none_or(|h| r.hour > h) {
+            c.active_hours += 1;
+            s.last_hour = Some(r.hour);
+        }
+        let bump = |v: &mut Vec<u32>, i: usize, by: bool| {
+            if let Some(x) = v.get_mut(i) {
+                *x = x.saturating_add(u32::from(by));
+            }
+        };
+        for i in r.shapes.into_iter().flatten() {
+            bump(&mut s.shp, i, true);
+            bump(&mut s.shp_harvest, i, r.harvesting);
+        }
+        if let Some(t) = r.template {
+            bump(&mut s.tpl, t, true);
+            bump(&mut s.tpl_harvest, t, r.harvesting);
+        }
+    }
+
+    /// The account reused template slot `slot` for another template.
+    pub fn reset_template(&mut self, slot: usize) {
+        for s in &mut self.list {
+            if let Some(x) = s.tpl.get_mut(slot) {
+                *x = 0;
+            }
+            if let Some(x) = s.tpl_harvest.get_mut(slot) {
+                *x = 0;
+            }
+        }
+    }
+
+    /// The account reused shape slot `slot` for another shape.
+    pub fn reset_shape(&mut self, slot: usize) {
+        for s in &mut self.list {
+            if let Some(x) = s.shp.get_mut(slot) {
+                *x = 0;
+            }
+            if let Some(x) = s.shp_harvest.get_mut(slot) {
+                *x = 0;
+            }
+        }
+    }
+
+    /// Bytes one account's segments can hold (for [`crate::account::memory_bound`]).
+    pub fn memory_bound() -> usize {
+        use std::mem::size_of;
+        let histograms = 2 * (TOPICS + 24) + 4 * (2 * MAX_TEMPLATES + 2 * MAX_SHAPES);
+        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES + histograms)
+    }
+}
