@@ -57,7 +57,8 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    /// An error with a message for the client and the offending parameter.
+    pub fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
         Self {
             message: message.into(),
             param,
@@ -425,6 +426,50 @@ fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
     }
 }
 
+/// Rewrites top-level fields of a JSON object body: each `(name, raw JSON)` in `set` replaces the
+/// field's value where it is (or is appended when absent); every other field is copied byte for
+/// byte, in order. Used where a body goes upstream in its own API's shape (Responses, Messages)
+/// with only the model name changed.
+pub fn set_fields(body: &[u8], set: &[(&str, &str)]) -> Result<Vec<u8>, RequestError> {
+    let Fields(fields) = serde_json::from_slice::<Fields<'_>>(body)
+        .map_err(|e| RequestError::new(format!("The body is not a JSON object: {e}"), None))?;
+    let mut out = Vec::with_capacity(body.len() + 32);
+    out.push(b'{');
+    let mut first = true;
+    let mut push_key = |out: &mut Vec<u8>, key: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(out, key);
+        out.push(b':');
+    };
+    let mut written = vec![false; set.len()];
+    for (k, v) in &fields {
+        push_key(&mut out, k);
+        match set.iter().position(|(name, _)| name == k) {
+            Some(i) => {
+                out.extend_from_slice(set[i].1.as_bytes());
+                written[i] = true;
+            }
+            None => out.extend_from_slice(v.get().as_bytes()),
+        }
+    }
+    for ((name, raw), done) in set.iter().zip(written) {
+        if !done {
+            push_key(&mut out, name);
+            out.extend_from_slice(raw.as_bytes());
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON string literal for `s` (quoted and escaped).
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
@@ -526,6 +571,17 @@ mod tests {
         for (body, param) in cases {
             assert_eq!(parse(body).unwrap_err().param, Some(param), "{body}");
         }
+    }
+
+    #[test]
+    fn set_fields_replaces_in_place_and_appends() {
+        let body = br#"{"model":"a","input":"h\u00e9 1.50","x":[1, 2]}"#;
+        let out = set_fields(body, &[("model", &json_string("b\"c")), ("extra", "true")]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"model":"b\"c","input":"h\u00e9 1.50","x":[1, 2],"extra":true}"#
+        );
+        assert!(set_fields(b"[1]", &[]).is_err());
     }
 
     #[test]
