@@ -9,6 +9,7 @@ pub mod billing_admin;
 pub mod bootstrap;
 pub mod budget;
 pub mod conn;
+pub mod dialect;
 pub mod enforce;
 pub mod error;
 pub mod guard_admin;

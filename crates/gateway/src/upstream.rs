@@ -433,6 +433,8 @@ pub enum UpstreamBody {
     Http(PooledBody),
     Chunks(mpsc::Receiver<Bytes>),
     Full(Option<Bytes>),
+    /// An `anthropic` upstream's event stream, read as chat chunks.
+    Anthropic(Box<crate::dialect::AnthropicUpstream>),
 }
 
 impl UpstreamBody {
@@ -442,6 +444,7 @@ impl UpstreamBody {
             UpstreamBody::Http(b) => b.poll_chunk(cx),
             UpstreamBody::Chunks(rx) => rx.poll_recv(cx).map(|o| o.map(Ok)),
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(Ok)),
+            UpstreamBody::Anthropic(a) => a.poll_next(cx),
         }
     }
 

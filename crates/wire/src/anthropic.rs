@@ -998,6 +998,21 @@ impl ChatToMessagesStream {
         }
     }
 
+    /// The upstream stream broke before its end: writes Anthropic's `error` event (once, unless the
+    /// message already finished).
+    pub fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.start(out);
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        push_named_event(
+            out,
+            "error",
+            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+        );
+    }
+
     /// At the end of the upstream stream: closes the open block and writes `message_delta` (stop
     /// reason and the upstream's usage, all four counts) and `message_stop`.
     pub fn finish(&mut self, out: &mut Vec<u8>) {

@@ -752,6 +752,21 @@ impl ChatToResponsesStream {
         }
     }
 
+    /// The upstream stream broke before its end: writes `response.failed` with the output so far
+    /// and the error (once, unless the response already finished).
+    pub fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.start(out);
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mut response =
+            self.ctx
+                .object("failed", self.output.clone(), None, self.usage.as_ref());
+        response["error"] = json!({"code": "server_error", "message": message});
+        self.emit(out, "response.failed", json!({ "response": response }));
+    }
+
     /// At the end of the upstream stream (`[DONE]` or end of body): closes open items and writes
     /// `response.completed` (or `response.incomplete` when the output was cut at its limit), with
     /// the upstream's usage.
