@@ -158,6 +158,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(proxy::inference))
         .route("/v1/embeddings", post(proxy::inference))
         .route("/v1/models", get(proxy::list_models))
+        .route("/v1/responses", post(crate::apis::create_response))
+        .route("/openai/responses", post(crate::apis::create_response))
+        .route("/openai/v1/responses", post(crate::apis::create_response))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::apis::get_response).delete(crate::apis::delete_response),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(crate::apis::response_input_items),
+        )
+        .route("/v1/messages", post(crate::apis::create_message))
+        .route("/v1/messages/count_tokens", post(crate::apis::count_tokens))
         .route("/v1/models/{id}", get(proxy::get_model))
         .route(
             "/openai/deployments/{deployment}/chat/completions",

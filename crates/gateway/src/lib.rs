@@ -4,6 +4,7 @@
 //! [`app::App`] holds the shared state and documents the request path; [`server::serve`] runs it.
 
 pub mod admin;
+pub mod apis;
 pub mod app;
 pub mod billing_admin;
 pub mod bootstrap;
