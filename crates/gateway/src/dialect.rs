@@ -35,7 +35,7 @@ use tollgate_wire::anthropic::{
 use tollgate_wire::responses::{self, ChatToResponsesStream, ResponseContext};
 use tollgate_wire::{SseSplitter, Usage};
 
-use crate::upstream::UpstreamBody;
+use crate::upstream::{Failure, UpstreamBody, UpstreamResponse, send_to};
 
 /// The API a client spoke, when it is not Chat Completions, with what its answer needs.
 #[derive(Debug, Clone)]
@@ -325,6 +325,88 @@ impl AnthropicUpstream {
             }
         }
     }
+}
+
+/// Sends a Chat Completions body to an `anthropic` route: translated to a Messages request for
+/// `upstream_model`, answered as chat (a plain completion, or chunks ending with the usage chunk
+/// and `[DONE]`). An upstream error comes back in OpenAI's shape; a request Anthropic cannot take
+/// (`n > 1`, unknown content parts) is a 400 that is not retried.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_chat_to_anthropic(
+    pool: &Arc<crate::conn::ConnPool>,
+    auth: Option<&(http::HeaderName, HeaderValue)>,
+    messages: &http::Uri,
+    version: &(http::HeaderName, HeaderValue),
+    chat: &[u8],
+    upstream_model: &str,
+    ctx: ChatContext,
+    timeout: std::time::Duration,
+) -> Result<UpstreamResponse, Failure> {
+    let json = HeaderValue::from_static("application/json");
+    let body = anthropic::from_chat_request(chat, upstream_model).map_err(|e| Failure::Status {
+        status: StatusCode::BAD_REQUEST,
+        body: Bytes::from(
+            tollgate_wire::ErrorBody {
+                error: tollgate_wire::ErrorDetail {
+                    message: &e.message,
+                    kind: "invalid_request_error",
+                    param: e.param,
+                    code: None,
+                },
+            }
+            .to_vec(),
+        ),
+        retry_after: None,
+        content_type: Some(json.clone()),
+    })?;
+    let stream = serde_json::from_slice::<serde_json::Value>(chat)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false);
+    let res = send_to(
+        pool,
+        http::Method::POST,
+        messages,
+        &[auth, Some(version)],
+        Some(Bytes::from(body)),
+        timeout,
+    )
+    .await;
+    let res = match res {
+        Ok(r) => r,
+        Err(Failure::Status {
+            status,
+            body,
+            retry_after,
+            ..
+        }) => {
+            return Err(Failure::Status {
+                status,
+                body: Bytes::from(anthropic::openai_error_from(status.as_u16(), &body)),
+                retry_after,
+                content_type: Some(json),
+            });
+        }
+        Err(other) => return Err(other),
+    };
+    if stream {
+        return Ok(UpstreamResponse {
+            status: res.status,
+            content_type: Some(HeaderValue::from_static("text/event-stream")),
+            body: UpstreamBody::Anthropic(Box::new(AnthropicUpstream::new(res.body, ctx))),
+        });
+    }
+    let bytes = match tokio::time::timeout(timeout, res.body.collect(64 << 20)).await {
+        Err(_) => return Err(Failure::Timeout),
+        Ok(Err(e)) => return Err(Failure::Connect(e)),
+        Ok(Ok(b)) => b,
+    };
+    let chat = chat_from_message(&bytes, &ctx).map_err(Failure::Connect)?;
+    Ok(UpstreamResponse {
+        status: res.status,
+        content_type: Some(json),
+        body: UpstreamBody::Full(Some(chat)),
+    })
 }
 
 /// How the usage of a stream relayed unchanged is read.

@@ -43,11 +43,16 @@ pub fn chat_usage_json(u: &Usage) -> Value {
     })
 }
 
-/// The Responses API `usage` object.
+/// The Responses API `usage` object (`input_tokens_details.cache_write_tokens` only when some
+/// prompt tokens were written to a cache).
 pub fn responses_usage_json(u: &Usage) -> Value {
+    let mut details = json!({ "cached_tokens": u.cached_tokens() });
+    if u.cache_write_tokens() > 0 {
+        details["cache_write_tokens"] = json!(u.cache_write_tokens());
+    }
     json!({
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": { "cached_tokens": u.cached_tokens() },
+        "input_tokens_details": details,
         "output_tokens": u.completion_tokens,
         "output_tokens_details": { "reasoning_tokens": u.reasoning_tokens() },
         "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),

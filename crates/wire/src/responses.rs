@@ -889,6 +889,8 @@ struct Details {
     #[serde(default)]
     cached_tokens: Option<u64>,
     #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
     reasoning_tokens: Option<u64>,
 }
 
@@ -898,10 +900,21 @@ impl ResponsesUsage {
             .input_tokens_details
             .and_then(|d| d.cached_tokens)
             .unwrap_or(0);
+        let written = self
+            .input_tokens_details
+            .and_then(|d| d.cache_write_tokens)
+            .unwrap_or(0);
         let reasoning = self
             .output_tokens_details
             .and_then(|d| d.reasoning_tokens)
             .unwrap_or(0);
-        Usage::new(self.input_tokens, cached, 0, self.output_tokens, reasoning)
+        let written = written.min(self.input_tokens.saturating_sub(cached));
+        Usage::new(
+            self.input_tokens,
+            cached,
+            written,
+            self.output_tokens,
+            reasoning,
+        )
     }
 }
