@@ -240,6 +240,9 @@ pub struct ModelConfig {
     /// Tokenizer used where the upstream reports no usage: `o200k_base` or `cl100k_base`
     /// (default: by model name).
     pub tokenizer: Option<String>,
+    /// The model's context window in tokens. A request whose prompt alone is longer is refused
+    /// with 400 `context_length_exceeded` before it is dispatched (unset: not checked).
+    pub context_window: Option<u64>,
 }
 
 impl ModelConfig {
@@ -457,6 +460,7 @@ input_price = "0.15"
 cached_input_price = "0.075"
 output_price = "0.60"
 owner = "openai"
+context_window = 128000
 
 [[models]]
 name = "gpt-4o"
@@ -465,6 +469,7 @@ input_price = "2.50"
 cached_input_price = "1.25"
 output_price = "10.00"
 owner = "openai"
+context_window = 128000
 
 [[models]]
 name = "text-embedding-3-small"
@@ -726,6 +731,9 @@ owner = "openai"
                 && t != "cl100k_base"
             {
                 errors.push(format!("{at}: tokenizer must be o200k_base or cl100k_base"));
+            }
+            if m.context_window == Some(0) {
+                errors.push(format!("{at}: context_window must be at least 1 token"));
             }
             for (field, price) in [
                 ("input_price", m.input_price),

@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
     });
     let req = ApiRequest::parse(&body, Endpoint::ChatCompletions, false).unwrap();
     c.bench_function("request_rewrite_1kb", |b| {
-        b.iter(|| black_box(req.rewrite("upstream-model")))
+        b.iter(|| black_box(req.rewrite("upstream-model", tollgate_wire::Restrict::NONE)))
     });
 
     let stream = stream_body(200);

@@ -58,7 +58,7 @@ async fn chat_path(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    crate::proxy::inference(
+    crate::front::inference(
         State(app),
         None,
         ConnectInfo(peer),
@@ -132,7 +132,7 @@ pub async fn delete_response(
 /// Stored responses: only responses the gateway saw a provider create can be read, and only by
 /// their organization; responses answered through translation are not stored anywhere.
 async fn stored(app: &App, id: &str, headers: &HeaderMap) -> Response {
-    if let Err(e) = crate::proxy::authenticate(app, headers) {
+    if let Err(e) = crate::front::authenticate(app, headers) {
         return e.into_response();
     }
     ApiError::not_found(format!("No response found with id '{id}'.")).into_response()
@@ -205,7 +205,7 @@ pub async fn count_tokens(State(app): AppState, headers: HeaderMap, body: Body) 
 }
 
 async fn count(app: &App, headers: &HeaderMap, body: Body) -> Result<u64, ApiError> {
-    let key = crate::proxy::authenticate(app, headers)?;
+    let key = crate::front::authenticate(app, headers)?;
     let raw = read_body(app, body).await?;
     let (head, request) =
         anthropic::parse_head(&raw, true).map_err(|e| ApiError::bad_request(e.message, e.param))?;

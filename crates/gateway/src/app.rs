@@ -21,8 +21,9 @@ use tollgate_config::Config;
 use tollgate_store::{Ledger, PriceRow, Store, UsageRecord};
 
 use crate::budget::Budgets;
+use crate::front::detach::Background;
 use crate::upstream::{ModelEntry, build_models};
-use crate::{admin, billing_admin, proxy, tenancy::Tenancy};
+use crate::{admin, billing_admin, front, tenancy::Tenancy};
 
 /// Everything the handlers share.
 pub struct App {
@@ -44,6 +45,8 @@ pub struct App {
     pub limits: crate::ratelimit::Limits,
     /// Progress of the change feed that keeps instances in step.
     pub sync: crate::sync::SyncState,
+    /// Tasks finishing requests whose clients left (shutdown waits for them).
+    pub background: Arc<Background>,
 }
 
 /// Why the application could not start.
@@ -116,6 +119,7 @@ impl App {
             guard,
             limits,
             sync: crate::sync::SyncState::default(),
+            background: Arc::new(Background::default()),
         });
         app.reload_prices()
             .await
@@ -152,12 +156,13 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(proxy::ready))
+        .route("/readyz", get(front::ready))
         .route("/metrics", get(crate::metrics::metrics))
-        .route("/v1/chat/completions", post(proxy::inference))
-        .route("/v1/completions", post(proxy::inference))
-        .route("/v1/embeddings", post(proxy::inference))
-        .route("/v1/models", get(proxy::list_models))
+        .route("/v1/chat/completions", post(front::inference))
+        .route("/v1/completions", post(front::inference))
+        .route("/v1/embeddings", post(front::inference))
+        .route("/v1/models", get(front::list_models))
+        .route("/v1/models/{id}", get(front::get_model))
         .route("/v1/responses", post(crate::apis::create_response))
         .route("/openai/responses", post(crate::apis::create_response))
         .route("/openai/v1/responses", post(crate::apis::create_response))
@@ -171,18 +176,17 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/messages", post(crate::apis::create_message))
         .route("/v1/messages/count_tokens", post(crate::apis::count_tokens))
-        .route("/v1/models/{id}", get(proxy::get_model))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
-            post(proxy::inference),
+            post(front::inference),
         )
         .route(
             "/openai/deployments/{deployment}/completions",
-            post(proxy::inference),
+            post(front::inference),
         )
         .route(
             "/openai/deployments/{deployment}/embeddings",
-            post(proxy::inference),
+            post(front::inference),
         )
         .route(
             "/admin/v1/organizations",
@@ -271,6 +275,6 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/v1/owners/{owner}/evidence/{org}",
             get(crate::guard_admin::owner_evidence),
         )
-        .fallback(proxy::not_found)
+        .fallback(front::not_found)
         .with_state(app)
 }

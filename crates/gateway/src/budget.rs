@@ -56,19 +56,51 @@ pub struct BudgetEvent {
     pub limit: String,
 }
 
-/// The cost reserved by one request against the budgets that cover it.
-#[derive(Debug, Default)]
+/// The cost reserved by one request against the budgets that cover it: settled to the real cost
+/// with [`Budgets::settle`], or given back when dropped unsettled.
+#[derive(Default)]
 pub struct Hold {
     states: Vec<Arc<Mutex<State>>>,
     amount: Decimal,
     /// Also reserved on the counters shared by all instances (Redis), settled there too.
-    pub shared: bool,
+    shared: Option<SharedHold>,
+}
+
+/// The part of a hold kept on the shared counters: which ones, and how much (nano-USD).
+struct SharedHold {
+    limits: Arc<tollgate_sharedlimit::SharedLimits>,
+    ids: Vec<String>,
+    nano: i64,
 }
 
 impl Hold {
     /// The estimated cost reserved.
     pub fn amount(&self) -> Decimal {
         self.amount
+    }
+
+    /// The hold, also reserved (`nano` nano-USD) on the shared counters `ids`.
+    pub fn shared_with(
+        mut self,
+        limits: Arc<tollgate_sharedlimit::SharedLimits>,
+        ids: Vec<String>,
+        nano: i64,
+    ) -> Hold {
+        self.shared = Some(SharedHold { limits, ids, nano });
+        self
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        for st in self.states.drain(..) {
+            if let Ok(mut s) = st.lock() {
+                s.reserved -= self.amount;
+            }
+        }
+        if let Some(shared) = self.shared.take() {
+            crate::ratelimit::adjust_shared_budget(shared.limits, shared.ids, -shared.nano);
+        }
     }
 }
 
@@ -230,23 +262,19 @@ impl Budgets {
         Ok(Some(Hold {
             states: taken,
             amount,
-            shared: false,
+            shared: None,
         }))
     }
 
     /// Replaces a reservation by the record's real cost and reports threshold crossings.
-    pub fn settle(&self, app: &App, hold: Hold, record: &UsageRecord) {
+    pub fn settle(&self, app: &App, mut hold: Hold, record: &UsageRecord) {
         let actual = record_cost(&app.prices(), record);
         let now = OffsetDateTime::now_utc();
-        if hold.shared {
-            let ids = self
-                .shared_counters(&hold)
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            app.limits.settle_budget(ids, hold.amount, actual);
+        if let Some(shared) = hold.shared.take() {
+            let delta = crate::ratelimit::nano_usd(actual).saturating_sub(shared.nano);
+            crate::ratelimit::adjust_shared_budget(shared.limits, shared.ids, delta);
         }
-        for st in hold.states {
+        for st in std::mem::take(&mut hold.states) {
             let Ok(mut s) = st.lock() else { continue };
             s.reserved -= hold.amount;
             s.roll(now);
@@ -276,15 +304,6 @@ impl Budgets {
                 })
             })
             .collect()
-    }
-
-    /// Gives back a hold whose request was refused further on.
-    pub fn release(&self, hold: Hold) {
-        for st in hold.states {
-            if let Ok(mut s) = st.lock() {
-                s.reserved -= hold.amount;
-            }
-        }
     }
 
     /// Adds imported usage of the current month to the budgets that cover it.
@@ -346,6 +365,17 @@ impl Budgets {
             Some(v) => v,
             None => serde_json::Value::Null,
         }
+    }
+
+    /// The exact cost held by requests in flight against a budget (`None`: no such budget).
+    pub fn reserved(&self, organization: &str, project: Option<&str>) -> Option<Decimal> {
+        let key = (
+            organization.to_owned(),
+            project.unwrap_or_default().to_owned(),
+        );
+        let state = self.map.get(&key)?;
+        let s = state.lock().ok()?;
+        Some(s.reserved)
     }
 
     /// Every budget of an organization.

@@ -23,7 +23,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -32,7 +31,7 @@ use tollgate_config::cidr::Cidr;
 use tollgate_config::{Config, EffectivePolicy, GuardAction};
 use tollgate_guard::{Detector, Observation};
 use tollgate_store::{AccountState, AuditEntry, Store, UsageRecord};
-use tollgate_wire::Endpoint;
+use tollgate_wire::{Endpoint, Restrict};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -61,14 +60,6 @@ pub const GUARD_POLICY: &str = "[guard]";
 /// The name of a policy: its owner, or [`GUARD_POLICY`].
 pub fn policy_name(p: &EffectivePolicy) -> &str {
     p.owner.as_deref().unwrap_or(GUARD_POLICY)
-}
-
-/// What enforcement decided for one request.
-pub enum Verdict {
-    /// Go on with the request as it is.
-    Pass,
-    /// Go on with this body instead (e.g. logprobs stripped, `n` capped).
-    Rewrite(Bytes),
 }
 
 /// A review limited to one model owner's models.
@@ -801,19 +792,21 @@ pub fn check_access(app: &App, key: &KeyEntry, model: &ModelEntry) -> Result<(),
 }
 
 /// Feeds the detector and applies the action of the policy in force on the model (its owner's
-/// own policy, else `[guard]`).
+/// own policy, else `[guard]`): refuse, throttle, or restrict the request (returned, applied by
+/// the upstream rewrite).
+#[allow(clippy::too_many_arguments)]
 pub fn observe(
     app: &App,
     key: &KeyEntry,
     model: &ModelEntry,
     endpoint: Endpoint,
-    body: &Bytes,
+    body: &[u8],
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<Verdict, ApiError> {
+) -> Result<Restrict, ApiError> {
     let guard = &app.guard;
     if !guard.enabled {
-        return Ok(Verdict::Pass);
+        return Ok(Restrict::NONE);
     }
     let outcome = guard.detector.observe(&Observation {
         time: OffsetDateTime::now_utc(),
@@ -828,13 +821,13 @@ pub fn observe(
     if policy.action == GuardAction::Record
         || !guard.flagged_under(policy, &key.organization, outcome.score, outcome.flagged)
     {
-        return Ok(Verdict::Pass);
+        return Ok(Restrict::NONE);
     }
     if let Some(refusal) = guard.on_flag(app, &key.organization, outcome.score, policy) {
         return Err(refusal);
     }
     if guard.is_exempt(&key.organization, policy) {
-        return Ok(Verdict::Pass);
+        return Ok(Restrict::NONE);
     }
     if let Some(rpm) = policy.throttle_rpm {
         let mut throttles = guard
@@ -864,38 +857,10 @@ pub fn observe(
             ));
         }
     }
-    if (policy.strip_logprobs || policy.max_n.is_some())
-        && let Some(b) = restrict(body, policy.strip_logprobs, policy.max_n)
-    {
-        return Ok(Verdict::Rewrite(b));
-    }
-    Ok(Verdict::Pass)
-}
-
-/// The body without `logprobs`/`top_logprobs` (when `strip`) and with `n`/`best_of` capped;
-/// `None` when nothing changes.
-pub fn restrict(body: &[u8], strip: bool, max_n: Option<u64>) -> Option<Bytes> {
-    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
-    let mut changed = false;
-    if strip {
-        for f in ["logprobs", "top_logprobs"] {
-            changed |= map.remove(f).is_some();
-        }
-    }
-    if let Some(cap) = max_n {
-        for f in ["n", "best_of"] {
-            if let Some(v) = map.get_mut(f)
-                && v.as_u64().is_some_and(|n| n > cap)
-            {
-                *v = serde_json::Value::from(cap);
-                changed = true;
-            }
-        }
-    }
-    if !changed {
-        return None;
-    }
-    serde_json::to_vec(&map).ok().map(Bytes::from)
+    Ok(Restrict {
+        strip_logprobs: policy.strip_logprobs,
+        max_n: policy.max_n,
+    })
 }
 
 /// Called with every usage record before it is written.
@@ -911,21 +876,5 @@ pub fn completed(app: &App, record: &UsageRecord) {
             record.output_tokens,
             record.status == 499,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restrict_strips_logprobs_and_caps_n() {
-        let body = br#"{"model":"m","logprobs":true,"top_logprobs":5,"n":8,"messages":[]}"#;
-        let out = restrict(body, true, Some(1)).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert!(v.get("logprobs").is_none() && v.get("top_logprobs").is_none());
-        assert_eq!(v["n"], 1);
-        assert_eq!(v["model"], "m");
-        assert!(restrict(br#"{"model":"m","n":1}"#, true, Some(1)).is_none());
     }
 }

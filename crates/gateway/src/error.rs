@@ -144,6 +144,16 @@ impl ApiError {
         )
     }
 
+    /// The client went away before its answer (logged as 499; nobody reads it).
+    pub fn client_left() -> Self {
+        Self::new(
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "invalid_request_error",
+            Some("client_closed_request"),
+            "The client closed the request.",
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,9 +12,12 @@
 //! month (`spent + outstanding reservations`, in integer nano-USD, started from the ledger's
 //! month-to-date spend), all or none, and settles it to the real cost after. Costs are rounded up
 //! to the nano-dollar for this enforcement only; invoices use the exact decimals of the ledger.
+//!
+//! A [`Reservation`] is an obligation: dropped unsettled, it gives itself back. A Redis call whose
+//! caller went away while it was in flight is finished by a task that gives back what it took.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
@@ -37,13 +40,96 @@ pub struct Limits {
     pub fallbacks: AtomicU64,
     /// Requests refused with 429.
     pub refused: AtomicU64,
+    /// Reservations taken and not yet settled or given back.
+    outstanding: Arc<AtomicI64>,
 }
 
-/// What one request reserved; given back with [`Limits::release`] when it is not dispatched.
+/// What one request reserved: settled to the real count with [`Reservation::settle`], or given
+/// back when dropped unsettled (the request was refused further on, or never dispatched).
 pub struct Reservation {
     key: Arc<KeyEntry>,
     pub tokens: u64,
-    shared: bool,
+    shared: Option<Arc<SharedLimits>>,
+    settled: bool,
+    outstanding: Arc<AtomicI64>,
+}
+
+impl Reservation {
+    /// Settles the token reservation to the real count (the request unit stays spent): in Redis
+    /// in the background (the response does not wait), locally at once.
+    pub fn settle(mut self, actual: u64) {
+        self.settled = true;
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        let reserved = self.tokens;
+        if reserved == actual {
+            return;
+        }
+        if let Some(shared) = self.shared.take() {
+            let buckets = buckets(&self.key);
+            if buckets.is_empty() {
+                return;
+            }
+            spawn_redis(async move {
+                if let Err(error) = shared.settle(&buckets, reserved, actual).await {
+                    tracing::warn!(%error, "Could not settle a shared reservation.");
+                }
+            });
+            return;
+        }
+        if let Some(l) = &self.key.limiter {
+            l.settle(reserved, actual);
+        }
+        if let Some(l) = &self.key.project_limiter {
+            l.settle(reserved, actual);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if let Some(shared) = self.shared.take() {
+            let buckets = buckets(&self.key);
+            let tokens = self.tokens;
+            spawn_redis(async move {
+                if let Err(error) = shared.release(&buckets, tokens).await {
+                    tracing::warn!(%error, "Could not release a shared reservation.");
+                }
+            });
+            return;
+        }
+        if let Some(l) = &self.key.limiter {
+            l.release(self.tokens);
+        }
+        if let Some(l) = &self.key.project_limiter {
+            l.release(self.tokens);
+        }
+    }
+}
+
+/// Runs a Redis call that nobody waits for (settling, giving back).
+fn spawn_redis(call: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(call);
+        }
+        Err(_) => tracing::error!("A shared reservation could not be settled: no runtime."),
+    }
+}
+
+/// Runs `call` as a task and waits for its answer; when the waiter is dropped first, the answer
+/// is dropped in the task, so whatever it holds (a reservation, a hold) gives itself back.
+async fn finished_even_if_dropped<T: Send + 'static>(
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(call.await);
+    });
+    rx.await.ok()
 }
 
 fn buckets(key: &KeyEntry) -> Vec<Bucket> {
@@ -92,11 +178,17 @@ impl Limits {
             redis_errors: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            outstanding: Arc::new(AtomicI64::new(0)),
         })
     }
 
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Reservations taken and not yet settled or given back (0 when every request is finished).
+    pub fn outstanding(&self) -> i64 {
+        self.outstanding.load(Ordering::Acquire)
     }
 
     /// Reserves one request and `tokens` estimated tokens against the key's and its project's
@@ -121,12 +213,23 @@ impl Limits {
         if let Some(shared) = &self.shared {
             let buckets = buckets(key);
             if buckets.is_empty() {
-                return Ok((self.reservation(key, tokens, false), Snapshot::default()));
+                return Ok((self.reservation(key, tokens, None), Snapshot::default()));
             }
-            match shared.reserve(&buckets, tokens).await {
-                Ok(answer) => {
-                    return shared_answer(self.reservation(key, tokens, true), &buckets, answer);
-                }
+            let (shared, key2, count) = (shared.clone(), key.clone(), self.outstanding.clone());
+            let call = async move {
+                let answer = shared.reserve(&buckets, tokens).await?;
+                Ok(shared_answer(
+                    reservation(&key2, tokens, Some(shared), count),
+                    &buckets,
+                    answer,
+                ))
+            };
+            let answer: Result<_, tollgate_sharedlimit::SharedLimitError> =
+                finished_even_if_dropped(call)
+                    .await
+                    .unwrap_or(Err(tollgate_sharedlimit::SharedLimitError::Down));
+            match answer {
+                Ok(result) => return result,
                 Err(error) => {
                     self.redis_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, "Shared rate limits unavailable.");
@@ -139,61 +242,32 @@ impl Limits {
                 }
             }
         }
-        local_reserve(key, tokens).map(|s| (self.reservation(key, tokens, false), s))
+        local_reserve(key, tokens).map(|s| (self.reservation(key, tokens, None), s))
     }
 
-    fn reservation(&self, key: &Arc<KeyEntry>, tokens: u64, shared: bool) -> Reservation {
-        Reservation {
-            key: key.clone(),
-            tokens,
-            shared,
-        }
+    fn reservation(
+        &self,
+        key: &Arc<KeyEntry>,
+        tokens: u64,
+        shared: Option<Arc<SharedLimits>>,
+    ) -> Reservation {
+        reservation(key, tokens, shared, self.outstanding.clone())
     }
+}
 
-    /// Gives back a reservation whose request was not dispatched.
-    pub async fn release(&self, r: &Reservation) {
-        if r.shared
-            && let Some(shared) = &self.shared
-        {
-            if let Err(error) = shared.release(&buckets(&r.key), r.tokens).await {
-                self.redis_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "Could not release a shared reservation.");
-            }
-            return;
-        }
-        if let Some(l) = &r.key.limiter {
-            l.release(r.tokens);
-        }
-        if let Some(l) = &r.key.project_limiter {
-            l.release(r.tokens);
-        }
-    }
-
-    /// Settles a token reservation to the real count: in Redis in the background (the response
-    /// does not wait), locally at once.
-    pub fn settle(&self, key: &Arc<KeyEntry>, reserved: u64, actual: u64) {
-        if reserved == actual {
-            return;
-        }
-        if let Some(shared) = &self.shared {
-            let buckets = buckets(key);
-            if buckets.is_empty() {
-                return;
-            }
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Err(error) = shared.settle(&buckets, reserved, actual).await {
-                    tracing::warn!(%error, "Could not settle a shared reservation.");
-                }
-            });
-            return;
-        }
-        if let Some(l) = &key.limiter {
-            l.settle(reserved, actual);
-        }
-        if let Some(l) = &key.project_limiter {
-            l.settle(reserved, actual);
-        }
+fn reservation(
+    key: &Arc<KeyEntry>,
+    tokens: u64,
+    shared: Option<Arc<SharedLimits>>,
+    outstanding: Arc<AtomicI64>,
+) -> Reservation {
+    outstanding.fetch_add(1, Ordering::AcqRel);
+    Reservation {
+        key: key.clone(),
+        tokens,
+        shared,
+        settled: false,
+        outstanding,
     }
 }
 
@@ -220,56 +294,71 @@ impl Limits {
         let Some(shared) = &self.shared else {
             return Ok(hold);
         };
-        let Some(mut hold) = hold else {
+        let Some(hold) = hold else {
             return Ok(None);
         };
         let counters = app.budgets.shared_counters(&hold);
-        match shared
-            .reserve_budget(&counters, nano_usd(hold.amount()))
-            .await
-        {
-            Ok(None) => {
-                hold.shared = true;
-                Ok(Some(hold))
+        let shared = shared.clone();
+        let call = async move {
+            let amount = nano_usd(hold.amount());
+            match shared.reserve_budget(&counters, amount).await {
+                Ok(None) => {
+                    let ids = counters.into_iter().map(|c| c.id).collect();
+                    BudgetAnswer::Held(hold.shared_with(shared, ids, amount))
+                }
+                Ok(Some(i)) => {
+                    BudgetAnswer::Refused(counters.get(i).map(|c| c.id.clone()).unwrap_or_default())
+                }
+                Err(error) => BudgetAnswer::Down(error, hold),
             }
-            Ok(Some(i)) => {
-                app.budgets.release(hold);
+        };
+        match finished_even_if_dropped(call).await {
+            Some(BudgetAnswer::Held(hold)) => Ok(Some(hold)),
+            Some(BudgetAnswer::Refused(scope)) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                let scope = counters.get(i).map(|c| c.id.clone()).unwrap_or_default();
                 Err(ApiError::insufficient_quota(format!(
                     "You exceeded your current quota: the monthly budget ({scope}) has been reached."
                 )))
             }
-            Err(error) => {
+            answer => {
                 self.redis_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "Shared budgets unavailable.");
+                let hold = match answer {
+                    Some(BudgetAnswer::Down(error, hold)) => {
+                        tracing::warn!(%error, "Shared budgets unavailable.");
+                        Some(hold)
+                    }
+                    _ => None,
+                };
                 if self.on_failure == RedisFailure::Closed {
-                    app.budgets.release(hold);
                     return Err(ApiError::unavailable(
                         "Budgets cannot be checked right now, so the request is refused. Retry shortly.",
                     ));
                 }
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(hold))
+                Ok(hold)
             }
         }
     }
+}
 
-    /// Settles a shared budget reservation to the real cost, in the background.
-    pub fn settle_budget(&self, ids: Vec<String>, reserved: Decimal, actual: Decimal) {
-        let Some(shared) = self.shared.clone() else {
-            return;
-        };
-        let delta = nano_usd(actual).saturating_sub(nano_usd(reserved));
-        if delta == 0 {
-            return;
-        }
-        tokio::spawn(async move {
-            if let Err(error) = shared.adjust_budget(&ids, delta).await {
-                tracing::warn!(%error, "Could not settle a shared budget reservation.");
-            }
-        });
+/// How the shared budget counters answered a hold.
+enum BudgetAnswer {
+    Held(Hold),
+    /// Refused on this counter (the hold was given back).
+    Refused(String),
+    Down(tollgate_sharedlimit::SharedLimitError, Hold),
+}
+
+/// Moves shared budget counters by `delta` nano-USD in the background.
+pub fn adjust_shared_budget(shared: Arc<SharedLimits>, ids: Vec<String>, delta: i64) {
+    if delta == 0 {
+        return;
     }
+    spawn_redis(async move {
+        if let Err(error) = shared.adjust_budget(&ids, delta).await {
+            tracing::warn!(%error, "Could not settle a shared budget reservation.");
+        }
+    });
 }
 
 fn shared_answer(

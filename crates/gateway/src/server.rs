@@ -137,10 +137,19 @@ pub async fn serve(
     };
     if tokio::time::timeout(grace, all_drained).await.is_err() {
         tracing::warn!("Grace period over; closing remaining connections.");
+        app.background.close();
         let _ = phase_tx.send(Phase::Closing);
     }
-    // The serving runtimes stay up until the ledger is flushed: streams whose client left are
-    // finished by tasks on them, and connections they opened (PostgreSQL, Redis) run there.
+    // The serving runtimes stay up until the ledger is flushed: requests whose client left (or
+    // that the grace period cut off) are finished by tasks on them, and connections they opened
+    // (PostgreSQL, Redis) run there.
+    let finish_for = Duration::from_millis(app.config.metering.drain_timeout_ms).max(grace);
+    if !app.background.idle(finish_for).await {
+        tracing::warn!(
+            running = app.background.running(),
+            "Shutdown: some abandoned requests were not finished in time."
+        );
+    }
     if let Err(error) = app.ledger.flush().await {
         tracing::error!(%error, "Ledger flush at shutdown failed.");
     }

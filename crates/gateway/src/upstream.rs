@@ -189,6 +189,8 @@ pub struct ModelEntry {
     pub routes: Vec<Route>,
     pub owner: Option<String>,
     pub encoding: Encoding,
+    /// Tokens the model accepts; longer prompts are refused before dispatch.
+    pub context_window: Option<u64>,
     pub created: i64,
 }
 
@@ -339,6 +341,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                 routes: vec![route],
                 owner: m.owner.clone(),
                 encoding: Encoding::for_model(upstream_model, m.tokenizer.as_deref()),
+                context_window: m.context_window,
                 created: 1_700_000_000,
             }),
         }

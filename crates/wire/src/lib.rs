@@ -17,6 +17,6 @@ pub mod sse;
 pub mod usage;
 
 pub use error::{ErrorBody, ErrorDetail};
-pub use request::{ApiRequest, Endpoint, RequestError};
+pub use request::{ApiRequest, Endpoint, RequestError, Restrict};
 pub use sse::{SseEvent, SseSplitter};
 pub use usage::Usage;

@@ -88,8 +88,28 @@ pub struct ApiRequest<'a> {
     pub max_tokens: Option<u64>,
     /// `n` (number of choices), when given.
     pub n: Option<u64>,
+    /// `best_of` (legacy completions), when given as an integer.
+    pub best_of: Option<u64>,
+    /// The body carries `logprobs` or `top_logprobs`.
+    pub asks_logprobs: bool,
     /// Length in bytes of the raw prompt field: a cheap size estimate before tokenizing.
     pub prompt_bytes: usize,
+}
+
+/// Limits the usage policy puts on a request (the guard's action): drop the log-probability
+/// fields, cap the number of choices. Applied by [`ApiRequest::rewrite`] with the other changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restrict {
+    pub strip_logprobs: bool,
+    pub max_n: Option<u64>,
+}
+
+impl Restrict {
+    /// Nothing restricted.
+    pub const NONE: Restrict = Restrict {
+        strip_logprobs: false,
+        max_n: None,
+    };
 }
 
 struct Key<'a>(Cow<'a, str>);
@@ -172,6 +192,8 @@ impl<'a> ApiRequest<'a> {
             include_usage: false,
             max_tokens: None,
             n: None,
+            best_of: None,
+            asks_logprobs: false,
             prompt_bytes: 0,
         };
         let mut has_prompt = false;
@@ -234,6 +256,8 @@ impl<'a> ApiRequest<'a> {
                     }
                     req.n = Some(v);
                 }
+                "best_of" if !is_null => req.best_of = serde_json::from_str(raw_str).ok(),
+                "logprobs" | "top_logprobs" => req.asks_logprobs = true,
                 "temperature" | "top_p" | "presence_penalty" | "frequency_penalty"
                     if !is_null && serde_json::from_str::<f64>(raw_str).is_err() =>
                 {
@@ -281,15 +305,31 @@ impl<'a> ApiRequest<'a> {
             .find_map(|(k, v)| (k == name).then_some(*v))
     }
 
-    /// Whether the upstream body must differ from the client's: another model name, or a stream
-    /// that must ask for the usage chunk.
-    pub fn needs_rewrite(&self, upstream_model: &str) -> bool {
-        self.model.as_deref() != Some(upstream_model) || (self.stream && !self.include_usage)
+    /// Choices the upstream will generate: `n` (default 1), capped by `restrict`.
+    pub fn choices(&self, restrict: Restrict) -> u64 {
+        let n = self.n.unwrap_or(1);
+        restrict.max_n.map_or(n, |cap| n.min(cap.max(1)))
     }
 
-    /// The body for the upstream: `model` set to `upstream_model`, and for streams
-    /// `stream_options.include_usage = true`. All other fields are copied byte for byte, in order.
-    pub fn rewrite(&self, upstream_model: &str) -> Vec<u8> {
+    /// Whether the upstream body must differ from the client's: another model name, a stream
+    /// that must ask for the usage chunk, or a restriction that applies to this body.
+    pub fn needs_rewrite(&self, upstream_model: &str, restrict: Restrict) -> bool {
+        self.model.as_deref() != Some(upstream_model)
+            || (self.stream && !self.include_usage)
+            || self.restricted(restrict)
+    }
+
+    fn restricted(&self, restrict: Restrict) -> bool {
+        (restrict.strip_logprobs && self.asks_logprobs)
+            || restrict.max_n.is_some_and(|cap| {
+                self.n.is_some_and(|n| n > cap) || self.best_of.is_some_and(|b| b > cap)
+            })
+    }
+
+    /// The body for the upstream: `model` set to `upstream_model`; for streams
+    /// `stream_options.include_usage = true`; under `restrict`, no `logprobs`/`top_logprobs` and
+    /// `n`/`best_of` capped. All other fields are copied byte for byte, in order.
+    pub fn rewrite(&self, upstream_model: &str, restrict: Restrict) -> Vec<u8> {
         let total: usize = self
             .fields
             .iter()
@@ -319,6 +359,16 @@ impl<'a> ApiRequest<'a> {
                     push_key(&mut out, k);
                     write_stream_options(&mut out, v.get());
                     wrote_options = true;
+                }
+                "logprobs" | "top_logprobs" if restrict.strip_logprobs => {}
+                "n" | "best_of"
+                    if restrict.max_n.is_some_and(|cap| {
+                        serde_json::from_str::<u64>(v.get()).is_ok_and(|n| n > cap)
+                    }) =>
+                {
+                    push_key(&mut out, k);
+                    let cap = restrict.max_n.unwrap_or(1);
+                    out.extend_from_slice(cap.to_string().as_bytes());
                 }
                 _ => {
                     push_key(&mut out, k);
@@ -510,23 +560,46 @@ mod tests {
     fn rewrite_keeps_unknown_fields_byte_for_byte() {
         let body = r#"{"model":"public","messages":[{"role":"user","content":"hé \u00e9"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"a":1.50}}}],"seed":42,"logprobs":true}"#;
         let r = parse(body).unwrap();
-        assert!(r.needs_rewrite("up"));
-        let out = String::from_utf8(r.rewrite("up")).unwrap();
+        assert!(r.needs_rewrite("up", Restrict::NONE));
+        let out = String::from_utf8(r.rewrite("up", Restrict::NONE)).unwrap();
         assert_eq!(out, body.replace(r#""model":"public""#, r#""model":"up""#));
-        assert!(!r.needs_rewrite("public"));
+        assert!(!r.needs_rewrite("public", Restrict::NONE));
+    }
+
+    #[test]
+    fn restrictions_strip_logprobs_and_cap_choices_keeping_the_rest() {
+        let body = r#"{"model":"m","logprobs":true,"messages":[{"role":"user","content":"x"}],"top_logprobs":5,"n":8,"seed":1}"#;
+        let r = parse(body).unwrap();
+        let strict = Restrict {
+            strip_logprobs: true,
+            max_n: Some(1),
+        };
+        assert!(r.needs_rewrite("m", strict));
+        assert_eq!(r.choices(strict), 1);
+        assert_eq!(r.choices(Restrict::NONE), 8);
+        let out = String::from_utf8(r.rewrite("m", strict)).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1,"seed":1}"#
+        );
+        // Nothing to restrict: no rewrite.
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1}"#).unwrap();
+        assert!(!r.needs_rewrite("m", strict));
     }
 
     #[test]
     fn stream_rewrite_asks_for_usage_and_keeps_other_options() {
         let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#)
             .unwrap();
-        assert!(r.needs_rewrite("m"));
-        let out: serde_json::Value = serde_json::from_slice(&r.rewrite("m")).unwrap();
+        assert!(r.needs_rewrite("m", Restrict::NONE));
+        let out: serde_json::Value =
+            serde_json::from_slice(&r.rewrite("m", Restrict::NONE)).unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
 
         let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true}}"#).unwrap();
         assert!(!r.include_usage);
-        let out: serde_json::Value = serde_json::from_slice(&r.rewrite("m")).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&r.rewrite("m", Restrict::NONE)).unwrap();
         assert_eq!(
             out["stream_options"],
             serde_json::json!({"continuous_usage_stats": true, "include_usage": true})
@@ -593,7 +666,8 @@ mod tests {
         )
         .unwrap();
         assert!(r.model.is_none());
-        let out: serde_json::Value = serde_json::from_slice(&r.rewrite("dep")).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&r.rewrite("dep", Restrict::NONE)).unwrap();
         assert_eq!(out["model"], "dep");
     }
 

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,8 +27,10 @@ use tollgate_config::DisconnectPolicy;
 use tollgate_wire::usage::read_chunk;
 use tollgate_wire::{SseSplitter, Usage};
 
+use crate::app::App;
 use crate::error::ApiError;
-use crate::meter::{Counts, Meter};
+use crate::front::admit::{Admission, CLIENT_LEFT, Counts};
+use crate::front::detach::Running;
 use crate::upstream::UpstreamBody;
 
 type Commit = Pin<Box<dyn Future<Output = Result<(), ApiError>> + Send>>;
@@ -99,10 +102,10 @@ impl Relay {
     }
 
     /// The upstream's own usage, else the tokenizer's count of what was generated.
-    fn counts(&self, meter: &Meter) -> Counts {
+    async fn counts(self, admission: &Admission) -> Counts {
         match &self.usage {
             Some(u) => Counts::from_usage(u),
-            None => meter.estimate(&self.text),
+            None => admission.estimate(self.text).await,
         }
     }
 }
@@ -134,7 +137,11 @@ enum Phase {
 pub struct RelayBody {
     relay: Relay,
     upstream: Option<UpstreamBody>,
-    meter: Option<Meter>,
+    admission: Option<Admission>,
+    /// Where a task finishes the stream if the client leaves.
+    app: Option<Arc<App>>,
+    /// Shutdown waits for the stream while it lives.
+    _in_flight: Option<Running>,
     out: VecDeque<Bytes>,
     phase: Phase,
     upstream_failed: bool,
@@ -147,13 +154,19 @@ pub struct RelayBody {
 }
 
 /// Starts relaying; returns the client's body.
-pub fn start(meter: Meter, upstream: UpstreamBody, client_wants_usage: bool) -> RelayBody {
-    let idle = Duration::from_millis(meter.app.config.server.upstream_timeout_ms);
+pub fn start(
+    admission: Admission,
+    upstream: UpstreamBody,
+    client_wants_usage: bool,
+    idle: Duration,
+) -> RelayBody {
     let deadline = Instant::now() + idle;
     RelayBody {
         relay: Relay::new(client_wants_usage),
         upstream: Some(upstream),
-        meter: Some(meter),
+        app: admission.app().cloned(),
+        _in_flight: admission.app().map(|a| a.background.enter()),
+        admission: Some(admission),
         out: VecDeque::new(),
         phase: Phase::Reading,
         upstream_failed: false,
@@ -169,16 +182,22 @@ impl RelayBody {
     fn end_upstream(&mut self) {
         self.upstream = None;
         self.relay.finish(&mut self.out);
-        let Some(mut meter) = self.meter.take() else {
+        let Some(admission) = self.admission.take() else {
             self.phase = Phase::Done;
             return;
         };
-        let counts = self.relay.counts(&meter);
+        let seen = Relay {
+            splitter: SseSplitter::new(),
+            text: std::mem::take(&mut self.relay.text),
+            usage: self.relay.usage.take(),
+            done: None,
+            client_wants_usage: false,
+        };
         let status = if self.upstream_failed { 502 } else { 200 };
-        self.phase =
-            Phase::Committing(Box::pin(
-                async move { meter.commit(status, counts, true).await },
-            ));
+        self.phase = Phase::Committing(Box::pin(async move {
+            let counts = seen.counts(&admission).await;
+            admission.commit(status, counts).await
+        }));
     }
 
     /// Whether the upstream has been silent past its deadline.
@@ -219,7 +238,7 @@ impl Body for RelayBody {
                             this.relay.feed(&piece, &mut this.out);
                         }
                         Poll::Ready(Some(Err(error))) => {
-                            let request = this.meter.as_ref().map(|m| m.id.as_str());
+                            let request = this.admission.as_ref().map(Admission::id);
                             tracing::warn!(%error, request, "Upstream stream broke.");
                             this.upstream_failed = true;
                             this.end_upstream();
@@ -266,26 +285,26 @@ impl Drop for RelayBody {
             }),
             // The client left mid-stream.
             Phase::Reading => {
-                let Some(meter) = self.meter.take() else {
+                let Some(admission) = self.admission.take() else {
                     return;
                 };
                 let relay = std::mem::replace(&mut self.relay, Relay::new(false));
-                Box::pin(after_client_left(meter, relay, self.upstream.take()))
+                Box::pin(after_client_left(admission, relay, self.upstream.take()))
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(task);
-            }
-            Err(_) => tracing::error!("A stream's usage could not be recorded: no runtime."),
+        match &self.app {
+            Some(app) => app.background.spawn(task),
+            None => tracing::error!("A stream's usage could not be recorded: no application."),
         }
     }
 }
 
 /// The client went away mid-stream: drain the upstream to its usage report (within
 /// `metering.drain_timeout_ms`) or cancel it, then bill the request once with status 499.
-async fn after_client_left(mut meter: Meter, mut relay: Relay, upstream: Option<UpstreamBody>) {
-    let app = meter.app.clone();
+async fn after_client_left(admission: Admission, mut relay: Relay, upstream: Option<UpstreamBody>) {
+    let Some(app) = admission.app().cloned() else {
+        return;
+    };
     let mut discard = VecDeque::new();
     if let Some(mut upstream) = upstream
         && app.config.metering.on_client_disconnect == DisconnectPolicy::Drain
@@ -300,6 +319,6 @@ async fn after_client_left(mut meter: Meter, mut relay: Relay, upstream: Option<
         .await;
     }
     relay.finish(&mut discard);
-    let counts = relay.counts(&meter);
-    let _ = meter.commit(499, counts, true).await;
+    let counts = relay.counts(&admission).await;
+    let _ = admission.commit(CLIENT_LEFT, counts).await;
 }

@@ -1,0 +1,313 @@
+//! Admission: what a request takes before it is dispatched (a rate-limit reservation, a budget
+//! hold) and what it owes once dispatched (exactly one usage record), held in one value.
+//!
+//! [`Admission`] is an obligation in the way an `OwnedSemaphorePermit` is: it is finished by
+//! [`Admission::commit`] (record written, reservations settled to the real usage), and when it is
+//! dropped unfinished — the client left at some `.await`, a later phase refused — its `Drop`
+//! finishes the work: never dispatched, the reservation and the hold are given back at once;
+//! dispatched, a task bills the request once (status 499, the prompt counted by the tokenizer).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tollgate_config::Durability;
+use tollgate_store::UsageRecord;
+use tollgate_wire::{ApiRequest, Endpoint, Usage};
+
+use crate::app::App;
+use crate::budget::Hold;
+use crate::error::ApiError;
+use crate::front::Parsed;
+use crate::limits::Snapshot;
+use crate::ratelimit::Reservation;
+use crate::tenancy::KeyEntry;
+use crate::upstream::ModelEntry;
+
+/// Token counts of one request. `input` includes `cached_input`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+    pub reasoning: u64,
+    pub estimated: bool,
+}
+
+impl Counts {
+    pub fn from_usage(u: &Usage) -> Counts {
+        Counts {
+            input: u.prompt_tokens,
+            cached_input: u.cached_tokens(),
+            output: u.completion_tokens,
+            reasoning: u.reasoning_tokens(),
+            estimated: false,
+        }
+    }
+}
+
+/// Status of the record of a request whose client left before its answer was complete.
+pub const CLIENT_LEFT: u16 = 499;
+
+/// A new time-ordered request id (`req_` + microseconds + randomness).
+pub fn new_request_id(now: OffsetDateTime) -> String {
+    let micros = (now.unix_timestamp_nanos() / 1000) as u64;
+    let r: u32 = rand::random();
+    format!("req_{micros:014x}{r:08x}")
+}
+
+/// An admitted request: its reservations and, once dispatched, the usage record it owes.
+pub struct Admission {
+    owed: Option<Owed>,
+    /// The rate-limit levels after the reservation, for the response headers.
+    pub snapshot: Snapshot,
+}
+
+/// The upstream a request was sent to.
+struct Dispatched {
+    provider: Arc<str>,
+    upstream_model: Arc<str>,
+}
+
+struct Owed {
+    app: Arc<App>,
+    id: String,
+    time: OffsetDateTime,
+    started: Instant,
+    key: Arc<KeyEntry>,
+    model: Arc<ModelEntry>,
+    endpoint: Endpoint,
+    /// The client's body, to count the prompt when the upstream reports no usage.
+    body: Bytes,
+    stream: bool,
+    reservation: Option<Reservation>,
+    budget: Option<Hold>,
+    dispatched: Option<Dispatched>,
+}
+
+/// The admit phase: reserves the request and its estimated tokens against the key's and
+/// project's limits (429), then its estimated cost against the budgets that cover it (429
+/// `insufficient_quota`). A refusal, or a drop at any `.await`, gives back what was taken.
+pub async fn admit(
+    app: &Arc<App>,
+    key: Arc<KeyEntry>,
+    model: Arc<ModelEntry>,
+    request: &Parsed<'_>,
+) -> Result<Admission, ApiError> {
+    fits(&model, request).await?;
+    let time = OffsetDateTime::now_utc();
+    let view = &request.view;
+    let prompt = view.prompt_bytes as u64 / 4;
+    let output = view
+        .max_tokens
+        .unwrap_or(0)
+        .saturating_mul(view.choices(request.restrict));
+    let mut admission = Admission {
+        owed: Some(Owed {
+            app: app.clone(),
+            id: new_request_id(time),
+            time,
+            started: request.started,
+            key,
+            model,
+            endpoint: request.endpoint,
+            body: request.body.clone(),
+            stream: view.stream,
+            reservation: None,
+            budget: None,
+            dispatched: None,
+        }),
+        snapshot: Snapshot::default(),
+    };
+    let Some(owed) = admission.owed.as_mut() else {
+        return Err(ApiError::internal("admission without state"));
+    };
+    let (reservation, snapshot) = app
+        .limits
+        .reserve(&owed.key, prompt.saturating_add(output))
+        .await?;
+    owed.reservation = Some(reservation);
+    admission.snapshot = snapshot;
+    let hold = app
+        .budgets
+        .reserve(app, &owed.key, &owed.model.name, prompt, output)?;
+    // With Redis, the budget is also reserved on the counters every instance shares.
+    owed.budget = app.limits.reserve_budget(app, hold).await?;
+    Ok(admission)
+}
+
+/// Refuses a prompt longer than the model's context window (400 `context_length_exceeded`),
+/// before anything is reserved. A token is at least a byte and a message's JSON is longer than
+/// its framing tokens, so only a prompt field longer than the window is counted (off the serving
+/// thread, bounded: see [`crate::tokens`]).
+async fn fits(model: &ModelEntry, request: &Parsed<'_>) -> Result<(), ApiError> {
+    let Some(window) = model.context_window else {
+        return Ok(());
+    };
+    if request.view.prompt_bytes as u64 <= window {
+        return Ok(());
+    }
+    let (texts, messages) = request.view.prompt_texts(request.endpoint);
+    let tokens = model.encoding.count_prompt_async(texts, messages).await;
+    if tokens <= window {
+        return Ok(());
+    }
+    let mut e = ApiError::bad_request(
+        format!(
+            "This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens. Please reduce the length of the messages."
+        ),
+        Some(request.endpoint_prompt_field()),
+    );
+    e.code = Some("context_length_exceeded");
+    Err(e)
+}
+
+impl Admission {
+    /// The request id (also the usage record's id).
+    pub fn id(&self) -> &str {
+        self.owed.as_ref().map_or("", |o| o.id.as_str())
+    }
+
+    /// The application (while the admission is unfinished).
+    pub fn app(&self) -> Option<&Arc<App>> {
+        self.owed.as_ref().map(|o| &o.app)
+    }
+
+    /// The model entry the request was routed to.
+    pub fn model(&self) -> Option<&Arc<ModelEntry>> {
+        self.owed.as_ref().map(|o| &o.model)
+    }
+
+    /// The request was (or is about to be) sent to this upstream: from now on a record is owed.
+    pub fn dispatched(&mut self, provider: &Arc<str>, upstream_model: &Arc<str>) {
+        if let Some(owed) = &mut self.owed {
+            owed.dispatched = Some(Dispatched {
+                provider: provider.clone(),
+                upstream_model: upstream_model.clone(),
+            });
+        }
+    }
+
+    /// Every attempt failed before any answer: the rate-limit reservation is given back whole
+    /// (nothing was served), and the failure is recorded with no tokens.
+    pub async fn fail(mut self, status: u16) -> Result<(), ApiError> {
+        if let Some(owed) = &mut self.owed {
+            drop(owed.reservation.take());
+        }
+        self.commit(status, Counts::default()).await
+    }
+
+    /// Counts with the model's tokenizer (off the serving thread when large): the prompt from the
+    /// request, the output from `text`.
+    pub async fn estimate(&self, output_text: String) -> Counts {
+        match &self.owed {
+            Some(owed) => owed.estimate(output_text).await,
+            None => Counts::default(),
+        }
+    }
+
+    /// Writes the record (durable before this returns in strict mode) and settles the
+    /// reservations to the real usage. An error means the record could not be made durable.
+    /// Dropped half-way, the write still completes: the record is queued before the first await.
+    pub async fn commit(mut self, status: u16, counts: Counts) -> Result<(), ApiError> {
+        let Some(owed) = self.owed.take() else {
+            return Ok(());
+        };
+        owed.commit(status, counts).await
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let Some(owed) = self.owed.take() else {
+            return;
+        };
+        if owed.dispatched.is_none() {
+            // Never sent upstream: the reservation and the hold give themselves back.
+            return;
+        }
+        let app = owed.app.clone();
+        app.background.spawn(async move {
+            let counts = owed.estimate(String::new()).await;
+            let _ = owed.commit(CLIENT_LEFT, counts).await;
+        });
+    }
+}
+
+impl Owed {
+    async fn estimate(&self, output_text: String) -> Counts {
+        let encoding = self.model.encoding;
+        let input = match ApiRequest::parse(&self.body, self.endpoint, true) {
+            Ok(req) => {
+                let (texts, messages) = req.prompt_texts(self.endpoint);
+                encoding.count_prompt_async(texts, messages).await
+            }
+            Err(_) => 0,
+        };
+        Counts {
+            input,
+            cached_input: 0,
+            output: encoding.count_async(output_text).await,
+            reasoning: 0,
+            estimated: true,
+        }
+    }
+
+    /// Settles everything synchronously and queues the record, then waits for durability.
+    fn commit(mut self, status: u16, counts: Counts) -> impl Future<Output = Result<(), ApiError>> {
+        let actual = counts.input.saturating_add(counts.output);
+        if let Some(r) = self.reservation.take() {
+            r.settle(actual);
+        }
+        let (provider, upstream_model) = match &self.dispatched {
+            Some(d) => (d.provider.to_string(), d.upstream_model.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let record = UsageRecord {
+            id: self.id.clone(),
+            time: self.time,
+            organization: self.key.organization.to_string(),
+            project: self.key.project.as_deref().map(str::to_owned),
+            key: Some(self.key.id.clone()),
+            model: self.model.name.clone(),
+            provider,
+            upstream_model,
+            input_tokens: counts.input,
+            cached_input_tokens: counts.cached_input.min(counts.input),
+            output_tokens: counts.output,
+            reasoning_tokens: counts.reasoning,
+            status,
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            streamed: self.stream,
+            estimated: counts.estimated,
+            source: "gateway".into(),
+        };
+        self.app.after_usage(&record);
+        if let Some(hold) = self.budget.take() {
+            self.app.budgets.settle(&self.app, hold, &record);
+        }
+        let app = self.app.clone();
+        let id = std::mem::take(&mut self.id);
+        // The ledger call is started now and, if this future is dropped, finished by a task.
+        let write = crate::front::detach::Detach::new(
+            app.background.clone(),
+            crate::front::detach::Client::default(),
+            async move {
+                match app.config.storage.durability {
+                    Durability::Strict => app.ledger.append(record).await.map(|_| ()),
+                    Durability::Relaxed => app.ledger.append_background(record).await,
+                }
+            },
+        );
+        async move {
+            let result = write.await.unwrap_or(Ok(()));
+            result.map_err(|error| {
+                tracing::error!(%error, request = %id, "Usage record could not be written.");
+                ApiError::unavailable(
+                    "The request could not be metered, so its result is withheld. Retry later.",
+                )
+            })
+        }
+    }
+}
