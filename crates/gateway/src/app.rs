@@ -47,6 +47,8 @@ pub struct App {
     pub sync: crate::sync::SyncState,
     /// Tasks finishing requests whose clients left (shutdown waits for them).
     pub background: Arc<Background>,
+    /// Responses API: which provider and organization created each stored response.
+    pub stored_responses: crate::dialect::StoredResponses,
 }
 
 /// Why the application could not start.
@@ -120,6 +122,7 @@ impl App {
             limits,
             sync: crate::sync::SyncState::default(),
             background: Arc::new(Background::default()),
+            stored_responses: crate::dialect::StoredResponses::new(100_000),
         });
         app.reload_prices()
             .await

@@ -409,6 +409,117 @@ pub async fn send_chat_to_anthropic(
     })
 }
 
+/// Sends one attempt of a request to an HTTP route in the route's own API: Chat Completions,
+/// legacy completions and embeddings as before; chat to an `anthropic` route translated; a
+/// Responses or Messages request natively to the upstream that serves that API. A request the
+/// route cannot serve is a 400 that is not retried.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_http_route(
+    dialect: &crate::upstream::Dialect,
+    pool: &Arc<crate::conn::ConnPool>,
+    paths: &[http::Uri; 3],
+    auth: Option<&(http::HeaderName, HeaderValue)>,
+    endpoint: tollgate_wire::Endpoint,
+    body: Bytes,
+    chat: ChatContext,
+    timeout: std::time::Duration,
+) -> Result<UpstreamResponse, Failure> {
+    use crate::upstream::Dialect;
+    use tollgate_wire::Endpoint;
+    match (dialect, endpoint) {
+        (
+            Dialect::Anthropic {
+                messages, version, ..
+            },
+            Endpoint::ChatCompletions,
+        ) => {
+            let model = chat.model.clone();
+            send_chat_to_anthropic(pool, auth, messages, version, &body, &model, chat, timeout)
+                .await
+        }
+        (
+            Dialect::Anthropic {
+                messages, version, ..
+            },
+            Endpoint::Messages,
+        ) => {
+            send_to(
+                pool,
+                http::Method::POST,
+                messages,
+                &[auth, Some(version)],
+                Some(body),
+                timeout,
+            )
+            .await
+        }
+        (
+            Dialect::OpenAi {
+                responses: Some(api),
+            },
+            Endpoint::Responses,
+        ) => {
+            send_to(
+                pool,
+                http::Method::POST,
+                &api.create,
+                &[auth],
+                Some(body),
+                timeout,
+            )
+            .await
+        }
+        (Dialect::Anthropic { .. }, _) | (_, Endpoint::Responses | Endpoint::Messages) => {
+            Err(unservable(endpoint))
+        }
+        _ => crate::upstream::send_http(pool, paths, auth, endpoint, body, timeout).await,
+    }
+}
+
+/// The failure of a request its route cannot serve (a 400 that is not retried).
+pub fn unservable(endpoint: tollgate_wire::Endpoint) -> Failure {
+    let message = format!(
+        "This model's provider does not serve {}.",
+        endpoint.public_path()
+    );
+    Failure::Status {
+        status: StatusCode::BAD_REQUEST,
+        body: Bytes::from(
+            tollgate_wire::ErrorBody {
+                error: tollgate_wire::ErrorDetail {
+                    message: &message,
+                    kind: "invalid_request_error",
+                    param: None,
+                    code: Some("unsupported_endpoint"),
+                },
+            }
+            .to_vec(),
+        ),
+        retry_after: None,
+        content_type: Some(HeaderValue::from_static("application/json")),
+    }
+}
+
+/// The usage of a plain answer in the endpoint's API.
+pub fn plain_usage(endpoint: tollgate_wire::Endpoint, body: &[u8]) -> Option<Usage> {
+    match endpoint {
+        tollgate_wire::Endpoint::Responses => responses::usage_of_object(body),
+        tollgate_wire::Endpoint::Messages => anthropic::usage_of_message(body),
+        _ => tollgate_wire::usage::usage_of_response(body),
+    }
+}
+
+/// The generated text of a plain answer in the endpoint's API (for the estimate when the
+/// upstream reports no usage).
+pub fn plain_text(endpoint: tollgate_wire::Endpoint, body: &[u8]) -> String {
+    match endpoint {
+        tollgate_wire::Endpoint::Responses => responses::output_text_of_object(body),
+        tollgate_wire::Endpoint::Messages => anthropic::text_of_message(body),
+        tollgate_wire::Endpoint::Embeddings => String::new(),
+        _ => tollgate_wire::usage::response_text(body),
+    }
+}
+
 /// How the usage of a stream relayed unchanged is read.
 #[derive(Debug, Clone, Copy)]
 pub enum StreamDialect {
@@ -421,6 +532,34 @@ pub enum StreamDialect {
 }
 
 impl StreamDialect {
+    /// The reader for an endpoint's streams; `None` for the chat path's own (usage chunk).
+    pub fn of(endpoint: tollgate_wire::Endpoint) -> Option<StreamDialect> {
+        match endpoint {
+            tollgate_wire::Endpoint::Responses => Some(StreamDialect::Responses),
+            tollgate_wire::Endpoint::Messages => {
+                Some(StreamDialect::Anthropic(StreamUsage::default()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this event ends the stream (`response.completed`, `.incomplete`, `.failed`;
+    /// `message_stop`): the relay holds it back until the usage record is durable.
+    pub fn is_final(&self, data: &[u8]) -> bool {
+        let kind = serde_json::from_slice::<serde_json::Value>(data)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_owned)))
+            .unwrap_or_default();
+        match self {
+            StreamDialect::Chat => false,
+            StreamDialect::Responses => matches!(
+                kind.as_str(),
+                "response.completed" | "response.incomplete" | "response.failed"
+            ),
+            StreamDialect::Anthropic(_) => kind == "message_stop",
+        }
+    }
+
     /// Reads one event's data: appends generated text to `text`; returns the usage reported so
     /// far when this event carried some.
     pub fn observe(&mut self, data: &[u8], text: &mut String) -> Option<Usage> {

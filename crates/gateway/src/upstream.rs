@@ -196,7 +196,8 @@ pub struct ModelEntry {
 
 fn endpoint_index(e: Endpoint) -> usize {
     match e {
-        Endpoint::ChatCompletions => 0,
+        // Responses and Messages requests are sent by the dialect's URIs, never these.
+        Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => 0,
         Endpoint::Completions => 1,
         Endpoint::Embeddings => 2,
     }

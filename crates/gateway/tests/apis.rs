@@ -254,3 +254,264 @@ async fn count_tokens_counts_with_the_models_tokenizer_and_bills_nothing() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"]["type"], "authentication_error");
 }
+
+/// A gateway whose `claude-test` is served by an `anthropic` provider on the mock.
+async fn anthropic_gateway(cfg: MockConfig) -> (MockUpstream, Gateway) {
+    let mock = MockUpstream::start(cfg).await.unwrap();
+    let toml = format!(
+        "[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"sk-ant-upstream\"\n\n[[models]]\nname = \"claude-test\"\nprovider = \"claude\"\nupstream_model = \"claude-up\"\ninput_price = \"3\"\noutput_price = \"15\"\n",
+        mock.origin()
+    );
+    let gw = start(&toml).await;
+    (mock, gw)
+}
+
+#[tokio::test]
+async fn responses_go_natively_to_openai_upstreams_and_stored_ones_are_reachable() {
+    let mock = MockUpstream::start(MockConfig {
+        response_tokens: 4,
+        cached_tokens: 1,
+        reasoning_tokens: 2,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = start(&openai_models(&[mock.base_url()])).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (_, _, _, other) = gw.tenant("rival", json!({})).await;
+    let auth = format!("Bearer {key}");
+    let raw = r#"{"model":"gpt-4o-mini","input":"one two three","tools":[{"type":"web_search"}],"metadata":{"x":"1.50"}}"#;
+    let r = gw
+        .call(
+            Method::POST,
+            "/v1/responses",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            raw,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert!(
+        v["id"].as_str().unwrap().starts_with("resp_mock"),
+        "the upstream's own object"
+    );
+    assert_eq!(v["usage"]["output_tokens"], 6);
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.path, "/v1/responses");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-upstream-0"));
+    assert_eq!(
+        String::from_utf8(seen.body.to_vec()).unwrap(),
+        raw.replace("\"gpt-4o-mini\"", "\"up-mini\""),
+        "byte for byte but the model"
+    );
+
+    let mut body: Value = serde_json::from_str(raw).unwrap();
+    body["stream"] = json!(true);
+    let r = post(&gw, "/v1/responses", &[("authorization", &auth)], &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let ev = named(&r.text());
+    assert_eq!(ev.last().unwrap().0, "response.completed");
+    let streamed_id = ev[0].1["response"]["id"].as_str().unwrap().to_owned();
+
+    let recs = gw.records().await;
+    assert_eq!(recs.len(), 2);
+    for rec in &recs {
+        assert_eq!(
+            (
+                rec.input_tokens,
+                rec.cached_input_tokens,
+                rec.output_tokens,
+                rec.reasoning_tokens,
+                rec.estimated
+            ),
+            (3, 1, 6, 2, false)
+        );
+    }
+
+    // Stored responses: reachable by their organization through the provider that made them.
+    let id = v["id"].as_str().unwrap();
+    let get = |k: String, path: String| {
+        let gw = &gw;
+        async move {
+            let auth = format!("Bearer {k}");
+            gw.call(Method::GET, &path, &[("authorization", &auth)], "")
+                .await
+        }
+    };
+    let r = get(key.clone(), format!("/v1/responses/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["id"], id);
+    let r = get(
+        key.clone(),
+        format!("/v1/responses/{streamed_id}/input_items"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["object"], "list");
+    let r = get(other.clone(), format!("/v1/responses/{id}")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another organization cannot read it"
+    );
+    let r = gw
+        .call(
+            Method::DELETE,
+            &format!("/v1/responses/{id}"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["deleted"], true);
+    let r = get(key.clone(), format!("/v1/responses/{id}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        gw.records().await.len(),
+        2,
+        "reading stored responses is not metered"
+    );
+}
+
+#[tokio::test]
+async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_key() {
+    let (mock, gw) = anthropic_gateway(MockConfig {
+        response_tokens: 3,
+        cached_tokens: 4,
+        cache_write_tokens: 2,
+        ..MockConfig::default()
+    })
+    .await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let body = json!({"model": "claude-test", "max_tokens": 20, "system": "a b",
+        "messages": [{"role": "user", "content": "c d e f g h i j"}]});
+    let r = post(
+        &gw,
+        "/v1/messages",
+        &[("x-api-key", &key), ("anthropic-version", "2023-06-01")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert!(v["id"].as_str().unwrap().starts_with("msg_mock"));
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 4, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 4, "output_tokens": 3})
+    );
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-upstream"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the client's key never goes upstream"
+    );
+    assert_eq!(seen.json().unwrap()["model"], "claude-up");
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    let auth = format!("Bearer {key}");
+    let r = post(&gw, "/v1/messages", &[("authorization", &auth)], &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let ev = named(&r.text());
+    assert_eq!(ev.first().unwrap().0, "message_start");
+    assert_eq!(ev.last().unwrap().0, "message_stop");
+
+    let recs = gw.records().await;
+    assert_eq!(recs.len(), 2);
+    for rec in &recs {
+        // OpenAI's convention: every prompt token (4 plain + 4 read + 2 written), reads cached.
+        assert_eq!(
+            (
+                rec.input_tokens,
+                rec.cached_input_tokens,
+                rec.output_tokens,
+                rec.estimated
+            ),
+            (10, 4, 3, false)
+        );
+    }
+
+    // count_tokens is the gateway's; errors from the path keep Anthropic's shape.
+    let r = post(&gw, "/v1/messages", &[("x-api-key", &key)], &json!({"model": "claude-test", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn chat_completions_reach_anthropic_upstreams_translated() {
+    let (mock, gw) = anthropic_gateway(MockConfig {
+        response_tokens: 2,
+        cached_tokens: 3,
+        cache_write_tokens: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let r = gw
+        .chat(&key, json!({"model": "claude-test", "messages": [{"role": "system", "content": "s t"}, {"role": "user", "content": "u v w x"}]}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "tok tok ");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 3, "cache_write_tokens": 1})
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 6);
+    let up = mock.requests()[0].json().unwrap();
+    assert_eq!(up["system"], "s t");
+    assert_eq!(
+        up["messages"],
+        json!([{"role": "user", "content": "u v w x"}])
+    );
+    assert_eq!(up["max_tokens"], 4096);
+
+    let r = gw
+        .chat(&key, json!({"model": "claude-test", "stream": true, "stream_options": {"include_usage": true}, "messages": user("a b c")}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(sse_content(&r.text()), "tok tok ");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], 3);
+    let r = gw
+        .chat(
+            &key,
+            json!({"model": "claude-test", "stream": true, "messages": user("a b c")}),
+        )
+        .await;
+    assert!(
+        !r.text().contains("\"usage\":{"),
+        "no usage chunk unless asked: {}",
+        r.text()
+    );
+
+    let recs = gw.records().await;
+    assert_eq!(recs.len(), 3);
+    assert_eq!(
+        (
+            recs[0].input_tokens,
+            recs[0].cached_input_tokens,
+            recs[0].output_tokens
+        ),
+        (6, 3, 2)
+    );
+    assert_eq!(
+        (
+            recs[1].input_tokens,
+            recs[1].cached_input_tokens,
+            recs[1].output_tokens
+        ),
+        (3, 3, 2)
+    );
+    assert!(recs.iter().all(|r| !r.estimated));
+}

@@ -18,6 +18,10 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API, sent natively to an upstream that serves it.
+    Responses,
+    /// Anthropic's Messages API, sent natively to an `anthropic` upstream.
+    Messages,
 }
 
 impl Endpoint {
@@ -27,7 +31,15 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+            Endpoint::Messages => "/v1/messages",
         }
+    }
+
+    /// Whether streams of this API carry OpenAI's usage chunk (asked for with
+    /// `stream_options.include_usage`); the Responses and Messages APIs always report usage.
+    pub fn has_stream_options(self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
     }
 
     /// The front-door path (`/v1/chat/completions`, …).
@@ -36,15 +48,17 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::Messages => "/v1/messages",
         }
     }
 
     /// The field that carries the prompt.
     fn prompt_field(self) -> &'static str {
         match self {
-            Endpoint::ChatCompletions => "messages",
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
             Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            Endpoint::Embeddings | Endpoint::Responses => "input",
         }
     }
 }
@@ -94,6 +108,8 @@ pub struct ApiRequest<'a> {
     pub asks_logprobs: bool,
     /// Length in bytes of the raw prompt field: a cheap size estimate before tokenizing.
     pub prompt_bytes: usize,
+    /// The API of the body (decides whether a stream's rewrite asks for the usage chunk).
+    endpoint: Endpoint,
 }
 
 /// Limits the usage policy puts on a request (the guard's action): drop the log-probability
@@ -195,6 +211,7 @@ impl<'a> ApiRequest<'a> {
             best_of: None,
             asks_logprobs: false,
             prompt_bytes: 0,
+            endpoint,
         };
         let mut has_prompt = false;
         let prompt_field = endpoint.prompt_field();
@@ -244,6 +261,11 @@ impl<'a> ApiRequest<'a> {
                     if name == "max_completion_tokens" || req.max_tokens.is_none() {
                         req.max_tokens = Some(v);
                     }
+                }
+                "max_output_tokens" if !is_null && endpoint == Endpoint::Responses => {
+                    let v: u64 = serde_json::from_str(raw_str)
+                        .map_err(|_| type_error("max_output_tokens", "a non-negative integer"))?;
+                    req.max_tokens = Some(v);
                 }
                 "n" if !is_null => {
                     let v: u64 = serde_json::from_str(raw_str)
@@ -315,7 +337,7 @@ impl<'a> ApiRequest<'a> {
     /// that must ask for the usage chunk, or a restriction that applies to this body.
     pub fn needs_rewrite(&self, upstream_model: &str, restrict: Restrict) -> bool {
         self.model.as_deref() != Some(upstream_model)
-            || (self.stream && !self.include_usage)
+            || (self.stream && !self.include_usage && self.endpoint.has_stream_options())
             || self.restricted(restrict)
     }
 
@@ -355,7 +377,7 @@ impl<'a> ApiRequest<'a> {
                     write_json_str(&mut out, upstream_model);
                     wrote_model = true;
                 }
-                "stream_options" if self.stream => {
+                "stream_options" if self.stream && self.endpoint.has_stream_options() => {
                     push_key(&mut out, k);
                     write_stream_options(&mut out, v.get());
                     wrote_options = true;
@@ -380,7 +402,7 @@ impl<'a> ApiRequest<'a> {
             push_key(&mut out, "model");
             write_json_str(&mut out, upstream_model);
         }
-        if self.stream && !wrote_options {
+        if self.stream && !wrote_options && self.endpoint.has_stream_options() {
             push_key(&mut out, "stream_options");
             out.extend_from_slice(b"{\"include_usage\":true}");
         }
@@ -407,6 +429,45 @@ impl<'a> ApiRequest<'a> {
                             texts.push(name.to_owned());
                         }
                     }
+                }
+            }
+            Endpoint::Messages => {
+                if let serde_json::Value::Array(items) = value {
+                    messages = items.len();
+                    for m in items {
+                        collect_text(m.get("content"), &mut texts);
+                    }
+                }
+                if let Some(system) = self.field("system")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(system.get())
+                {
+                    messages += 1;
+                    collect_text(Some(&v), &mut texts);
+                }
+            }
+            Endpoint::Responses => {
+                match &value {
+                    serde_json::Value::Array(items) => {
+                        messages = items.len();
+                        for item in items {
+                            collect_text(item.get("content"), &mut texts);
+                            for key in ["output", "arguments"] {
+                                if let Some(serde_json::Value::String(s)) = item.get(key) {
+                                    texts.push(s.clone());
+                                }
+                            }
+                        }
+                    }
+                    other => {
+                        messages = 1;
+                        collect_text(Some(other), &mut texts);
+                    }
+                }
+                if let Some(i) = self.field("instructions")
+                    && let Ok(serde_json::Value::String(s)) = serde_json::from_str(i.get())
+                {
+                    messages += 1;
+                    texts.push(s);
                 }
             }
             Endpoint::Completions | Endpoint::Embeddings => collect_text(Some(&value), &mut texts),
@@ -463,7 +524,27 @@ fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
             }
             Ok(())
         }
-        Endpoint::Completions | Endpoint::Embeddings => {
+        Endpoint::Messages => {
+            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+                RequestError::new(
+                    "messages: Input should be a list of messages, each with a 'role'",
+                    Some("messages"),
+                )
+            })?;
+            for m in &messages {
+                if !matches!(m.role.as_ref(), "user" | "assistant") {
+                    return Err(RequestError::new(
+                        format!(
+                            "messages.role: Input should be 'user' or 'assistant', not '{}'",
+                            m.role
+                        ),
+                        Some("messages"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
             let param = endpoint.prompt_field();
             let param: &'static str = if param == "prompt" { "prompt" } else { "input" };
             let ok = matches!(raw.as_bytes().first(), Some(b'"') | Some(b'['));
@@ -644,6 +725,41 @@ mod tests {
         for (body, param) in cases {
             assert_eq!(parse(body).unwrap_err().param, Some(param), "{body}");
         }
+    }
+
+    #[test]
+    fn responses_and_messages_bodies_keep_their_shape_when_rewritten() {
+        let body = br#"{"model":"m","input":[{"role":"user","content":"hi there"}],"instructions":"be brief","stream":true,"max_output_tokens":9}"#;
+        let r = ApiRequest::parse(body, Endpoint::Responses, false).unwrap();
+        assert_eq!((r.stream, r.max_tokens), (true, Some(9)));
+        assert!(
+            !r.needs_rewrite("m", Restrict::NONE),
+            "no stream_options for Responses"
+        );
+        let out = String::from_utf8(r.rewrite("up", Restrict::NONE)).unwrap();
+        assert_eq!(
+            out,
+            String::from_utf8_lossy(body).replace(r#""model":"m""#, r#""model":"up""#)
+        );
+        assert_eq!(
+            r.prompt_texts(Endpoint::Responses),
+            (vec!["hi there".to_owned(), "be brief".to_owned()], 2)
+        );
+        let body = br#"{"model":"c","max_tokens":5,"system":"sys","messages":[{"role":"user","content":[{"type":"text","text":"q"}]}],"stream":true}"#;
+        let r = ApiRequest::parse(body, Endpoint::Messages, false).unwrap();
+        assert_eq!(r.max_tokens, Some(5));
+        assert!(!r.needs_rewrite("c", Restrict::NONE));
+        assert_eq!(
+            r.prompt_texts(Endpoint::Messages),
+            (vec!["q".to_owned(), "sys".to_owned()], 2)
+        );
+        let bad = br#"{"model":"c","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#;
+        assert_eq!(
+            ApiRequest::parse(bad, Endpoint::Messages, false)
+                .unwrap_err()
+                .param,
+            Some("messages")
+        );
     }
 
     #[test]
