@@ -80,6 +80,22 @@ pub struct ServerConfig {
     pub breaker_failures: u32,
     /// How long a tripped provider is skipped before one request probes it again.
     pub breaker_cooldown_ms: u64,
+    /// Longest a client may take to send a request's headers, from their first byte (or from
+    /// the connection's opening, for its first request), in milliseconds; then the connection
+    /// is closed.
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may pause while sending a request body (the idle time between two
+    /// chunks), in milliseconds; then the request fails and the connection is closed.
+    pub body_read_timeout_ms: u64,
+    /// How long a keep-alive connection may stay idle between requests, in milliseconds.
+    pub keep_alive_timeout_ms: u64,
+    /// Most client connections open at once over all serving threads; more are accepted and
+    /// closed at once. Kept below the process's file-descriptor limit (half of it, less 256
+    /// descriptors for storage and upstreams), whatever is configured.
+    pub max_connections: usize,
+    /// Most requests served on one connection; the last one's response says
+    /// `Connection: close` (0 = no limit).
+    pub max_requests_per_connection: u64,
 }
 
 impl ServerConfig {
@@ -106,6 +122,11 @@ impl Default for ServerConfig {
             threads: 0,
             breaker_failures: 3,
             breaker_cooldown_ms: 5_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            keep_alive_timeout_ms: 75_000,
+            max_connections: 16_384,
+            max_requests_per_connection: 1_000,
         }
     }
 }
@@ -565,6 +586,20 @@ owner = "openai"
         if self.server.threads > 1024 {
             errors.push("server.threads must be at most 1024 (0 = one per CPU core)".into());
         }
+        for (name, ms) in [
+            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("keep_alive_timeout_ms", self.server.keep_alive_timeout_ms),
+        ] {
+            if ms == 0 || ms > 86_400_000 {
+                errors.push(format!(
+                    "server.{name} must be between 1 and 86400000 (one day), got {ms}"
+                ));
+            }
+        }
+        if self.server.max_connections == 0 {
+            errors.push("server.max_connections must be at least 1".into());
+        }
         if self.storage.batch_max == 0 {
             errors.push("storage.batch_max must be at least 1".into());
         }
@@ -939,6 +974,32 @@ input_price = "-1"
         assert_eq!(c.server.serving_threads(), cores);
         c.server.threads = 3;
         assert_eq!(c.server.serving_threads(), 3);
+    }
+
+    #[test]
+    fn server_timeouts_and_limits_have_defaults_and_are_checked() {
+        let c = Config::from_toml(CONTRACT).unwrap();
+        assert_eq!(c.server.header_read_timeout_ms, 10_000);
+        assert_eq!(c.server.body_read_timeout_ms, 30_000);
+        assert_eq!(c.server.keep_alive_timeout_ms, 75_000);
+        assert_eq!(c.server.max_connections, 16_384);
+        assert_eq!(c.server.max_requests_per_connection, 1_000);
+        let text = CONTRACT.replace(
+            "admin_token = \"secret\"",
+            "admin_token = \"secret\"\nheader_read_timeout_ms = 0\nbody_read_timeout_ms = 0\nkeep_alive_timeout_ms = 90000000\nmax_connections = 0\nmax_requests_per_connection = 0",
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.server.max_requests_per_connection, 0);
+        let err = c.validate().unwrap_err().to_string();
+        for needle in [
+            "server.header_read_timeout_ms",
+            "server.body_read_timeout_ms",
+            "server.keep_alive_timeout_ms",
+            "server.max_connections",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        assert!(!err.contains("max_requests_per_connection"), "{err}");
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! The application state shared by every handler, and the router.
 //!
-//! Request path (front door), in order — each step may answer early with an OpenAI error:
-//! 1. `auth`: the key from `Authorization: Bearer` or `api-key`, looked up in memory;
-//!    the organization's review state (403 when under review or terminated);
-//! 2. `read body` under the size limit (413), `parse` the request head (400);
+//! The inference request path runs these phases, in order (see [`crate::front`]; each may answer
+//! early with an OpenAI error):
+//! 1. `authenticate`: the key from `Authorization: Bearer` or `api-key`, looked up in memory; the
+//!    organization's review state (403 when under review or terminated);
+//! 2. `read` the body under the size limit (413) and `parse` it once (400);
 //! 3. `route`: the public model (body `model` or Azure deployment) and the key's allowlist (404);
-//! 4. `limits`: key and project RPM/TPM reservations (429 with `Retry-After`), budgets;
-//! 5. `guard`: the distillation detector observes the request and may act;
+//! 4. `enforce`: owner-scoped reviews; the distillation detector observes the request, the policy
+//!    may refuse or restrict it;
+//! 5. `admit`: the context window (400), key and project RPM/TPM reservations (429 with
+//!    `Retry-After`), budget holds (429 `insufficient_quota`), all in one `Admission`;
 //! 6. `dispatch`: routes in fallback order while no byte has reached the client;
-//! 7. `meter`: one usage record per dispatched request, durable before the last byte is sent.
+//! 7. `respond`: the plain body, or the relayed stream;
+//! 8. `meter`: one usage record per dispatched request, durable before the last byte is sent,
+//!    reservations settled to it — or, when the client left, finished by the `Admission`'s drop.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

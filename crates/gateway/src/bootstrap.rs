@@ -8,16 +8,19 @@ use tollgate_store::{AccountState, ApiKey, KeyRole, Organization, Project};
 use crate::app::App;
 use crate::tenancy::{KEY_PREFIX, generate_key, new_id};
 
-/// Reads the admin token kept in `data_dir/admin-token`, creating a random one if absent.
+/// Reads the admin token kept in `data_dir/admin-token`, creating a random one if absent. The
+/// file and a data directory made here are readable by their owner only (an older, wider file
+/// is tightened).
 pub fn admin_token_file(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("admin-token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim().to_owned();
         if !t.is_empty() {
+            tollgate_store::private::restrict(&path)?;
             return Ok(t);
         }
     }
-    std::fs::create_dir_all(data_dir)?;
+    tollgate_store::private::create_dir(data_dir)?;
     let (token, _, _) = generate_key("tgadm-");
     write_private(&path, &token)?;
     Ok(token)

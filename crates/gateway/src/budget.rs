@@ -18,6 +18,7 @@ use tollgate_store::{BudgetRow, UsageRecord};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::ratelimit::Limits;
 use crate::tenancy::KeyEntry;
 
 /// Alert thresholds, in percent of the limit.
@@ -284,6 +285,62 @@ impl Budgets {
         }
     }
 
+    /// Reserves a budget hold on the shared counters too (no-op without Redis or without a hold).
+    /// Refused: the local hold is given back and the client gets 429 `insufficient_quota`.
+    pub async fn reserve_shared(
+        &self,
+        limits: &Limits,
+        hold: Option<Hold>,
+    ) -> Result<Option<Hold>, ApiError> {
+        let Some(shared) = limits.shared() else {
+            return Ok(hold);
+        };
+        let Some(hold) = hold else {
+            return Ok(None);
+        };
+        let counters = self.shared_counters(&hold);
+        let shared = shared.clone();
+        let call = async move {
+            let amount = crate::ratelimit::nano_usd(hold.amount());
+            match shared.reserve_budget(&counters, amount).await {
+                Ok(None) => {
+                    let ids = counters.into_iter().map(|c| c.id).collect();
+                    BudgetAnswer::Held(hold.shared_with(shared, ids, amount))
+                }
+                Ok(Some(i)) => {
+                    BudgetAnswer::Refused(counters.get(i).map(|c| c.id.clone()).unwrap_or_default())
+                }
+                Err(error) => BudgetAnswer::Down(error, hold),
+            }
+        };
+        match crate::ratelimit::finished_even_if_dropped(call).await {
+            Some(BudgetAnswer::Held(hold)) => Ok(Some(hold)),
+            Some(BudgetAnswer::Refused(scope)) => {
+                limits.refused.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::insufficient_quota(format!(
+                    "You exceeded your current quota: the monthly budget ({scope}) has been reached."
+                )))
+            }
+            answer => {
+                limits.redis_errors.fetch_add(1, Ordering::Relaxed);
+                let hold = match answer {
+                    Some(BudgetAnswer::Down(error, hold)) => {
+                        tracing::warn!(%error, "Shared budgets unavailable.");
+                        Some(hold)
+                    }
+                    _ => None,
+                };
+                if limits.fails_closed() {
+                    return Err(ApiError::unavailable(
+                        "Budgets cannot be checked right now, so the request is refused. Retry shortly.",
+                    ));
+                }
+                limits.fallbacks.fetch_add(1, Ordering::Relaxed);
+                Ok(hold)
+            }
+        }
+    }
+
     /// The counters shared through Redis of the budgets a hold covers (nano-USD; see
     /// [`crate::ratelimit`]): id `{organization}:{project}:{month}`, limit, and the month-to-date
     /// spend known here (where a missing counter starts).
@@ -428,4 +485,12 @@ pub fn record_cost(catalogue: &Catalogue, r: &UsageRecord) -> Decimal {
             .ok()
         })
         .unwrap_or(Decimal::ZERO)
+}
+
+/// How the shared budget counters answered a hold.
+enum BudgetAnswer {
+    Held(Hold),
+    /// Refused on this counter (the hold was given back).
+    Refused(String),
+    Down(tollgate_sharedlimit::SharedLimitError, Hold),
 }

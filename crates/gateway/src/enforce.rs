@@ -14,6 +14,12 @@
 //! detector state is snapshotted to the store's kv table periodically and at shutdown, and
 //! restored at start.
 //!
+//! The rest of the state is data in the store, shared by every instance: owner keys, owner
+//! reports, owner-scoped reviews, exemptions and the actions taken are tables, each write with
+//! a change-feed row in its transaction. The change-feed poller (`sync`) hands the rows it
+//! reloads to the `apply_*` methods, so a key, review or action made on one instance holds on
+//! all within `storage.sync_interval_ms`. Reports are read from the store when listed.
+//!
 //! A request is judged under the policy of its model's owner: the owner's own policy when it
 //! has an `[owners.enforcement]` table (its `review` is an owner-scoped review: the customer
 //! keeps the other owners' models), else `[guard]` (whose `review` covers the whole account).
@@ -25,12 +31,12 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::HeaderMap;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tollgate_config::cidr::Cidr;
 use tollgate_config::{Config, EffectivePolicy, GuardAction};
 use tollgate_guard::{Detector, Observation};
-use tollgate_store::{AccountState, AuditEntry, Store, UsageRecord};
+use tollgate_store::{AccountState, AuditEntry, GuardExemption, Store, StoreError, UsageRecord};
+pub use tollgate_store::{OwnerKey, OwnerReview, OwnerReviewState as OwnerState, PolicyAction};
 use tollgate_wire::{Endpoint, Restrict};
 
 use crate::app::App;
@@ -41,18 +47,6 @@ use crate::upstream::ModelEntry;
 
 /// kv key of the detector snapshot.
 pub const KV_DETECTOR: &str = "guard.detector";
-/// kv key of the owner-scoped reviews.
-pub const KV_OWNER_REVIEWS: &str = "guard.owner_reviews";
-/// kv key of the owner keys (hashes only).
-pub const KV_OWNER_KEYS: &str = "guard.owner_keys";
-/// kv key of owner reports.
-pub const KV_REPORTS: &str = "guard.reports";
-/// kv key of the organizations exempt from automatic review.
-pub const KV_EXEMPT: &str = "guard.exempt";
-/// kv key of the owner scopes exempt from automatic actions (an operator reinstated them).
-pub const KV_OWNER_EXEMPT: &str = "guard.owner_exempt";
-/// kv key of the automatic actions taken per organization and policy.
-pub const KV_ACTIONS: &str = "guard.actions";
 
 /// Name of the `[guard]` policy in views, records and audit reasons.
 pub const GUARD_POLICY: &str = "[guard]";
@@ -62,85 +56,30 @@ pub fn policy_name(p: &EffectivePolicy) -> &str {
     p.owner.as_deref().unwrap_or(GUARD_POLICY)
 }
 
-/// A review limited to one model owner's models.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OwnerReview {
-    pub organization: String,
-    pub owner: String,
-    pub state: OwnerState,
-    #[serde(with = "time::serde::rfc3339")]
-    pub since: OffsetDateTime,
-    pub reason: String,
-}
-
-/// State of an owner-scoped review.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OwnerState {
-    UnderReview,
-    Terminated,
-}
-
-impl OwnerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnerState::UnderReview => "under_review",
-            OwnerState::Terminated => "terminated",
-        }
-    }
-}
-
-/// An automatic action taken on an organization under one policy.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PolicyAction {
-    pub organization: String,
-    /// The policy that acted: an owner's name, or `[guard]`.
-    pub policy: String,
-    /// `flag`, `review` (the whole account) or `review_owner_scope` (the owner's models).
-    pub action: String,
-    pub score: f64,
-    pub threshold: f64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub time: OffsetDateTime,
-}
-
-/// An owner scope of an organization exempt from automatic actions.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OwnerExempt {
-    pub organization: String,
-    pub owner: String,
-}
-
-/// A model owner's API key (only its SHA-256 is kept).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OwnerKey {
-    pub id: String,
-    pub owner: String,
-    pub prefix: String,
-    /// Hex SHA-256 of the secret.
-    pub hash: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-/// A model owner's report of a suspected customer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OwnerReport {
-    #[serde(with = "time::serde::rfc3339")]
-    pub time: OffsetDateTime,
-    pub owner: String,
-    pub organization: String,
-    pub reason: String,
-}
-
 /// Work for the background writer: store I/O decided on the request path.
 enum Event {
     Audit(AuditEntry),
     State(String, AccountState),
-    /// Write the owner-scoped reviews as they are in memory when written.
-    OwnerReviews,
+    /// An automatic owner-scoped review: stored unless the pair already has one.
+    OwnerReview(OwnerReview),
+    /// An automatic action taken.
+    Action(PolicyAction),
     /// Answered once every earlier event is written.
     Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// State decided on the request path and applied in memory before the writer stores it.
+/// Key: `a:{action id}` or `r:{organization}/{owner}`; value: when its write committed (None:
+/// not yet). A reload from the store keeps such an entry in memory unless the reload's read
+/// began after the commit (so the row, if still stored, is in what it read).
+type Pending = Arc<std::sync::Mutex<HashMap<String, Option<Instant>>>>;
+
+fn review_tag(organization: &str, owner: &str) -> String {
+    format!("r:{organization}/{owner}")
+}
+
+fn action_tag(id: &str) -> String {
+    format!("a:{id}")
 }
 
 /// The detector and enforcement state shared by the request path and the admin API.
@@ -158,10 +97,12 @@ pub struct Guard {
     /// Owner name → policy text.
     pub policies: BTreeMap<String, String>,
     /// Organization → its owner-scoped reviews.
-    pub owner_reviews: Arc<DashMap<String, Vec<OwnerReview>>>,
-    /// SHA-256 of an owner key → the key.
+    pub owner_reviews: DashMap<String, Vec<OwnerReview>>,
+    /// SHA-256 of an owner key → the key (keys not revoked).
     pub owner_keys: DashMap<[u8; 32], OwnerKey>,
-    pub reports: std::sync::Mutex<Vec<OwnerReport>>,
+    /// Serialises changes of `handled` and `taken` (flags acted on; reloads from the store).
+    actions_lock: std::sync::Mutex<()>,
+    pending: Pending,
     /// Organization → the policies whose flag was acted on (audited, reviewed).
     handled: DashMap<String, Vec<String>>,
     /// Organization → the automatic actions taken on it, per policy (since its last
@@ -173,11 +114,6 @@ pub struct Guard {
     /// owners' policies until the next manual review of that scope.
     pub owner_exempt: DashMap<String, Vec<String>>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
-}
-
-/// Hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn endpoint_of(e: Endpoint) -> tollgate_guard::Endpoint {
@@ -242,18 +178,43 @@ impl Guard {
             },
             None => Detector::new(settings.clone()).map_err(|e| format!("guard.detector: {e}"))?,
         };
-        // The actions taken (saved with each detector snapshot) say which policies acted on
-        // which flags; a store from before per-policy actions has only the detector's flags,
-        // all acted on under [guard].
+        let failed = |what: &str, e: StoreError| format!("cannot load the guard's {what}: {e}");
+        // The actions taken say which policies acted on which flags. A store from before
+        // per-policy actions had only the detector's flags, all acted on under [guard]: the
+        // migration left a marker, and those flags are recorded as actions once.
+        let mut actions = store
+            .guard_actions(None)
+            .await
+            .map_err(|e| failed("actions", e))?;
+        let legacy = store
+            .get_value(tollgate_store::LEGACY_FLAGS_MARKER)
+            .await
+            .map_err(|e| failed("actions", e))?;
+        if legacy.as_deref() == Some("1") {
+            for f in detector.flags() {
+                let a = PolicyAction {
+                    id: crate::tenancy::new_id("act_"),
+                    organization: f.organization,
+                    policy: GUARD_POLICY.to_owned(),
+                    action: "flag".into(),
+                    score: f.score,
+                    threshold: settings.flag_threshold,
+                    time: f.flagged_at,
+                };
+                store
+                    .insert_guard_action(a.clone())
+                    .await
+                    .map_err(|e| failed("actions", e))?;
+                actions.push(a);
+            }
+            store
+                .delete_value(tollgate_store::LEGACY_FLAGS_MARKER)
+                .await
+                .map_err(|e| failed("actions", e))?;
+        }
         let handled: DashMap<String, Vec<String>> = DashMap::new();
         let taken: DashMap<String, Vec<PolicyAction>> = DashMap::new();
-        let actions = kv_json::<Vec<PolicyAction>>(store, KV_ACTIONS).await;
-        if actions.is_none() {
-            for f in detector.flags() {
-                handled.insert(f.organization, vec![GUARD_POLICY.to_owned()]);
-            }
-        }
-        for a in actions.unwrap_or_default() {
+        for a in actions {
             let mut h = handled.entry(a.organization.clone()).or_default();
             if !h.contains(&a.policy) {
                 h.push(a.policy.clone());
@@ -261,15 +222,19 @@ impl Guard {
             drop(h);
             taken.entry(a.organization.clone()).or_default().push(a);
         }
+        let exempt = DashMap::new();
         let owner_exempt: DashMap<String, Vec<String>> = DashMap::new();
-        for e in kv_json::<Vec<OwnerExempt>>(store, KV_OWNER_EXEMPT)
+        for e in store
+            .guard_exemptions(None)
             .await
-            .unwrap_or_default()
+            .map_err(|e| failed("exemptions", e))?
         {
-            owner_exempt
-                .entry(e.organization)
-                .or_default()
-                .push(e.owner);
+            match e.owner {
+                None => {
+                    exempt.insert(e.organization, ());
+                }
+                Some(owner) => owner_exempt.entry(e.organization).or_default().push(owner),
+            }
         }
         let default_policy = config.default_policy();
         let owner_policies: HashMap<String, EffectivePolicy> = config
@@ -289,10 +254,11 @@ impl Guard {
                 "Enforcement policy."
             );
         }
-        let owner_reviews: Arc<DashMap<String, Vec<OwnerReview>>> = Arc::default();
-        for r in kv_json::<Vec<OwnerReview>>(store, KV_OWNER_REVIEWS)
+        let owner_reviews: DashMap<String, Vec<OwnerReview>> = DashMap::new();
+        for r in store
+            .owner_reviews(None)
             .await
-            .unwrap_or_default()
+            .map_err(|e| failed("owner reviews", e))?
         {
             owner_reviews
                 .entry(r.organization.clone())
@@ -300,34 +266,33 @@ impl Guard {
                 .push(r);
         }
         let owner_keys = DashMap::new();
-        for k in kv_json::<Vec<OwnerKey>>(store, KV_OWNER_KEYS)
+        for k in store
+            .owner_keys()
             .await
-            .unwrap_or_default()
+            .map_err(|e| failed("owner keys", e))?
         {
-            let mut hash = [0u8; 32];
-            let ok = k.hash.len() == 64
-                && (0..32).all(|i| {
-                    u8::from_str_radix(&k.hash[2 * i..2 * i + 2], 16)
-                        .map(|b| hash[i] = b)
-                        .is_ok()
-                });
-            if ok {
-                owner_keys.insert(hash, k);
+            if k.revoked_at.is_none() {
+                owner_keys.insert(k.hash, k);
             }
         }
-        let exempt = DashMap::new();
-        for o in kv_json::<Vec<String>>(store, KV_EXEMPT)
-            .await
-            .unwrap_or_default()
-        {
-            exempt.insert(o, ());
-        }
-        let reports = kv_json::<Vec<OwnerReport>>(store, KV_REPORTS)
-            .await
-            .unwrap_or_default();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let writer = store.clone();
-        let reviews = owner_reviews.clone();
+        let pending: Pending = Arc::default();
+        let written = pending.clone();
+        // Marks a pending entry committed (or forgets it when its write failed: memory then
+        // follows the store at the next reload).
+        let settle_pending = move |tag: String, ok: bool| {
+            let mut p = written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if ok {
+                if let Some(at) = p.get_mut(&tag) {
+                    *at = Some(Instant::now());
+                }
+            } else {
+                p.remove(&tag);
+            }
+        };
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev {
@@ -341,17 +306,21 @@ impl Guard {
                             tracing::error!(%error, organization = %org, "Guard state write failed.");
                         }
                     }
-                    Event::OwnerReviews => {
-                        let text = match serde_json::to_string(&sorted_reviews(&reviews)) {
-                            Ok(t) => t,
-                            Err(error) => {
-                                tracing::error!(%error, "Cannot encode owner reviews.");
-                                continue;
-                            }
-                        };
-                        if let Err(error) = writer.set_value(KV_OWNER_REVIEWS, text).await {
+                    Event::OwnerReview(review) => {
+                        let tag = review_tag(&review.organization, &review.owner);
+                        let result = writer.put_owner_review(review, false).await;
+                        if let Err(error) = &result {
                             tracing::error!(%error, "Guard owner review write failed.");
                         }
+                        settle_pending(tag, result.is_ok());
+                    }
+                    Event::Action(action) => {
+                        let tag = action_tag(&action.id);
+                        let result = writer.insert_guard_action(action).await;
+                        if let Err(error) = &result {
+                            tracing::error!(%error, "Guard action write failed.");
+                        }
+                        settle_pending(tag, result.is_ok());
                     }
                     Event::Barrier(done) => {
                         let _ = done.send(());
@@ -374,7 +343,8 @@ impl Guard {
                 .collect(),
             owner_reviews,
             owner_keys,
-            reports: std::sync::Mutex::new(reports),
+            actions_lock: std::sync::Mutex::new(()),
+            pending,
             handled,
             taken,
             exempt,
@@ -483,18 +453,58 @@ impl Guard {
             })
     }
 
+    /// Records an automatic action in memory (the caller holds `actions_lock`) and has the
+    /// writer store it.
     fn record(&self, organization: &str, policy: &str, action: &str, score: f64, threshold: f64) {
+        let a = PolicyAction {
+            id: crate::tenancy::new_id("act_"),
+            organization: organization.to_owned(),
+            policy: policy.to_owned(),
+            action: action.to_owned(),
+            score,
+            threshold,
+            time: OffsetDateTime::now_utc(),
+        };
+        self.mark_pending(action_tag(&a.id));
         self.taken
             .entry(organization.to_owned())
             .or_default()
-            .push(PolicyAction {
-                organization: organization.to_owned(),
-                policy: policy.to_owned(),
-                action: action.to_owned(),
-                score,
-                threshold,
-                time: OffsetDateTime::now_utc(),
-            });
+            .push(a.clone());
+        let _ = self.events.send(Event::Action(a));
+    }
+
+    fn mark_pending(&self, tag: String) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tag, None);
+    }
+
+    /// A row decided here was read back from the store: nothing to keep for it.
+    fn forget_pending(&self, tag: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(tag);
+    }
+
+    /// Whether a row decided here must stay in memory although a reload that began at `read_at`
+    /// did not return it (its write had not committed before that read). Entries settled before
+    /// the read are forgotten.
+    fn keep_pending(&self, tag: &str, read_at: Instant) -> bool {
+        let mut p = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match p.get(tag) {
+            None => false,
+            Some(None) => true,
+            Some(Some(at)) if *at >= read_at => true,
+            Some(Some(_)) => {
+                p.remove(tag);
+                false
+            }
+        }
     }
 
     /// Acts on a flag once per policy: audits it (naming the policy) and, with
@@ -513,6 +523,11 @@ impl Guard {
         if policy.action == GuardAction::Record || self.handled(organization, name) {
             return None;
         }
+        // Held to the end: the flag and the actions it leads to are recorded as one step.
+        let _actions = self
+            .actions_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         {
             let mut h = self.handled.entry(organization.to_owned()).or_default();
             if h.iter().any(|p| p == name) {
@@ -592,15 +607,17 @@ impl Guard {
                     if list.iter().any(|r| &r.owner == owner) {
                         return None;
                     }
-                    list.push(OwnerReview {
+                    let review = OwnerReview {
                         organization: organization.to_owned(),
                         owner: owner.clone(),
                         state: OwnerState::UnderReview,
                         since: OffsetDateTime::now_utc(),
                         reason: reason.clone(),
-                    });
+                    };
+                    self.mark_pending(review_tag(organization, owner));
+                    list.push(review.clone());
+                    let _ = self.events.send(Event::OwnerReview(review));
                 }
-                let _ = self.events.send(Event::OwnerReviews);
                 self.audit(
                     "guard",
                     "review_owner_scope",
@@ -624,10 +641,134 @@ impl Guard {
 
     /// Forgets that a flag was acted on (after a reinstatement), so a new flag is acted on again.
     pub fn reset_flag(&self, organization: &str) {
-        self.handled.remove(organization);
-        self.taken.remove(organization);
+        {
+            let _actions = self
+                .actions_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.handled.remove(organization);
+            self.taken.remove(organization);
+        }
         self.throttles.remove(organization);
         self.detector.clear_flag(organization);
+    }
+
+    // ----- state reloaded from the store (the change feed) -----
+
+    /// An owner key as stored now (`None`: gone); a revoked key stops working.
+    pub fn apply_owner_key(&self, id: &str, key: Option<OwnerKey>) {
+        self.owner_keys.retain(|_, k| k.id != id);
+        if let Some(k) = key.filter(|k| k.revoked_at.is_none()) {
+            self.owner_keys.insert(k.hash, k);
+        }
+    }
+
+    /// The owner-scoped reviews of `organization` as read from the store at `read_at`. An
+    /// automatic review decided here whose write had not committed by then stays.
+    pub fn apply_owner_reviews(
+        &self,
+        organization: &str,
+        rows: Vec<OwnerReview>,
+        read_at: Instant,
+    ) {
+        let mut list = self
+            .owner_reviews
+            .entry(organization.to_owned())
+            .or_default();
+        let kept: Vec<OwnerReview> = list
+            .iter()
+            .filter(|r| {
+                let tag = review_tag(organization, &r.owner);
+                if rows.iter().any(|s| s.owner == r.owner) {
+                    self.forget_pending(&tag);
+                    return false;
+                }
+                self.keep_pending(&tag, read_at)
+            })
+            .cloned()
+            .collect();
+        *list = rows;
+        list.extend(kept);
+        let empty = list.is_empty();
+        drop(list);
+        if empty {
+            self.owner_reviews
+                .remove_if(organization, |_, l| l.is_empty());
+        }
+    }
+
+    /// The exemptions of `organization` as stored now. An exemption that appears (an operator
+    /// reinstated the account or a scope, perhaps on another instance) ends this instance's
+    /// throttles there, and for the whole account its detector flag, as on the instance that
+    /// decided.
+    pub fn apply_exemptions(&self, organization: &str, rows: Vec<GuardExemption>) {
+        let account = rows.iter().any(|e| e.owner.is_none());
+        let owners: Vec<String> = rows.into_iter().filter_map(|e| e.owner).collect();
+        if account {
+            if self.exempt.insert(organization.to_owned(), ()).is_none() {
+                self.throttles.remove(organization);
+                self.detector.clear_flag(organization);
+            }
+        } else {
+            self.exempt.remove(organization);
+        }
+        let before = self
+            .owner_exempt
+            .get(organization)
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        if let Some(mut t) = self.throttles.get_mut(organization) {
+            for o in owners.iter().filter(|o| !before.contains(o)) {
+                t.remove(o.as_str());
+            }
+        }
+        if owners.is_empty() {
+            self.owner_exempt.remove(organization);
+        } else {
+            self.owner_exempt.insert(organization.to_owned(), owners);
+        }
+    }
+
+    /// The automatic actions taken on `organization` as read from the store at `read_at`
+    /// (empty after a reinstatement); actions recorded here whose write had not committed by
+    /// then stay. The policies that acted follow.
+    pub fn apply_actions(&self, organization: &str, rows: Vec<PolicyAction>, read_at: Instant) {
+        let _actions = self
+            .actions_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept: Vec<PolicyAction> = self
+            .taken
+            .get(organization)
+            .map(|l| {
+                l.iter()
+                    .filter(|a| {
+                        let tag = action_tag(&a.id);
+                        if rows.iter().any(|r| r.id == a.id) {
+                            self.forget_pending(&tag);
+                            return false;
+                        }
+                        self.keep_pending(&tag, read_at)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut all = rows;
+        all.extend(kept);
+        if all.is_empty() {
+            self.taken.remove(organization);
+            self.handled.remove(organization);
+            return;
+        }
+        let mut policies: Vec<String> = Vec::new();
+        for a in &all {
+            if !policies.contains(&a.policy) {
+                policies.push(a.policy.clone());
+            }
+        }
+        self.handled.insert(organization.to_owned(), policies);
+        self.taken.insert(organization.to_owned(), all);
     }
 
     /// An operator reinstated one owner's scope of an organization: no automatic action under
@@ -655,36 +796,6 @@ impl Guard {
             .remove_if(organization, |_, l| l.is_empty());
     }
 
-    /// Every owner-scope exemption, for persistence.
-    pub fn all_owner_exempt(&self) -> Vec<OwnerExempt> {
-        let mut v: Vec<OwnerExempt> = self
-            .owner_exempt
-            .iter()
-            .flat_map(|e| {
-                let org = e.key().clone();
-                e.value()
-                    .iter()
-                    .map(|owner| OwnerExempt {
-                        organization: org.clone(),
-                        owner: owner.clone(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            (a.organization.as_str(), a.owner.as_str())
-                .cmp(&(b.organization.as_str(), b.owner.as_str()))
-        });
-        v
-    }
-
-    /// Every automatic action taken since the organizations' last reinstatement, for persistence.
-    pub fn all_taken(&self) -> Vec<PolicyAction> {
-        let mut v: Vec<PolicyAction> = self.taken.iter().flat_map(|e| e.value().clone()).collect();
-        v.sort_by(|a, b| (a.organization.as_str(), a.time).cmp(&(b.organization.as_str(), b.time)));
-        v
-    }
-
     /// The owner-scoped review state of an organization (or an ancestor) for one owner.
     pub fn owner_state(&self, app: &App, organization: &str, owner: &str) -> Option<OwnerState> {
         if self.owner_reviews.is_empty() {
@@ -710,21 +821,9 @@ impl Guard {
         strictest
     }
 
-    /// Every owner-scoped review, for persistence.
-    pub fn all_owner_reviews(&self) -> Vec<OwnerReview> {
-        sorted_reviews(&self.owner_reviews)
-    }
-
-    /// Writes the detector snapshot and the automatic actions taken to the store.
+    /// Writes the detector snapshot to the store (the rest of the guard's state is written
+    /// as it changes).
     pub async fn persist(self: &Arc<Self>, store: &Store) {
-        match serde_json::to_string(&self.all_taken()) {
-            Ok(text) => {
-                if let Err(error) = store.set_value(KV_ACTIONS, text).await {
-                    tracing::error!(%error, "Guard actions write failed.");
-                }
-            }
-            Err(error) => tracing::error!(%error, "Cannot encode guard actions."),
-        }
         let g = self.clone();
         let text =
             match tokio::task::spawn_blocking(move || g.detector.snapshot().to_string()).await {
@@ -754,15 +853,6 @@ impl Guard {
             }
         });
     }
-}
-
-fn sorted_reviews(map: &DashMap<String, Vec<OwnerReview>>) -> Vec<OwnerReview> {
-    let mut v: Vec<OwnerReview> = map.iter().flat_map(|e| e.value().clone()).collect();
-    v.sort_by(|a, b| {
-        (a.organization.as_str(), a.owner.as_str())
-            .cmp(&(b.organization.as_str(), b.owner.as_str()))
-    });
-    v
 }
 
 /// The 403 of a request to the models of `owner` while that scope is under review or terminated.
@@ -880,5 +970,105 @@ pub fn completed(app: &App, record: &UsageRecord) {
             record.output_tokens,
             record.status == 499,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(id: &str, policy: &str) -> PolicyAction {
+        PolicyAction {
+            id: id.into(),
+            organization: "org".into(),
+            policy: policy.into(),
+            action: "flag".into(),
+            score: 0.9,
+            threshold: 0.8,
+            time: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// A reload keeps a local row whose write had not committed before the reload's read (the
+    /// read could not see it), drops it once a later read did not return it (another instance
+    /// cleared it), and the policies that acted follow the rows.
+    #[tokio::test]
+    async fn reloads_keep_uncommitted_local_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db").to_str().unwrap()).unwrap();
+        let config = Config::from_toml("").unwrap();
+        let guard = Guard::load(&config, &store).await.unwrap();
+
+        // Decided here, not yet written: a reload that does not return it keeps it.
+        let local = action("act_local", "openai");
+        guard.mark_pending(action_tag(&local.id));
+        guard.taken.insert("org".into(), vec![local.clone()]);
+        let before_commit = Instant::now();
+        let other = action("act_other", GUARD_POLICY);
+        guard.apply_actions("org", vec![other.clone()], before_commit);
+        assert!(guard.handled("org", "openai") && guard.handled("org", GUARD_POLICY));
+        assert_eq!(guard.taken.get("org").map(|l| l.len()), Some(2));
+
+        // Written after that read began: still kept by a reload whose read began earlier.
+        guard
+            .pending
+            .lock()
+            .unwrap()
+            .insert(action_tag(&local.id), Some(Instant::now()));
+        guard.apply_actions("org", vec![other.clone()], before_commit);
+        assert!(guard.handled("org", "openai"));
+
+        // A read that began after the commit and did not return it: gone (cleared elsewhere).
+        guard.apply_actions("org", vec![], Instant::now());
+        assert!(!guard.handled("org", "openai") && !guard.handled("org", GUARD_POLICY));
+        assert!(guard.taken.get("org").is_none());
+        assert!(guard.pending.lock().unwrap().is_empty());
+
+        // Owner reviews: the same rule, and a stored review of the pair replaces the local one.
+        let review = |state| OwnerReview {
+            organization: "org".into(),
+            owner: "openai".into(),
+            state,
+            since: OffsetDateTime::now_utc(),
+            reason: "r".into(),
+        };
+        guard.mark_pending(review_tag("org", "openai"));
+        guard
+            .owner_reviews
+            .insert("org".into(), vec![review(OwnerState::UnderReview)]);
+        guard.apply_owner_reviews("org", vec![], Instant::now());
+        assert_eq!(guard.owner_reviews.get("org").map(|l| l.len()), Some(1));
+        guard.apply_owner_reviews("org", vec![review(OwnerState::Terminated)], Instant::now());
+        let states: Vec<OwnerState> = guard
+            .owner_reviews
+            .get("org")
+            .map(|l| l.iter().map(|r| r.state).collect())
+            .unwrap_or_default();
+        assert_eq!(states, vec![OwnerState::Terminated]);
+        assert!(guard.pending.lock().unwrap().is_empty());
+        guard.apply_owner_reviews("org", vec![], Instant::now());
+        assert!(guard.owner_reviews.get("org").is_none());
+
+        // Exemptions: the account's appears and goes; an owner scope's list follows the rows.
+        guard.apply_exemptions(
+            "org",
+            vec![
+                GuardExemption {
+                    organization: "org".into(),
+                    owner: None,
+                },
+                GuardExemption {
+                    organization: "org".into(),
+                    owner: Some("openai".into()),
+                },
+            ],
+        );
+        assert!(guard.exempt.contains_key("org"));
+        assert_eq!(
+            guard.owner_exempt.get("org").map(|l| l.clone()),
+            Some(vec!["openai".to_owned()])
+        );
+        guard.apply_exemptions("org", vec![]);
+        assert!(!guard.exempt.contains_key("org") && guard.owner_exempt.get("org").is_none());
     }
 }

@@ -5,6 +5,9 @@
 //! (`tgo-…`, created by an admin with `POST /admin/v1/owners/{owner}/keys`; only its SHA-256 is
 //! stored). An owner key works only for its own owner's paths; it sees reports it filed and
 //! evidence restricted to traffic on its own models, nothing else.
+//!
+//! Decisions, owner keys and reports are written to the store first (each with a change-feed
+//! row, so every instance applies them), then to this instance's memory.
 
 use std::sync::Arc;
 
@@ -18,14 +21,11 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tollgate_config::EffectivePolicy;
-use tollgate_store::{AccountState, AuditEntry};
+use tollgate_store::{AccountState, AuditEntry, GuardExemption, OwnerReport};
 
 use crate::admin::{admin_auth, parse_body};
 use crate::app::App;
-use crate::enforce::{
-    KV_ACTIONS, KV_EXEMPT, KV_OWNER_EXEMPT, KV_OWNER_KEYS, KV_OWNER_REVIEWS, KV_REPORTS, OwnerKey,
-    OwnerReport, OwnerReview, OwnerState, hex, policy_name,
-};
+use crate::enforce::{OwnerKey, OwnerReview, OwnerState, policy_name};
 use crate::error::ApiError;
 use crate::tenancy::{generate_key, hash_key, new_id};
 
@@ -280,31 +280,6 @@ fn reason_of(d: &Decision) -> Result<String, ApiError> {
     Ok(r.to_owned())
 }
 
-/// Stores `value` as JSON under `key` in the store's key-value table.
-async fn save_json<T: serde::Serialize>(app: &App, key: &str, value: &T) -> Result<(), ApiError> {
-    let text = serde_json::to_string(value)
-        .map_err(|_| ApiError::internal(format!("Cannot encode {key}.")))?;
-    app.store.set_value(key, text).await.map_err(store_error)
-}
-
-async fn save_owner_reviews(app: &App) -> Result<(), ApiError> {
-    save_json(app, KV_OWNER_REVIEWS, &app.guard.all_owner_reviews()).await
-}
-
-async fn save_owner_exempt(app: &App) -> Result<(), ApiError> {
-    save_json(app, KV_OWNER_EXEMPT, &app.guard.all_owner_exempt()).await
-}
-
-async fn save_taken(app: &App) -> Result<(), ApiError> {
-    save_json(app, KV_ACTIONS, &app.guard.all_taken()).await
-}
-
-async fn save_exempt(app: &App) -> Result<(), ApiError> {
-    let mut list: Vec<String> = app.guard.exempt.iter().map(|e| e.key().clone()).collect();
-    list.sort();
-    save_json(app, KV_EXEMPT, &list).await
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Act {
     Review,
@@ -324,33 +299,56 @@ async fn decide(app: &App, org: &str, act: Act, body: &Bytes) -> Result<Response
     };
     if let Some(owner) = &d.owner {
         known_owner(app, owner)?;
+        let review = match act {
+            Act::Review => Some(OwnerState::UnderReview),
+            Act::Terminate => Some(OwnerState::Terminated),
+            Act::Reinstate => None,
+        }
+        .map(|state| OwnerReview {
+            organization: org.to_owned(),
+            owner: owner.clone(),
+            state,
+            since: OffsetDateTime::now_utc(),
+            reason: reason.clone(),
+        });
+        // The operator's decision stands: no automatic action under this owner's policy until
+        // the next manual review of the scope.
+        let scope = GuardExemption {
+            organization: org.to_owned(),
+            owner: Some(owner.clone()),
+        };
+        match &review {
+            Some(r) => {
+                app.store
+                    .put_owner_review(r.clone(), true)
+                    .await
+                    .map_err(store_error)?;
+                app.store
+                    .set_guard_exemption(scope, false)
+                    .await
+                    .map_err(store_error)?;
+            }
+            None => {
+                app.store
+                    .delete_owner_reviews(org, Some(owner))
+                    .await
+                    .map_err(store_error)?;
+                app.store
+                    .set_guard_exemption(scope, true)
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
         {
             let mut list = app.guard.owner_reviews.entry(org.to_owned()).or_default();
             list.retain(|r| &r.owner != owner);
-            let state = match act {
-                Act::Review => Some(OwnerState::UnderReview),
-                Act::Terminate => Some(OwnerState::Terminated),
-                Act::Reinstate => None,
-            };
-            if let Some(state) = state {
-                list.push(OwnerReview {
-                    organization: org.to_owned(),
-                    owner: owner.clone(),
-                    state,
-                    since: OffsetDateTime::now_utc(),
-                    reason: reason.clone(),
-                });
-            }
+            list.extend(review);
         }
         app.guard.owner_reviews.remove_if(org, |_, l| l.is_empty());
-        save_owner_reviews(app).await?;
-        // The operator's decision stands: no automatic action under this owner's policy until
-        // the next manual review of the scope.
         match act {
             Act::Reinstate => app.guard.exempt_owner_scope(org, owner),
             Act::Review | Act::Terminate => app.guard.unexempt_owner_scope(org, owner),
         }
-        save_owner_exempt(app).await?;
         audit(
             app,
             "admin",
@@ -376,22 +374,38 @@ async fn decide(app: &App, org: &str, act: Act, body: &Bytes) -> Result<Response
         .await
         .map_err(store_error)?;
     app.tenancy.set_state(org, state);
+    let account = GuardExemption {
+        organization: org.to_owned(),
+        owner: None,
+    };
     match act {
         Act::Reinstate => {
             // The operator's decision stands: no automatic review until the next manual one.
+            app.store
+                .clear_guard_actions(org)
+                .await
+                .map_err(store_error)?;
+            app.store
+                .set_guard_exemption(account, true)
+                .await
+                .map_err(store_error)?;
+            // Scoped reviews made on any instance go too, whatever this one holds yet.
+            app.store
+                .delete_owner_reviews(org, None)
+                .await
+                .map_err(store_error)?;
             app.guard.reset_flag(org);
-            save_taken(app).await?;
             app.guard.exempt.insert(org.to_owned(), ());
-            let had_scoped = app.guard.owner_reviews.remove(org).is_some();
-            if had_scoped {
-                save_owner_reviews(app).await?;
-            }
+            app.guard.owner_reviews.remove(org);
         }
         Act::Review | Act::Terminate => {
+            app.store
+                .set_guard_exemption(account, false)
+                .await
+                .map_err(store_error)?;
             app.guard.exempt.remove(org);
         }
     }
-    save_exempt(app).await?;
     audit(app, "admin", action, org, &reason).await;
     Ok(Json(json!({"organization": org, "state": state.as_str()})).into_response())
 }
@@ -530,21 +544,6 @@ struct NewOwnerKey {
     name: Option<String>,
 }
 
-async fn save_owner_keys(app: &App) -> Result<(), ApiError> {
-    let mut keys: Vec<OwnerKey> = app
-        .guard
-        .owner_keys
-        .iter()
-        .map(|e| e.value().clone())
-        .collect();
-    keys.sort_by(|a, b| a.id.cmp(&b.id));
-    let text = serde_json::to_string(&keys).map_err(|_| ApiError::internal("Cannot encode."))?;
-    app.store
-        .set_value(KV_OWNER_KEYS, text)
-        .await
-        .map_err(store_error)
-}
-
 /// `POST /admin/v1/owners/{owner}/keys` (admin): a new owner key; the secret is shown once.
 pub async fn create_owner_key(
     State(app): AppState,
@@ -564,14 +563,15 @@ pub async fn create_owner_key(
         id: new_id("okey_"),
         owner: owner.clone(),
         prefix,
-        hash: hex(&hash),
+        hash,
         created_at: OffsetDateTime::now_utc(),
+        revoked_at: None,
     };
+    app.store
+        .insert_owner_key(key.clone())
+        .await
+        .map_err(store_error)?;
     app.guard.owner_keys.insert(hash, key.clone());
-    if let Err(e) = save_owner_keys(&app).await {
-        app.guard.owner_keys.remove(&hash);
-        return Err(e);
-    }
     let who = name.unwrap_or_default();
     if let Err(error) = app
         .store
@@ -603,14 +603,15 @@ pub async fn revoke_owner_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    let before = app.guard.owner_keys.len();
-    app.guard
-        .owner_keys
-        .retain(|_, k| !(k.id == id && k.owner == owner));
-    if app.guard.owner_keys.len() == before {
+    let revoked = app
+        .store
+        .revoke_owner_key(&owner, &id, OffsetDateTime::now_utc())
+        .await
+        .map_err(store_error)?;
+    if !revoked {
         return Err(ApiError::not_found(format!("No owner key '{id}'.")));
     }
-    save_owner_keys(&app).await?;
+    app.guard.apply_owner_key(&id, None);
     Ok(Json(json!({"id": id, "owner": owner, "revoked": true})).into_response())
 }
 
@@ -641,22 +642,14 @@ pub async fn create_report(
     }
     known_org(&app, &req.organization)?;
     let report = OwnerReport {
+        id: new_id("orep_"),
         time: OffsetDateTime::now_utc(),
         owner: owner.clone(),
         organization: req.organization.clone(),
         reason: reason.clone(),
     };
-    let text = {
-        let mut reports = app
-            .guard
-            .reports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        reports.push(report.clone());
-        serde_json::to_string(&*reports).map_err(|_| ApiError::internal("Cannot encode."))?
-    };
     app.store
-        .set_value(KV_REPORTS, text)
+        .insert_owner_report(report.clone())
         .await
         .map_err(store_error)?;
     audit(
@@ -670,14 +663,14 @@ pub async fn create_report(
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"object": "owner_report", "owner": owner, "organization": report.organization,
+            json!({"id": report.id, "object": "owner_report", "owner": owner, "organization": report.organization,
             "reason": report.reason, "time": rfc3339(report.time)}),
         ),
     )
         .into_response())
 }
 
-/// `GET /admin/v1/owners/{owner}/reports`: the reports this owner filed.
+/// `GET /admin/v1/owners/{owner}/reports`: the reports this owner filed, oldest first.
 pub async fn list_reports(
     State(app): AppState,
     Path(owner): Path<String>,
@@ -685,14 +678,14 @@ pub async fn list_reports(
 ) -> Result<Response, ApiError> {
     owner_auth(&app, &headers, &owner)?;
     known_owner(&app, &owner)?;
+    // Read from the store: reports filed on any instance.
     let data: Vec<Value> = app
-        .guard
-        .reports
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .store
+        .owner_reports(Some(&owner))
+        .await
+        .map_err(store_error)?
         .iter()
-        .filter(|r| r.owner == owner)
-        .map(|r| json!({"owner": r.owner, "organization": r.organization, "reason": r.reason, "time": rfc3339(r.time)}))
+        .map(|r| json!({"id": r.id, "owner": r.owner, "organization": r.organization, "reason": r.reason, "time": rfc3339(r.time)}))
         .collect();
     Ok(Json(json!({"object": "list", "data": data})).into_response())
 }

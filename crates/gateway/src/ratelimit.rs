@@ -25,8 +25,6 @@ use rust_decimal::prelude::ToPrimitive;
 use tollgate_config::{Config, RedisFailure};
 use tollgate_sharedlimit::{Bucket, Reserve, SharedLimits};
 
-use crate::app::App;
-use crate::budget::Hold;
 use crate::error::ApiError;
 use crate::limits::{Exceeded, Limiter, Snapshot};
 use crate::tenancy::KeyEntry;
@@ -85,6 +83,14 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Drops a reservation that holds nothing (the shared buckets refused it).
+    fn forget(mut self) {
+        self.settled = true;
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.settled {
@@ -122,7 +128,7 @@ fn spawn_redis(call: impl std::future::Future<Output = ()> + Send + 'static) {
 
 /// Runs `call` as a task and waits for its answer; when the waiter is dropped first, the answer
 /// is dropped in the task, so whatever it holds (a reservation, a hold) gives itself back.
-async fn finished_even_if_dropped<T: Send + 'static>(
+pub async fn finished_even_if_dropped<T: Send + 'static>(
     call: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -184,6 +190,16 @@ impl Limits {
 
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// The shared buckets and counters (Redis), when configured.
+    pub fn shared(&self) -> Option<&Arc<SharedLimits>> {
+        self.shared.as_ref()
+    }
+
+    /// Whether a Redis failure refuses requests (`closed`) rather than falling back (`open`).
+    pub fn fails_closed(&self) -> bool {
+        self.on_failure == RedisFailure::Closed
     }
 
     /// Reservations taken and not yet settled or given back (0 when every request is finished).
@@ -283,72 +299,6 @@ pub fn nano_usd(d: Decimal) -> i64 {
         })
 }
 
-impl Limits {
-    /// Reserves a budget hold on the shared counters too (no-op without Redis or without a hold).
-    /// Refused: the local hold is given back and the client gets 429 `insufficient_quota`.
-    pub async fn reserve_budget(
-        &self,
-        app: &App,
-        hold: Option<Hold>,
-    ) -> Result<Option<Hold>, ApiError> {
-        let Some(shared) = &self.shared else {
-            return Ok(hold);
-        };
-        let Some(hold) = hold else {
-            return Ok(None);
-        };
-        let counters = app.budgets.shared_counters(&hold);
-        let shared = shared.clone();
-        let call = async move {
-            let amount = nano_usd(hold.amount());
-            match shared.reserve_budget(&counters, amount).await {
-                Ok(None) => {
-                    let ids = counters.into_iter().map(|c| c.id).collect();
-                    BudgetAnswer::Held(hold.shared_with(shared, ids, amount))
-                }
-                Ok(Some(i)) => {
-                    BudgetAnswer::Refused(counters.get(i).map(|c| c.id.clone()).unwrap_or_default())
-                }
-                Err(error) => BudgetAnswer::Down(error, hold),
-            }
-        };
-        match finished_even_if_dropped(call).await {
-            Some(BudgetAnswer::Held(hold)) => Ok(Some(hold)),
-            Some(BudgetAnswer::Refused(scope)) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                Err(ApiError::insufficient_quota(format!(
-                    "You exceeded your current quota: the monthly budget ({scope}) has been reached."
-                )))
-            }
-            answer => {
-                self.redis_errors.fetch_add(1, Ordering::Relaxed);
-                let hold = match answer {
-                    Some(BudgetAnswer::Down(error, hold)) => {
-                        tracing::warn!(%error, "Shared budgets unavailable.");
-                        Some(hold)
-                    }
-                    _ => None,
-                };
-                if self.on_failure == RedisFailure::Closed {
-                    return Err(ApiError::unavailable(
-                        "Budgets cannot be checked right now, so the request is refused. Retry shortly.",
-                    ));
-                }
-                self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                Ok(hold)
-            }
-        }
-    }
-}
-
-/// How the shared budget counters answered a hold.
-enum BudgetAnswer {
-    Held(Hold),
-    /// Refused on this counter (the hold was given back).
-    Refused(String),
-    Down(tollgate_sharedlimit::SharedLimitError, Hold),
-}
-
 /// Moves shared budget counters by `delta` nano-USD in the background.
 pub fn adjust_shared_budget(shared: Arc<SharedLimits>, ids: Vec<String>, delta: i64) {
     if delta == 0 {
@@ -396,6 +346,8 @@ fn shared_answer(
             retry_after,
             levels,
         } => {
+            // Redis took nothing: there is nothing to give back.
+            reservation.forget();
             let b = &buckets[index.min(buckets.len().saturating_sub(1))];
             let scope = if b.entity.starts_with("key:") {
                 "key"

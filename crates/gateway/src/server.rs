@@ -4,6 +4,12 @@
 //! every accepted socket; graceful shutdown that drains in-flight requests on every thread and
 //! then the ledger writer.
 //!
+//! Client connections are capped over all threads (`server.max_connections`, kept below the
+//! file-descriptor limit, whose soft value is raised to the hard one at start): one more is
+//! accepted and closed at once, so the listening queue never fills and `/healthz` answers as
+//! soon as a slot is free. Each connection's timeouts and request cap are in
+//! [`crate::downstream`].
+//!
 //! A request lives on the thread that accepted its connection: its task, its timers and its
 //! upstream connection (each thread keeps its own idle connections, see
 //! [`crate::conn::set_pool_shard`]) never leave that thread, so no request pays a cross-thread
@@ -15,11 +21,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::app::{App, router};
+use crate::downstream::{self, Limits};
 
 /// Binds the configured address (see [`listen`]).
 pub async fn bind(app: &App) -> std::io::Result<TcpListener> {
@@ -114,17 +123,21 @@ pub async fn serve(
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     let threads = app.config.server.serving_threads();
     let sockets = sockets(listener, threads)?;
+    let open = Arc::new(OpenConnections::new(connection_cap(
+        app.config.server.max_connections,
+    )));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let mut drained = Vec::with_capacity(threads);
     let mut joins = Vec::with_capacity(threads);
     for (i, socket) in sockets.into_iter().enumerate() {
         let app = app.clone();
         let phase = phase_rx.clone();
+        let open = open.clone();
         let (done_tx, done_rx) = oneshot::channel();
         drained.push(done_rx);
         let join = std::thread::Builder::new()
             .name(format!("tollgate-serve-{i}"))
-            .spawn(move || serving_thread(i + 1, app, socket, phase, done_tx))?;
+            .spawn(move || serving_thread(i + 1, app, socket, phase, done_tx, open))?;
         joins.push(join);
     }
     shutdown.await;
@@ -174,6 +187,7 @@ fn serving_thread(
     socket: std::net::TcpListener,
     mut phase: watch::Receiver<Phase>,
     drained: oneshot::Sender<()>,
+    open: Arc<OpenConnections>,
 ) {
     crate::conn::set_pool_shard(shard);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -188,31 +202,165 @@ fn serving_thread(
     };
     runtime.block_on(async move {
         let listener = match TcpListener::from_std(socket) {
-            Ok(l) => l.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::warn!(%error, "Could not set TCP_NODELAY.");
-                }
-            }),
+            Ok(l) => l,
             Err(error) => {
                 tracing::error!(%error, "Cannot register the listening socket.");
                 return;
             }
         };
-        let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-        let mut until_draining = phase.clone();
-        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-            let _ = until_draining.wait_for(|p| *p != Phase::Serving).await;
-        });
+        let limits = Limits::of(&app.config.server);
+        let router = router(app);
         let mut until_closing = phase.clone();
         tokio::select! {
-            result = server => {
-                if let Err(error) = result {
-                    tracing::error!(%error, "Server failed.");
-                }
-            }
+            () = accept_until_draining(listener, router, limits, open, phase.clone()) => {}
             _ = until_closing.wait_for(|p| matches!(p, Phase::Closing | Phase::Done)) => {}
         }
         let _ = drained.send(());
         let _ = phase.wait_for(|p| *p == Phase::Done).await;
     });
+}
+
+/// Accepts connections until the phase leaves `Serving`, then asks every open connection to
+/// finish its request in flight and waits for them all.
+async fn accept_until_draining(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    open: Arc<OpenConnections>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    // Every connection task holds a receiver of `stop`; `closed()` completes when all are gone.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = phase.wait_for(|p| *p != Phase::Serving) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // Over the cap: closed at once, before any byte is read or buffer allocated.
+                let Some(slot) = open.take() else {
+                    tracing::debug!(%peer, "Connection refused: too many open connections.");
+                    drop(tcp);
+                    continue;
+                };
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "Could not set TCP_NODELAY.");
+                }
+                let router = router.clone();
+                let stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    downstream::serve_connection(tcp, peer, router, limits, stop).await;
+                    drop(slot);
+                });
+            }
+            Err(error) if is_connection_error(&error) => {}
+            Err(error) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                tracing::warn!(%error, "Accept failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    stop_tx.closed().await;
+}
+
+/// Errors of one connection (the peer left before it was accepted), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The count of client connections open over all serving threads, and its cap.
+#[derive(Debug)]
+pub struct OpenConnections {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl OpenConnections {
+    /// A counter capped at `max`.
+    pub fn new(max: usize) -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A slot for one more connection, or `None` when `max` are open.
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let before = self.count.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(self.clone()))
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+/// One open connection's place in [`OpenConnections`], given back on drop.
+struct Slot(Arc<OpenConnections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// File descriptors kept for everything but client connections (storage, spool, logs).
+const RESERVED_FDS: u64 = 256;
+
+/// The connection cap in force: `server.max_connections`, lowered so that client connections
+/// and as many upstream connections fit in the process's file-descriptor limit with
+/// [`RESERVED_FDS`] to spare. Raises the soft limit to the hard one first (on Unix).
+pub fn connection_cap(configured: usize) -> usize {
+    let Some(fds) = raise_fd_limit() else {
+        return configured;
+    };
+    let fit = usize::try_from(fds.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX);
+    if configured > fit {
+        tracing::warn!(
+            configured,
+            fd_limit = fds,
+            cap = fit.max(1),
+            "server.max_connections lowered to fit the file-descriptor limit."
+        );
+    }
+    configured.min(fit).max(1)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force after,
+/// or `None` when it is unlimited or unknown.
+#[cfg(unix)]
+fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(%error, "Could not raise the file-descriptor limit.");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> Option<u64> {
+    None
 }

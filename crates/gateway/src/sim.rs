@@ -12,15 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tollgate_wire::Endpoint;
 
-use crate::upstream::{UpstreamBody, UpstreamResponse};
-
-/// Settings of a simulated provider.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub ttft: Duration,
-    pub tokens_per_second: u64,
-    pub output_tokens: u64,
-}
+use crate::upstream::{SimConfig, UpstreamBody, UpstreamResponse};
 
 /// What the simulator needs to know of a request.
 pub struct SimRequest<'a> {

@@ -1,16 +1,18 @@
 //! Many instances, one truth: opening the configured storage, and keeping this instance's
-//! in-memory state (keys, organizations, projects, prices, budgets) in step with changes made by
-//! any instance.
+//! in-memory state (keys, organizations, projects, prices, budgets, and the guard's owner keys,
+//! owner-scoped reviews, exemptions and actions taken) in step with changes made by any
+//! instance.
 //!
 //! Every control change writes a row to the store's `changes` feed in the same transaction. Each
 //! instance polls `seq > last` every `storage.sync_interval_ms` (250 ms by default) and reloads
 //! the rows named there, so a key created or revoked on one instance is honoured by all within
 //! a second. A failed poll is retried at the next tick from the same `seq`: nothing is skipped.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tollgate_config::{Config, Durability};
 use tollgate_store::{ChangeKind, Ledger, SpoolConfig, Store, StoreError, is_postgres};
@@ -88,6 +90,10 @@ pub async fn poll(app: &App) -> Result<(), StoreError> {
         };
         let mut prices = false;
         let mut budgets = false;
+        // Organizations whose guard state to reload, once per batch each.
+        let mut reviews = BTreeSet::new();
+        let mut exemptions = BTreeSet::new();
+        let mut actions = BTreeSet::new();
         for c in &changes {
             match c.kind {
                 ChangeKind::Organization => {
@@ -110,10 +116,38 @@ pub async fn poll(app: &App) -> Result<(), StoreError> {
                 },
                 ChangeKind::Price => prices = true,
                 ChangeKind::Budget => budgets = true,
-                // Contracts are read from the store when invoices are computed.
-                ChangeKind::Contract | ChangeKind::Other => {}
+                ChangeKind::OwnerKey => {
+                    let key = app.store.owner_key(&c.id).await?;
+                    app.guard.apply_owner_key(&c.id, key);
+                }
+                ChangeKind::OwnerReview => {
+                    reviews.insert(c.id.as_str());
+                }
+                ChangeKind::GuardExemption => {
+                    exemptions.insert(c.id.as_str());
+                }
+                ChangeKind::GuardAction => {
+                    actions.insert(c.id.as_str());
+                }
+                // Contracts are read from the store when invoices are computed, owner reports
+                // when they are listed.
+                ChangeKind::Contract | ChangeKind::OwnerReport | ChangeKind::Other => {}
             }
             app.sync.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        for org in reviews {
+            let read_at = Instant::now();
+            let rows = app.store.owner_reviews(Some(org)).await?;
+            app.guard.apply_owner_reviews(org, rows, read_at);
+        }
+        for org in exemptions {
+            let rows = app.store.guard_exemptions(Some(org)).await?;
+            app.guard.apply_exemptions(org, rows);
+        }
+        for org in actions {
+            let read_at = Instant::now();
+            let rows = app.store.guard_actions(Some(org)).await?;
+            app.guard.apply_actions(org, rows, read_at);
         }
         if prices && let Err(e) = app.reload_prices().await {
             tracing::warn!(error = %e.message, "Price reload after a change failed.");

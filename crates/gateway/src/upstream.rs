@@ -20,7 +20,6 @@ use tollgate_config::{Config, ProviderKind};
 use tollgate_wire::Endpoint;
 
 use crate::conn::{ConnPool, Connector, PooledBody};
-use crate::sim::SimConfig;
 use crate::tokens::Encoding;
 
 /// Builds the upstream connector (TCP_NODELAY, keep-alive, connect timeout, TLS with embedded
@@ -39,6 +38,14 @@ pub(crate) fn build_connector(config: &Config) -> Result<Connector, String> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http))
+}
+
+/// Settings of a simulated provider (see [`crate::sim`]).
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub ttft: Duration,
+    pub tokens_per_second: u64,
+    pub output_tokens: u64,
 }
 
 /// Where one route sends requests.

@@ -511,14 +511,15 @@ async fn owner_scoped_review_keeps_other_owners_models_and_owners_see_only_their
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let nw_key = r.json()["key"].as_str().unwrap().to_owned();
     assert!(nw_key.starts_with("tgo-"));
-    let stored = gw
-        .app
-        .store
-        .get_value("guard.owner_keys")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!stored.contains(&nw_key), "owner key stored in clear");
+    let stored = gw.app.store.owner_keys().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].owner, "northwind");
+    assert!(nw_key.starts_with(stored[0].prefix.trim_end_matches('…')));
+    assert_eq!(
+        stored[0].hash,
+        tollgate_gateway::tenancy::hash_key(&nw_key),
+        "only the owner key's SHA-256 is stored"
+    );
     let r = post(&gw, "/admin/v1/owners/openai/keys", json!({})).await;
     let oa_key = r.json()["key"].as_str().unwrap().to_owned();
     let r = post(&gw, "/admin/v1/owners/nobody/keys", json!({})).await;
@@ -629,15 +630,10 @@ async fn owner_scoped_review_keeps_other_owners_models_and_owners_see_only_their
     let risk = get(&gw, &format!("/admin/v1/organizations/{org}/risk")).await;
     assert_eq!(risk["state"], "active");
     assert_eq!(risk["owner_reviews"][0]["owner"], "northwind");
-    // Persisted in the kv table.
-    let stored = gw
-        .app
-        .store
-        .get_value("guard.owner_reviews")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(stored.contains("northwind") && stored.contains(&org));
+    // Persisted in the store.
+    let stored = gw.app.store.owner_reviews(Some(&org)).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].owner, "northwind");
 
     // Owner-scoped termination, then reinstatement of that scope.
     let r = post(
@@ -984,23 +980,12 @@ trusted_proxies = ["127.0.0.1/32"]"#,
     );
     assert!(!has(&audit, "guard", "review"), "whole account reviewed");
     // The scoped review is persisted.
-    let mut stored = String::new();
-    for _ in 0..100 {
-        stored = gw
-            .app
-            .store
-            .get_value("guard.owner_reviews")
-            .await
-            .unwrap()
-            .unwrap_or_default();
-        if stored.contains(&org) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        stored.contains(&org) && stored.contains("openai"),
-        "{stored}"
+    gw.app.guard.settle().await;
+    let stored = gw.app.store.owner_reviews(Some(&org)).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        (stored[0].owner.as_str(), stored[0].state.as_str()),
+        ("openai", "under_review")
     );
 
     // Evidence shows each used owner's terms with the policy in force and what it did.
@@ -1116,6 +1101,88 @@ async fn an_owners_automatic_review_and_its_record_survive_a_restart() {
     );
     gw2.stop().await;
     gw.stop().await;
+}
+
+/// Polls a chat on `gw` until it answers `want` (and, for a refusal, `code`).
+async fn chat_until(gw: &Gateway, key: &str, model: &str, want: StatusCode, code: &str) {
+    for _ in 0..500 {
+        let r = gw.chat(key, product_body_for(model)).await;
+        if r.status == want && (code.is_empty() || r.json()["error"]["code"] == code) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{model} never answered {want} {code}");
+}
+
+/// Two instances on one database: an automatic owner-scoped review and the actions taken on
+/// one instance (decided on its request path, written by its background writer) reach the
+/// other through the change feed, and an operator's reinstatement on the other comes back.
+#[tokio::test]
+async fn automatic_reviews_and_actions_reach_another_instance() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let cfg = config_with_policies(
+        &mock.base_url(),
+        r#"action = "flag""#,
+        r#"action = "review""#,
+        "",
+    );
+    let a = start(&cfg).await;
+    let db = format!("{}/ledger.db", a.dir.path().display());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n[storage]\nurl = \"sqlite://{db}\"\nsync_interval_ms = 50\n{cfg}"
+    );
+    let b = start_with(
+        tollgate_config::Config::from_toml(&text).unwrap(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let (org, _, _, key) = a.tenant("harvester", json!({})).await;
+    chat_until(&b, &key, "northwind-7b", StatusCode::OK, "").await;
+
+    let (_, refused) = harvest_until_refused(&a, &key, "gpt-4o-mini", 300).await;
+    assert_eq!(refused.json()["error"]["code"], "account_under_review");
+    chat_until(
+        &b,
+        &key,
+        "gpt-4o-mini",
+        StatusCode::FORBIDDEN,
+        "account_under_review",
+    )
+    .await;
+    let ok = b.chat(&key, product_body_for("northwind-7b")).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    let mut actions = Value::Null;
+    for _ in 0..200 {
+        let risk = get(&b, &format!("/admin/v1/organizations/{org}/risk")).await;
+        actions = policy_in(&risk, "openai")["actions_taken"].clone();
+        if actions.as_array().is_some_and(|l| l.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let kinds: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["flag", "review_owner_scope"]);
+
+    // Reinstated on B: A serves the owner's models again and the scope is exempt there.
+    let r = post(
+        &b,
+        &format!("/admin/v1/organizations/{org}/reinstate"),
+        json!({"reason": "cleared", "owner": "openai"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    chat_until(&a, &key, "gpt-4o-mini", StatusCode::OK, "").await;
+    let risk = get(&a, &format!("/admin/v1/organizations/{org}/risk")).await;
+    assert_eq!(policy_in(&risk, "openai")["exempt"], true);
+    assert!(risk["owner_reviews"].as_array().unwrap().is_empty());
+    b.stop().await;
+    a.stop().await;
 }
 
 #[tokio::test]

@@ -181,6 +181,91 @@ impl Store {
     pub async fn values(&self) -> Result<Vec<(String, String)>, StoreError> {
         dispatch!(self.values())
     }
+    /// Deletes a small value (idempotent).
+    pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self.delete_value(key))
+    }
+
+    // ----- enforcement (guard) state; every write adds a change row in its transaction -----
+
+    /// Adds a model owner's key (its hash only).
+    pub async fn insert_owner_key(&self, k: OwnerKey) -> Result<(), StoreError> {
+        dispatch!(self.insert_owner_key(k))
+    }
+    /// An owner key by id, revoked or not.
+    pub async fn owner_key(&self, id: &str) -> Result<Option<OwnerKey>, StoreError> {
+        dispatch!(self.owner_key(id))
+    }
+    /// Every owner key, revoked ones included (with `revoked_at`).
+    pub async fn owner_keys(&self) -> Result<Vec<OwnerKey>, StoreError> {
+        dispatch!(self.owner_keys())
+    }
+    /// Revokes `owner`'s key `id`; false when it has no such key not yet revoked.
+    pub async fn revoke_owner_key(
+        &self,
+        owner: &str,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.revoke_owner_key(owner, id, at))
+    }
+    /// Appends an owner's report.
+    pub async fn insert_owner_report(&self, r: OwnerReport) -> Result<(), StoreError> {
+        dispatch!(self.insert_owner_report(r))
+    }
+    /// Reports (of one owner, or all), oldest first.
+    pub async fn owner_reports(&self, owner: Option<&str>) -> Result<Vec<OwnerReport>, StoreError> {
+        dispatch!(self.owner_reports(owner))
+    }
+    /// Stores an owner-scoped review. With `replace` (an operator's decision) it replaces the
+    /// pair's review; without (an automatic review) an existing one is kept. Returns whether
+    /// this review is now the stored one.
+    pub async fn put_owner_review(
+        &self,
+        r: OwnerReview,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.put_owner_review(r, replace))
+    }
+    /// Deletes the owner-scoped reviews of `org` (of one owner, or all); returns how many.
+    pub async fn delete_owner_reviews(
+        &self,
+        org: &str,
+        owner: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self.delete_owner_reviews(org, owner))
+    }
+    /// Owner-scoped reviews (of one organization, or all) by organization and owner.
+    pub async fn owner_reviews(&self, org: Option<&str>) -> Result<Vec<OwnerReview>, StoreError> {
+        dispatch!(self.owner_reviews(org))
+    }
+    /// Adds (`exempt`) or removes an exemption from automatic actions.
+    pub async fn set_guard_exemption(
+        &self,
+        e: GuardExemption,
+        exempt: bool,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.set_guard_exemption(e, exempt))
+    }
+    /// Exemptions (of one organization, or all).
+    pub async fn guard_exemptions(
+        &self,
+        org: Option<&str>,
+    ) -> Result<Vec<GuardExemption>, StoreError> {
+        dispatch!(self.guard_exemptions(org))
+    }
+    /// Records an automatic action.
+    pub async fn insert_guard_action(&self, a: PolicyAction) -> Result<(), StoreError> {
+        dispatch!(self.insert_guard_action(a))
+    }
+    /// Forgets the automatic actions taken on `org` (a reinstatement); returns how many.
+    pub async fn clear_guard_actions(&self, org: &str) -> Result<usize, StoreError> {
+        dispatch!(self.clear_guard_actions(org))
+    }
+    /// Automatic actions (on one organization, or all), in the order they were recorded.
+    pub async fn guard_actions(&self, org: Option<&str>) -> Result<Vec<PolicyAction>, StoreError> {
+        dispatch!(self.guard_actions(org))
+    }
     /// Control changes after `seq`, oldest first (at most `limit`).
     pub async fn changes_since(&self, seq: i64, limit: usize) -> Result<Vec<Change>, StoreError> {
         dispatch!(self.changes_since(seq, limit))
@@ -205,6 +290,11 @@ impl Store {
             budgets: self.budgets().await?,
             audit: self.audit(None).await?,
             values: self.values().await?,
+            owner_keys: self.owner_keys().await?,
+            owner_reports: self.owner_reports(None).await?,
+            owner_reviews: self.owner_reviews(None).await?,
+            guard_exemptions: self.guard_exemptions(None).await?,
+            guard_actions: self.guard_actions(None).await?,
         })
     }
 

@@ -1,5 +1,5 @@
-//! Storage: control data (organizations, projects, keys, prices, contracts, audit) and the durable
-//! usage ledger. This is the only crate that speaks SQL.
+//! Storage: control data (organizations, projects, keys, prices, contracts, audit, the guard's
+//! enforcement state) and the durable usage ledger. This is the only crate that speaks SQL.
 //!
 //! Two backends with the same behaviour: SQLite (`sqlite://PATH`, one machine) and PostgreSQL
 //! (`postgres://…`, many gateway instances on one database). Both apply schema migrations at
@@ -19,17 +19,20 @@
 //! only the partial hours at a range's edges from raw records.
 
 mod facade;
+mod guard_import;
 mod ledger;
 mod migrate;
 mod pg;
 mod pg_ledger;
 mod pg_schema;
+pub mod private;
 mod schema;
 mod spool;
 mod store;
 mod types;
 
 pub use facade::{Backend, Store};
+pub use guard_import::LEGACY_FLAGS_MARKER;
 pub use ledger::{Ledger, LedgerStats};
 pub use migrate::{MigrationReport, copy_store};
 pub use pg_ledger::SpoolConfig;
@@ -63,11 +66,18 @@ pub(crate) fn open_connection(
     if let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)?;
+        private::create_dir(dir)?;
+    }
+    // Owner-only: SQLite gives the -wal and -shm files the mode of the database file.
+    if path != ":memory:" {
+        private::ensure_file(std::path::Path::new(path))?;
     }
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    for companion in ["-wal", "-shm"] {
+        private::restrict(std::path::Path::new(&format!("{path}{companion}")))?;
+    }
     conn.pragma_update(
         None,
         "synchronous",

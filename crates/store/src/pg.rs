@@ -111,11 +111,7 @@ fn key_row(r: &Row) -> ApiKey {
         name: r.get(3),
         prefix: r.get(4),
         hash,
-        role: if r.get::<_, &str>(6) == "reader" {
-            KeyRole::Reader
-        } else {
-            KeyRole::Inference
-        },
+        role: KeyRole::parse(r.get::<_, &str>(6)),
         models: models.and_then(|m| serde_json::from_str(&m).ok()),
         rpm: ou(r.get(8)),
         tpm: ou(r.get(9)),
@@ -164,6 +160,135 @@ async fn change(
     )
     .await?;
     Ok(())
+}
+
+const OWNER_KEY_SELECT: &str =
+    "SELECT id, owner, prefix, hash, created_at, revoked_at FROM owner_keys";
+
+fn owner_key_row(r: &Row) -> OwnerKey {
+    let hash_vec: Vec<u8> = r.get(3);
+    // A stored hash of the wrong length matches no key (all zeros is no SHA-256 of a key).
+    let mut hash = [0u8; 32];
+    if hash_vec.len() == 32 {
+        hash.copy_from_slice(&hash_vec);
+    }
+    OwnerKey {
+        id: r.get(0),
+        owner: r.get(1),
+        prefix: r.get(2),
+        hash,
+        created_at: from_micros(r.get(4)),
+        revoked_at: r.get::<_, Option<i64>>(5).map(from_micros),
+    }
+}
+
+/// `ON CONFLICT DO NOTHING` when `keep` (imports): a row that exists is kept.
+fn on_conflict(keep: bool) -> &'static str {
+    if keep { " ON CONFLICT DO NOTHING" } else { "" }
+}
+
+pub(crate) async fn insert_owner_key_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    k: &OwnerKey,
+    keep: bool,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            &format!(
+                "INSERT INTO owner_keys (id, owner, prefix, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6){}",
+                on_conflict(keep)
+            ),
+            &[
+                &k.id,
+                &k.owner,
+                &k.prefix,
+                &&k.hash[..],
+                &to_micros(k.created_at),
+                &k.revoked_at.map(to_micros),
+            ],
+        )
+        .await?)
+}
+
+pub(crate) async fn insert_report_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    r: &OwnerReport,
+    keep: bool,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            &format!(
+                "INSERT INTO owner_reports (id, time, owner, org_id, reason) VALUES ($1, $2, $3, $4, $5){}",
+                on_conflict(keep)
+            ),
+            &[&r.id, &to_micros(r.time), &r.owner, &r.organization, &r.reason],
+        )
+        .await?)
+}
+
+/// Inserts a review; an existing review of the same organization and owner is kept when
+/// `keep`, replaced otherwise. Returns whether this review is now stored.
+pub(crate) async fn insert_review_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    r: &OwnerReview,
+    keep: bool,
+) -> Result<bool, StoreError> {
+    let conflict = if keep {
+        "ON CONFLICT (org_id, owner) DO NOTHING"
+    } else {
+        "ON CONFLICT (org_id, owner) DO UPDATE SET state = excluded.state, since = excluded.since, reason = excluded.reason"
+    };
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO owner_reviews (org_id, owner, state, since, reason) VALUES ($1, $2, $3, $4, $5) {conflict}"
+            ),
+            &[
+                &r.organization,
+                &r.owner,
+                &r.state.as_str(),
+                &to_micros(r.since),
+                &r.reason,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub(crate) async fn insert_exemption_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    e: &GuardExemption,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            "INSERT INTO guard_exemptions (org_id, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&e.organization, &e.owner.as_deref().unwrap_or_default()],
+        )
+        .await?)
+}
+
+pub(crate) async fn insert_action_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &PolicyAction,
+    keep: bool,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            &format!(
+                "INSERT INTO guard_actions (id, org_id, policy, action, score, threshold, time) VALUES ($1, $2, $3, $4, $5, $6, $7){}",
+                on_conflict(keep)
+            ),
+            &[
+                &a.id,
+                &a.organization,
+                &a.policy,
+                &a.action,
+                &a.score,
+                &a.threshold,
+                &to_micros(a.time),
+            ],
+        )
+        .await?)
 }
 
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
@@ -678,6 +803,232 @@ impl PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    pub async fn insert_owner_key(&self, k: OwnerKey) -> Result<(), StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        insert_owner_key_row(&tx, &k, false).await?;
+        change(&tx, ChangeKind::OwnerKey, &k.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn owner_key(&self, id: &str) -> Result<Option<OwnerKey>, StoreError> {
+        let row = self
+            .c()
+            .await?
+            .query_opt(&format!("{OWNER_KEY_SELECT} WHERE id = $1"), &[&id])
+            .await?;
+        Ok(row.as_ref().map(owner_key_row))
+    }
+
+    pub async fn owner_keys(&self) -> Result<Vec<OwnerKey>, StoreError> {
+        let rows = self
+            .c()
+            .await?
+            .query(&format!("{OWNER_KEY_SELECT} ORDER BY created_at, id"), &[])
+            .await?;
+        Ok(rows.iter().map(owner_key_row).collect())
+    }
+
+    pub async fn revoke_owner_key(
+        &self,
+        owner: &str,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE owner_keys SET revoked_at = $3 WHERE id = $1 AND owner = $2 AND revoked_at IS NULL",
+                &[&id, &owner, &to_micros(at)],
+            )
+            .await?;
+        if n == 1 {
+            change(&tx, ChangeKind::OwnerKey, id).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    pub async fn insert_owner_report(&self, r: OwnerReport) -> Result<(), StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        insert_report_row(&tx, &r, false).await?;
+        change(&tx, ChangeKind::OwnerReport, &r.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn owner_reports(&self, owner: Option<&str>) -> Result<Vec<OwnerReport>, StoreError> {
+        let rows = self
+            .c()
+            .await?
+            .query(
+                "SELECT id, time, owner, org_id, reason FROM owner_reports WHERE $1::TEXT IS NULL OR owner = $1 ORDER BY seq",
+                &[&owner],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OwnerReport {
+                id: r.get(0),
+                time: from_micros(r.get(1)),
+                owner: r.get(2),
+                organization: r.get(3),
+                reason: r.get(4),
+            })
+            .collect())
+    }
+
+    pub async fn put_owner_review(
+        &self,
+        r: OwnerReview,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        let stored = insert_review_row(&tx, &r, !replace).await?;
+        change(&tx, ChangeKind::OwnerReview, &r.organization).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub async fn delete_owner_reviews(
+        &self,
+        org: &str,
+        owner: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "DELETE FROM owner_reviews WHERE org_id = $1 AND ($2::TEXT IS NULL OR owner = $2)",
+                &[&org, &owner],
+            )
+            .await?;
+        change(&tx, ChangeKind::OwnerReview, org).await?;
+        tx.commit().await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub async fn owner_reviews(&self, org: Option<&str>) -> Result<Vec<OwnerReview>, StoreError> {
+        let rows = self
+            .c()
+            .await?
+            .query(
+                "SELECT org_id, owner, state, since, reason FROM owner_reviews WHERE $1::TEXT IS NULL OR org_id = $1 ORDER BY org_id, owner",
+                &[&org],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OwnerReview {
+                organization: r.get(0),
+                owner: r.get(1),
+                state: OwnerReviewState::parse(r.get(2)),
+                since: from_micros(r.get(3)),
+                reason: r.get(4),
+            })
+            .collect())
+    }
+
+    pub async fn set_guard_exemption(
+        &self,
+        e: GuardExemption,
+        exempt: bool,
+    ) -> Result<(), StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        if exempt {
+            insert_exemption_row(&tx, &e).await?;
+        } else {
+            tx.execute(
+                "DELETE FROM guard_exemptions WHERE org_id = $1 AND owner = $2",
+                &[&e.organization, &e.owner.as_deref().unwrap_or_default()],
+            )
+            .await?;
+        }
+        change(&tx, ChangeKind::GuardExemption, &e.organization).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn guard_exemptions(
+        &self,
+        org: Option<&str>,
+    ) -> Result<Vec<GuardExemption>, StoreError> {
+        let rows = self
+            .c()
+            .await?
+            .query(
+                "SELECT org_id, owner FROM guard_exemptions WHERE $1::TEXT IS NULL OR org_id = $1 ORDER BY org_id, owner",
+                &[&org],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let owner: String = r.get(1);
+                GuardExemption {
+                    organization: r.get(0),
+                    owner: (!owner.is_empty()).then_some(owner),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn insert_guard_action(&self, a: PolicyAction) -> Result<(), StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        insert_action_row(&tx, &a, false).await?;
+        change(&tx, ChangeKind::GuardAction, &a.organization).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn clear_guard_actions(&self, org: &str) -> Result<usize, StoreError> {
+        let mut c = self.c().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute("DELETE FROM guard_actions WHERE org_id = $1", &[&org])
+            .await?;
+        change(&tx, ChangeKind::GuardAction, org).await?;
+        tx.commit().await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub async fn guard_actions(&self, org: Option<&str>) -> Result<Vec<PolicyAction>, StoreError> {
+        let rows = self
+            .c()
+            .await?
+            .query(
+                "SELECT id, org_id, policy, action, score, threshold, time FROM guard_actions WHERE $1::TEXT IS NULL OR org_id = $1 ORDER BY seq",
+                &[&org],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PolicyAction {
+                id: r.get(0),
+                organization: r.get(1),
+                policy: r.get(2),
+                action: r.get(3),
+                score: r.get(4),
+                threshold: r.get(5),
+                time: from_micros(r.get(6)),
+            })
+            .collect())
+    }
+
+    pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        self.c()
+            .await?
+            .execute("DELETE FROM kv WHERE key = $1", &[&key])
+            .await?;
+        Ok(())
+    }
+
     pub async fn changes_since(&self, seq: i64, limit: usize) -> Result<Vec<Change>, StoreError> {
         let rows = self
             .c()
@@ -775,6 +1126,21 @@ impl PgStore {
                 &[k, v],
             )
             .await?;
+        }
+        for k in &d.owner_keys {
+            insert_owner_key_row(&tx, k, true).await?;
+        }
+        for r in &d.owner_reports {
+            insert_report_row(&tx, r, true).await?;
+        }
+        for r in &d.owner_reviews {
+            insert_review_row(&tx, r, true).await?;
+        }
+        for e in &d.guard_exemptions {
+            insert_exemption_row(&tx, e).await?;
+        }
+        for a in &d.guard_actions {
+            insert_action_row(&tx, a, true).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -1,13 +1,17 @@
 //! PostgreSQL schema migrations, applied in order at start under an advisory lock (so instances
 //! starting together do not race); `schema_migrations` holds the versions applied.
 
-use deadpool_postgres::Object;
+use std::collections::HashMap;
+
+use deadpool_postgres::{Object, Transaction};
 
 use crate::StoreError;
+use crate::guard_import::{LEGACY_FLAGS_MARKER, LEGACY_KEYS};
 
 /// Same tables as SQLite's, in PostgreSQL types: times are BIGINT unix microseconds, money and
 /// prices are decimal strings, hashes are BYTEA.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE organizations (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -122,7 +126,59 @@ CREATE TABLE changes (
     kind TEXT NOT NULL,
     id TEXT NOT NULL
 );
-"#];
+"#,
+    // The guard's state as tables (it was JSON blobs in kv; [`GUARD_STATE`] imports them).
+    r#"
+CREATE TABLE owner_keys (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    hash BYTEA NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+
+CREATE TABLE owner_reports (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    time BIGINT NOT NULL,
+    owner TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX owner_reports_owner ON owner_reports(owner);
+
+CREATE TABLE owner_reviews (
+    org_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (org_id, owner)
+);
+
+CREATE TABLE guard_exemptions (
+    org_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (org_id, owner)
+);
+
+CREATE TABLE guard_actions (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    action TEXT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    threshold DOUBLE PRECISION NOT NULL,
+    time BIGINT NOT NULL
+);
+CREATE INDEX guard_actions_org ON guard_actions(org_id);
+"#,
+];
+
+/// The migration (1-based) that creates the guard state tables; the kv blobs are imported in it.
+const GUARD_STATE: usize = 2;
 
 /// An arbitrary constant: the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
@@ -148,6 +204,9 @@ pub(crate) async fn migrate(client: &mut Object) -> Result<usize, StoreError> {
             .is_some();
         if !done {
             tx.batch_execute(sql).await?;
+            if i + 1 == GUARD_STATE {
+                import_guard_kv(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version) VALUES ($1)",
                 &[&version],
@@ -158,4 +217,42 @@ pub(crate) async fn migrate(client: &mut Object) -> Result<usize, StoreError> {
         tx.commit().await?;
     }
     Ok(applied)
+}
+
+/// Moves the guard state kept as kv JSON blobs into its tables (once, in the migration's
+/// transaction) and deletes the blobs.
+async fn import_guard_kv(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let values: HashMap<String, String> = tx
+        .query("SELECT key, value FROM kv WHERE key LIKE 'guard.%'", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let s = crate::guard_import::read(&values)?;
+    for k in &s.owner_keys {
+        crate::pg::insert_owner_key_row(tx, k, true).await?;
+    }
+    for r in &s.reports {
+        crate::pg::insert_report_row(tx, r, true).await?;
+    }
+    for r in &s.reviews {
+        crate::pg::insert_review_row(tx, r, true).await?;
+    }
+    for e in &s.exemptions {
+        crate::pg::insert_exemption_row(tx, e).await?;
+    }
+    for a in &s.actions {
+        crate::pg::insert_action_row(tx, a, true).await?;
+    }
+    if s.flags_marker {
+        tx.execute(
+            "INSERT INTO kv (key, value) VALUES ($1, '1') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&LEGACY_FLAGS_MARKER],
+        )
+        .await?;
+    }
+    for k in LEGACY_KEYS {
+        tx.execute("DELETE FROM kv WHERE key = $1", &[k]).await?;
+    }
+    Ok(())
 }

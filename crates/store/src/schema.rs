@@ -1,8 +1,11 @@
 //! Schema migrations, applied in order at start; `PRAGMA user_version` holds how many have run.
 
-use rusqlite::Connection;
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
 
 use crate::StoreError;
+use crate::guard_import::{LEGACY_FLAGS_MARKER, LEGACY_KEYS};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -123,7 +126,58 @@ CREATE TABLE changes (
     id TEXT NOT NULL
 );
 "#,
+    // The guard's state as tables (it was JSON blobs in kv; [`GUARD_STATE`] imports them).
+    r#"
+CREATE TABLE owner_keys (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+
+CREATE TABLE owner_reports (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    time INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX owner_reports_owner ON owner_reports(owner);
+
+CREATE TABLE owner_reviews (
+    org_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (org_id, owner)
+);
+
+CREATE TABLE guard_exemptions (
+    org_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (org_id, owner)
+);
+
+CREATE TABLE guard_actions (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    action TEXT NOT NULL,
+    score REAL NOT NULL,
+    threshold REAL NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE INDEX guard_actions_org ON guard_actions(org_id);
+"#,
 ];
+
+/// The migration (1-based) that creates the guard state tables; the kv blobs are imported in it.
+const GUARD_STATE: usize = 3;
 
 /// Applies every migration not yet applied, each in its own transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
@@ -136,9 +190,52 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
         }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == GUARD_STATE {
+            import_guard_kv(&tx)?;
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         applied += 1;
     }
     Ok(applied)
+}
+
+/// Moves the guard state kept as kv JSON blobs into its tables (once, in the migration's
+/// transaction) and deletes the blobs.
+fn import_guard_kv(tx: &Connection) -> Result<(), StoreError> {
+    let mut values = HashMap::new();
+    {
+        let mut stmt = tx.prepare("SELECT key, value FROM kv WHERE key LIKE 'guard.%'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (k, v) = row?;
+            values.insert(k, v);
+        }
+    }
+    let s = crate::guard_import::read(&values)?;
+    for k in &s.owner_keys {
+        crate::store::insert_owner_key_row(tx, k, true)?;
+    }
+    for r in &s.reports {
+        crate::store::insert_report_row(tx, r, true)?;
+    }
+    for r in &s.reviews {
+        crate::store::insert_review_row(tx, r, true)?;
+    }
+    for e in &s.exemptions {
+        crate::store::insert_exemption_row(tx, e)?;
+    }
+    for a in &s.actions {
+        crate::store::insert_action_row(tx, a, true)?;
+    }
+    if s.flags_marker {
+        tx.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, '1')",
+            [LEGACY_FLAGS_MARKER],
+        )?;
+    }
+    for k in LEGACY_KEYS {
+        tx.execute("DELETE FROM kv WHERE key = ?1", params![k])?;
+    }
+    Ok(())
 }

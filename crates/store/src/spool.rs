@@ -3,7 +3,7 @@
 //! durability, fsynced). The ledger writer drains the spool into the store in order when the
 //! store returns; ids make a replay after a crash mid-drain idempotent.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,9 +32,9 @@ pub(crate) struct Spool {
 impl Spool {
     /// Opens (creating) `dir/ledger.spool`, counting what an earlier run left in it.
     pub fn open(dir: &Path, max_bytes: u64, fsync: bool) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::create_dir(dir)?;
         let path = dir.join("ledger.spool");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::private::open_append(&path)?;
         let mut spool = Spool {
             path,
             file,

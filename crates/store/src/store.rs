@@ -480,6 +480,256 @@ impl SqliteStore {
         .await
     }
 
+    // ----- enforcement (guard) state -----
+
+    pub async fn insert_owner_key(&self, k: OwnerKey) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            insert_owner_key_row(&tx, &k, false)?;
+            change(&tx, ChangeKind::OwnerKey, &k.id)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn owner_key(&self, id: &str) -> Result<Option<OwnerKey>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!("{OWNER_KEY_SELECT} WHERE id = ?1"),
+                [id],
+                owner_key_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn owner_keys(&self) -> Result<Vec<OwnerKey>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(&format!("{OWNER_KEY_SELECT} ORDER BY created_at, id"))?;
+            let rows = stmt
+                .query_map([], owner_key_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn revoke_owner_key(
+        &self,
+        owner: &str,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE owner_keys SET revoked_at = ?3 WHERE id = ?1 AND owner = ?2 AND revoked_at IS NULL",
+                params![id, owner, to_micros(at)],
+            )?;
+            if n == 1 {
+                change(&tx, ChangeKind::OwnerKey, &id)?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub async fn insert_owner_report(&self, r: OwnerReport) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            insert_report_row(&tx, &r, false)?;
+            change(&tx, ChangeKind::OwnerReport, &r.id)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn owner_reports(&self, owner: Option<&str>) -> Result<Vec<OwnerReport>, StoreError> {
+        let owner = owner.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, time, owner, org_id, reason FROM owner_reports WHERE ?1 IS NULL OR owner = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([owner], |r| {
+                    Ok(OwnerReport {
+                        id: r.get(0)?,
+                        time: from_micros(r.get(1)?),
+                        owner: r.get(2)?,
+                        organization: r.get(3)?,
+                        reason: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn put_owner_review(
+        &self,
+        r: OwnerReview,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let stored = insert_review_row(&tx, &r, !replace)?;
+            change(&tx, ChangeKind::OwnerReview, &r.organization)?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    pub async fn delete_owner_reviews(
+        &self,
+        org: &str,
+        owner: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let (org, owner) = (org.to_owned(), owner.map(str::to_owned));
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "DELETE FROM owner_reviews WHERE org_id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                params![org, owner],
+            )?;
+            change(&tx, ChangeKind::OwnerReview, &org)?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    pub async fn owner_reviews(&self, org: Option<&str>) -> Result<Vec<OwnerReview>, StoreError> {
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT org_id, owner, state, since, reason FROM owner_reviews WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, owner",
+            )?;
+            let rows = stmt
+                .query_map([org], |r| {
+                    Ok(OwnerReview {
+                        organization: r.get(0)?,
+                        owner: r.get(1)?,
+                        state: OwnerReviewState::parse(&r.get::<_, String>(2)?),
+                        since: from_micros(r.get(3)?),
+                        reason: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn set_guard_exemption(
+        &self,
+        e: GuardExemption,
+        exempt: bool,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            if exempt {
+                insert_exemption_row(&tx, &e)?;
+            } else {
+                tx.execute(
+                    "DELETE FROM guard_exemptions WHERE org_id = ?1 AND owner = ?2",
+                    params![e.organization, e.owner.as_deref().unwrap_or_default()],
+                )?;
+            }
+            change(&tx, ChangeKind::GuardExemption, &e.organization)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn guard_exemptions(
+        &self,
+        org: Option<&str>,
+    ) -> Result<Vec<GuardExemption>, StoreError> {
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT org_id, owner FROM guard_exemptions WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, owner",
+            )?;
+            let rows = stmt
+                .query_map([org], |r| {
+                    let owner: String = r.get(1)?;
+                    Ok(GuardExemption {
+                        organization: r.get(0)?,
+                        owner: (!owner.is_empty()).then_some(owner),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn insert_guard_action(&self, a: PolicyAction) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            insert_action_row(&tx, &a, false)?;
+            change(&tx, ChangeKind::GuardAction, &a.organization)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn clear_guard_actions(&self, org: &str) -> Result<usize, StoreError> {
+        let org = org.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM guard_actions WHERE org_id = ?1", [&org])?;
+            change(&tx, ChangeKind::GuardAction, &org)?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    pub async fn guard_actions(&self, org: Option<&str>) -> Result<Vec<PolicyAction>, StoreError> {
+        let org = org.map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, org_id, policy, action, score, threshold, time FROM guard_actions WHERE ?1 IS NULL OR org_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([org], |r| {
+                    Ok(PolicyAction {
+                        id: r.get(0)?,
+                        organization: r.get(1)?,
+                        policy: r.get(2)?,
+                        action: r.get(3)?,
+                        score: r.get(4)?,
+                        threshold: r.get(5)?,
+                        time: from_micros(r.get(6)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Deletes a small value (idempotent).
+    pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.call(move |c| {
+            c.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+            Ok(())
+        })
+        .await
+    }
+
     // ----- change feed, health, migration -----
 
     /// Control changes after `seq`, oldest first (at most `limit`).
@@ -614,6 +864,21 @@ impl SqliteStore {
             for (k, v) in &d.values {
                 tx.execute("INSERT OR IGNORE INTO kv (key, value) VALUES (?1, ?2)", params![k, v])?;
             }
+            for k in &d.owner_keys {
+                insert_owner_key_row(&tx, k, true)?;
+            }
+            for r in &d.owner_reports {
+                insert_report_row(&tx, r, true)?;
+            }
+            for r in &d.owner_reviews {
+                insert_review_row(&tx, r, true)?;
+            }
+            for e in &d.guard_exemptions {
+                insert_exemption_row(&tx, e)?;
+            }
+            for a in &d.guard_actions {
+                insert_action_row(&tx, a, true)?;
+            }
             tx.commit()?;
             Ok(())
         })
@@ -627,6 +892,118 @@ fn change(c: &Connection, kind: ChangeKind, id: &str) -> rusqlite::Result<()> {
         params![kind.as_str(), id],
     )?;
     Ok(())
+}
+
+const OWNER_KEY_SELECT: &str =
+    "SELECT id, owner, prefix, hash, created_at, revoked_at FROM owner_keys";
+
+fn owner_key_row(r: &Row<'_>) -> rusqlite::Result<OwnerKey> {
+    let hash_vec: Vec<u8> = r.get(3)?;
+    // A stored hash of the wrong length matches no key (all zeros is no SHA-256 of a key).
+    let mut hash = [0u8; 32];
+    if hash_vec.len() == 32 {
+        hash.copy_from_slice(&hash_vec);
+    }
+    Ok(OwnerKey {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        prefix: r.get(2)?,
+        hash,
+        created_at: from_micros(r.get(4)?),
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(from_micros),
+    })
+}
+
+/// `OR IGNORE` when `keep` (imports): a row that exists is kept.
+fn or_ignore(keep: bool) -> &'static str {
+    if keep { "OR IGNORE " } else { "" }
+}
+
+pub(crate) fn insert_owner_key_row(
+    c: &Connection,
+    k: &OwnerKey,
+    keep: bool,
+) -> rusqlite::Result<usize> {
+    c.execute(
+        &format!(
+            "INSERT {}INTO owner_keys (id, owner, prefix, hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            or_ignore(keep)
+        ),
+        params![
+            k.id,
+            k.owner,
+            k.prefix,
+            &k.hash[..],
+            to_micros(k.created_at),
+            k.revoked_at.map(to_micros)
+        ],
+    )
+}
+
+pub(crate) fn insert_report_row(
+    c: &Connection,
+    r: &OwnerReport,
+    keep: bool,
+) -> rusqlite::Result<usize> {
+    c.execute(
+        &format!(
+            "INSERT {}INTO owner_reports (id, time, owner, org_id, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            or_ignore(keep)
+        ),
+        params![r.id, to_micros(r.time), r.owner, r.organization, r.reason],
+    )
+}
+
+/// Inserts a review; an existing review of the same organization and owner is kept when
+/// `keep`, replaced otherwise. Returns whether this review is now stored.
+pub(crate) fn insert_review_row(
+    c: &Connection,
+    r: &OwnerReview,
+    keep: bool,
+) -> rusqlite::Result<bool> {
+    let verb = if keep { "OR IGNORE " } else { "OR REPLACE " };
+    let n = c.execute(
+        &format!(
+            "INSERT {verb}INTO owner_reviews (org_id, owner, state, since, reason) VALUES (?1, ?2, ?3, ?4, ?5)"
+        ),
+        params![
+            r.organization,
+            r.owner,
+            r.state.as_str(),
+            to_micros(r.since),
+            r.reason
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+pub(crate) fn insert_exemption_row(c: &Connection, e: &GuardExemption) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT OR IGNORE INTO guard_exemptions (org_id, owner) VALUES (?1, ?2)",
+        params![e.organization, e.owner.as_deref().unwrap_or_default()],
+    )
+}
+
+pub(crate) fn insert_action_row(
+    c: &Connection,
+    a: &PolicyAction,
+    keep: bool,
+) -> rusqlite::Result<usize> {
+    c.execute(
+        &format!(
+            "INSERT {}INTO guard_actions (id, org_id, policy, action, score, threshold, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            or_ignore(keep)
+        ),
+        params![
+            a.id,
+            a.organization,
+            a.policy,
+            a.action,
+            a.score,
+            a.threshold,
+            to_micros(a.time)
+        ],
+    )
 }
 
 const KEY_SELECT: &str = "SELECT id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at FROM api_keys";
@@ -679,11 +1056,7 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
         name: r.get(3)?,
         prefix: r.get(4)?,
         hash,
-        role: if r.get::<_, String>(6)? == "reader" {
-            KeyRole::Reader
-        } else {
-            KeyRole::Inference
-        },
+        role: KeyRole::parse(&r.get::<_, String>(6)?),
         models: models.and_then(|m| serde_json::from_str(&m).ok()),
         rpm: opt_u64(r, 8)?,
         tpm: opt_u64(r, 9)?,

@@ -21,11 +21,13 @@ impl AccountState {
         }
     }
 
+    /// A stored state. Fails closed: a state this version does not know is `Terminated` (the
+    /// strictest), never `Active`.
     pub fn parse(s: &str) -> AccountState {
         match s {
+            "active" => AccountState::Active,
             "under_review" => AccountState::UnderReview,
-            "terminated" => AccountState::Terminated,
-            _ => AccountState::Active,
+            _ => AccountState::Terminated,
         }
     }
 }
@@ -51,12 +53,14 @@ pub struct Project {
     pub created_at: OffsetDateTime,
 }
 
-/// What a key may do: call models (`inference`) or read its organization's usage and invoices (`reader`).
+/// What a key may do: call models (`inference`) or read its organization's usage and invoices
+/// (`reader`). A stored role this version does not know is `Disabled`: the key can do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyRole {
     Inference,
     Reader,
+    Disabled,
 }
 
 impl KeyRole {
@@ -64,6 +68,44 @@ impl KeyRole {
         match self {
             KeyRole::Inference => "inference",
             KeyRole::Reader => "reader",
+            KeyRole::Disabled => "disabled",
+        }
+    }
+
+    /// A stored role; fails closed (unknown → [`KeyRole::Disabled`]).
+    pub fn parse(s: &str) -> KeyRole {
+        match s {
+            "inference" => KeyRole::Inference,
+            "reader" => KeyRole::Reader,
+            _ => KeyRole::Disabled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod fail_closed {
+    use super::*;
+
+    #[test]
+    fn unknown_stored_states_are_the_strictest() {
+        assert_eq!(AccountState::parse("active"), AccountState::Active);
+        assert_eq!(
+            AccountState::parse("under_review"),
+            AccountState::UnderReview
+        );
+        assert_eq!(AccountState::parse("Active"), AccountState::Terminated);
+        assert_eq!(AccountState::parse(""), AccountState::Terminated);
+        assert_eq!(AccountState::parse("suspended"), AccountState::Terminated);
+        assert_eq!(KeyRole::parse("reader"), KeyRole::Reader);
+        assert_eq!(KeyRole::parse("inference"), KeyRole::Inference);
+        assert_eq!(KeyRole::parse("admin"), KeyRole::Disabled);
+        assert_eq!(KeyRole::parse(""), KeyRole::Disabled);
+        for s in [
+            AccountState::Active,
+            AccountState::UnderReview,
+            AccountState::Terminated,
+        ] {
+            assert_eq!(AccountState::parse(s.as_str()), s);
         }
     }
 }
@@ -185,6 +227,16 @@ pub enum ChangeKind {
     Price,
     Contract,
     Budget,
+    /// A model owner's key (id: the key's id).
+    OwnerKey,
+    /// A model owner's report (id: the report's id).
+    OwnerReport,
+    /// The owner-scoped reviews of an organization (id: the organization).
+    OwnerReview,
+    /// The exemptions from automatic actions of an organization (id: the organization).
+    GuardExemption,
+    /// The automatic actions taken on an organization (id: the organization).
+    GuardAction,
     /// A kind written by a newer version; instances ignore it.
     Other,
 }
@@ -198,6 +250,11 @@ impl ChangeKind {
             ChangeKind::Price => "price",
             ChangeKind::Contract => "contract",
             ChangeKind::Budget => "budget",
+            ChangeKind::OwnerKey => "owner_key",
+            ChangeKind::OwnerReport => "owner_report",
+            ChangeKind::OwnerReview => "owner_review",
+            ChangeKind::GuardExemption => "guard_exemption",
+            ChangeKind::GuardAction => "guard_action",
             ChangeKind::Other => "other",
         }
     }
@@ -210,6 +267,11 @@ impl ChangeKind {
             "price" => ChangeKind::Price,
             "contract" => ChangeKind::Contract,
             "budget" => ChangeKind::Budget,
+            "owner_key" => ChangeKind::OwnerKey,
+            "owner_report" => ChangeKind::OwnerReport,
+            "owner_review" => ChangeKind::OwnerReview,
+            "guard_exemption" => ChangeKind::GuardExemption,
+            "guard_action" => ChangeKind::GuardAction,
             _ => ChangeKind::Other,
         }
     }
@@ -235,6 +297,91 @@ pub struct ControlDump {
     pub budgets: Vec<BudgetRow>,
     pub audit: Vec<AuditEntry>,
     pub values: Vec<(String, String)>,
+    pub owner_keys: Vec<OwnerKey>,
+    pub owner_reports: Vec<OwnerReport>,
+    pub owner_reviews: Vec<OwnerReview>,
+    pub guard_exemptions: Vec<GuardExemption>,
+    pub guard_actions: Vec<PolicyAction>,
+}
+
+// ----- enforcement (guard) state -----
+
+/// A model owner's API key. Only the SHA-256 of the secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerKey {
+    pub id: String,
+    pub owner: String,
+    pub prefix: String,
+    pub hash: [u8; 32],
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A model owner's report of a suspected customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerReport {
+    pub id: String,
+    pub time: OffsetDateTime,
+    pub owner: String,
+    pub organization: String,
+    pub reason: String,
+}
+
+/// State of a review limited to one model owner's models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerReviewState {
+    UnderReview,
+    Terminated,
+}
+
+impl OwnerReviewState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerReviewState::UnderReview => "under_review",
+            OwnerReviewState::Terminated => "terminated",
+        }
+    }
+
+    /// Fails closed: a state this version does not know is read as `terminated`, the strictest.
+    pub fn parse(s: &str) -> OwnerReviewState {
+        match s {
+            "under_review" => OwnerReviewState::UnderReview,
+            _ => OwnerReviewState::Terminated,
+        }
+    }
+}
+
+/// A review of an organization limited to one model owner's models (at most one per pair).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerReview {
+    pub organization: String,
+    pub owner: String,
+    pub state: OwnerReviewState,
+    pub since: OffsetDateTime,
+    pub reason: String,
+}
+
+/// An organization exempt from automatic review (`owner: None`), or one owner scope of it exempt
+/// from automatic actions under that owner's policy: an operator reinstated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardExemption {
+    pub organization: String,
+    pub owner: Option<String>,
+}
+
+/// An automatic action taken on an organization under one enforcement policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyAction {
+    pub id: String,
+    pub organization: String,
+    /// The policy that acted: an owner's name, or `[guard]`.
+    pub policy: String,
+    /// `flag`, `review` (the whole account) or `review_owner_scope` (the owner's models).
+    pub action: String,
+    pub score: f64,
+    pub threshold: f64,
+    pub time: OffsetDateTime,
 }
 
 pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {

@@ -268,6 +268,330 @@ async fn change_feed_and_control_copy(store: Store, _ledger: Ledger) {
     );
 }
 
+fn owner_key(id: &str, owner: &str, byte: u8) -> OwnerKey {
+    OwnerKey {
+        id: id.into(),
+        owner: owner.into(),
+        prefix: format!("tgo-{byte:02x}"),
+        hash: [byte; 32],
+        created_at: datetime!(2026-03-01 10:00 UTC),
+        revoked_at: None,
+    }
+}
+
+fn review(org: &str, owner: &str, state: OwnerReviewState, reason: &str) -> OwnerReview {
+    OwnerReview {
+        organization: org.into(),
+        owner: owner.into(),
+        state,
+        since: datetime!(2026-03-02 10:00 UTC),
+        reason: reason.into(),
+    }
+}
+
+fn action(id: &str, org: &str, policy: &str, what: &str) -> PolicyAction {
+    PolicyAction {
+        id: id.into(),
+        organization: org.into(),
+        policy: policy.into(),
+        action: what.into(),
+        score: 0.875,
+        threshold: 0.5,
+        time: datetime!(2026-03-03 10:00 UTC),
+    }
+}
+
+/// The guard's state tables: owner keys (hashes, revocation), reports (append-only, in order),
+/// owner reviews (automatic writes never replace, operator writes do), exemptions and actions;
+/// each write is in the change feed, and a control copy carries them all.
+async fn guard_state_tables(store: Store, _ledger: Ledger) {
+    let base = store.last_change().await.unwrap();
+    store
+        .insert_owner_key(owner_key("okey_1", "northwind", 1))
+        .await
+        .unwrap();
+    store
+        .insert_owner_key(owner_key("okey_2", "openai", 2))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_owner_key(owner_key("okey_3", "openai", 2))
+            .await
+            .is_err(),
+        "a hash is unique"
+    );
+    assert_eq!(store.owner_keys().await.unwrap().len(), 2);
+    assert_eq!(
+        store.owner_key("okey_1").await.unwrap(),
+        Some(owner_key("okey_1", "northwind", 1))
+    );
+    let at = datetime!(2026-03-04 10:00 UTC);
+    assert!(
+        !store
+            .revoke_owner_key("openai", "okey_1", at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .revoke_owner_key("northwind", "okey_1", at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_owner_key("northwind", "okey_1", at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.owner_key("okey_1").await.unwrap().unwrap().revoked_at,
+        Some(at)
+    );
+    assert!(store.owner_key("nope").await.unwrap().is_none());
+
+    for (id, owner) in [("r1", "northwind"), ("r2", "openai"), ("r3", "northwind")] {
+        store
+            .insert_owner_report(OwnerReport {
+                id: id.into(),
+                time: datetime!(2026-03-01 12:00 UTC),
+                owner: owner.into(),
+                organization: "org_a".into(),
+                reason: format!("report {id}"),
+            })
+            .await
+            .unwrap();
+    }
+    let nw: Vec<String> = store
+        .owner_reports(Some("northwind"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(nw, vec!["r1", "r3"]);
+    assert_eq!(store.owner_reports(None).await.unwrap().len(), 3);
+
+    let auto = review("org_a", "openai", OwnerReviewState::UnderReview, "auto");
+    assert!(store.put_owner_review(auto.clone(), false).await.unwrap());
+    let term = review("org_a", "openai", OwnerReviewState::Terminated, "operator");
+    assert!(
+        !store.put_owner_review(term.clone(), false).await.unwrap(),
+        "an automatic write keeps the stored review"
+    );
+    assert_eq!(
+        store.owner_reviews(Some("org_a")).await.unwrap(),
+        vec![auto]
+    );
+    assert!(store.put_owner_review(term.clone(), true).await.unwrap());
+    let other = review("org_a", "northwind", OwnerReviewState::UnderReview, "x");
+    store.put_owner_review(other.clone(), true).await.unwrap();
+    store
+        .put_owner_review(
+            review("org_b", "openai", OwnerReviewState::UnderReview, "y"),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.owner_reviews(Some("org_a")).await.unwrap(),
+        vec![other, term]
+    );
+    assert_eq!(store.owner_reviews(None).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .delete_owner_reviews("org_a", Some("openai"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.delete_owner_reviews("org_a", None).await.unwrap(), 1);
+    assert!(store.owner_reviews(Some("org_a")).await.unwrap().is_empty());
+
+    let account = GuardExemption {
+        organization: "org_a".into(),
+        owner: None,
+    };
+    let scope = GuardExemption {
+        organization: "org_a".into(),
+        owner: Some("openai".into()),
+    };
+    for _ in 0..2 {
+        store
+            .set_guard_exemption(account.clone(), true)
+            .await
+            .unwrap();
+    }
+    store
+        .set_guard_exemption(scope.clone(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.guard_exemptions(Some("org_a")).await.unwrap(),
+        vec![account.clone(), scope.clone()]
+    );
+    store.set_guard_exemption(account, false).await.unwrap();
+    assert_eq!(store.guard_exemptions(None).await.unwrap(), vec![scope]);
+
+    store
+        .insert_guard_action(action("a2", "org_a", "[guard]", "flag"))
+        .await
+        .unwrap();
+    store
+        .insert_guard_action(action("a1", "org_a", "openai", "review_owner_scope"))
+        .await
+        .unwrap();
+    store
+        .insert_guard_action(action("a3", "org_b", "[guard]", "flag"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.guard_actions(Some("org_a")).await.unwrap(),
+        vec![
+            action("a2", "org_a", "[guard]", "flag"),
+            action("a1", "org_a", "openai", "review_owner_scope")
+        ],
+        "in the order recorded"
+    );
+
+    // Copy into a fresh SQLite store, twice: the guard state comes along once.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = Store::open(dir.path().join("copy.db").to_str().unwrap()).unwrap();
+    for _ in 0..2 {
+        copy.import_control(store.export_control().await.unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        copy.owner_keys().await.unwrap(),
+        store.owner_keys().await.unwrap()
+    );
+    assert_eq!(
+        copy.owner_reports(None).await.unwrap(),
+        store.owner_reports(None).await.unwrap()
+    );
+    assert_eq!(
+        copy.owner_reviews(None).await.unwrap(),
+        store.owner_reviews(None).await.unwrap()
+    );
+    assert_eq!(
+        copy.guard_exemptions(None).await.unwrap(),
+        store.guard_exemptions(None).await.unwrap()
+    );
+    assert_eq!(
+        copy.guard_actions(None).await.unwrap(),
+        store.guard_actions(None).await.unwrap()
+    );
+
+    assert_eq!(store.clear_guard_actions("org_a").await.unwrap(), 2);
+    assert_eq!(store.guard_actions(None).await.unwrap().len(), 1);
+
+    let kinds: Vec<(ChangeKind, String)> = store
+        .changes_since(base, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.kind, c.id))
+        .collect();
+    let want: Vec<(ChangeKind, &str)> = vec![
+        (ChangeKind::OwnerKey, "okey_1"),
+        (ChangeKind::OwnerKey, "okey_2"),
+        (ChangeKind::OwnerKey, "okey_1"),
+        (ChangeKind::OwnerReport, "r1"),
+        (ChangeKind::OwnerReport, "r2"),
+        (ChangeKind::OwnerReport, "r3"),
+        (ChangeKind::OwnerReview, "org_a"),
+        (ChangeKind::OwnerReview, "org_a"),
+        (ChangeKind::OwnerReview, "org_a"),
+        (ChangeKind::OwnerReview, "org_a"),
+        (ChangeKind::OwnerReview, "org_b"),
+        (ChangeKind::OwnerReview, "org_a"),
+        (ChangeKind::OwnerReview, "org_a"),
+        (ChangeKind::GuardExemption, "org_a"),
+        (ChangeKind::GuardExemption, "org_a"),
+        (ChangeKind::GuardExemption, "org_a"),
+        (ChangeKind::GuardExemption, "org_a"),
+        (ChangeKind::GuardAction, "org_a"),
+        (ChangeKind::GuardAction, "org_a"),
+        (ChangeKind::GuardAction, "org_b"),
+        (ChangeKind::GuardAction, "org_a"),
+    ];
+    let want: Vec<(ChangeKind, String)> =
+        want.into_iter().map(|(k, i)| (k, i.to_owned())).collect();
+    assert_eq!(kinds, want);
+}
+
+/// Blobs as an older version wrote them in kv, for the import on upgrade.
+const LEGACY_BLOBS: &[(&str, &str)] = &[
+    (
+        "guard.owner_keys",
+        r#"[{"id":"okey_old","owner":"northwind","prefix":"tgo-ab","hash":"abababababababababababababababababababababababababababababababab","created_at":"2026-01-01T00:00:00Z"},{"id":"okey_bad","owner":"northwind","prefix":"tgo-x","hash":"xyz","created_at":"2026-01-01T00:00:00Z"}]"#,
+    ),
+    (
+        "guard.reports",
+        r#"[{"time":"2026-01-02T00:00:00Z","owner":"northwind","organization":"org_a","reason":"first"},{"time":"2026-01-03T00:00:00Z","owner":"northwind","organization":"org_b","reason":"second"}]"#,
+    ),
+    (
+        "guard.owner_reviews",
+        r#"[{"organization":"org_a","owner":"northwind","state":"under_review","since":"2026-01-04T00:00:00Z","reason":"auto"},{"organization":"org_b","owner":"northwind","state":"suspended_v9","since":"2026-01-04T00:00:00Z","reason":"newer"}]"#,
+    ),
+    ("guard.exempt", r#"["org_c"]"#),
+    (
+        "guard.owner_exempt",
+        r#"[{"organization":"org_d","owner":"openai"}]"#,
+    ),
+    (
+        "guard.actions",
+        r#"[{"organization":"org_a","policy":"northwind","action":"flag","score":0.9,"threshold":0.6,"time":"2026-01-04T00:00:00Z"}]"#,
+    ),
+    ("guard.detector", r#"{"kept":"as is"}"#),
+];
+
+/// What the import of [`LEGACY_BLOBS`] must give.
+async fn legacy_blobs_were_imported(store: &Store) {
+    let keys = store.owner_keys().await.unwrap();
+    assert_eq!(keys.len(), 1, "the unusable hash is not imported");
+    assert_eq!(
+        (keys[0].id.as_str(), keys[0].hash),
+        ("okey_old", [0xab; 32])
+    );
+    let reports = store.owner_reports(Some("northwind")).await.unwrap();
+    let reasons: Vec<&str> = reports.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons, vec!["first", "second"]);
+    let reviews = store.owner_reviews(None).await.unwrap();
+    assert_eq!(reviews.len(), 2);
+    assert_eq!(reviews[0].state, OwnerReviewState::UnderReview);
+    assert_eq!(
+        reviews[1].state,
+        OwnerReviewState::Terminated,
+        "an unknown state is imported as the strictest"
+    );
+    assert_eq!(
+        store.guard_exemptions(None).await.unwrap(),
+        vec![
+            GuardExemption {
+                organization: "org_c".into(),
+                owner: None
+            },
+            GuardExemption {
+                organization: "org_d".into(),
+                owner: Some("openai".into())
+            }
+        ]
+    );
+    let actions = store.guard_actions(None).await.unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(
+        (actions[0].policy.as_str(), actions[0].score),
+        ("northwind", 0.9)
+    );
+    // The blobs are gone; the detector snapshot stays.
+    let values = store.values().await.unwrap();
+    let keys: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, vec!["guard.detector"]);
+}
+
 macro_rules! on_sqlite {
     ($name:ident, $check:ident, $strict:expr) => {
         #[tokio::test]
@@ -307,6 +631,61 @@ on_sqlite!(
     change_feed_and_control_copy,
     true
 );
+
+on_sqlite!(sqlite_guard_state_tables, guard_state_tables, true);
+
+/// Opening a store from before the guard tables imports the kv blobs once, and reads unknown
+/// stored states fail-closed.
+#[tokio::test]
+async fn sqlite_imports_guard_blobs_once_and_reads_unknown_states_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let path = path.to_str().unwrap();
+    drop(Store::open(path).unwrap());
+    // Back to the schema before the guard tables, with the blobs an older version wrote.
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
+         DROP TABLE guard_exemptions; DROP TABLE guard_actions; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    for (k, v) in LEGACY_BLOBS {
+        c.execute("INSERT INTO kv (key, value) VALUES (?1, ?2)", [k, v])
+            .unwrap();
+    }
+    let store = Store::open(path).unwrap();
+    legacy_blobs_were_imported(&store).await;
+    // Reopening imports nothing twice.
+    let store = Store::open(path).unwrap();
+    assert_eq!(store.owner_reports(None).await.unwrap().len(), 2);
+
+    store.insert_organization(org("odd", None)).await.unwrap();
+    c.execute_batch(
+        "UPDATE owner_reviews SET state = 'paused' WHERE org_id = 'org_a'; \
+         UPDATE organizations SET state = 'frozen' WHERE id = 'odd';",
+    )
+    .unwrap();
+    let reviews = store.owner_reviews(Some("org_a")).await.unwrap();
+    assert_eq!(reviews[0].state, OwnerReviewState::Terminated);
+    assert_eq!(
+        store.organization("odd").await.unwrap().unwrap().state,
+        AccountState::Terminated
+    );
+
+    // A blob that cannot be read stops the migration, naming its key.
+    let bad = dir.path().join("bad.db");
+    let bad = bad.to_str().unwrap();
+    drop(Store::open(bad).unwrap());
+    let c = rusqlite::Connection::open(bad).unwrap();
+    c.execute_batch(
+        "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
+         DROP TABLE guard_exemptions; DROP TABLE guard_actions; PRAGMA user_version = 2; \
+         INSERT INTO kv (key, value) VALUES ('guard.owner_reviews', '{oops');",
+    )
+    .unwrap();
+    let err = Store::open(bad).err().unwrap().to_string();
+    assert!(err.contains("guard.owner_reviews"), "{err}");
+}
 
 /// A batch that fails midway (here a trigger refuses its rollup row, after the record itself was
 /// inserted) reports the error and leaves nothing behind; the next batch commits normally.
@@ -370,6 +749,8 @@ async fn postgres_behaves_like_sqlite() {
     keys_store_hashes_and_revoke(s, l).await;
     let (s, l) = pg_env(&pg, "changes", true).await;
     change_feed_and_control_copy(s, l).await;
+    let (s, l) = pg_env(&pg, "guard", true).await;
+    guard_state_tables(s, l).await;
     // Migrations are applied once: reopening changes nothing.
     let again = Store::connect(&pg.url("changes"), 1).await.unwrap();
     assert_eq!(again.organizations().await.unwrap().len(), 2);
@@ -470,4 +851,50 @@ async fn postgres_outage_spools_then_drains_exactly_once() {
     }
     assert!(refused > 0 && refused < 10, "refused {refused}");
     assert!(!tiny.accepting());
+}
+
+/// PostgreSQL: opening a database from before the guard tables imports the kv blobs once (also
+/// with two instances starting together), and reads unknown stored states fail-closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_imports_guard_blobs_once_and_reads_unknown_states_fail_closed() {
+    let pg = tollgate_testkit::Postgres::start().unwrap();
+    let url = pg.database("legacy").unwrap();
+    drop(Store::connect(&url, 1).await.unwrap());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
+             DROP TABLE guard_exemptions; DROP TABLE guard_actions; \
+             DELETE FROM schema_migrations WHERE version = 2;",
+        )
+        .await
+        .unwrap();
+    for (k, v) in LEGACY_BLOBS {
+        client
+            .execute("INSERT INTO kv (key, value) VALUES ($1, $2)", &[k, v])
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(Store::connect(&url, 1), Store::connect(&url, 1));
+    let (store, _) = (a.unwrap(), b.unwrap());
+    legacy_blobs_were_imported(&store).await;
+    assert_eq!(store.owner_reports(None).await.unwrap().len(), 2);
+
+    store.insert_organization(org("odd", None)).await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE owner_reviews SET state = 'paused' WHERE org_id = 'org_a'; \
+             UPDATE organizations SET state = 'frozen' WHERE id = 'odd';",
+        )
+        .await
+        .unwrap();
+    let reviews = store.owner_reviews(Some("org_a")).await.unwrap();
+    assert_eq!(reviews[0].state, OwnerReviewState::Terminated);
+    assert_eq!(
+        store.organization("odd").await.unwrap().unwrap().state,
+        AccountState::Terminated
+    );
 }

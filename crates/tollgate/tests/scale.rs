@@ -16,7 +16,7 @@ use tollgate_testkit::{Postgres, Redis, free_port};
 
 mod common;
 
-use common::{Http, call, http, tenant, wait_ok};
+use common::{Http, call, http, id_of, tenant, wait_ok};
 
 /// A gateway process, killed on drop.
 struct Gateway {
@@ -32,6 +32,7 @@ impl Drop for Gateway {
     }
 }
 
+/// A gateway on `pg_url`; `extra` is `storage keys|ratelimit keys|tables at the end`.
 async fn start(http: &Http, pg_url: &str, redis: Option<&str>, extra: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
@@ -58,10 +59,12 @@ name = "gpt-4o-mini"
 provider = "sim"
 input_price = "0.15"
 output_price = "0.60"
+{extra_end}
 "#,
         spool = dir.path().join("spool").display(),
         extra_storage = extra.split('|').next().unwrap_or(""),
         extra_rl = extra.split('|').nth(1).unwrap_or(""),
+        extra_end = extra.split('|').nth(2).unwrap_or(""),
     );
     let cfg = dir.path().join("tollgate.toml");
     std::fs::write(&cfg, config).unwrap();
@@ -82,7 +85,17 @@ output_price = "0.60"
 }
 
 async fn chat(http: &Http, base: &str, key: &str, text: &str) -> (u16, http::HeaderMap, Bytes) {
-    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]});
+    chat_model(http, base, key, "gpt-4o-mini", text).await
+}
+
+async fn chat_model(
+    http: &Http,
+    base: &str,
+    key: &str,
+    model: &str,
+    text: &str,
+) -> (u16, http::HeaderMap, Bytes) {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": text}]});
     call(
         http,
         "POST",
@@ -527,4 +540,209 @@ async fn budget_holds_across_instances() {
         total - largest < 100_000,
         "admitted after the budget was reached: {total}"
     );
+}
+
+/// A model owned by `northwind` (the tables after the base config of [`start`]).
+const NORTHWIND: &str = r#"||
+[[owners]]
+name = "northwind"
+revenue_share_percent = "30"
+[[models]]
+name = "northwind-7b"
+provider = "sim"
+input_price = "0.10"
+output_price = "0.40"
+owner = "northwind"
+"#;
+
+/// Polls `GET url` with `auth` until it answers `want`; returns the last body.
+async fn until_get(http: &Http, url: &str, auth: &str, want: u16) -> Value {
+    let began = Instant::now();
+    loop {
+        let (s, _, b) = call(http, "GET", url, auth, None).await;
+        if s == want {
+            return serde_json::from_slice(&b).unwrap_or(Value::Null);
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "GET {url} never answered {want} (last {s}: {})",
+            String::from_utf8_lossy(&b)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls a chat to `model` until it answers `want` (and, for a refusal, `code`).
+async fn until_chat(http: &Http, base: &str, key: &str, model: &str, want: u16, code: &str) {
+    let began = Instant::now();
+    loop {
+        let (s, _, b) = chat_model(http, base, key, model, "probe").await;
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        if s == want && (code.is_empty() || v["error"]["code"] == code) {
+            return;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{model} on {base} never answered {want} {code} (last {s}: {v})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The guard's state is data shared through PostgreSQL: an owner key made on one instance works
+/// on the other, reports filed on both instances all survive, and owner-scoped decisions and
+/// exemptions made on one instance hold on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guard_state_is_shared_by_instances() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("guard").unwrap();
+    let http = http();
+    let a = start(&http, &url, None, NORTHWIND).await;
+    let b = start(&http, &url, None, NORTHWIND).await;
+    let (org, _, key) = tenant(&http, &a.base, json!({})).await;
+    until_status(&http, &b.base, &key, 200).await;
+
+    // An owner key made on A works on B.
+    let (s, _, body) = call(
+        &http,
+        "POST",
+        &format!("{}/admin/v1/owners/northwind/keys", a.base),
+        "adm",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let owner_key = id_of(&body, "key");
+    let owner_key_id = id_of(&body, "id");
+    let reports_on = |gw: &Gateway| format!("{}/admin/v1/owners/northwind/reports", gw.base);
+    let began = Instant::now();
+    until_get(&http, &reports_on(&b), &owner_key, 200).await;
+    eprintln!("owner key propagation: {:?}", began.elapsed());
+
+    // Reports filed on both instances, interleaved and at once: every one survives, on both.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let (http, url, key, org) = (
+            http.clone(),
+            format!("{base}/admin/v1/owners/northwind/reports"),
+            owner_key.clone(),
+            org.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"organization": org, "reason": format!("report {i}")});
+            call(&http, "POST", &url, &key, Some(body)).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    for gw in [&a, &b] {
+        let v = until_get(&http, &reports_on(gw), &owner_key, 200).await;
+        let mut reasons: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["reason"].as_str().unwrap().to_owned())
+            .collect();
+        reasons.sort();
+        let mut want: Vec<String> = (0..10).map(|i| format!("report {i}")).collect();
+        want.sort();
+        assert_eq!(reasons, want, "reports on {}", gw.base);
+    }
+
+    // An owner-scoped review set on A refuses on B; the customer keeps the other models.
+    let decide =
+        |gw: &Gateway, what: &str| format!("{}/admin/v1/organizations/{org}/{what}", gw.base);
+    let scoped = |reason: &str| Some(json!({"reason": reason, "owner": "northwind"}));
+    let (s, _, _) = call(
+        &http,
+        "POST",
+        &decide(&a, "review"),
+        "adm",
+        scoped("looks bad"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    until_chat(
+        &http,
+        &b.base,
+        &key,
+        "northwind-7b",
+        403,
+        "account_under_review",
+    )
+    .await;
+    let (s, _, _) = chat(&http, &b.base, &key, "other models still work").await;
+    assert_eq!(s, 200);
+    // Terminated on B: A refuses with the stricter code.
+    let (s, _, _) = call(
+        &http,
+        "POST",
+        &decide(&b, "terminate"),
+        "adm",
+        scoped("confirmed"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    until_chat(
+        &http,
+        &a.base,
+        &key,
+        "northwind-7b",
+        403,
+        "account_terminated",
+    )
+    .await;
+    // Reinstated on A: B serves the owner's models again and shows the scope exempt.
+    let (s, _, _) = call(
+        &http,
+        "POST",
+        &decide(&a, "reinstate"),
+        "adm",
+        scoped("cleared"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    until_chat(&http, &b.base, &key, "northwind-7b", 200, "").await;
+    let risk = until_get(
+        &http,
+        &format!("{}/admin/v1/organizations/{org}/risk", b.base),
+        "adm",
+        200,
+    )
+    .await;
+    assert_eq!(risk["owner_reviews"], json!([]));
+
+    // A whole-account reinstatement on B makes the account exempt on A as well.
+    let (s, _, _) = call(
+        &http,
+        "POST",
+        &decide(&b, "reinstate"),
+        "adm",
+        Some(json!({"reason": "ok"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let risk_a = format!("{}/admin/v1/organizations/{org}/risk", a.base);
+    let began = Instant::now();
+    while until_get(&http, &risk_a, "adm", 200).await["exempt_from_automatic_review"] != true {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "exemption never reached A"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Revoked on B: the owner key stops working on A.
+    let (s, _, _) = call(
+        &http,
+        "DELETE",
+        &format!("{}/admin/v1/owners/northwind/keys/{owner_key_id}", b.base),
+        "adm",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    until_get(&http, &reports_on(&a), &owner_key, 401).await;
 }

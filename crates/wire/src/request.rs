@@ -171,6 +171,38 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
+/// The first key that appears twice among `fields`. Two fields of one name would let the
+/// gateway read one value (for authorization and billing) and an upstream the other.
+fn first_duplicate<'f>(fields: &'f [(Cow<'_, str>, &RawValue)]) -> Option<&'f str> {
+    // Bodies have a handful of fields: comparing pairs is cheapest. Many fields are sorted
+    // instead, so a body of a million keys costs n log n, not n².
+    if fields.len() <= 16 {
+        return fields.iter().enumerate().find_map(|(i, (k, _))| {
+            fields[..i]
+                .iter()
+                .any(|(seen, _)| seen == k)
+                .then_some(k.as_ref())
+        });
+    }
+    let mut keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_ref()).collect();
+    keys.sort_unstable();
+    keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
+fn duplicate_key(key: &str) -> RequestError {
+    const SHOWN: usize = 64;
+    let shown = match key.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &key[..end]),
+        None => key.to_owned(),
+    };
+    RequestError::new(
+        format!(
+            "Duplicate key '{shown}' in the request body: each parameter may appear only once."
+        ),
+        None,
+    )
+}
+
 /// A chat message's head: only the role is checked; content passes through.
 #[derive(Deserialize)]
 struct MessageHead<'a> {
@@ -201,6 +233,9 @@ impl<'a> ApiRequest<'a> {
                 None,
             )
         })?;
+        if let Some(key) = first_duplicate(&fields) {
+            return Err(duplicate_key(key));
+        }
         let mut req = ApiRequest {
             fields,
             model: None,
@@ -771,6 +806,27 @@ mod tests {
             r#"{"model":"b\"c","input":"h\u00e9 1.50","x":[1, 2],"extra":true}"#
         );
         assert!(set_fields(b"[1]", &[]).is_err());
+    }
+
+    #[test]
+    fn duplicate_top_level_keys_are_refused_with_the_key_named() {
+        let e =
+            parse(r#"{"model":"cheap","messages":[{"role":"user","content":"x"}],"model":"dear"}"#)
+                .unwrap_err();
+        assert!(e.message.contains("Duplicate key 'model'"), "{}", e.message);
+        // An escaped spelling is the same key.
+        let e = parse(r#"{"model":"a","model":"b","messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap_err();
+        assert!(e.message.contains("'model'"), "{}", e.message);
+        // Any key, also among many.
+        let mut body = String::from(r#"{"model":"m","messages":[{"role":"user","content":"x"}]"#);
+        for i in 0..100 {
+            body.push_str(&format!(r#","k{i}":{i}"#));
+        }
+        body.push_str(r#","k57":0}"#);
+        assert!(parse(&body).unwrap_err().message.contains("'k57'"));
+        // Nested objects may repeat names of the top level.
+        assert!(parse(r#"{"model":"m","messages":[{"role":"user","content":"x","model":"y"}],"metadata":{"model":"z"}}"#).is_ok());
     }
 
     #[test]

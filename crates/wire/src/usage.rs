@@ -4,9 +4,12 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 /// Token counts as OpenAI reports them. `prompt_tokens` includes cached tokens.
+///
+/// `prompt_tokens` is required (embeddings report no `completion_tokens`): a `usage` without it
+/// (`{}`, `[]`, another vendor's field names) is no usage, so the request is counted by the
+/// gateway's estimate instead of being recorded as zero tokens (found by the fuzzer).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
@@ -184,6 +187,19 @@ pub fn response_text(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_usage_without_a_prompt_count_is_no_usage() {
+        for body in [
+            r#"{"usage":{}}"#,
+            r#"{"usage":[]}"#,
+            r#"{"usage":{"input_tokens":10,"output_tokens":5}}"#,
+        ] {
+            assert_eq!(usage_of_response(body.as_bytes()), None, "{body}");
+        }
+        let u = usage_of_response(br#"{"usage":{"prompt_tokens":7,"total_tokens":7}}"#).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 0));
+    }
 
     #[test]
     fn reads_usage_with_details() {

@@ -133,7 +133,7 @@ pub async fn admit(
         .budgets
         .reserve(app, &owed.key, &owed.model.name, prompt, output)?;
     // With Redis, the budget is also reserved on the counters every instance shares.
-    owed.budget = app.limits.reserve_budget(app, hold).await?;
+    owed.budget = app.budgets.reserve_shared(&app.limits, hold).await?;
     Ok(admission)
 }
 

@@ -198,11 +198,20 @@ pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Arc<KeyEntry>, Api
     if key.expired(OffsetDateTime::now_utc()) {
         return Err(ApiError::invalid_api_key());
     }
-    if key.role != KeyRole::Inference {
-        return Err(ApiError::forbidden(
-            "permission_denied",
-            "This key may only read usage and invoices; it cannot call models.",
-        ));
+    match key.role {
+        KeyRole::Inference => {}
+        KeyRole::Reader => {
+            return Err(ApiError::forbidden(
+                "permission_denied",
+                "This key may only read usage and invoices; it cannot call models.",
+            ));
+        }
+        KeyRole::Disabled => {
+            return Err(ApiError::forbidden(
+                "permission_denied",
+                "This key is disabled.",
+            ));
+        }
     }
     match app.tenancy.effective_state(&key.organization) {
         AccountState::Active => Ok(key),
