@@ -62,6 +62,7 @@ fn record(org: &str, i: u64, n: u64) -> UsageRecord {
         upstream_model: MODELS[(i % 3) as usize].into(),
         input_tokens: 100 + i % 50,
         cached_input_tokens: i % 20,
+        cache_write_input_tokens: 0,
         output_tokens: 16 + i % 7,
         reasoning_tokens: 0,
         status: 200,

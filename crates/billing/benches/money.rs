@@ -20,6 +20,7 @@ fn price() -> Price {
         input: dec("2.50"),
         cached_input: Some(dec("1.25")),
         output: dec("10.00"),
+        cache_write: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn tokens(i: u64) -> Tokens {
         input: 1_000 + i * 7,
         cached_input: i * 3,
         output: 200 + i * 5,
+        cache_write_input: 0,
     }
 }
 

@@ -22,6 +22,19 @@ pub enum MoneyError {
         /// Input tokens given.
         input: u64,
     },
+    /// Cache writes are input tokens that were not read from the cache, so they cannot
+    /// exceed the input minus the cache reads.
+    #[error(
+        "cache write input tokens ({cache_write}) exceed input tokens ({input}) minus cached input tokens ({cached})"
+    )]
+    CacheWriteExceedsInput {
+        /// Cache-write input tokens given.
+        cache_write: u64,
+        /// Cached input tokens given.
+        cached: u64,
+        /// Input tokens given.
+        input: u64,
+    },
     /// Prices are per million tokens and can never be negative.
     #[error("negative price {price} for model {model}")]
     NegativePrice {
@@ -29,6 +42,18 @@ pub enum MoneyError {
         model: String,
         /// The negative price.
         price: Decimal,
+    },
+    /// A stored or given price is not a valid price.
+    #[error("{field} {value:?} of model {model}: {reason}")]
+    InvalidPrice {
+        /// Model of the entry.
+        model: String,
+        /// Which price (`input_price`, …).
+        field: &'static str,
+        /// The text given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Two catalogue entries for the same model start at the same instant.
     #[error("duplicate price entry for model {model} at {effective_from}")]

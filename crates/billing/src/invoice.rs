@@ -82,13 +82,20 @@ pub struct InvoiceLine {
     /// USD per million cached input tokens (the input price when the entry has none).
     #[serde(with = "crate::money::serde_exact")]
     pub cached_input_price: Decimal,
+    /// USD per million input tokens written to the cache (the input price when the entry
+    /// has none).
+    #[serde(with = "crate::money::serde_exact", default)]
+    pub cache_write_price: Decimal,
     /// USD per million output tokens.
     #[serde(with = "crate::money::serde_exact")]
     pub output_price: Decimal,
-    /// Input tokens, cached ones included.
+    /// Input tokens, cached and cache-written ones included.
     pub input_tokens: u64,
-    /// Cached input tokens.
+    /// Cached input tokens (cache reads).
     pub cached_input_tokens: u64,
+    /// Input tokens written to the cache.
+    #[serde(default)]
+    pub cache_write_input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
     /// Exact, unrounded cost of the line.
@@ -191,12 +198,14 @@ pub fn invoice(
         let exact = cost(&tokens, &entry.price)?;
         out_lines.push(InvoiceLine {
             cached_input_price: entry.price.effective_cached_input(),
+            cache_write_price: entry.price.effective_cache_write(),
             input_price: entry.price.input,
             output_price: entry.price.output,
             model: entry.model,
             price_effective_from: entry.effective_from,
             input_tokens: tokens.input,
             cached_input_tokens: tokens.cached_input,
+            cache_write_input_tokens: tokens.cache_write_input,
             output_tokens: tokens.output,
             exact_cost: exact,
             amount: round_cents(exact),
@@ -236,7 +245,7 @@ pub fn invoice(
 }
 
 /// Header of [`Invoice::to_csv`].
-pub const CSV_HEADER: &str = "organization,month,status,model,price_effective_from,input_tokens,cached_input_tokens,output_tokens,input_price,cached_input_price,output_price,amount";
+pub const CSV_HEADER: &str = "organization,month,status,model,price_effective_from,input_tokens,cached_input_tokens,cache_write_input_tokens,output_tokens,input_price,cached_input_price,cache_write_price,output_price,amount";
 
 impl Invoice {
     /// CSV rendering: the [`CSV_HEADER`] row, one row per line, then five summary rows
@@ -260,14 +269,16 @@ impl Invoice {
             // Writing to a String cannot fail.
             let _ = writeln!(
                 out,
-                "{prefix},{},{},{},{},{},{},{},{},{}",
+                "{prefix},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_text(&l.model),
                 rfc3339(l.price_effective_from),
                 l.input_tokens,
                 l.cached_input_tokens,
+                l.cache_write_input_tokens,
                 l.output_tokens,
                 l.input_price.normalize(),
                 l.cached_input_price.normalize(),
+                l.cache_write_price.normalize(),
                 l.output_price.normalize(),
                 crate::money::format_money(l.amount),
             );
@@ -281,7 +292,7 @@ impl Invoice {
         ] {
             let _ = writeln!(
                 out,
-                "{prefix},{label},,,,,,,,{}",
+                "{prefix},{label},,,,,,,,,,{}",
                 crate::money::format_money(value)
             );
         }

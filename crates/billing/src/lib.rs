@@ -27,7 +27,11 @@ pub use invoice::{
 };
 pub use money::{round_cents, round_percent};
 pub use month::{Month, Quarter};
-pub use price::{Catalogue, Price, PriceEntry, PricePeriod, Tokens, cost};
+pub use price::{
+    Catalogue, MAX_AMOUNT, MAX_AMOUNT_DECIMALS, MAX_BUDGET_DECIMALS, MAX_EVENT_TOKENS,
+    MAX_PERCENT_DECIMALS, MAX_PRICE, MAX_PRICE_DECIMALS, Price, PriceEntry, PricePeriod,
+    StoredPrice, Tokens, check_price, cost, parse_bounded, parse_price,
+};
 pub use quarterly::{Forecast, QuarterRevenue, QuarterlyReport, TopCustomer, quarterly};
 pub use revenue::{
     CustomerRevenue, MonthRevenue, Owner, OwnerPayout, RevenueReport, revenue_report,

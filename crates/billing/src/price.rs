@@ -22,6 +22,14 @@ pub struct Price {
     /// Price of output tokens.
     #[serde(with = "crate::money::serde_exact")]
     pub output: Decimal,
+    /// Price of input tokens written to the provider's prompt cache; the input price applies
+    /// when absent.
+    #[serde(
+        with = "crate::money::serde_exact_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write: Option<Decimal>,
 }
 
 impl Price {
@@ -30,6 +38,136 @@ impl Price {
     pub fn effective_cached_input(&self) -> Decimal {
         self.cached_input.unwrap_or(self.input)
     }
+
+    /// The price applied to input tokens written to the cache.
+    #[must_use]
+    pub fn effective_cache_write(&self) -> Decimal {
+        self.cache_write.unwrap_or(self.input)
+    }
+}
+
+/// One catalogue entry as stored: prices as decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPrice {
+    /// Public model name.
+    pub model: String,
+    /// USD per million input tokens.
+    pub input: String,
+    /// USD per million cached input tokens, if set.
+    pub cached_input: Option<String>,
+    /// USD per million output tokens.
+    pub output: String,
+    /// USD per million input tokens written to the cache, if set.
+    pub cache_write: Option<String>,
+    /// Instant from which this price applies.
+    pub effective_from: OffsetDateTime,
+}
+
+impl StoredPrice {
+    /// The entry with its prices parsed.
+    pub fn parse(&self) -> Result<PriceEntry, MoneyError> {
+        let field = |name: &'static str, text: &str| {
+            parse_price(text).map_err(|reason| MoneyError::InvalidPrice {
+                model: self.model.clone(),
+                field: name,
+                value: text.to_owned(),
+                reason,
+            })
+        };
+        Ok(PriceEntry {
+            model: self.model.clone(),
+            price: Price {
+                input: field("input_price", &self.input)?,
+                cached_input: self
+                    .cached_input
+                    .as_deref()
+                    .map(|t| field("cached_input_price", t))
+                    .transpose()?,
+                output: field("output_price", &self.output)?,
+                cache_write: self
+                    .cache_write
+                    .as_deref()
+                    .map(|t| field("cache_write_price", t))
+                    .transpose()?,
+            },
+            effective_from: self.effective_from,
+        })
+    }
+}
+
+/// The largest price accepted, in USD per million tokens.
+///
+/// With at most [`MAX_PRICE_DECIMALS`] decimals a price's mantissa is at most 10^9, so the
+/// exact cost of any token counts that fit a `u64` fits a `Decimal` (2 × 2^64 × 10^9 < 2^96):
+/// no stored price and no stored usage can make [`cost`] overflow.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(100_000, 0, 0, false, 0);
+/// The most decimals a price may have (after trailing zeros are dropped).
+pub const MAX_PRICE_DECIMALS: u32 = 4;
+/// The largest money amount accepted for a contract commitment or a budget, in USD.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// The most decimals of a contract's monthly commitment (cents).
+pub const MAX_AMOUNT_DECIMALS: u32 = 2;
+/// The most decimals of a budget's monthly limit (nano-USD, the unit of the budget counters
+/// shared across instances), so tiny test budgets such as `"0.0001"` stay possible.
+pub const MAX_BUDGET_DECIMALS: u32 = 9;
+/// The most decimals of a discount percentage (0..=100).
+pub const MAX_PERCENT_DECIMALS: u32 = 4;
+/// The largest token count of one imported usage event, per lane: sums of many such events
+/// stay far inside the ledger's 64-bit columns.
+pub const MAX_EVENT_TOKENS: u64 = 1_000_000_000_000;
+
+/// Parses a plain non-negative decimal string (digits, an optional point and digits; no sign,
+/// exponent or spaces) within `0..=max` and with at most `max_decimals` decimals (trailing zeros
+/// do not count). The error says which rule the text breaks.
+pub fn parse_bounded(text: &str, max: Decimal, max_decimals: u32) -> Result<Decimal, String> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if text.len() > 40
+        || int.is_empty()
+        || !digits(int)
+        || !digits(frac)
+        || (text.contains('.') && frac.is_empty())
+    {
+        return Err(format!(
+            "must be a plain decimal string such as \"0.15\" (digits and at most one point; no sign or exponent), at most {max}"
+        ));
+    }
+    let value = text
+        .parse::<Decimal>()
+        .map_err(|_| format!("must be a decimal of at most {max}"))?
+        .normalize();
+    if value > max {
+        return Err(format!("must be at most {max}"));
+    }
+    if value.scale() > max_decimals {
+        return Err(format!("must have at most {max_decimals} decimal places"));
+    }
+    Ok(value)
+}
+
+/// Checks a price value: `0..=`[`MAX_PRICE`] with at most [`MAX_PRICE_DECIMALS`] decimals.
+pub fn check_price(value: Decimal) -> Result<(), String> {
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err("must not be negative".into());
+    }
+    if value > MAX_PRICE {
+        return Err(format!(
+            "must be at most {MAX_PRICE} (USD per million tokens)"
+        ));
+    }
+    if value.normalize().scale() > MAX_PRICE_DECIMALS {
+        return Err(format!(
+            "must have at most {MAX_PRICE_DECIMALS} decimal places"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses one price (USD per million tokens): a plain decimal string within
+/// `0..=`[`MAX_PRICE`] with at most [`MAX_PRICE_DECIMALS`] decimals.
+pub fn parse_price(text: &str) -> Result<Decimal, String> {
+    parse_bounded(text, MAX_PRICE, MAX_PRICE_DECIMALS)
+        .map_err(|e| format!("{e} (USD per million tokens)"))
 }
 
 /// One catalogue entry: `price` applies to `model` from `effective_from` until the next
@@ -63,13 +201,14 @@ pub struct PricePeriod<'a> {
 }
 
 impl Catalogue {
-    /// Builds a catalogue, rejecting negative prices and two entries of one model with the
-    /// same `effective_from`.
+    /// Builds a catalogue, rejecting prices outside the bounds ([`check_price`]: negative,
+    /// above [`MAX_PRICE`], more than [`MAX_PRICE_DECIMALS`] decimals) and two entries of one
+    /// model with the same `effective_from`.
     pub fn new(entries: Vec<PriceEntry>) -> Result<Self, MoneyError> {
         let mut by_model: BTreeMap<String, Vec<PriceEntry>> = BTreeMap::new();
         for e in entries {
             let p = &e.price;
-            for v in [Some(p.input), p.cached_input, Some(p.output)]
+            for v in [Some(p.input), p.cached_input, Some(p.output), p.cache_write]
                 .into_iter()
                 .flatten()
             {
@@ -77,6 +216,14 @@ impl Catalogue {
                     return Err(MoneyError::NegativePrice {
                         model: e.model.clone(),
                         price: v,
+                    });
+                }
+                if let Err(reason) = check_price(v) {
+                    return Err(MoneyError::InvalidPrice {
+                        model: e.model.clone(),
+                        field: "price",
+                        value: v.to_string(),
+                        reason,
                     });
                 }
             }
@@ -97,6 +244,37 @@ impl Catalogue {
         Ok(Self { by_model })
     }
 
+    /// The catalogue of stored entries. An entry that does not parse is left out and reported
+    /// in the second value (so stored data can never keep the gateway from starting).
+    #[must_use]
+    pub fn from_stored(rows: &[StoredPrice]) -> (Self, Vec<MoneyError>) {
+        let mut problems = Vec::new();
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            match r.parse() {
+                Ok(e) => entries.push(e),
+                Err(e) => problems.push(e),
+            }
+        }
+        match Self::new(entries.clone()) {
+            Ok(c) => (c, problems),
+            Err(e) => {
+                // Keep every entry that is valid on its own; duplicates keep the first.
+                problems.push(e);
+                let mut kept: Vec<PriceEntry> = Vec::with_capacity(entries.len());
+                for e in entries {
+                    let dup = kept
+                        .iter()
+                        .any(|k| k.model == e.model && k.effective_from == e.effective_from);
+                    if !dup && Self::new(vec![e.clone()]).is_ok() {
+                        kept.push(e);
+                    }
+                }
+                (Self::new(kept).unwrap_or_default(), problems)
+            }
+        }
+    }
+
     /// Models present in the catalogue, sorted.
     pub fn models(&self) -> impl Iterator<Item = &str> {
         self.by_model.keys().map(String::as_str)
@@ -114,6 +292,47 @@ impl Catalogue {
         let list = self.entries(model);
         let idx = list.partition_point(|e| e.effective_from <= t);
         idx.checked_sub(1).and_then(|i| list.get(i))
+    }
+
+    /// The exact cost of `tokens` of `model` at the price in force at `at`; `None` when the
+    /// model has no price then. The one place where tokens meet prices: budgets, usage
+    /// reports and invoices all come here (or to [`cost`] with an entry from this catalogue).
+    pub fn cost_at(
+        &self,
+        model: &str,
+        at: OffsetDateTime,
+        tokens: &Tokens,
+    ) -> Result<Option<Decimal>, MoneyError> {
+        self.price_at(model, at)
+            .map(|e| cost(tokens, &e.price))
+            .transpose()
+    }
+
+    /// Splits the range `[from, to)` (open-ended where `None`) at every price change of any
+    /// model strictly inside it, so each piece is priced by one entry per model. Always at
+    /// least one piece; a piece's prices are those in force at its start.
+    #[must_use]
+    pub fn pieces(
+        &self,
+        from: Option<OffsetDateTime>,
+        to: Option<OffsetDateTime>,
+    ) -> Vec<(Option<OffsetDateTime>, Option<OffsetDateTime>)> {
+        let mut bounds: Vec<OffsetDateTime> = self
+            .by_model
+            .values()
+            .flat_map(|list| list.iter().map(|e| e.effective_from))
+            .filter(|t| from.is_none_or(|f| *t > f) && to.is_none_or(|e| *t < e))
+            .collect();
+        bounds.sort();
+        bounds.dedup();
+        let mut out = Vec::with_capacity(bounds.len() + 1);
+        let mut start = from;
+        for b in bounds {
+            out.push((start, Some(b)));
+            start = Some(b);
+        }
+        out.push((start, to));
+        out
     }
 
     /// Splits `[from, to)` at the `effective_from` boundaries of `model`'s entries and
@@ -146,33 +365,73 @@ impl Catalogue {
     }
 }
 
-/// Aggregated token counts. `cached_input` is the part of `input` served from cache.
+/// Aggregated token counts, in OpenAI's convention: `input` counts every prompt token;
+/// `cached_input` (cache reads) and `cache_write_input` (cache writes) are parts of it.
+///
+/// The price lanes of one record: input − cached − cache writes at the input price, cached at
+/// the cached-input price, cache writes at the cache-write price, output at the output price.
+/// A new lane is added here, in [`Tokens::from_ledger`] and in [`cost`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tokens {
-    /// All input (prompt) tokens, cached ones included.
+    /// All input (prompt) tokens, cached and cache-written ones included.
     pub input: u64,
     /// Input tokens served from the provider's prompt cache (≤ `input`).
     pub cached_input: u64,
     /// Output (completion) tokens.
     pub output: u64,
+    /// Input tokens written to the provider's prompt cache (≤ `input − cached_input`).
+    #[serde(default)]
+    pub cache_write_input: u64,
 }
 
 impl Tokens {
-    /// Token counts, checking that `cached_input <= input`.
+    /// Token counts without cache writes, checking that `cached_input <= input`.
     pub fn new(input: u64, cached_input: u64, output: u64) -> Result<Self, MoneyError> {
+        Self::with_cache_write(input, cached_input, 0, output)
+    }
+
+    /// Token counts of every lane, checking that cache reads and writes fit in the input.
+    pub fn with_cache_write(
+        input: u64,
+        cached_input: u64,
+        cache_write_input: u64,
+        output: u64,
+    ) -> Result<Self, MoneyError> {
         let t = Self {
             input,
             cached_input,
             output,
+            cache_write_input,
         };
         t.validate()?;
         Ok(t)
     }
 
-    /// Checks `cached_input <= input`.
+    /// Token counts as the ledger stores them, clamped into a consistent shape (cache reads at
+    /// most the input, cache writes at most the rest). The one place where stored counts are
+    /// made priceable.
+    #[must_use]
+    pub fn from_ledger(input: u64, cached_input: u64, cache_write_input: u64, output: u64) -> Self {
+        let cached_input = cached_input.min(input);
+        Self {
+            input,
+            cached_input,
+            output,
+            cache_write_input: cache_write_input.min(input - cached_input),
+        }
+    }
+
+    /// Checks `cached_input + cache_write_input <= input`.
     pub fn validate(&self) -> Result<(), MoneyError> {
         if self.cached_input > self.input {
             return Err(MoneyError::CachedExceedsInput {
+                cached: self.cached_input,
+                input: self.input,
+            });
+        }
+        if self.cache_write_input > self.input - self.cached_input {
+            return Err(MoneyError::CacheWriteExceedsInput {
+                cache_write: self.cache_write_input,
                 cached: self.cached_input,
                 input: self.input,
             });
@@ -187,27 +446,32 @@ impl Tokens {
             input: f(self.input, other.input)?,
             cached_input: f(self.cached_input, other.cached_input)?,
             output: f(self.output, other.output)?,
+            cache_write_input: f(self.cache_write_input, other.cache_write_input)?,
         })
     }
 }
 
 /// Exact cost in USD of `tokens` at `price`, unrounded:
-/// `((input − cached) × input_price + cached × cached_price + output × output_price) / 10^6`.
+/// `((input − cached − cache_write) × input_price + cached × cached_price
+///   + cache_write × cache_write_price + output × output_price) / 10^6`.
 ///
-/// Errors when `cached_input > input` or when the exact result does not fit a `Decimal`.
+/// Errors when the cache lanes exceed the input or when the exact result does not fit a
+/// `Decimal`.
 pub fn cost(tokens: &Tokens, price: &Price) -> Result<Decimal, MoneyError> {
     tokens.validate()?;
-    let uncached = Decimal::from(tokens.input - tokens.cached_input);
-    let per_million = add(
-        add(
-            mul(uncached, price.input)?,
-            mul(
-                Decimal::from(tokens.cached_input),
-                price.effective_cached_input(),
-            )?,
-        )?,
-        mul(Decimal::from(tokens.output), price.output)?,
-    )?;
+    let uncached = tokens.input - tokens.cached_input - tokens.cache_write_input;
+    let lanes = [
+        (uncached, price.input),
+        (tokens.cached_input, price.effective_cached_input()),
+        (tokens.cache_write_input, price.effective_cache_write()),
+        (tokens.output, price.output),
+    ];
+    let mut per_million = Decimal::ZERO;
+    for (n, p) in lanes {
+        if n != 0 {
+            per_million = add(per_million, mul(Decimal::from(n), p)?)?;
+        }
+    }
     shift_down(per_million, 6)
 }
 
@@ -240,6 +504,7 @@ mod tests {
                 input: d(input),
                 cached_input: cached.map(d),
                 output: d(output),
+                cache_write: None,
             },
             effective_from: t,
         }
@@ -251,6 +516,7 @@ mod tests {
             input: d("2.50"),
             cached_input: Some(d("1.25")),
             output: d("10"),
+            cache_write: None,
         };
         // (1000 - 400) × 2.5 + 400 × 1.25 + 200 × 10 = 1500 + 500 + 2000 = 4000 → 0.004
         let t = Tokens::new(1000, 400, 200).unwrap();
@@ -266,10 +532,49 @@ mod tests {
             input: d("0.075"),
             cached_input: None,
             output: d("0"),
+            cache_write: None,
         };
         assert_eq!(
             cost(&Tokens::new(1, 0, 0).unwrap(), &cheap).unwrap(),
             d("0.000000075")
+        );
+    }
+
+    #[test]
+    fn cache_writes_are_their_own_lane() {
+        let p = Price {
+            input: d("3"),
+            cached_input: Some(d("0.30")),
+            output: d("15"),
+            cache_write: Some(d("3.75")),
+        };
+        // 1000 prompt tokens: 200 read from the cache, 500 written to it, 300 plain.
+        // 300 × 3 + 200 × 0.3 + 500 × 3.75 + 100 × 15 = 900 + 60 + 1875 + 1500 = 4335.
+        let t = Tokens::with_cache_write(1000, 200, 500, 100).unwrap();
+        assert_eq!(cost(&t, &p).unwrap(), d("0.004335"));
+        // Without a cache-write price, writes pay the input price: 900 + 60 + 1500 + 1500.
+        let plain = Price {
+            cache_write: None,
+            ..p.clone()
+        };
+        assert_eq!(cost(&t, &plain).unwrap(), d("0.00396"));
+        // Reads and writes together cannot exceed the input.
+        assert!(matches!(
+            Tokens::with_cache_write(1000, 600, 401, 0),
+            Err(MoneyError::CacheWriteExceedsInput { .. })
+        ));
+        // Stored counts are clamped the same way.
+        assert_eq!(
+            Tokens::from_ledger(1000, 600, 900, 7),
+            Tokens::with_cache_write(1000, 600, 400, 7).unwrap()
+        );
+        // The cache-write price round-trips and stays out of JSON when unset.
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""cache_write":"3.75""#), "{json}");
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("cache_write")
         );
     }
 
@@ -286,11 +591,13 @@ mod tests {
             input: 1,
             cached_input: 2,
             output: 0,
+            cache_write_input: 0,
         };
         let p = Price {
             input: d("1"),
             cached_input: None,
             output: d("1"),
+            cache_write: None,
         };
         assert!(matches!(
             cost(&bad, &p),
@@ -395,6 +702,135 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn pieces_split_a_range_at_every_price_change_inside_it() {
+        let cat = Catalogue::new(vec![
+            entry("a", "1", None, "1", datetime!(2025-01-01 00:00 UTC)),
+            entry("a", "2", None, "2", datetime!(2025-03-16 00:00 UTC)),
+            entry("b", "1", None, "1", datetime!(2025-03-20 00:00 UTC)),
+        ])
+        .unwrap();
+        let (f, t) = (
+            datetime!(2025-03-01 00:00 UTC),
+            datetime!(2025-04-01 00:00 UTC),
+        );
+        assert_eq!(
+            cat.pieces(Some(f), Some(t)),
+            vec![
+                (Some(f), Some(datetime!(2025-03-16 00:00 UTC))),
+                (
+                    Some(datetime!(2025-03-16 00:00 UTC)),
+                    Some(datetime!(2025-03-20 00:00 UTC))
+                ),
+                (Some(datetime!(2025-03-20 00:00 UTC)), Some(t)),
+            ]
+        );
+        // Open ends: every boundary splits; an empty catalogue gives the whole range.
+        assert_eq!(cat.pieces(None, None).len(), 4);
+        assert_eq!(
+            Catalogue::default().pieces(None, Some(t)),
+            vec![(None, Some(t))]
+        );
+        // The cost at a time uses the entry in force; unpriced models have none.
+        let tokens = Tokens::from_ledger(1_000_000, 0, 0, 0);
+        assert_eq!(
+            cat.cost_at("a", datetime!(2025-03-16 00:00 UTC), &tokens)
+                .unwrap(),
+            Some(d("2"))
+        );
+        assert_eq!(cat.cost_at("b", f, &tokens).unwrap(), None);
+    }
+
+    #[test]
+    fn ledger_counts_are_clamped_once() {
+        assert_eq!(
+            Tokens::from_ledger(10, 25, 0, 3),
+            Tokens::new(10, 10, 3).unwrap()
+        );
+    }
+
+    #[test]
+    fn stored_entries_that_do_not_parse_are_left_out_and_reported() {
+        let row = |input: &str, t| StoredPrice {
+            model: "m".into(),
+            input: input.into(),
+            cached_input: None,
+            output: "1".into(),
+            cache_write: None,
+            effective_from: t,
+        };
+        let (cat, problems) = Catalogue::from_stored(&[
+            row("2.5", datetime!(2025-01-01 00:00 UTC)),
+            row("abc", datetime!(2025-02-01 00:00 UTC)),
+            row("-1", datetime!(2025-03-01 00:00 UTC)),
+        ]);
+        assert_eq!(cat.entries("m").len(), 1);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(matches!(
+            problems[0],
+            MoneyError::InvalidPrice {
+                field: "input_price",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn prices_are_plain_bounded_decimals() {
+        assert_eq!(parse_price("0.0375").unwrap(), d("0.0375"));
+        assert_eq!(parse_price("2.50000").unwrap(), d("2.5"));
+        assert_eq!(parse_price("100000").unwrap(), d("100000"));
+        assert_eq!(parse_price("0").unwrap(), d("0"));
+        for bad in [
+            "1e5",
+            "-1",
+            "+1",
+            " 1",
+            "1.",
+            ".5",
+            "",
+            "0x10",
+            "NaN",
+            "1_000",
+            "100000.0001",
+            "79228162514264337593543950335",
+            "0.00001",
+        ] {
+            assert!(parse_price(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_price("1e5").unwrap_err().contains("plain decimal"));
+        assert!(
+            parse_price("100001")
+                .unwrap_err()
+                .contains("at most 100000")
+        );
+        assert!(
+            parse_price("0.00001")
+                .unwrap_err()
+                .contains("4 decimal places")
+        );
+        assert!(check_price(d("100000")).is_ok());
+        assert!(check_price(d("100000.5")).is_err());
+        assert!(check_price(d("0.00001")).is_err());
+    }
+
+    #[test]
+    fn any_u64_usage_at_any_accepted_price_costs_exactly() {
+        let p = Price {
+            input: d("99999.9999"),
+            cached_input: Some(d("0.0001")),
+            output: d("99999.9999"),
+            cache_write: Some(d("99999.9999")),
+        };
+        for t in [
+            Tokens::with_cache_write(u64::MAX, 0, 0, u64::MAX).unwrap(),
+            Tokens::with_cache_write(u64::MAX, 1, u64::MAX - 1, u64::MAX).unwrap(),
+            Tokens::from_ledger(u64::MAX, u64::MAX / 3, u64::MAX / 3, u64::MAX),
+        ] {
+            assert!(cost(&t, &p).is_ok(), "{t:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub fn entry(
             input: d(input),
             cached_input: cached.map(d),
             output: d(output),
+            cache_write: None,
         },
         effective_from: from,
     }

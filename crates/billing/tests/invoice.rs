@@ -227,6 +227,7 @@ fn invalid_inputs_are_errors() {
         input: 1,
         cached_input: 2,
         output: 0,
+        cache_write_input: 0,
     };
     assert!(matches!(
         invoice(
@@ -279,10 +280,10 @@ fn csv_rendering() {
     assert_eq!(rows[0], CSV_HEADER);
     assert_eq!(
         rows[2],
-        "acme,2025-03,final,atlas-large,2025-03-16T00:00:00Z,20000000,5000000,4000000,2,0.5,10,72.50"
+        "acme,2025-03,final,atlas-large,2025-03-16T00:00:00Z,20000000,5000000,0,4000000,2,0.5,2,10,72.50"
     );
-    assert_eq!(rows[4], "acme,2025-03,final,subtotal,,,,,,,,321.94");
-    assert_eq!(rows[8], "acme,2025-03,final,total,,,,,,,,500.00");
+    assert_eq!(rows[4], "acme,2025-03,final,subtotal,,,,,,,,,,321.94");
+    assert_eq!(rows[8], "acme,2025-03,final,total,,,,,,,,,,500.00");
     let columns = CSV_HEADER.split(',').count();
     assert!(rows.iter().all(|r| r.split(',').count() == columns));
 }
@@ -294,4 +295,39 @@ fn invoice_json_roundtrips() {
     let text = serde_json::to_string(&inv).unwrap();
     let back: tollgate_billing::Invoice = serde_json::from_str(&text).unwrap();
     assert_eq!(back, inv);
+}
+
+#[test]
+fn cache_writes_are_priced_on_their_own_lane_in_json_and_csv() {
+    let m = month("2025-03");
+    let t0 = time::macros::datetime!(2025-01-01 00:00 UTC);
+    let mut with_write = entry("claude", "3", Some("0.30"), "15", t0);
+    with_write.price.cache_write = Some(d("3.75"));
+    let lines = vec![
+        LineInput {
+            entry: with_write,
+            tokens: Tokens::with_cache_write(10_000_000, 2_000_000, 4_000_000, 1_000_000).unwrap(),
+        },
+        LineInput {
+            entry: entry("plain", "1", None, "2", t0),
+            tokens: Tokens::with_cache_write(1_000_000, 0, 1_000_000, 0).unwrap(),
+        },
+    ];
+    let inv = invoice("acme", m, lines, None, m.end()).unwrap();
+    // 4M × 3 + 2M × 0.3 + 4M × 3.75 + 1M × 15 = 12 + 0.6 + 15 + 15 = 42.60.
+    assert_eq!(inv.lines[0].amount, d("42.60"));
+    assert_eq!(inv.lines[0].cache_write_price, d("3.75"));
+    assert_eq!(inv.lines[0].cache_write_input_tokens, 4_000_000);
+    // No cache-write price: writes pay the input price.
+    assert_eq!(inv.lines[1].cache_write_price, d("1"));
+    assert_eq!(inv.lines[1].amount, d("1.00"));
+    let json = serde_json::to_value(&inv).unwrap();
+    assert_eq!(json["lines"][0]["cache_write_price"], "3.75");
+    assert_eq!(json["lines"][0]["cache_write_input_tokens"], 4_000_000);
+    let csv = inv.to_csv();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[1],
+        "acme,2025-03,final,claude,2025-01-01T00:00:00Z,10000000,2000000,4000000,1000000,3,0.3,3.75,15,42.60"
+    );
 }

@@ -27,20 +27,26 @@ fn price() -> impl Strategy<Value = Price> {
         proptest::option::of(price_value()),
         price_value(),
     )
-        .prop_map(|(input, cached_input, output)| Price {
-            input,
-            cached_input,
-            output,
+        .prop_flat_map(|(input, cached_input, output)| {
+            proptest::option::of(price_value()).prop_map(move |cache_write| Price {
+                input,
+                cached_input,
+                output,
+                cache_write,
+            })
         })
 }
 
-/// Tokens up to `max` per counter, with cached ≤ input.
+/// Tokens up to `max` per counter, with cache reads and writes within the input.
 fn tokens(max: u64) -> impl Strategy<Value = Tokens> {
-    (0..=max, 0..=max, 0..=max).prop_flat_map(|(input, output, _)| {
-        (0..=input).prop_map(move |cached_input| Tokens {
-            input,
-            cached_input,
-            output,
+    (0..=max, 0..=max).prop_flat_map(|(input, output)| {
+        (0..=input).prop_flat_map(move |cached_input| {
+            (0..=input - cached_input).prop_map(move |cache_write_input| Tokens {
+                input,
+                cached_input,
+                output,
+                cache_write_input,
+            })
         })
     })
 }
@@ -77,8 +83,9 @@ proptest! {
     fn cost_matches_integer_arithmetic(t in tokens(u64::MAX / 4), p in price()) {
         // All prices have scale 4 here: cost × 10^10 = Σ tokens × price mantissa.
         let m = |d: Decimal| { let mut d = d; d.rescale(4); d.mantissa().unsigned_abs() };
-        let n = u128::from(t.input - t.cached_input) * m(p.input)
+        let n = u128::from(t.input - t.cached_input - t.cache_write_input) * m(p.input)
             + u128::from(t.cached_input) * m(p.cached_input.unwrap_or(p.input))
+            + u128::from(t.cache_write_input) * m(p.cache_write.unwrap_or(p.input))
             + u128::from(t.output) * m(p.output);
         let c = cost(&t, &p).unwrap();
         prop_assert!(equals_ratio(c, n, 10), "cost {} != {} / 10^10", c, n);
@@ -91,7 +98,7 @@ proptest! {
         scale in 0_u32..=28,
     ) {
         let v = Decimal::new(mantissa, scale);
-        let p = Price { input: v, cached_input: None, output: v };
+        let p = Price { input: v, cached_input: None, output: v, cache_write: None };
         match cost(&t, &p) {
             Ok(c) => {
                 let n = u128::from(t.input).checked_add(u128::from(t.output))
@@ -182,7 +189,7 @@ proptest! {
             let line = LineInput {
                 entry: PriceEntry {
                     model: "m".into(),
-                    price: Price { input: Decimal::ONE, cached_input: None, output: Decimal::ZERO },
+                    price: Price { input: Decimal::ONE, cached_input: None, output: Decimal::ZERO, cache_write: None },
                     effective_from: datetime!(2025-01-01 00:00 UTC),
                 },
                 tokens: Tokens::new(a * 1000, 0, 0).unwrap(),
@@ -207,6 +214,7 @@ fn extreme_values_are_exact_or_overflow() {
         input: Decimal::from(1000),
         cached_input: Some(Decimal::from(1000)),
         output: Decimal::from(1000),
+        cache_write: None,
     };
     let quarter = u64::MAX / 4;
     let t = Tokens::new(quarter, quarter / 2, quarter).unwrap();
@@ -220,6 +228,7 @@ fn extreme_values_are_exact_or_overflow() {
         input: Decimal::new(1, 28),
         cached_input: None,
         output: Decimal::ZERO,
+        cache_write: None,
     };
     assert_eq!(
         cost(&Tokens::new(3, 0, 0).unwrap(), &tiny),
@@ -230,6 +239,7 @@ fn extreme_values_are_exact_or_overflow() {
         input: Decimal::MAX,
         cached_input: None,
         output: Decimal::MAX,
+        cache_write: None,
     };
     let all = Tokens::new(u64::MAX, 0, u64::MAX).unwrap();
     assert_eq!(cost(&all, &huge), Err(MoneyError::Overflow));

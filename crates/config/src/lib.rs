@@ -256,6 +256,10 @@ pub struct ModelConfig {
     /// USD per million output tokens.
     #[serde(default, with = "rust_decimal::serde::str_option")]
     pub output_price: Option<Decimal>,
+    /// USD per million input tokens written to the provider's prompt cache; the input price
+    /// where unset.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub cache_write_price: Option<Decimal>,
     /// The model's owner (an `[[owners]]` name).
     pub owner: Option<String>,
     /// Tokenizer used where the upstream reports no usage: `o200k_base` or `cl100k_base`
@@ -774,11 +778,12 @@ owner = "openai"
                 ("input_price", m.input_price),
                 ("cached_input_price", m.cached_input_price),
                 ("output_price", m.output_price),
+                ("cache_write_price", m.cache_write_price),
             ] {
                 if let Some(p) = price
-                    && p < Decimal::ZERO
+                    && let Err(reason) = tollgate_billing::check_price(p)
                 {
-                    errors.push(format!("{at}: {field} must not be negative"));
+                    errors.push(format!("{at}: {field} {reason}"));
                 }
             }
             match first_of.get(m.name.as_str()) {
@@ -795,6 +800,7 @@ owner = "openai"
                     if differs(m.input_price, first.input_price)
                         || differs(m.output_price, first.output_price)
                         || differs(m.cached_input_price, first.cached_input_price)
+                        || differs(m.cache_write_price, first.cache_write_price)
                     {
                         errors.push(format!(
                             "{at}: a fallback entry must not set prices different from the first entry of the model"
@@ -851,6 +857,7 @@ provider = "openai"
 upstream_model = "gpt-4o-mini"
 input_price = "0.15"
 cached_input_price = "0.075"
+cache_write_price = "0.1875"
 output_price = "0.60"
 "#;
 
@@ -861,6 +868,7 @@ output_price = "0.60"
         assert_eq!(c.providers.len(), 3);
         assert_eq!(c.models[0].input_price, Some(Decimal::new(15, 2)));
         assert_eq!(c.models[0].cached_input_price, Some(Decimal::new(75, 3)));
+        assert_eq!(c.models[0].cache_write_price, Some(Decimal::new(1875, 4)));
         assert_eq!(c.sqlite_path(), Some("/var/lib/tollgate/ledger.db"));
     }
 
@@ -1186,5 +1194,26 @@ revenue_share_percent = "10"
     fn prices_must_be_strings_of_decimals() {
         let bad = CONTRACT.replace("\"0.60\"", "\"sixty\"");
         assert!(Config::from_toml(&bad).is_err());
+    }
+
+    #[test]
+    fn prices_are_bounded() {
+        for (price, why) in [
+            ("79228162514264337593543950335", "at most 100000"),
+            ("100000.5", "at most 100000"),
+            ("0.00001", "4 decimal places"),
+        ] {
+            let c =
+                Config::from_toml(&CONTRACT.replace("\"0.60\"", &format!("\"{price}\""))).unwrap();
+            let Err(ConfigError::Invalid(errors)) = c.validate() else {
+                panic!("{price} accepted");
+            };
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("output_price") && e.contains(why)),
+                "{errors:?}"
+            );
+        }
     }
 }

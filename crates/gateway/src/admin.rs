@@ -1,6 +1,5 @@
 //! The admin API: organizations, projects, keys and usage, behind the admin bearer token.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,16 +7,12 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tollgate_billing::{Catalogue, Price, PriceEntry, Tokens};
-use tollgate_store::{
-    AccountState, ApiKey, AuditEntry, KeyRole, Organization, Project, UsageAggregate, UsageFilter,
-};
+use tollgate_store::{AccountState, ApiKey, AuditEntry, KeyRole, Organization, Project};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -49,9 +44,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The organization, or 404.
 pub(crate) fn known_org(app: &App, org: &str) -> Result<crate::tenancy::OrgEntry, ApiError> {
-    app.tenancy
-        .org(org)
-        .ok_or_else(|| ApiError::not_found(format!("No organization '{org}'.")))
+    app.tenancy.org(org).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "No organization '{}'.",
+            org.chars().take(100).collect::<String>()
+        ))
+    })
 }
 
 /// Checks the admin bearer token.
@@ -85,17 +83,44 @@ pub fn admin_auth(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
     }
 }
 
-/// Parses a JSON body into `T`, with a clear 400 on any problem.
+/// Parses a JSON body into `T` (admin bodies are structs with `deny_unknown_fields`), with a
+/// clear OpenAI-shaped 400 on any problem: an unknown, duplicate or missing field is named, in
+/// the message and in `param`.
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}."), None))
+    serde_json::from_slice(body).map_err(|e| body_error(&e))
 }
 
-/// Logs a store failure and answers 500 (nothing was changed).
-pub(crate) fn store_error(e: tollgate_store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "Store failed.");
-    ApiError::internal("The store failed; nothing was changed.")
+/// The 400 for a body serde refused.
+fn body_error(e: &serde_json::Error) -> ApiError {
+    let text = e.to_string();
+    let named = |prefix: &str| {
+        let rest = text.strip_prefix(prefix)?;
+        let name = rest.split('`').next()?;
+        Some(name.chars().take(100).collect::<String>())
+    };
+    if let Some(name) = named("unknown field `") {
+        return ApiError::bad_request(
+            format!("Unrecognized request argument supplied: '{name}'."),
+            Some(&name),
+        );
+    }
+    if let Some(name) = named("duplicate field `") {
+        return ApiError::bad_request(
+            format!("Duplicate parameter '{name}': each field may appear only once."),
+            Some(&name),
+        );
+    }
+    if let Some(name) = named("missing field `") {
+        return ApiError::bad_request(
+            format!("Missing required parameter: '{name}'."),
+            Some(&name),
+        );
+    }
+    let short: String = text.chars().take(300).collect();
+    ApiError::bad_request(format!("Invalid request body: {short}."), None)
 }
+
+pub(crate) use crate::error::store_error;
 
 fn created(value: serde_json::Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
@@ -109,13 +134,30 @@ fn rfc3339(t: OffsetDateTime) -> String {
 pub fn parse_time(s: &str, param: &str) -> Result<OffsetDateTime, ApiError> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
         ApiError::bad_request(
-            format!("'{param}' must be an RFC 3339 time such as 2026-01-31T00:00:00Z; got '{s}'."),
+            format!(
+                "'{param}' must be an RFC 3339 time such as 2026-01-31T00:00:00Z; got '{}'.",
+                s.chars().take(100).collect::<String>()
+            ),
             Some(param),
         )
     })
 }
 
-fn non_empty(name: &str, field: &str) -> Result<String, ApiError> {
+/// Serde helper for an optional name in a body struct: at most 200 bytes.
+pub(crate) fn bounded_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    let name = Option::<String>::deserialize(d)?;
+    if name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(serde::de::Error::custom(
+            "'name' must be a string of at most 200 characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// A name: trimmed, non-empty and at most 200 bytes.
+pub(crate) fn non_empty(name: &str, field: &str) -> Result<String, ApiError> {
     let n = name.trim();
     if n.is_empty() || n.len() > 200 {
         return Err(ApiError::bad_request(
@@ -147,7 +189,10 @@ pub async fn create_organization(
         && app.tenancy.org(p).is_none()
     {
         return Err(ApiError::bad_request(
-            format!("No organization with id '{p}' exists to be the parent."),
+            format!(
+                "No organization with id '{}' exists to be the parent.",
+                p.chars().take(100).collect::<String>()
+            ),
             Some("parent"),
         ));
     }
@@ -235,10 +280,18 @@ pub async fn create_project(
     Ok(created(project_json(&p)))
 }
 
+/// Largest `rpm` accepted (requests per minute).
+pub const MAX_RPM: u64 = 1_000_000_000;
+/// Largest `tpm` accepted (tokens per minute).
+pub const MAX_TPM: u64 = 1_000_000_000_000;
+
 fn check_limit(v: Option<u64>, field: &str) -> Result<(), ApiError> {
-    if v == Some(0) {
+    let max = if field == "rpm" { MAX_RPM } else { MAX_TPM };
+    if v == Some(0) || v.is_some_and(|v| v > max) {
         return Err(ApiError::bad_request(
-            format!("'{field}' must be a positive integer (omit it for no limit)."),
+            format!(
+                "'{field}' must be a positive integer of at most {max} (omit it for no limit)."
+            ),
             Some(field),
         ));
     }
@@ -255,6 +308,7 @@ pub async fn list_projects(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
+    known_org(&app, &org)?;
     let ps = app.store.projects(Some(&org)).await.map_err(store_error)?;
     let data: Vec<_> = ps.iter().map(project_json).collect();
     Ok(Json(json!({"object": "list", "data": data})).into_response())
@@ -290,10 +344,19 @@ pub async fn create_key(
     check_limit(req.rpm, "rpm")?;
     check_limit(req.tpm, "tpm")?;
     if let Some(models) = &req.models {
+        if models.len() > 1000 {
+            return Err(ApiError::bad_request(
+                "'models' may list at most 1000 models.",
+                Some("models"),
+            ));
+        }
         for m in models {
             if !app.models.contains_key(m) {
                 return Err(ApiError::bad_request(
-                    format!("Unknown model '{m}' in 'models'."),
+                    format!(
+                        "Unknown model '{}' in 'models'.",
+                        m.chars().take(100).collect::<String>()
+                    ),
                     Some("models"),
                 ));
             }
@@ -435,14 +498,18 @@ pub async fn usage(
         ));
     }
     let orgs = app.store.subtree(&org).await.map_err(store_error)?;
-    let catalogue = catalogue(&app).await?;
-    let rows = priced_usage(&app, &catalogue, orgs, q.project.clone(), from, to).await?;
+    let catalogue = crate::pricing::load_catalogue(&app.store).await?;
+    let rows =
+        crate::pricing::priced_usage(&app.store, &catalogue, orgs, q.project.clone(), from, to)
+            .await?;
     let data: Vec<_> = rows
         .iter()
         .map(|(a, cost)| {
             json!({
                 "model": a.model, "requests": a.requests, "input_tokens": a.input_tokens,
-                "cached_input_tokens": a.cached_input_tokens, "output_tokens": a.output_tokens,
+                "cached_input_tokens": a.cached_input_tokens,
+                "cache_write_input_tokens": a.cache_write_input_tokens,
+                "output_tokens": a.output_tokens,
                 "reasoning_tokens": a.reasoning_tokens,
                 "cost": tollgate_billing::money::format_money(tollgate_billing::round_cents(*cost)),
                 "exact_cost": cost.normalize().to_string(),
@@ -454,99 +521,6 @@ pub async fn usage(
         "from": from.map(rfc3339), "to": to.map(rfc3339), "data": data
     }))
     .into_response())
-}
-
-/// The price catalogue from the store.
-pub async fn catalogue(app: &App) -> Result<Catalogue, ApiError> {
-    let rows = app.store.prices().await.map_err(store_error)?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let parse = |s: &str| {
-            Decimal::from_str(s).map_err(|_| ApiError::internal("A stored price is not a decimal."))
-        };
-        entries.push(PriceEntry {
-            model: r.model,
-            price: Price {
-                input: parse(&r.input_price)?,
-                cached_input: r.cached_input_price.as_deref().map(parse).transpose()?,
-                output: parse(&r.output_price)?,
-            },
-            effective_from: r.effective_from,
-        });
-    }
-    Catalogue::new(entries).map_err(|e| ApiError::internal(format!("Price catalogue: {e}")))
-}
-
-/// Usage per model with its exact cost: the range is split at every price change so each piece
-/// is priced by the entry in force.
-pub async fn priced_usage(
-    app: &App,
-    catalogue: &Catalogue,
-    organizations: Vec<String>,
-    project: Option<String>,
-    from: Option<OffsetDateTime>,
-    to: Option<OffsetDateTime>,
-) -> Result<Vec<(UsageAggregate, Decimal)>, ApiError> {
-    let mut bounds: Vec<OffsetDateTime> = catalogue
-        .models()
-        .flat_map(|m| catalogue.entries(m).iter().map(|e| e.effective_from))
-        .filter(|t| from.is_none_or(|f| *t > f) && to.is_none_or(|e| *t < e))
-        .collect();
-    bounds.sort();
-    bounds.dedup();
-    let mut pieces: Vec<(Option<OffsetDateTime>, Option<OffsetDateTime>)> = Vec::new();
-    let mut start = from;
-    for b in bounds {
-        pieces.push((start, Some(b)));
-        start = Some(b);
-    }
-    pieces.push((start, to));
-    let mut totals: std::collections::BTreeMap<String, (UsageAggregate, Decimal)> =
-        std::collections::BTreeMap::new();
-    for (a, b) in pieces {
-        let rows = app
-            .store
-            .usage(UsageFilter {
-                organizations: organizations.clone(),
-                project: project.clone(),
-                from: a,
-                to: b,
-            })
-            .await
-            .map_err(store_error)?;
-        let at = a.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        for row in rows {
-            let cost = match catalogue.price_at(&row.model, at) {
-                Some(entry) => {
-                    let tokens = Tokens {
-                        input: row.input_tokens,
-                        cached_input: row.cached_input_tokens.min(row.input_tokens),
-                        output: row.output_tokens,
-                    };
-                    tollgate_billing::cost(&tokens, &entry.price)
-                        .map_err(|e| ApiError::internal(format!("Cost: {e}")))?
-                }
-                None => Decimal::ZERO,
-            };
-            let e = totals.entry(row.model.clone()).or_insert_with(|| {
-                (
-                    UsageAggregate {
-                        model: row.model.clone(),
-                        ..UsageAggregate::default()
-                    },
-                    Decimal::ZERO,
-                )
-            });
-            e.0.requests += row.requests;
-            e.0.input_tokens += row.input_tokens;
-            e.0.cached_input_tokens += row.cached_input_tokens;
-            e.0.output_tokens += row.output_tokens;
-            e.0.reasoning_tokens += row.reasoning_tokens;
-            e.1 = tollgate_billing::money::add(e.1, cost)
-                .map_err(|e| ApiError::internal(format!("Cost: {e}")))?;
-        }
-    }
-    Ok(totals.into_values().collect())
 }
 
 /// Appends to the audit log; failures are logged, never hidden from operators.

@@ -97,6 +97,7 @@ impl App {
                         input_price: input.to_string(),
                         cached_input_price: m.cached_input_price.map(|p| p.to_string()),
                         output_price: output.to_string(),
+                        cache_write_price: m.cache_write_price.map(|p| p.to_string()),
                         effective_from: OffsetDateTime::UNIX_EPOCH,
                     })
                     .await?;
@@ -147,7 +148,7 @@ impl App {
 
     /// Reloads the price catalogue from the store.
     pub async fn reload_prices(&self) -> Result<(), crate::error::ApiError> {
-        let c = crate::admin::catalogue(self).await?;
+        let c = crate::pricing::load_catalogue(&self.store).await?;
         if let Ok(mut slot) = self.catalogue.write() {
             *slot = Arc::new(c);
         }
@@ -227,6 +228,7 @@ pub fn router(app: Arc<App>) -> Router {
             put(billing_admin::put_budget).get(billing_admin::get_budget),
         )
         .route("/admin/v1/budget-events", get(billing_admin::budget_events))
+        // Reads its own body up to `billing_admin::MAX_IMPORT_BODY_BYTES` (64 MiB).
         .route("/admin/v1/usage/events", post(billing_admin::import_usage))
         .route(
             "/admin/v1/invoices/{org}/{month}",

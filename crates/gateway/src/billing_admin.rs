@@ -15,16 +15,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tollgate_billing::{
-    Catalogue, Contract, Invoice, LineInput, Month, Owner, PriceEntry, Tokens, contract_for_month,
-};
-use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageFilter, UsageRecord};
+use tollgate_billing::{Catalogue, Contract, Invoice, Month, Owner, contract_for_month};
+use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageRecord};
 
-use crate::admin::{
-    admin_auth, audit, bearer, catalogue, known_org, parse_body, parse_time, store_error,
-};
+use crate::admin::{admin_auth, audit, bearer, known_org, parse_body, parse_time, store_error};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::pricing::load_catalogue;
 use crate::tenancy::{READER_PREFIX, new_id};
 
 type AppState = State<Arc<App>>;
@@ -33,15 +30,17 @@ fn money_error(e: tollgate_billing::MoneyError) -> ApiError {
     ApiError::internal(format!("Billing arithmetic failed: {e}"))
 }
 
-/// A decimal given as a JSON string (or an integer); floats are refused so no digit is lost.
-fn decimal_field(v: &Value, field: &str, required: bool) -> Result<Option<Decimal>, ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            format!("'{field}' must be a non-negative decimal string such as \"0.15\"."),
-            Some(field),
-        )
-    };
-    let d = match v.get(field) {
+/// A bounded decimal given as a plain JSON string (or a non-negative integer): floats are
+/// refused so no digit is lost, and the bounds are checked here, where the value enters.
+fn decimal_field(
+    v: Option<&Value>,
+    field: &str,
+    required: bool,
+    max: Decimal,
+    max_decimals: u32,
+) -> Result<Option<Decimal>, ApiError> {
+    let bad = |reason: String| ApiError::bad_request(format!("'{field}' {reason}."), Some(field));
+    let text = match v {
         None | Some(Value::Null) => {
             if required {
                 return Err(ApiError::bad_request(
@@ -51,28 +50,66 @@ fn decimal_field(v: &Value, field: &str, required: bool) -> Result<Option<Decima
             }
             return Ok(None);
         }
-        Some(Value::String(s)) => Decimal::from_str(s.trim()).map_err(|_| bad())?,
-        Some(Value::Number(n)) if n.is_u64() => Decimal::from(n.as_u64().unwrap_or(0)),
-        Some(_) => return Err(bad()),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(_) => {
+            return Err(bad(format!(
+                "must be a decimal string such as \"0.15\", between 0 and {max} with at most {max_decimals} decimal places"
+            )));
+        }
     };
-    if d < Decimal::ZERO {
-        return Err(bad());
-    }
-    Ok(Some(d))
+    tollgate_billing::parse_bounded(&text, max, max_decimals)
+        .map(Some)
+        .map_err(bad)
 }
 
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    let v: Value = parse_body(body)?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "The request body must be a JSON object.",
-            None,
-        ));
-    }
-    Ok(v)
+/// A price field: USD per million tokens, `0..=`[`tollgate_billing::MAX_PRICE`].
+fn price_field(
+    v: Option<&Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<Decimal>, ApiError> {
+    decimal_field(
+        v,
+        field,
+        required,
+        tollgate_billing::MAX_PRICE,
+        tollgate_billing::MAX_PRICE_DECIMALS,
+    )
+    .map_err(|mut e| {
+        e.message = e.message.trim_end_matches('.').to_owned() + " (USD per million tokens).";
+        e
+    })
+}
+
+/// A money amount in USD: `0..=`[`tollgate_billing::MAX_AMOUNT`] with at most `decimals`.
+fn amount_field(
+    v: Option<&Value>,
+    field: &str,
+    required: bool,
+    decimals: u32,
+) -> Result<Option<Decimal>, ApiError> {
+    decimal_field(v, field, required, tollgate_billing::MAX_AMOUNT, decimals)
+}
+
+/// An optional RFC 3339 time field.
+fn time_field(v: Option<&String>, field: &str) -> Result<Option<OffsetDateTime>, ApiError> {
+    v.map(|s| parse_time(s, field)).transpose()
 }
 
 // ----- prices -----
+
+/// `POST /admin/v1/prices` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPrice {
+    model: String,
+    input_price: Option<Value>,
+    cached_input_price: Option<Value>,
+    cache_write_price: Option<Value>,
+    output_price: Option<Value>,
+    effective_from: Option<String>,
+}
 
 pub async fn create_price(
     State(app): AppState,
@@ -80,35 +117,30 @@ pub async fn create_price(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    let v = json_body(&body)?;
-    let model = v
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("'model' must be a model name.", Some("model")))?
-        .to_owned();
+    let req: NewPrice = parse_body(&body)?;
+    let model = req.model;
     if !app.models.contains_key(&model) {
         return Err(ApiError::bad_request(
-            format!("Unknown model '{model}'."),
+            format!("Unknown model '{}'.", shorten(&model)),
             Some("model"),
         ));
     }
-    let input = decimal_field(&v, "input_price", true)?.unwrap_or_default();
-    let cached = decimal_field(&v, "cached_input_price", false)?;
-    let output = decimal_field(&v, "output_price", true)?.unwrap_or_default();
-    let effective_from = match v.get("effective_from").and_then(Value::as_str) {
-        Some(s) => parse_time(s, "effective_from")?,
-        None => {
-            return Err(ApiError::bad_request(
-                "'effective_from' (RFC 3339) is required.",
-                Some("effective_from"),
-            ));
-        }
+    let input = price_field(req.input_price.as_ref(), "input_price", true)?.unwrap_or_default();
+    let cached = price_field(req.cached_input_price.as_ref(), "cached_input_price", false)?;
+    let cache_write = price_field(req.cache_write_price.as_ref(), "cache_write_price", false)?;
+    let output = price_field(req.output_price.as_ref(), "output_price", true)?.unwrap_or_default();
+    let Some(effective_from) = time_field(req.effective_from.as_ref(), "effective_from")? else {
+        return Err(ApiError::bad_request(
+            "'effective_from' (RFC 3339) is required.",
+            Some("effective_from"),
+        ));
     };
     let row = PriceRow {
         model: model.clone(),
         input_price: input.normalize().to_string(),
         cached_input_price: cached.map(|c| c.normalize().to_string()),
         output_price: output.normalize().to_string(),
+        cache_write_price: cache_write.map(|c| c.normalize().to_string()),
         effective_from,
     };
     app.store
@@ -128,6 +160,15 @@ pub async fn list_prices(State(app): AppState, headers: HeaderMap) -> Result<Res
 
 // ----- contracts -----
 
+/// `PUT /admin/v1/organizations/{org}/contract` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewContract {
+    discount_percent: Option<Value>,
+    monthly_commitment: Option<Value>,
+    effective_from: Option<String>,
+}
+
 pub async fn put_contract(
     State(app): AppState,
     Path(org): Path<String>,
@@ -142,19 +183,22 @@ pub async fn put_contract(
             None,
         ));
     }
-    let v = json_body(&body)?;
-    let discount = decimal_field(&v, "discount_percent", false)?;
-    if discount.is_some_and(|d| d > Decimal::ONE_HUNDRED) {
-        return Err(ApiError::bad_request(
-            "'discount_percent' must be between 0 and 100.",
-            Some("discount_percent"),
-        ));
-    }
-    let commitment = decimal_field(&v, "monthly_commitment", false)?;
-    let effective_from = match v.get("effective_from").and_then(Value::as_str) {
-        Some(s) => parse_time(s, "effective_from")?,
-        None => OffsetDateTime::now_utc(),
-    };
+    let req: NewContract = parse_body(&body)?;
+    let discount = decimal_field(
+        req.discount_percent.as_ref(),
+        "discount_percent",
+        false,
+        Decimal::ONE_HUNDRED,
+        tollgate_billing::MAX_PERCENT_DECIMALS,
+    )?;
+    let commitment = amount_field(
+        req.monthly_commitment.as_ref(),
+        "monthly_commitment",
+        false,
+        tollgate_billing::MAX_AMOUNT_DECIMALS,
+    )?;
+    let effective_from = time_field(req.effective_from.as_ref(), "effective_from")?
+        .unwrap_or_else(OffsetDateTime::now_utc);
     let row = ContractRow {
         organization: org.clone(),
         discount_percent: discount.map(|d| d.normalize().to_string()),
@@ -171,6 +215,14 @@ pub async fn put_contract(
 
 // ----- budgets -----
 
+/// `PUT /admin/v1/organizations/{org}/budget` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBudget {
+    monthly_limit: Option<Value>,
+    project: Option<String>,
+}
+
 pub async fn put_budget(
     State(app): AppState,
     Path(org): Path<String>,
@@ -179,25 +231,25 @@ pub async fn put_budget(
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
     known_org(&app, &org)?;
-    let v = json_body(&body)?;
-    let limit = decimal_field(&v, "monthly_limit", true)?.unwrap_or_default();
-    let project = match v.get("project") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) => {
-            let p_row = app.store.project(p).await.map_err(store_error)?;
+    let req: NewBudget = parse_body(&body)?;
+    let limit = amount_field(
+        req.monthly_limit.as_ref(),
+        "monthly_limit",
+        true,
+        tollgate_billing::MAX_BUDGET_DECIMALS,
+    )?
+    .unwrap_or_default();
+    let project = match req.project {
+        None => None,
+        Some(p) => {
+            let p_row = app.store.project(&p).await.map_err(store_error)?;
             if p_row.is_none_or(|r| r.organization != org) {
                 return Err(ApiError::bad_request(
-                    format!("No project '{p}' in organization '{org}'."),
+                    format!("No project '{}' in organization '{org}'.", shorten(&p)),
                     Some("project"),
                 ));
             }
-            Some(p.clone())
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "'project' must be a project id.",
-                Some("project"),
-            ));
+            Some(p)
         }
     };
     let row = BudgetRow {
@@ -223,6 +275,7 @@ pub async fn get_budget(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
+    known_org(&app, &org)?;
     Ok(Json(json!({"organization": org, "budgets": app.budgets.statuses(&org), "events": app.budgets.events(&org)})).into_response())
 }
 
@@ -233,40 +286,82 @@ pub async fn budget_events(State(app): AppState, headers: HeaderMap) -> Result<R
 
 // ----- usage import -----
 
+/// Most events in one `POST /admin/v1/usage/events` batch.
+pub const MAX_IMPORT_EVENTS: usize = 100_000;
+/// Largest `POST /admin/v1/usage/events` body: room for [`MAX_IMPORT_EVENTS`] events of about
+/// 600 bytes each (ids and project ids at their longest).
+pub const MAX_IMPORT_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Debug)]
 struct Problem {
     index: usize,
     reason: String,
 }
 
-fn token_field(e: &Value, field: &str, required: bool) -> Result<u64, String> {
-    match e.get(field) {
-        None | Some(Value::Null) if !required => Ok(0),
-        None | Some(Value::Null) => Err(format!("missing '{field}'")),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| format!("'{field}' must be a non-negative integer")),
-        Some(_) => Err(format!("'{field}' must be a non-negative integer")),
+/// `POST /admin/v1/usage/events` body; each event is parsed on its own, so one bad event is
+/// reported with its index.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    events: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// One imported usage event.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportEvent {
+    id: String,
+    timestamp: String,
+    organization: String,
+    project: Option<String>,
+    model: String,
+    input_tokens: u64,
+    cached_input_tokens: Option<u64>,
+    cache_write_input_tokens: Option<u64>,
+    output_tokens: u64,
+    reasoning_tokens: Option<u64>,
+}
+
+/// Reads the import body up to [`MAX_IMPORT_BODY_BYTES`] (this route's own limit), with an
+/// OpenAI-shaped 413 that states the limits when it is exceeded.
+async fn read_import_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        let mut e = ApiError::payload_too_large(MAX_IMPORT_BODY_BYTES);
+        e.message = format!(
+            "The usage import body exceeds the limit of {MAX_IMPORT_BODY_BYTES} bytes (64 MiB); send at most {MAX_IMPORT_EVENTS} events and 64 MiB per batch."
+        );
+        e
+    };
+    let limited = http_body_util::Limited::new(body, MAX_IMPORT_BODY_BYTES);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::bad_request(
+            "The request body could not be read.",
+            None,
+        )),
     }
 }
 
 pub async fn import_usage(
     State(app): AppState,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     admin_auth(&app, &headers)?;
-    let v = json_body(&body)?;
-    let events = v
-        .get("events")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad_request("'events' must be an array.", Some("events")))?;
+    let body = read_import_body(body).await?;
+    let req: ImportBody = parse_body(&body)?;
+    let events = req.events;
     if events.is_empty() {
         return Ok(Json(json!({"accepted": 0, "duplicates": 0})).into_response());
     }
-    if events.len() > 100_000 {
+    if events.len() > MAX_IMPORT_EVENTS {
         return Err(ApiError::bad_request(
-            "At most 100000 events per batch.",
+            format!(
+                "At most {MAX_IMPORT_EVENTS} events per batch; this one has {}.",
+                events.len()
+            ),
             Some("events"),
         ));
     }
@@ -274,8 +369,15 @@ pub async fn import_usage(
     let mut problems = Vec::new();
     let mut records = Vec::with_capacity(events.len());
     let mut seen = std::collections::HashSet::new();
-    for (index, e) in events.iter().enumerate() {
-        match import_event(&app, &catalogue, e).await {
+    let mut projects: HashMap<String, Option<String>> = HashMap::new();
+    for (index, raw) in events.iter().enumerate() {
+        let parsed =
+            serde_json::from_str::<ImportEvent>(raw.get()).map_err(|e| event_parse_error(&e));
+        let result = match parsed {
+            Ok(e) => import_event(&app, &catalogue, &mut projects, e).await,
+            Err(reason) => Err(reason),
+        };
+        match result {
             Ok(r) => {
                 if !seen.insert(r.id.clone()) {
                     problems.push(Problem {
@@ -292,6 +394,7 @@ pub async fn import_usage(
     if !problems.is_empty() {
         let list: Vec<_> = problems
             .iter()
+            .take(1000)
             .map(|p| json!({"index": p.index, "reason": p.reason}))
             .collect();
         let body = json!({"error": {
@@ -324,71 +427,123 @@ pub async fn import_usage(
     Ok(Json(json!({"accepted": accepted, "duplicates": news.len() - accepted})).into_response())
 }
 
-async fn import_event(app: &App, catalogue: &Catalogue, e: &Value) -> Result<UsageRecord, String> {
-    if !e.is_object() {
-        return Err("each event must be a JSON object".into());
+/// The reason an event does not parse, naming the field where serde does.
+fn event_parse_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    let text = text
+        .replace(
+            "invalid value: integer `",
+            "must be a non-negative integer, got `",
+        )
+        .replace(", expected u64", "");
+    shorten(&text).into_owned()
+}
+
+/// At most 100 characters of `s` for echoing in an error message.
+fn shorten(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
     }
-    let id = match e.get("id") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.clone(),
-        _ => return Err("'id' must be a non-empty string of at most 200 characters".into()),
-    };
-    let time = match e.get("timestamp").and_then(Value::as_str) {
-        Some(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| format!("'timestamp' is not an RFC 3339 time: '{s}'"))?,
-        None => return Err("'timestamp' must be an RFC 3339 time string".into()),
-    };
-    let organization = e
-        .get("organization")
-        .and_then(Value::as_str)
-        .ok_or("'organization' must be an organization id")?;
-    if app.tenancy.org(organization).is_none() {
-        return Err(format!("unknown organization '{organization}'"));
+}
+
+async fn import_event(
+    app: &App,
+    catalogue: &Catalogue,
+    projects: &mut HashMap<String, Option<String>>,
+    e: ImportEvent,
+) -> Result<UsageRecord, String> {
+    if e.id.trim().is_empty() || e.id.len() > 200 {
+        return Err("'id' must be a non-empty string of at most 200 characters".into());
     }
-    let model = e
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or("'model' must be a model name")?;
-    if catalogue.price_at(model, time).is_none() {
-        return Err(if catalogue.entries(model).is_empty() {
-            format!("unknown model '{model}'")
+    let time = OffsetDateTime::parse(&e.timestamp, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            format!(
+                "'timestamp' is not an RFC 3339 time: '{}'",
+                shorten(&e.timestamp)
+            )
+        })?;
+    let organization = e.organization;
+    if app.tenancy.org(&organization).is_none() {
+        return Err(format!("unknown organization '{}'", shorten(&organization)));
+    }
+    let model = e.model;
+    if catalogue.price_at(&model, time).is_none() {
+        return Err(if catalogue.entries(&model).is_empty() {
+            format!("unknown model '{}'", shorten(&model))
         } else {
             format!("model '{model}' has no price in force at {time}")
         });
     }
-    let input = token_field(e, "input_tokens", true)?;
-    let cached = token_field(e, "cached_input_tokens", false)?;
-    let output = token_field(e, "output_tokens", true)?;
+    let max = tollgate_billing::MAX_EVENT_TOKENS;
+    let input = e.input_tokens;
+    let cached = e.cached_input_tokens.unwrap_or(0);
+    let cache_write = e.cache_write_input_tokens.unwrap_or(0);
+    let output = e.output_tokens;
+    let reasoning = e.reasoning_tokens.unwrap_or(0);
+    for (field, v) in [
+        ("input_tokens", input),
+        ("cached_input_tokens", cached),
+        ("cache_write_input_tokens", cache_write),
+        ("output_tokens", output),
+        ("reasoning_tokens", reasoning),
+    ] {
+        if v > max {
+            return Err(format!(
+                "'{field}' ({v}) exceeds the limit of {max} tokens per event"
+            ));
+        }
+    }
     if cached > input {
         return Err(format!(
             "cached_input_tokens ({cached}) exceeds input_tokens ({input})"
         ));
     }
-    let project = match e.get("project") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) => match app.store.project(p).await {
-            Ok(Some(row)) if row.organization == organization => Some(p.clone()),
-            Ok(_) => {
+    if cache_write > input - cached {
+        return Err(format!(
+            "cache_write_input_tokens ({cache_write}) exceeds input_tokens ({input}) minus cached_input_tokens ({cached})"
+        ));
+    }
+    let project = match e.project {
+        None => None,
+        Some(p) => {
+            let owner = match projects.get(&p) {
+                Some(owner) => owner.clone(),
+                None => {
+                    let owner = app
+                        .store
+                        .project(&p)
+                        .await
+                        .map_err(|_| "the store failed while checking the project".to_owned())?
+                        .map(|row| row.organization);
+                    projects.insert(p.clone(), owner.clone());
+                    owner
+                }
+            };
+            if owner.as_deref() != Some(organization.as_str()) {
                 return Err(format!(
-                    "unknown project '{p}' for organization '{organization}'"
+                    "unknown project '{}' for organization '{organization}'",
+                    shorten(&p)
                 ));
             }
-            Err(_) => return Err("the store failed while checking the project".into()),
-        },
-        Some(_) => return Err("'project' must be a project id".into()),
+            Some(p)
+        }
     };
     Ok(UsageRecord {
-        id,
+        id: e.id,
         time,
-        organization: organization.to_owned(),
+        organization,
         project,
         key: None,
-        model: model.to_owned(),
+        upstream_model: model.clone(),
+        model,
         provider: "import".into(),
-        upstream_model: model.to_owned(),
         input_tokens: input,
         cached_input_tokens: cached,
+        cache_write_input_tokens: cache_write,
         output_tokens: output,
-        reasoning_tokens: token_field(e, "reasoning_tokens", false)?,
+        reasoning_tokens: reasoning,
         status: 200,
         latency_ms: 0,
         streamed: false,
@@ -408,26 +563,39 @@ fn parse_month(s: &str, param: &str) -> Result<Month, ApiError> {
     })
 }
 
-/// Contracts of an organization as billing terms.
+/// Contracts of an organization as billing terms. A stored contract outside today's bounds
+/// (written by an older version) is left out and logged, so it cannot break invoices or reports.
 async fn contracts(app: &App, org: &str) -> Result<Vec<Contract>, ApiError> {
     let rows = app.store.contracts(Some(org)).await.map_err(store_error)?;
-    let parse = |s: &Option<String>| -> Result<Option<Decimal>, ApiError> {
+    let parse = |s: &Option<String>, max: Decimal, dp: u32| -> Result<Option<Decimal>, String> {
         s.as_deref()
-            .map(|v| {
-                Decimal::from_str(v)
-                    .map_err(|_| ApiError::internal("A stored contract value is not a decimal."))
-            })
+            .map(|v| tollgate_billing::parse_bounded(v, max, dp))
             .transpose()
     };
-    rows.iter()
-        .map(|r| {
-            Ok(Contract {
-                discount_percent: parse(&r.discount_percent)?,
-                monthly_commitment: parse(&r.monthly_commitment)?,
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let discount = parse(
+            &r.discount_percent,
+            Decimal::ONE_HUNDRED,
+            tollgate_billing::MAX_PERCENT_DECIMALS,
+        );
+        let commitment = parse(
+            &r.monthly_commitment,
+            tollgate_billing::MAX_AMOUNT,
+            tollgate_billing::MAX_AMOUNT_DECIMALS,
+        );
+        match (discount, commitment) {
+            (Ok(discount_percent), Ok(monthly_commitment)) => out.push(Contract {
+                discount_percent,
+                monthly_commitment,
                 effective_from: r.effective_from,
-            })
-        })
-        .collect()
+            }),
+            (Err(problem), _) | (_, Err(problem)) => {
+                tracing::error!(organization = %org, %problem, "A stored contract is invalid and is ignored.");
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The invoice of a top-level organization for a month, computed from the ledger.
@@ -439,42 +607,7 @@ pub async fn compute_invoice(
     now: OffsetDateTime,
 ) -> Result<Invoice, ApiError> {
     let orgs = app.store.subtree(org).await.map_err(store_error)?;
-    let (start, end) = (month.start(), month.end());
-    let mut bounds: Vec<OffsetDateTime> = catalogue
-        .models()
-        .flat_map(|m| catalogue.entries(m).iter().map(|e| e.effective_from))
-        .filter(|t| *t > start && *t < end)
-        .collect();
-    bounds.sort();
-    bounds.dedup();
-    let mut lines = Vec::new();
-    let mut from = start;
-    for to in bounds.into_iter().chain(std::iter::once(end)) {
-        let rows = app
-            .store
-            .usage(UsageFilter {
-                organizations: orgs.clone(),
-                project: None,
-                from: Some(from),
-                to: Some(to),
-            })
-            .await
-            .map_err(store_error)?;
-        for row in rows {
-            let Some(entry) = catalogue.price_at(&row.model, from) else {
-                continue;
-            };
-            lines.push(LineInput {
-                entry: PriceEntry::clone(entry),
-                tokens: Tokens {
-                    input: row.input_tokens,
-                    cached_input: row.cached_input_tokens.min(row.input_tokens),
-                    output: row.output_tokens,
-                },
-            });
-        }
-        from = to;
-    }
+    let lines = crate::pricing::invoice_lines(&app.store, catalogue, orgs, month).await?;
     let contracts = contracts(app, org).await?;
     let contract = contract_for_month(&contracts, month);
     tollgate_billing::invoice(org, month, lines, contract, now).map_err(money_error)
@@ -497,7 +630,7 @@ pub async fn get_invoice(
             None,
         ));
     }
-    let catalogue = catalogue(&app).await?;
+    let catalogue = load_catalogue(&app.store).await?;
     let inv = compute_invoice(&app, &catalogue, &org, month, OffsetDateTime::now_utc()).await?;
     let wants_csv = headers
         .get(header::ACCEPT)
@@ -539,7 +672,7 @@ async fn revenue(app: &App, q: &RangeQuery) -> Result<tollgate_billing::RevenueR
         ));
     }
     let first = (0..12).fold(from, |m, _| m.prev().unwrap_or(m));
-    let catalogue = catalogue(app).await?;
+    let catalogue = load_catalogue(&app.store).await?;
     let now = OffsetDateTime::now_utc();
     let top: Vec<String> = app
         .store
@@ -614,17 +747,12 @@ pub async fn create_reader_key(
     admin_auth(&app, &headers)?;
     known_org(&app, &org)?;
     let req: NewReaderKey = parse_body(&body)?;
-    if req.name.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "'name' must not be empty.",
-            Some("name"),
-        ));
-    }
+    let name = crate::admin::non_empty(&req.name, "name")?;
     let key = ApiKey {
         id: new_id("key_"),
         organization: org.clone(),
         project: None,
-        name: req.name.trim().to_owned(),
+        name,
         prefix: String::new(),
         hash: [0; 32],
         role: KeyRole::Reader,

@@ -99,3 +99,31 @@ pub async fn ensure_demo(app: &App, data_dir: &Path) -> Result<Option<String>, S
     write_private(&key_path, &secret).map_err(|e| e.to_string())?;
     Ok(Some(secret))
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_admin_token_and_its_directory_are_owner_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("tollgate-data");
+        let token = admin_token_file(&data).unwrap();
+        assert!(token.starts_with("tgadm-"));
+        assert_eq!(mode(&data), 0o700);
+        let file = data.join("admin-token");
+        assert_eq!(mode(&file), 0o600);
+        // A token file left world-readable is tightened, and the token kept.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(admin_token_file(&data).unwrap(), token);
+        assert_eq!(mode(&file), 0o600);
+    }
+}

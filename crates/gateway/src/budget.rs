@@ -13,11 +13,12 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use tollgate_billing::{Catalogue, Month, Tokens, crossed_thresholds};
+use tollgate_billing::{Catalogue, Month, crossed_thresholds};
 use tollgate_store::{BudgetRow, UsageRecord};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::pricing::{estimate_cost, record_cost};
 use crate::ratelimit::Limits;
 use crate::tenancy::KeyEntry;
 
@@ -158,8 +159,8 @@ impl Budgets {
                 .map_err(|e| ApiError::internal(e.to_string()))?,
         };
         let catalogue = app.prices();
-        let rows = crate::admin::priced_usage(
-            app,
+        let rows = crate::pricing::priced_usage(
+            &app.store,
             &catalogue,
             orgs,
             row.project.clone(),
@@ -222,25 +223,12 @@ impl Budgets {
         }
         let now = OffsetDateTime::now_utc();
         let catalogue = app.prices();
-        let amount = catalogue
-            .price_at(model, now)
-            .and_then(|e| {
-                tollgate_billing::cost(
-                    &Tokens {
-                        input: input_tokens,
-                        cached_input: 0,
-                        output: output_tokens,
-                    },
-                    &e.price,
-                )
-                .ok()
-            })
-            .unwrap_or(Decimal::ZERO);
+        let amount = estimate_cost(&catalogue, model, now, input_tokens, output_tokens);
         let mut taken: Vec<Arc<Mutex<State>>> = Vec::with_capacity(states.len());
         for st in &states {
             let Ok(mut s) = st.lock() else { continue };
             s.roll(now);
-            if s.spent + s.reserved >= s.limit {
+            if s.spent.saturating_add(s.reserved) >= s.limit {
                 let scope = match &s.project {
                     Some(p) => format!("project {p}"),
                     None => format!("organization {}", s.organization),
@@ -257,7 +245,7 @@ impl Budgets {
                     money(limit)
                 )));
             }
-            s.reserved += amount;
+            s.reserved = s.reserved.saturating_add(amount);
             taken.push(st.clone());
         }
         Ok(Some(Hold {
@@ -280,7 +268,7 @@ impl Budgets {
             s.reserved -= hold.amount;
             s.roll(now);
             let before = s.spent;
-            s.spent += actual;
+            s.spent = s.spent.saturating_add(actual);
             self.report(&s, before, now);
         }
     }
@@ -377,7 +365,7 @@ impl Budgets {
             let Ok(mut s) = st.lock() else { continue };
             s.roll(now);
             let before = s.spent;
-            s.spent += actual;
+            s.spent = s.spent.saturating_add(actual);
             self.report(&s, before, now);
         }
     }
@@ -468,25 +456,6 @@ fn status_json(s: &State) -> serde_json::Value {
         "exhausted": s.spent >= s.limit,
     })
 }
-
-/// The exact cost of one record at its own time's price.
-pub fn record_cost(catalogue: &Catalogue, r: &UsageRecord) -> Decimal {
-    catalogue
-        .price_at(&r.model, r.time)
-        .and_then(|e| {
-            tollgate_billing::cost(
-                &Tokens {
-                    input: r.input_tokens,
-                    cached_input: r.cached_input_tokens.min(r.input_tokens),
-                    output: r.output_tokens,
-                },
-                &e.price,
-            )
-            .ok()
-        })
-        .unwrap_or(Decimal::ZERO)
-}
-
 /// How the shared budget counters answered a hold.
 enum BudgetAnswer {
     Held(Hold),

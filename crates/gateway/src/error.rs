@@ -174,6 +174,12 @@ impl ApiError {
     }
 }
 
+/// Logs a store failure and answers 500 (nothing was changed).
+pub fn store_error(e: tollgate_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "Store failed.");
+    ApiError::internal("The store failed; nothing was changed.")
+}
+
 impl std::ops::Deref for ApiError {
     type Target = ErrorParts;
     fn deref(&self) -> &ErrorParts {

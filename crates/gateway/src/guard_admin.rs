@@ -541,6 +541,7 @@ pub async fn audit_log(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewOwnerKey {
+    #[serde(default, deserialize_with = "crate::admin::bounded_name")]
     name: Option<String>,
 }
 

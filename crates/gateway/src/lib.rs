@@ -18,6 +18,7 @@ pub mod front;
 pub mod guard_admin;
 pub mod limits;
 pub mod metrics;
+pub mod pricing;
 pub mod ratelimit;
 pub mod server;
 pub mod shape;

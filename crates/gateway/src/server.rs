@@ -364,3 +364,35 @@ fn raise_fd_limit() -> Option<u64> {
 fn raise_fd_limit() -> Option<u64> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_descriptor_limit() {
+        let cap = connection_cap(usize::MAX);
+        #[cfg(unix)]
+        {
+            let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(u64::MAX);
+            assert!((cap as u64) <= soft.saturating_sub(RESERVED_FDS) / 2 || cap == 1);
+        }
+        assert_eq!(connection_cap(3), 3);
+        assert!(connection_cap(0) >= 1);
+    }
+
+    #[test]
+    fn slots_are_capped_and_given_back() {
+        let open = Arc::new(OpenConnections::new(2));
+        let a = open.take().unwrap();
+        let _b = open.take().unwrap();
+        assert!(open.take().is_none());
+        assert_eq!(open.open(), 2);
+        drop(a);
+        assert!(open.take().is_some());
+    }
+}

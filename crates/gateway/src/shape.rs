@@ -149,6 +149,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_plain_text_503_becomes_unavailable() {
+        let res = (StatusCode::SERVICE_UNAVAILABLE, "ledger not ready").into_response();
+        let (res, v) = shaped(res, Method::GET, "/readyz").await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"]["message"], "ledger not ready");
+        assert_eq!(v["error"]["type"], "api_error");
+        assert_eq!(v["error"]["code"], "unavailable");
+    }
+
+    #[tokio::test]
     async fn empty_405_names_the_method_and_keeps_allow() {
         let mut res = StatusCode::METHOD_NOT_ALLOWED.into_response();
         res.headers_mut()

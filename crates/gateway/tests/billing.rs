@@ -678,3 +678,557 @@ async fn reader_keys_see_only_their_own_organization() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+const CACHE_CATALOGUE: &str = r#"
+[[providers]]
+name = "sim"
+kind = "simulated"
+output_tokens = 10
+
+[[models]]
+name = "claude"
+provider = "sim"
+input_price = "3.00"
+cached_input_price = "0.30"
+cache_write_price = "3.75"
+output_price = "15.00"
+
+[[models]]
+name = "plain"
+provider = "sim"
+input_price = "1.00"
+output_price = "2.00"
+"#;
+
+#[tokio::test]
+async fn cache_writes_are_a_price_lane_everywhere() {
+    let gw = start(CACHE_CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    // The prices API takes and lists the cache-write price, with effective dates.
+    let r = gw
+        .admin(
+            Method::POST,
+            "/admin/v1/prices",
+            json!({"model": "claude", "input_price": "2.00",
+            "cached_input_price": "0.20", "cache_write_price": "2.50", "output_price": "10.00",
+            "effective_from": "2025-03-16T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["cache_write_price"], "2.5");
+    let prices = gw
+        .admin(Method::GET, "/admin/v1/prices", Value::Null)
+        .await
+        .json();
+    let claude: Vec<&Value> = prices["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["model"] == "claude")
+        .collect();
+    assert_eq!(claude.len(), 2);
+    assert_eq!(claude[0]["cache_write_price"], "3.75");
+    assert_eq!(claude[1]["cache_write_price"], "2.5");
+
+    // 10M prompt tokens: 2M cache reads, 4M cache writes, 4M plain; 1M output.
+    let mut early = event(
+        "c1",
+        "2025-03-05T10:00:00Z",
+        &acme,
+        "claude",
+        10_000_000,
+        2_000_000,
+        1_000_000,
+    );
+    early["cache_write_input_tokens"] = json!(4_000_000);
+    let mut late = event(
+        "c2",
+        "2025-03-20T10:00:00Z",
+        &acme,
+        "claude",
+        10_000_000,
+        2_000_000,
+        1_000_000,
+    );
+    late["cache_write_input_tokens"] = json!(4_000_000);
+    // A model without a cache-write price: writes pay the input price.
+    let mut plain = event(
+        "p1",
+        "2025-03-05T10:00:00Z",
+        &acme,
+        "plain",
+        2_000_000,
+        0,
+        0,
+    );
+    plain["cache_write_input_tokens"] = json!(1_000_000);
+    let r = import(&gw, vec![early, late, plain]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Reads and writes together cannot exceed the prompt.
+    let mut bad = event("x", "2025-03-05T10:00:00Z", &acme, "claude", 10, 6, 0);
+    bad["cache_write_input_tokens"] = json!(5);
+    let r = import(&gw, vec![bad]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(
+        r.text().contains("cache_write_input_tokens"),
+        "{}",
+        r.text()
+    );
+
+    // Usage rows show the lane; exact_cost prices each lane at its own price.
+    let r = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/usage?organization={acme}&from=2025-03-01T00:00:00Z&to=2025-04-01T00:00:00Z"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let usage = r.json();
+    let row = |m: &str| {
+        usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == m)
+            .unwrap()
+            .clone()
+    };
+    let c = row("claude");
+    assert_eq!(c["input_tokens"], 20_000_000);
+    assert_eq!(c["cached_input_tokens"], 4_000_000);
+    assert_eq!(c["cache_write_input_tokens"], 8_000_000);
+    // Before 03-16: 4 × 3 + 2 × 0.3 + 4 × 3.75 + 1 × 15 = 42.6;
+    // after: 4 × 2 + 2 × 0.2 + 4 × 2.5 + 1 × 10 = 28.4.
+    assert_eq!(c["exact_cost"], "71");
+    let p = row("plain");
+    assert_eq!(p["cache_write_input_tokens"], 1_000_000);
+    assert_eq!(p["exact_cost"], "2");
+
+    // Invoices price every lane; JSON and CSV carry the cache-write price and tokens.
+    let inv = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-03"),
+            Value::Null,
+        )
+        .await
+        .json();
+    let amounts: Vec<(&str, &str, &str)> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["model"].as_str().unwrap(),
+                l["cache_write_price"].as_str().unwrap(),
+                l["amount"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![
+            ("claude", "3.75", "42.60"),
+            ("claude", "2.5", "28.40"),
+            ("plain", "1", "2.00")
+        ]
+    );
+    assert_eq!(inv["lines"][0]["cache_write_input_tokens"], 4_000_000);
+    let csv = gw
+        .call(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-03"),
+            &[
+                ("authorization", &format!("Bearer {ADMIN}")),
+                ("accept", "text/csv"),
+            ],
+            "",
+        )
+        .await
+        .text();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains("cache_write_input_tokens,output_tokens,input_price,cached_input_price,cache_write_price"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",10000000,2000000,4000000,1000000,3,0.3,3.75,15,42.60"),
+        "{csv}"
+    );
+}
+
+/// Issue #14: a price that overflowed every report ("79228162514264337593543950335") and one in
+/// scientific notation ("1e5") were accepted; now both are refused naming the field and the bound,
+/// and a bad price already in the store (written by an older version) can break neither a report
+/// nor the next start.
+#[tokio::test]
+async fn hostile_prices_are_refused_and_stored_ones_break_nothing() {
+    let mut gw = start(CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    for (price, why) in [
+        ("79228162514264337593543950335", "at most 100000"),
+        ("1e5", "plain decimal string"),
+        ("-1", "plain decimal string"),
+        ("0.00001", "at most 4 decimal places"),
+        ("100000.01", "at most 100000"),
+    ] {
+        let r = gw
+            .admin(
+                Method::POST,
+                "/admin/v1/prices",
+                json!({"model": "m", "input_price": price,
+                "output_price": "1", "effective_from": "2025-03-01T00:00:00Z"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{price}: {}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["param"], "input_price", "{e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("input_price") && msg.contains(why),
+            "{price}: {msg}"
+        );
+    }
+    // The largest price, on the largest tokens an event may carry, prices exactly.
+    let r = gw
+        .admin(
+            Method::POST,
+            "/admin/v1/prices",
+            json!({"model": "m", "input_price": "100000",
+            "cached_input_price": "99999.9999", "output_price": "100000",
+            "effective_from": "2025-02-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": "1000000000"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let big = 1_000_000_000_000;
+    let r = import(
+        &gw,
+        vec![event(
+            "big",
+            "2025-02-03T00:00:00Z",
+            &acme,
+            "m",
+            big,
+            big / 2,
+            big,
+        )],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // What an older version let in: an overflowing price straight in the store.
+    gw.app
+        .store
+        .put_price(tollgate_store::PriceRow {
+            model: "m".into(),
+            input_price: "79228162514264337593543950335".into(),
+            cached_input_price: None,
+            output_price: "79228162514264337593543950335".into(),
+            cache_write_price: None,
+            effective_from: time::macros::datetime!(2025-02-02 00:00 UTC),
+        })
+        .await
+        .unwrap();
+    gw.app.reload_prices().await.unwrap();
+    let reports = |acme: &str| {
+        [
+            format!("/admin/v1/usage?organization={acme}"),
+            format!("/admin/v1/invoices/{acme}/2025-02"),
+            "/admin/v1/reports/revenue?from=2025-01&to=2025-03".to_owned(),
+            "/admin/v1/reports/quarterly?from=2025-01&to=2025-03".to_owned(),
+        ]
+    };
+    for path in reports(&acme) {
+        let r = gw.admin(Method::GET, &path, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+    // 10^12 × 50,000 + 5 × 10^11 × 99,999.9999 + 10^12 × 100,000 per million tokens.
+    let inv = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/invoices/{acme}/2025-02"),
+            Value::Null,
+        )
+        .await
+        .json();
+    assert_eq!(inv["lines"][0]["exact_cost"], "199999999950");
+
+    // The next start on the same data works (it exited with `Cost: arithmetic overflow`).
+    let config = gw.app.config.clone();
+    let kept = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
+    gw.stop().await;
+    let gw = start_with(config, kept).await;
+    for path in reports(&acme) {
+        let r = gw.admin(Method::GET, &path, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+}
+
+/// Issue #14: imported token counts near u64::MAX were stored as i64::MAX, and a second such
+/// event in the same hour made usage, invoices and revenue answer 500 for good. Imports are now
+/// bounded per event, and even such counts in the ledger (as an upstream might report) leave
+/// every report working.
+#[tokio::test]
+async fn huge_token_counts_are_refused_or_saturate() {
+    let gw = start(CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    let huge = u64::MAX - 1;
+    for id in ["h1", "h2"] {
+        let r = import(
+            &gw,
+            vec![event(
+                id,
+                "2025-03-05T10:00:00Z",
+                &acme,
+                "metered",
+                huge,
+                0,
+                huge,
+            )],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+        assert!(
+            r.text()
+                .contains("exceeds the limit of 1000000000000 tokens per event"),
+            "{}",
+            r.text()
+        );
+    }
+    // Twice in one hour, straight into the ledger.
+    for (id, minute) in [("l1", 5), ("l2", 35)] {
+        let record = tollgate_store::UsageRecord {
+            id: id.into(),
+            time: time::macros::datetime!(2025-03-05 10:00 UTC) + time::Duration::minutes(minute),
+            organization: acme.clone(),
+            project: None,
+            key: None,
+            model: "metered".into(),
+            provider: "sim".into(),
+            upstream_model: "metered".into(),
+            input_tokens: huge,
+            cached_input_tokens: 0,
+            cache_write_input_tokens: 0,
+            output_tokens: huge,
+            reasoning_tokens: huge,
+            status: 200,
+            latency_ms: 1,
+            streamed: false,
+            estimated: false,
+            source: "gateway".into(),
+        };
+        assert!(gw.app.ledger.append(record).await.unwrap());
+    }
+    for path in [
+        format!("/admin/v1/usage?organization={acme}"),
+        format!("/admin/v1/invoices/{acme}/2025-03"),
+        "/admin/v1/reports/revenue?from=2025-01&to=2025-03".to_owned(),
+    ] {
+        let r = gw.admin(Method::GET, &path, Value::Null).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+    let usage = gw.usage(&acme).await;
+    assert!(usage["data"][0]["output_tokens"].as_u64().unwrap() >= i64::MAX as u64);
+}
+
+/// Issue #14: admin bodies reject unknown fields (by name), duplicate keys and oversized
+/// strings; money values are bounded; unknown organizations are 404 on every {org} route.
+#[tokio::test]
+async fn admin_bodies_are_strict() {
+    let gw = start(CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    // `{"discount": "10"}` created an empty contract effective now.
+    let r = gw
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/contract"),
+            json!({"discount": "10"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "discount");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'discount'")
+    );
+    assert!(
+        gw.app
+            .store
+            .contracts(Some(&acme))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused body changed the store"
+    );
+    for (path, body, param) in [
+        (
+            "/admin/v1/organizations".to_owned(),
+            r#"{"name": "a", "name": "b"}"#,
+            "name",
+        ),
+        (
+            "/admin/v1/prices".to_owned(),
+            r#"{"model": "m", "input_price": "1", "input_price": "2", "output_price": "1", "effective_from": "2025-01-01T00:00:00Z"}"#,
+            "input_price",
+        ),
+        (
+            format!("/admin/v1/organizations/{acme}/reader-keys"),
+            r#"{"name": "r", "role": "admin"}"#,
+            "role",
+        ),
+    ] {
+        let r = gw.call(Method::POST, &path, &headers, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], param, "{path}: {}", r.text());
+    }
+    // Duplicate keys in a PUT body too.
+    let r = gw
+        .call(
+            Method::PUT,
+            &format!("/admin/v1/organizations/{acme}/budget"),
+            &headers,
+            r#"{"monthly_limit": "1", "monthly_limit": "1000"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    // A 1 MB name is refused for reader keys, key names and owner keys.
+    let long = "k".repeat(1 << 20);
+    let r = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/organizations/{acme}/reader-keys"),
+            json!({"name": long}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["param"], "name");
+    let r = gw
+        .admin(
+            Method::POST,
+            "/admin/v1/owners/labs/keys",
+            json!({"name": long}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().len() < 2000, "the error echoes the whole name");
+    // Money and limits are bounded where they enter.
+    for (path, body, param) in [
+        (
+            format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": "1e5"}),
+            "monthly_limit",
+        ),
+        (
+            format!("/admin/v1/organizations/{acme}/budget"),
+            json!({"monthly_limit": "1000000000.01"}),
+            "monthly_limit",
+        ),
+        (
+            format!("/admin/v1/organizations/{acme}/contract"),
+            json!({"discount_percent": "100.5"}),
+            "discount_percent",
+        ),
+        (
+            format!("/admin/v1/organizations/{acme}/contract"),
+            json!({"monthly_commitment": "79228162514264337593543950335"}),
+            "monthly_commitment",
+        ),
+        (
+            format!("/admin/v1/organizations/{acme}/projects"),
+            json!({"name": "p", "tpm": u64::MAX}),
+            "tpm",
+        ),
+    ] {
+        let method = if path.ends_with("projects") {
+            Method::POST
+        } else {
+            Method::PUT
+        };
+        let r = gw.admin(method, &path, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], param, "{body}");
+    }
+    // Unknown organizations are 404 on the {org} routes.
+    for (method, path) in [
+        (Method::GET, "/admin/v1/organizations/org_nope/budget"),
+        (Method::GET, "/admin/v1/organizations/org_nope/projects"),
+        (Method::GET, "/admin/v1/organizations/org_nope"),
+        (Method::GET, "/admin/v1/organizations/org_nope/risk"),
+        (Method::GET, "/admin/v1/invoices/org_nope/2025-03"),
+    ] {
+        let r = gw.admin(method, path, Value::Null).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "not_found", "{path}");
+    }
+}
+
+/// Issue #14: a 100,000-event import (the stated limit) failed with a broken pipe at the 2 MiB
+/// default body limit. The route now takes bodies up to 64 MiB, and says so when exceeded.
+#[tokio::test]
+async fn bulk_import_takes_100000_events_and_states_its_limit() {
+    let gw = start(CATALOGUE).await;
+    let acme = org(&gw, "acme", None).await;
+    let events: Vec<Value> = (0..100_000)
+        .map(|i| {
+            event(
+                &format!("bulk-{i:06}"),
+                "2025-03-05T10:00:00Z",
+                &acme,
+                "m",
+                1000,
+                0,
+                10,
+            )
+        })
+        .collect();
+    let r = import(&gw, events).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json(), json!({"accepted": 100_000, "duplicates": 0}));
+    let usage = gw.usage(&acme).await;
+    assert_eq!(usage["data"][0]["requests"], 100_000);
+    assert_eq!(usage["data"][0]["input_tokens"], 100_000_000);
+
+    let auth = format!("Bearer {ADMIN}");
+    let mut body = br#"{"events": []"#.to_vec();
+    body.resize(64 * 1024 * 1024 + 1, b' ');
+    body.push(b'}');
+    let r = gw
+        .call(
+            Method::POST,
+            "/admin/v1/usage/events",
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let e = r.json();
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("64 MiB") && msg.contains("100000 events"),
+        "{msg}"
+    );
+}

@@ -26,6 +26,7 @@ fn record(now: OffsetDateTime) -> UsageRecord {
         upstream_model: "gpt-4o-mini".into(),
         input_tokens: 100 + i % 50,
         cached_input_tokens: 10,
+        cache_write_input_tokens: 0,
         output_tokens: 16,
         reasoning_tokens: 0,
         status: 200,

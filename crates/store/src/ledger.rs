@@ -142,6 +142,7 @@ struct Sums {
     requests: i64,
     input: i64,
     cached: i64,
+    cache_write: i64,
     output: i64,
     reasoning: i64,
 }
@@ -406,16 +407,19 @@ fn write_rows(tx: &Connection, batch: &[Command]) -> Result<Vec<BatchResult>, St
                 s.input,
                 s.cached,
                 s.output,
-                s.reasoning
+                s.reasoning,
+                s.cache_write
             ])?;
         }
     }
     Ok(results)
 }
 
-const INSERT_SQL: &str = "INSERT OR IGNORE INTO usage (id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+const INSERT_SQL: &str = "INSERT OR IGNORE INTO usage (id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
-const ROLLUP_SQL: &str = "INSERT INTO usage_hourly (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, output_tokens = output_tokens + excluded.output_tokens, reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens";
+/// Rollup upsert; token sums saturate at `i64::MAX` instead of overflowing (SQLite would turn an
+/// overflowing sum into a REAL that no later read accepts).
+const ROLLUP_SQL: &str = "INSERT INTO usage_hourly (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cache_write_input_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = requests + excluded.requests, input_tokens = MIN(input_tokens, 9223372036854775807 - excluded.input_tokens) + excluded.input_tokens, cached_input_tokens = MIN(cached_input_tokens, 9223372036854775807 - excluded.cached_input_tokens) + excluded.cached_input_tokens, output_tokens = MIN(output_tokens, 9223372036854775807 - excluded.output_tokens) + excluded.output_tokens, reasoning_tokens = MIN(reasoning_tokens, 9223372036854775807 - excluded.reasoning_tokens) + excluded.reasoning_tokens, cache_write_input_tokens = MIN(cache_write_input_tokens, 9223372036854775807 - excluded.cache_write_input_tokens) + excluded.cache_write_input_tokens";
 
 fn sat(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -443,6 +447,7 @@ fn insert_record(
         r.streamed,
         r.estimated,
         r.source,
+        sat(r.cache_write_input_tokens),
     ])?;
     Ok(changed == 1)
 }
@@ -462,6 +467,9 @@ fn add_rollup<'a>(
     s.requests += 1;
     s.input = s.input.saturating_add(sat(r.input_tokens));
     s.cached = s.cached.saturating_add(sat(r.cached_input_tokens));
+    s.cache_write = s
+        .cache_write
+        .saturating_add(sat(r.cache_write_input_tokens));
     s.output = s.output.saturating_add(sat(r.output_tokens));
     s.reasoning = s.reasoning.saturating_add(sat(r.reasoning_tokens));
 }

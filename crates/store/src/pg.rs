@@ -74,7 +74,7 @@ fn ou(v: Option<i64>) -> Option<u64> {
 }
 
 const KEY_SELECT: &str = "SELECT id, org_id, project_id, name, prefix, hash, role, models, rpm, tpm, expires_at, revoked_at, created_at FROM api_keys";
-const RECORD_SELECT: &str = "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, seq FROM usage";
+const RECORD_SELECT: &str = "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, seq, cache_write_input_tokens FROM usage";
 
 fn org_row(r: &Row) -> Organization {
     Organization {
@@ -140,6 +140,7 @@ pub(crate) fn record_row(r: &Row) -> UsageRecord {
         streamed: r.get(14),
         estimated: r.get(15),
         source: r.get(16),
+        cache_write_input_tokens: u(r.get(18)),
     }
 }
 
@@ -540,11 +541,12 @@ impl PgStore {
                 model,
                 ..UsageAggregate::default()
             });
-            e.requests += u(r.get(1));
-            e.input_tokens += u(r.get(2));
-            e.cached_input_tokens += u(r.get(3));
-            e.output_tokens += u(r.get(4));
-            e.reasoning_tokens += u(r.get(5));
+            e.requests = e.requests.saturating_add(u(r.get(1)));
+            e.input_tokens = e.input_tokens.saturating_add(u(r.get(2)));
+            e.cached_input_tokens = e.cached_input_tokens.saturating_add(u(r.get(3)));
+            e.cache_write_input_tokens = e.cache_write_input_tokens.saturating_add(u(r.get(6)));
+            e.output_tokens = e.output_tokens.saturating_add(u(r.get(4)));
+            e.reasoning_tokens = e.reasoning_tokens.saturating_add(u(r.get(5)));
         };
         let from_us = f.from.map(to_micros);
         let to_us = f.to.map(to_micros);
@@ -554,7 +556,8 @@ impl PgStore {
             (Some(l), Some(h)) => l < h,
             _ => true,
         };
-        const SUMS: &str = "SUM(input_tokens)::BIGINT, SUM(cached_input_tokens)::BIGINT, SUM(output_tokens)::BIGINT, SUM(reasoning_tokens)::BIGINT";
+        // Sums saturate at i64::MAX instead of failing the cast (reports never break on data).
+        const SUMS: &str = "LEAST(SUM(input_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(cached_input_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(output_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(reasoning_tokens), 9223372036854775807)::BIGINT, LEAST(SUM(cache_write_input_tokens), 9223372036854775807)::BIGINT";
         let mut ranges: Vec<(Option<i64>, Option<i64>)> = Vec::new();
         if whole_hours {
             let (cond, params) = conditions(&f, "hour", lo, hi);
@@ -623,7 +626,7 @@ impl PgStore {
             .c()
             .await?
             .query_one(
-                "SELECT COUNT(*)::BIGINT, COALESCE(SUM(input_tokens), 0)::BIGINT, COALESCE(SUM(output_tokens), 0)::BIGINT FROM usage",
+                "SELECT COUNT(*)::BIGINT, LEAST(COALESCE(SUM(input_tokens), 0), 9223372036854775807)::BIGINT, LEAST(COALESCE(SUM(output_tokens), 0), 9223372036854775807)::BIGINT FROM usage",
                 &[],
             )
             .await?;
@@ -644,8 +647,8 @@ impl PgStore {
         let mut c = self.c().await?;
         let tx = c.transaction().await?;
         tx.execute(
-            "INSERT INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model, effective_from) DO UPDATE SET input_price = excluded.input_price, cached_input_price = excluded.cached_input_price, output_price = excluded.output_price",
-            &[&p.model, &to_micros(p.effective_from), &p.input_price, &p.cached_input_price, &p.output_price],
+            "INSERT INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (model, effective_from) DO UPDATE SET input_price = excluded.input_price, cached_input_price = excluded.cached_input_price, output_price = excluded.output_price, cache_write_price = excluded.cache_write_price",
+            &[&p.model, &to_micros(p.effective_from), &p.input_price, &p.cached_input_price, &p.output_price, &p.cache_write_price],
         )
         .await?;
         change(&tx, ChangeKind::Price, &p.model).await?;
@@ -658,7 +661,7 @@ impl PgStore {
             .c()
             .await?
             .query(
-                "SELECT model, input_price, cached_input_price, output_price, effective_from FROM prices ORDER BY model, effective_from",
+                "SELECT model, input_price, cached_input_price, output_price, effective_from, cache_write_price FROM prices ORDER BY model, effective_from",
                 &[],
             )
             .await?;
@@ -670,6 +673,7 @@ impl PgStore {
                 cached_input_price: r.get(2),
                 output_price: r.get(3),
                 effective_from: from_micros(r.get(4)),
+                cache_write_price: r.get(5),
             })
             .collect())
     }
@@ -1088,8 +1092,8 @@ impl PgStore {
         }
         for p in &d.prices {
             tx.execute(
-                "INSERT INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[&p.model, &to_micros(p.effective_from), &p.input_price, &p.cached_input_price, &p.output_price],
+                "INSERT INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&p.model, &to_micros(p.effective_from), &p.input_price, &p.cached_input_price, &p.output_price, &p.cache_write_price],
             )
             .await?;
         }

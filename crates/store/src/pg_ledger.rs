@@ -277,6 +277,7 @@ struct Sums {
     requests: i64,
     input: i64,
     cached: i64,
+    cache_write: i64,
     output: i64,
     reasoning: i64,
 }
@@ -312,6 +313,7 @@ async fn write(
     let mut upstreams = Vec::with_capacity(n);
     let mut input = Vec::with_capacity(n);
     let mut cached = Vec::with_capacity(n);
+    let mut cache_write = Vec::with_capacity(n);
     let mut output = Vec::with_capacity(n);
     let mut reasoning = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
@@ -330,6 +332,7 @@ async fn write(
         upstreams.push(r.upstream_model.as_str());
         input.push(sat(r.input_tokens));
         cached.push(sat(r.cached_input_tokens));
+        cache_write.push(sat(r.cache_write_input_tokens));
         output.push(sat(r.output_tokens));
         reasoning.push(sat(r.reasoning_tokens));
         status.push(i32::from(r.status));
@@ -340,12 +343,13 @@ async fn write(
     }
     let rows = tx
         .query(
-            "INSERT INTO usage (id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source) \
-             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BIGINT[], $13::INTEGER[], $14::BIGINT[], $15::BOOLEAN[], $16::BOOLEAN[], $17::TEXT[]) \
+            "INSERT INTO usage (id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BIGINT[], $13::INTEGER[], $14::BIGINT[], $15::BOOLEAN[], $16::BOOLEAN[], $17::TEXT[], $18::BIGINT[]) \
              ON CONFLICT (id) DO NOTHING RETURNING id",
             &[
                 &ids, &times, &orgs, &projects, &keys, &models, &providers, &upstreams, &input,
                 &cached, &output, &reasoning, &status, &latency, &streamed, &estimated, &source,
+                &cache_write,
             ],
         )
         .await?;
@@ -369,6 +373,9 @@ async fn write(
         s.requests += 1;
         s.input = s.input.saturating_add(sat(r.input_tokens));
         s.cached = s.cached.saturating_add(sat(r.cached_input_tokens));
+        s.cache_write = s
+            .cache_write
+            .saturating_add(sat(r.cache_write_input_tokens));
         s.output = s.output.saturating_add(sat(r.output_tokens));
         s.reasoning = s.reasoning.saturating_add(sat(r.reasoning_tokens));
     }
@@ -377,8 +384,14 @@ async fn write(
         let mut p = Vec::new();
         let mut m = Vec::new();
         let mut h = Vec::new();
-        let (mut rq, mut i, mut c, mut out, mut re) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut rq, mut i, mut c, mut out, mut re, mut cw) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for ((org, project, model, hour), s) in &rollup {
             o.push(*org);
             p.push(*project);
@@ -389,12 +402,13 @@ async fn write(
             c.push(s.cached);
             out.push(s.output);
             re.push(s.reasoning);
+            cw.push(s.cache_write);
         }
         tx.execute(
-            "INSERT INTO usage_hourly AS u (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens) \
-             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BIGINT[]) \
-             ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = u.requests + excluded.requests, input_tokens = u.input_tokens + excluded.input_tokens, cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens, output_tokens = u.output_tokens + excluded.output_tokens, reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens",
-            &[&o, &p, &m, &h, &rq, &i, &c, &out, &re],
+            "INSERT INTO usage_hourly AS u (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cache_write_input_tokens) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[]) \
+             ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = u.requests + excluded.requests, input_tokens = LEAST(u.input_tokens, 9223372036854775807 - excluded.input_tokens) + excluded.input_tokens, cached_input_tokens = LEAST(u.cached_input_tokens, 9223372036854775807 - excluded.cached_input_tokens) + excluded.cached_input_tokens, output_tokens = LEAST(u.output_tokens, 9223372036854775807 - excluded.output_tokens) + excluded.output_tokens, reasoning_tokens = LEAST(u.reasoning_tokens, 9223372036854775807 - excluded.reasoning_tokens) + excluded.reasoning_tokens, cache_write_input_tokens = LEAST(u.cache_write_input_tokens, 9223372036854775807 - excluded.cache_write_input_tokens) + excluded.cache_write_input_tokens",
+            &[&o, &p, &m, &h, &rq, &i, &c, &out, &re, &cw],
         )
         .await?;
     }

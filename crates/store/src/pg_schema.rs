@@ -175,6 +175,12 @@ CREATE TABLE guard_actions (
 );
 CREATE INDEX guard_actions_org ON guard_actions(org_id);
 "#,
+    // Prompt-cache writes: a token lane and a price of their own.
+    r#"
+ALTER TABLE usage ADD COLUMN cache_write_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_hourly ADD COLUMN cache_write_input_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE prices ADD COLUMN cache_write_price TEXT;
+"#,
 ];
 
 /// The migration (1-based) that creates the guard state tables; the kv blobs are imported in it.

@@ -278,7 +278,7 @@ impl SqliteStore {
             let (cond, mut args) = raw_conditions(&filter, filter.from, filter.to);
             args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
             let sql = format!(
-                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source FROM usage WHERE {cond} ORDER BY time, seq LIMIT ?"
+                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens FROM usage WHERE {cond} ORDER BY time, seq LIMIT ?"
             );
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt
@@ -293,9 +293,9 @@ impl SqliteStore {
     pub async fn ledger_totals(&self) -> Result<(u64, u64, u64), StoreError> {
         self.call(|c| {
             Ok(c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM usage",
+                "SELECT COUNT(*), COALESCE(SUM(input_tokens >> 32), 0), COALESCE(SUM(input_tokens & 4294967295), 0), COALESCE(SUM(output_tokens >> 32), 0), COALESCE(SUM(output_tokens & 4294967295), 0) FROM usage",
                 [],
-                |r| Ok((u64_of(r, 0)?, u64_of(r, 1)?, u64_of(r, 2)?)),
+                |r| Ok((u64_of(r, 0)?, halves_of(r, 1)?, halves_of(r, 3)?)),
             )?)
         })
         .await
@@ -323,8 +323,8 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
+                "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price, p.cache_write_price],
             )?;
             change(&tx, ChangeKind::Price, &p.model)?;
             tx.commit()?;
@@ -336,7 +336,7 @@ impl SqliteStore {
     pub async fn prices(&self) -> Result<Vec<PriceRow>, StoreError> {
         self.call(|c| {
             let mut stmt = c.prepare(
-                "SELECT model, input_price, cached_input_price, output_price, effective_from FROM prices ORDER BY model, effective_from",
+                "SELECT model, input_price, cached_input_price, output_price, effective_from, cache_write_price FROM prices ORDER BY model, effective_from",
             )?;
             let rows = stmt
                 .query_map([], |r| {
@@ -346,6 +346,7 @@ impl SqliteStore {
                         cached_input_price: r.get(2)?,
                         output_price: r.get(3)?,
                         effective_from: from_micros(r.get(4)?),
+                        cache_write_price: r.get(5)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -797,14 +798,14 @@ impl SqliteStore {
     ) -> Result<(Vec<UsageRecord>, i64), StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, seq FROM usage WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens, seq FROM usage WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let mut last = after;
             let mut out = Vec::new();
             let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
             while let Some(r) = rows.next()? {
                 out.push(record_row(r)?);
-                last = r.get(17)?;
+                last = r.get(18)?;
             }
             Ok((out, last))
         })
@@ -836,8 +837,8 @@ impl SqliteStore {
             }
             for p in &d.prices {
                 tx.execute(
-                    "INSERT OR IGNORE INTO prices (model, effective_from, input_price, cached_input_price, output_price) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price],
+                    "INSERT OR IGNORE INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price, p.cache_write_price],
                 )?;
             }
             for k in &d.contracts {
@@ -1016,6 +1017,18 @@ fn u64_of(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
 }
 
+/// Token sums, each column summed in two 32-bit halves: SQLite's `SUM` fails once a 64-bit sum
+/// overflows, while the halves of 2^31 rows cannot. [`halves_of`] joins them (saturating).
+const TOKEN_SUMS: &str = "SUM(input_tokens >> 32), SUM(input_tokens & 4294967295), SUM(cached_input_tokens >> 32), SUM(cached_input_tokens & 4294967295), SUM(output_tokens >> 32), SUM(output_tokens & 4294967295), SUM(reasoning_tokens >> 32), SUM(reasoning_tokens & 4294967295), SUM(cache_write_input_tokens >> 32), SUM(cache_write_input_tokens & 4294967295)";
+
+/// The sum whose high and low 32-bit halves are in columns `i` and `i + 1`, saturated to `u64`.
+fn halves_of(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let hi = i128::from(r.get::<_, Option<i64>>(i)?.unwrap_or(0));
+    let lo = i128::from(r.get::<_, Option<i64>>(i + 1)?.unwrap_or(0));
+    let sum = hi.saturating_mul(1 << 32).saturating_add(lo);
+    Ok(u64::try_from(sum.max(0)).unwrap_or(u64::MAX))
+}
+
 fn opt_u64(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
     Ok(r.get::<_, Option<i64>>(i)?
         .map(|v| u64::try_from(v).unwrap_or(0)))
@@ -1085,6 +1098,7 @@ fn record_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
         streamed: r.get(14)?,
         estimated: r.get(15)?,
         source: r.get(16)?,
+        cache_write_input_tokens: u64_of(r, 17)?,
     })
 }
 
@@ -1126,11 +1140,16 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
                 model: row.model.clone(),
                 ..UsageAggregate::default()
             });
-        e.requests += row.requests;
-        e.input_tokens += row.input_tokens;
-        e.cached_input_tokens += row.cached_input_tokens;
-        e.output_tokens += row.output_tokens;
-        e.reasoning_tokens += row.reasoning_tokens;
+        e.requests = e.requests.saturating_add(row.requests);
+        e.input_tokens = e.input_tokens.saturating_add(row.input_tokens);
+        e.cached_input_tokens = e
+            .cached_input_tokens
+            .saturating_add(row.cached_input_tokens);
+        e.cache_write_input_tokens = e
+            .cache_write_input_tokens
+            .saturating_add(row.cache_write_input_tokens);
+        e.output_tokens = e.output_tokens.saturating_add(row.output_tokens);
+        e.reasoning_tokens = e.reasoning_tokens.saturating_add(row.reasoning_tokens);
     };
     let from_us = f.from.map(to_micros);
     let to_us = f.to.map(to_micros);
@@ -1145,10 +1164,11 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
         Ok(UsageAggregate {
             model: r.get(0)?,
             requests: u64_of(r, 1)?,
-            input_tokens: u64_of(r, 2)?,
-            cached_input_tokens: u64_of(r, 3)?,
-            output_tokens: u64_of(r, 4)?,
-            reasoning_tokens: u64_of(r, 5)?,
+            input_tokens: halves_of(r, 2)?,
+            cached_input_tokens: halves_of(r, 4)?,
+            output_tokens: halves_of(r, 6)?,
+            reasoning_tokens: halves_of(r, 8)?,
+            cache_write_input_tokens: halves_of(r, 10)?,
         })
     };
     if whole_hours {
@@ -1170,7 +1190,7 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
             args.push(Value::Integer(h));
         }
         let sql = format!(
-            "SELECT model, SUM(requests), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens) FROM usage_hourly WHERE {cond} GROUP BY model"
+            "SELECT model, SUM(requests), {TOKEN_SUMS} FROM usage_hourly WHERE {cond} GROUP BY model"
         );
         let mut stmt = c.prepare(&sql)?;
         for row in stmt.query_map(params_from_iter(args), agg)? {
@@ -1197,9 +1217,8 @@ fn raw_sum(
     add: &mut dyn FnMut(UsageAggregate),
 ) -> Result<(), StoreError> {
     let (cond, args) = raw_conditions(f, from, to);
-    let sql = format!(
-        "SELECT model, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens) FROM usage WHERE {cond} GROUP BY model"
-    );
+    let sql =
+        format!("SELECT model, COUNT(*), {TOKEN_SUMS} FROM usage WHERE {cond} GROUP BY model");
     let mut stmt = c.prepare(&sql)?;
     for row in stmt.query_map(params_from_iter(args), |r| agg(r))? {
         add(row?);

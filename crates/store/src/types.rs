@@ -146,6 +146,9 @@ pub struct UsageRecord {
     pub upstream_model: String,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (a part of `input_tokens`).
+    #[serde(default)]
+    pub cache_write_input_tokens: u64,
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
     pub status: u16,
@@ -173,6 +176,7 @@ pub struct UsageAggregate {
     pub requests: u64,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    pub cache_write_input_tokens: u64,
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
 }
@@ -184,6 +188,8 @@ pub struct PriceRow {
     pub input_price: String,
     pub cached_input_price: Option<String>,
     pub output_price: String,
+    /// USD per million input tokens written to the prompt cache (the input price where unset).
+    pub cache_write_price: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub effective_from: OffsetDateTime,
 }

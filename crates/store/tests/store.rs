@@ -19,6 +19,7 @@ fn record(id: &str, org: &str, model: &str, time: OffsetDateTime, input: u64) ->
         upstream_model: model.into(),
         input_tokens: input,
         cached_input_tokens: input / 2,
+        cache_write_input_tokens: input / 4,
         output_tokens: 7,
         reasoning_tokens: 1,
         status: 200,
@@ -100,9 +101,27 @@ async fn ledger_is_idempotent_and_imports_are_atomic(store: Store, ledger: Ledge
         (
             agg[0].requests,
             agg[0].input_tokens,
-            agg[0].cached_input_tokens
+            agg[0].cached_input_tokens,
+            agg[0].cache_write_input_tokens
         ),
-        (2, 30, 15)
+        (2, 30, 15, 7)
+    );
+    // Raw records keep the cache-write lane too.
+    let raw = store
+        .records(
+            UsageFilter {
+                organizations: vec!["o".into()],
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.iter()
+            .map(|r| r.cache_write_input_tokens)
+            .collect::<Vec<_>>(),
+        vec![2, 5]
     );
 }
 
@@ -151,8 +170,67 @@ async fn usage_over_any_range_matches_raw_records(store: Store, ledger: Ledger) 
             let input = row.map_or(0, |r| r.input_tokens);
             assert_eq!(requests, expect.len() as u64, "{from:?}..{to:?} {model}");
             assert_eq!(input, expect.iter().map(|r| r.input_tokens).sum::<u64>());
+            assert_eq!(
+                row.map_or(0, |r| r.cache_write_input_tokens),
+                expect
+                    .iter()
+                    .map(|r| r.cache_write_input_tokens)
+                    .sum::<u64>()
+            );
         }
     }
+}
+
+/// Token counts near `u64::MAX` (stored saturated at `i64::MAX`) twice in one hour: the rollup
+/// saturates instead of overflowing (SQLite turned the sum into a REAL, PostgreSQL refused the
+/// batch) and every read of sums keeps working, saturated, over rollups and raw records alike.
+async fn huge_counts_saturate_instead_of_breaking_reads(store: Store, ledger: Ledger) {
+    let t = datetime!(2026-03-01 10:10 UTC);
+    for (i, minute) in [(0, 0), (1, 20), (2, 40)] {
+        let mut r = record(
+            &format!("huge{i}"),
+            "o",
+            "m",
+            t + time::Duration::minutes(minute),
+            u64::MAX - 5,
+        );
+        r.output_tokens = u64::MAX;
+        assert!(ledger.append(r).await.unwrap());
+    }
+    for (from, to) in [
+        (None, None),
+        (
+            Some(datetime!(2026-03-01 00:00 UTC)),
+            Some(datetime!(2026-04-01 00:00 UTC)),
+        ),
+        (
+            Some(datetime!(2026-03-01 10:05 UTC)),
+            Some(datetime!(2026-03-01 10:55 UTC)),
+        ),
+        (
+            Some(datetime!(2026-03-01 10:05 UTC)),
+            Some(datetime!(2026-03-01 12:00 UTC)),
+        ),
+    ] {
+        let agg = store
+            .usage(UsageFilter {
+                organizations: vec!["o".into()],
+                project: None,
+                from,
+                to,
+            })
+            .await
+            .unwrap();
+        assert_eq!(agg.len(), 1, "{from:?}..{to:?}");
+        assert_eq!(agg[0].requests, 3);
+        // Three records of i64::MAX each: more than an i64, reported saturated at u64::MAX or
+        // i64::MAX per stored row, never an error and never wrapped to a small number.
+        assert!(agg[0].input_tokens >= i64::MAX as u64, "{agg:?}");
+        assert!(agg[0].output_tokens >= i64::MAX as u64, "{agg:?}");
+    }
+    let totals = store.ledger_totals().await.unwrap();
+    assert_eq!(totals.0, 3);
+    assert!(totals.1 >= i64::MAX as u64);
 }
 
 async fn keys_store_hashes_and_revoke(store: Store, _ledger: Ledger) {
@@ -216,6 +294,7 @@ async fn change_feed_and_control_copy(store: Store, _ledger: Ledger) {
             input_price: "0.15".into(),
             cached_input_price: None,
             output_price: "0.60".into(),
+            cache_write_price: Some("0.1875".into()),
             effective_from: OffsetDateTime::UNIX_EPOCH,
         })
         .await
@@ -622,6 +701,11 @@ on_sqlite!(
     false
 );
 on_sqlite!(
+    sqlite_huge_counts_saturate,
+    huge_counts_saturate_instead_of_breaking_reads,
+    true
+);
+on_sqlite!(
     sqlite_keys_store_hashes_and_revoke,
     keys_store_hashes_and_revoke,
     true
@@ -747,6 +831,8 @@ async fn postgres_behaves_like_sqlite() {
     usage_over_any_range_matches_raw_records(s, l).await;
     let (s, l) = pg_env(&pg, "keys", true).await;
     keys_store_hashes_and_revoke(s, l).await;
+    let (s, l) = pg_env(&pg, "huge", true).await;
+    huge_counts_saturate_instead_of_breaking_reads(s, l).await;
     let (s, l) = pg_env(&pg, "changes", true).await;
     change_feed_and_control_copy(s, l).await;
     let (s, l) = pg_env(&pg, "guard", true).await;

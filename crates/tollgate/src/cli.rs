@@ -156,6 +156,9 @@ pub enum PriceCmd {
         input: String,
         #[arg(long)]
         cached_input: Option<String>,
+        /// USD per million input tokens written to the prompt cache (the input price if unset).
+        #[arg(long)]
+        cache_write: Option<String>,
         #[arg(long)]
         output: String,
         #[arg(long)]
@@ -683,6 +686,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 "effective_from",
                 "input_price",
                 "cached_input_price",
+                "cache_write_price",
                 "output_price",
             ];
             match cmd {
@@ -690,6 +694,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     model,
                     input,
                     cached_input,
+                    cache_write,
                     output,
                     effective_from,
                 } => {
@@ -697,6 +702,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                         ("model", json!(model)),
                         ("input_price", json!(input)),
                         ("cached_input_price", json!(cached_input)),
+                        ("cache_write_price", json!(cache_write)),
                         ("output_price", json!(output)),
                         ("effective_from", json!(effective_from)),
                     ]);

@@ -422,6 +422,7 @@ async fn migrate_copies_sqlite_to_postgres_and_is_safe_to_rerun() {
             upstream_model: "gpt-4o-mini".into(),
             input_tokens: i,
             cached_input_tokens: 0,
+            cache_write_input_tokens: 0,
             output_tokens: 2 * i,
             reasoning_tokens: 0,
             status: 200,

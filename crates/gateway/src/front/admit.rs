@@ -25,11 +25,13 @@ use crate::ratelimit::Reservation;
 use crate::tenancy::KeyEntry;
 use crate::upstream::ModelEntry;
 
-/// Token counts of one request. `input` includes `cached_input`.
+/// Token counts of one request. `input` includes `cached_input` (cache reads) and `cache_write`
+/// (prompt tokens written to the cache), as OpenAI counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub input: u64,
     pub cached_input: u64,
+    pub cache_write: u64,
     pub output: u64,
     pub reasoning: u64,
     pub estimated: bool,
@@ -40,6 +42,7 @@ impl Counts {
         Counts {
             input: u.prompt_tokens,
             cached_input: u.cached_tokens(),
+            cache_write: 0,
             output: u.completion_tokens,
             reasoning: u.reasoning_tokens(),
             estimated: false,
@@ -248,6 +251,7 @@ impl Owed {
         Counts {
             input,
             cached_input: 0,
+            cache_write: 0,
             output: encoding.count_async(output_text).await,
             reasoning: 0,
             estimated: true,
@@ -275,6 +279,9 @@ impl Owed {
             upstream_model,
             input_tokens: counts.input,
             cached_input_tokens: counts.cached_input.min(counts.input),
+            cache_write_input_tokens: counts
+                .cache_write
+                .min(counts.input.saturating_sub(counts.cached_input)),
             output_tokens: counts.output,
             reasoning_tokens: counts.reasoning,
             status,
