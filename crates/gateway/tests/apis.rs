@@ -435,6 +435,10 @@ async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_ke
             ),
             (10, 4, 3, false)
         );
+        assert_eq!(
+            rec.cache_write_input_tokens, 2,
+            "cache writes have their own lane"
+        );
     }
 
     // count_tokens is the gateway's; errors from the path keep Anthropic's shape.
@@ -504,6 +508,14 @@ async fn chat_completions_reach_anthropic_upstreams_translated() {
             recs[0].output_tokens
         ),
         (6, 3, 2)
+    );
+    assert_eq!(
+        (
+            recs[0].cache_write_input_tokens,
+            recs[1].cache_write_input_tokens
+        ),
+        (1, 0),
+        "the mock writes at most the prompt less its reads"
     );
     assert_eq!(
         (
