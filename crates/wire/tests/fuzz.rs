@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tollgate_wire::sse::{SseEvent, SseSplitter};
 use tollgate_wire::usage::{read_chunk, response_text, usage_of_response};
-use tollgate_wire::{ApiRequest, Endpoint};
+use tollgate_wire::{ApiRequest, Endpoint, Restrict};
 
 /// Cases per property: `TOLLGATE_FUZZ_CASES`, else 256.
 fn config() -> ProptestConfig {
@@ -134,7 +134,7 @@ fn check_accepted(text: &str, endpoint: Endpoint, req: &ApiRequest<'_>) {
             "duplicate key {k:?} accepted in {text}"
         );
     }
-    let out = req.rewrite("upstream-model");
+    let out = req.rewrite("upstream-model", Restrict::NONE);
     let out_text = std::str::from_utf8(&out).expect("rewrite is UTF-8");
     let rewritten = top_fields(out_text);
     let get = |name: &str| rewritten.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -158,6 +158,20 @@ fn check_accepted(text: &str, endpoint: Endpoint, req: &ApiRequest<'_>) {
     assert_eq!(again.model.as_deref(), Some("upstream-model"));
     assert_eq!(again.stream, req.stream);
     assert_eq!((again.max_tokens, again.n), (req.max_tokens, req.n));
+    // Under the guard's restrictions: no logprobs, at most one choice, the rest unchanged.
+    let strict = Restrict {
+        strip_logprobs: true,
+        max_n: Some(1),
+    };
+    let out = req.rewrite("upstream-model", strict);
+    let restricted = ApiRequest::parse(&out, endpoint, false).expect("restricted rewrite parses");
+    assert!(
+        !restricted.asks_logprobs,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(restricted.n.is_none_or(|n| n <= 1));
+    assert_eq!(restricted.choices(Restrict::NONE), req.choices(strict));
 }
 
 proptest! {
@@ -168,7 +182,7 @@ proptest! {
         for endpoint in ENDPOINTS {
             for in_path in [false, true] {
                 if let Ok(req) = ApiRequest::parse(&bytes, endpoint, in_path) {
-                    let _ = req.rewrite("m");
+                    let _ = req.rewrite("m", Restrict::NONE);
                     let _ = req.prompt_texts(endpoint);
                 }
             }
