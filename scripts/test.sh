@@ -40,10 +40,10 @@ cargo fmt --all -- --check
 echo "== lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== official OpenAI Python SDK against the embedded default"
+echo "== official OpenAI and Anthropic Python SDKs against the embedded default"
 cargo build -p tollgate --locked
 python3 -m venv target/sdk-venv
-target/sdk-venv/bin/pip install -q --disable-pip-version-check openai selenium
+target/sdk-venv/bin/pip install -q --disable-pip-version-check openai anthropic selenium
 target/sdk-venv/bin/python scripts/sdk_check.py "$TARGET_DIR/debug/tollgate"
 
 echo "== web console in a real browser (screenshots in $TARGET_DIR/console-shots)"

@@ -226,6 +226,9 @@ pub enum ProviderKind {
     Openai,
     Azure,
     Simulated,
+    /// Anthropic's Messages API (`base_url` like `https://api.anthropic.com`; the gateway appends
+    /// `/v1/messages`).
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +243,11 @@ pub struct ProviderConfig {
     pub api_key_env: Option<String>,
     /// Azure `api-version` query parameter.
     pub api_version: Option<String>,
+    /// Anthropic: the `anthropic-version` header (default `2023-06-01`).
+    pub anthropic_version: Option<String>,
+    /// OpenAI and Azure: whether the upstream serves the Responses API at `/responses` (default
+    /// true). When false, Responses requests are translated to Chat Completions for it.
+    pub responses_api: Option<bool>,
     /// Simulated: milliseconds before the first token.
     #[serde(default)]
     pub ttft_ms: u64,
@@ -256,6 +264,11 @@ fn default_sim_tokens() -> u64 {
 }
 
 impl ProviderConfig {
+    /// The `anthropic-version` header an `anthropic` provider sends.
+    pub fn anthropic_version(&self) -> &str {
+        self.anthropic_version.as_deref().unwrap_or("2023-06-01")
+    }
+
     /// The upstream key: `api_key`, else the variable named by `api_key_env`.
     pub fn resolved_api_key(&self) -> Option<String> {
         self.api_key.clone().or_else(|| {
@@ -666,7 +679,7 @@ owner = "openai"
                 ));
             }
             match p.kind {
-                ProviderKind::Openai | ProviderKind::Azure => match &p.base_url {
+                ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Anthropic => match &p.base_url {
                     None => errors.push(format!(
                         "providers[{i}] '{}': base_url is required for kind {:?}",
                         p.name, p.kind
@@ -679,6 +692,20 @@ owner = "openai"
                     Some(_) => {}
                 },
                 ProviderKind::Simulated => {}
+            }
+            if p.anthropic_version.is_some() && p.kind != ProviderKind::Anthropic {
+                errors.push(format!(
+                    "providers[{i}] '{}': anthropic_version applies only to kind \"anthropic\"",
+                    p.name
+                ));
+            }
+            if p.responses_api.is_some()
+                && !matches!(p.kind, ProviderKind::Openai | ProviderKind::Azure)
+            {
+                errors.push(format!(
+                    "providers[{i}] '{}': responses_api applies only to kinds \"openai\" and \"azure\"",
+                    p.name
+                ));
             }
             if p.kind == ProviderKind::Azure && p.api_version.is_none() {
                 errors.push(format!(
@@ -884,6 +911,69 @@ output_price = "0.60"
         assert_eq!(c.models[0].cached_input_price, Some(Decimal::new(75, 3)));
         assert_eq!(c.models[0].cache_write_price, Some(Decimal::new(1875, 4)));
         assert_eq!(c.sqlite_path(), Some("/var/lib/tollgate/ledger.db"));
+    }
+
+    #[test]
+    fn anthropic_provider_loads_and_is_validated() {
+        let c = Config::from_toml(
+            r#"
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "https://api.anthropic.com"
+api_key = "sk-ant-x"
+
+[[providers]]
+name = "claude-beta"
+kind = "anthropic"
+base_url = "https://api.anthropic.com"
+api_key_env = "TOLLGATE_TEST_NO_SUCH_VARIABLE"
+anthropic_version = "2023-01-01"
+
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:8000/v1"
+responses_api = false
+
+[[models]]
+name = "claude-sonnet"
+provider = "claude"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].kind, ProviderKind::Anthropic);
+        assert_eq!(c.providers[0].anthropic_version(), "2023-06-01");
+        assert_eq!(c.providers[1].anthropic_version(), "2023-01-01");
+        assert_eq!(c.providers[2].responses_api, Some(false));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("TOLLGATE_TEST_NO_SUCH_VARIABLE"), "{err}");
+
+        let bad = Config::from_toml(
+            r#"
+[[providers]]
+name = "a"
+kind = "anthropic"
+[[providers]]
+name = "o"
+kind = "openai"
+base_url = "https://x/v1"
+anthropic_version = "2023-06-01"
+[[providers]]
+name = "s"
+kind = "simulated"
+responses_api = true
+"#,
+        )
+        .unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        for needle in [
+            "'a': base_url is required for kind Anthropic",
+            "'o': anthropic_version applies only to kind \"anthropic\"",
+            "'s': responses_api applies only to kinds",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
     }
 
     #[test]

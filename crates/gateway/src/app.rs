@@ -54,6 +54,8 @@ pub struct App {
     pub console: crate::console::Sessions,
     /// Tasks finishing requests whose clients left (shutdown waits for them).
     pub background: Arc<Background>,
+    /// Responses API: which provider and organization created each stored response.
+    pub stored_responses: crate::dialect::StoredResponses,
 }
 
 /// Why the application could not start.
@@ -129,6 +131,7 @@ impl App {
             sync: crate::sync::SyncState::default(),
             console: crate::console::Sessions::default(),
             background: Arc::new(Background::default()),
+            stored_responses: crate::dialect::StoredResponses::new(100_000),
         });
         app.reload_prices()
             .await
@@ -172,6 +175,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(front::inference))
         .route("/v1/models", get(front::list_models))
         .route("/v1/models/{id}", get(front::get_model))
+        .route("/v1/responses", post(crate::apis::create_response))
+        .route("/openai/responses", post(crate::apis::create_response))
+        .route("/openai/v1/responses", post(crate::apis::create_response))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::apis::get_response).delete(crate::apis::delete_response),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(crate::apis::response_input_items),
+        )
+        .route("/v1/messages", post(crate::apis::create_message))
+        .route("/v1/messages/count_tokens", post(crate::apis::count_tokens))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
             post(front::inference),

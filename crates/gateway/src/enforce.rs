@@ -118,7 +118,11 @@ pub struct Guard {
 
 fn endpoint_of(e: Endpoint) -> tollgate_guard::Endpoint {
     match e {
-        Endpoint::ChatCompletions => tollgate_guard::Endpoint::Chat,
+        // Messages bodies carry `messages` as chat does; a Responses body is observed as chat
+        // (its `input` items are not read for text).
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
+            tollgate_guard::Endpoint::Chat
+        }
         Endpoint::Completions => tollgate_guard::Endpoint::Completions,
         Endpoint::Embeddings => tollgate_guard::Endpoint::Embeddings,
     }

@@ -4,12 +4,14 @@
 //! [`app::App`] holds the shared state and documents the request path; [`server::serve`] runs it.
 
 pub mod admin;
+pub mod apis;
 pub mod app;
 pub mod billing_admin;
 pub mod bootstrap;
 pub mod budget;
 pub mod conn;
 pub mod console;
+pub mod dialect;
 pub mod downstream;
 pub mod enforce;
 pub mod error;

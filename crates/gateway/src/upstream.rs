@@ -62,12 +62,75 @@ pub enum Target {
     Simulated(SimConfig),
 }
 
+/// Which APIs a route's upstream speaks, and where: what the Responses and Messages front doors
+/// need beside `Target` (which carries the pool and the credential).
+#[derive(Debug)]
+pub enum Dialect {
+    /// The built-in simulator: Chat Completions only.
+    Simulated,
+    /// An OpenAI-compatible server (`openai`, `azure`), with its Responses API when it has one.
+    OpenAi { responses: Option<ResponsesApi> },
+    /// Anthropic's Messages API. The route's `Target::Http` carries the pool and `x-api-key`.
+    Anthropic {
+        /// `…/v1/messages` (origin form).
+        messages: Uri,
+        /// `…/v1/messages/count_tokens` (origin form).
+        count_tokens: Uri,
+        /// `anthropic-version`.
+        version: (HeaderName, HeaderValue),
+    },
+}
+
+/// Where an upstream's Responses API is.
+#[derive(Debug)]
+pub struct ResponsesApi {
+    /// `POST` here creates a response (origin form).
+    pub create: Uri,
+    /// The path of `create`, to which `/{id}` and `/{id}/input_items` are appended.
+    prefix: String,
+    /// The query of `create` (Azure's `api-version`), kept on every URI.
+    query: Option<String>,
+}
+
+impl ResponsesApi {
+    fn new(create: Uri) -> ResponsesApi {
+        ResponsesApi {
+            prefix: create.path().to_owned(),
+            query: create.query().map(str::to_owned),
+            create,
+        }
+    }
+
+    /// The URI of a stored response (`…/responses/{id}`), or of its input items. `id` must be a
+    /// response id as the upstream made it (letters, digits, `_` and `-`).
+    pub fn stored(&self, id: &str, input_items: bool) -> Option<Uri> {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return None;
+        }
+        let mut text = format!("{}/{id}", self.prefix);
+        if input_items {
+            text.push_str("/input_items");
+        }
+        if let Some(q) = &self.query {
+            text.push('?');
+            text.push_str(q);
+        }
+        Uri::try_from(text).ok()
+    }
+}
+
 /// One way to serve a model.
 #[derive(Debug)]
 pub struct Route {
     pub provider: Arc<str>,
     pub upstream_model: Arc<str>,
     pub target: Target,
+    /// The APIs the upstream speaks beside Chat Completions.
+    pub dialect: Dialect,
     /// Passive health: a circuit breaker over consecutive retryable failures.
     pub health: Health,
 }
@@ -154,7 +217,8 @@ pub struct ModelEntry {
 
 fn endpoint_index(e: Endpoint) -> usize {
     match e {
-        Endpoint::ChatCompletions => 0,
+        // Responses and Messages requests are sent by the dialect's URIs, never these.
+        Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => 0,
         Endpoint::Completions => 1,
         Endpoint::Embeddings => 2,
     }
@@ -164,7 +228,7 @@ fn endpoint_index(e: Endpoint) -> usize {
 pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
     let connector = build_connector(config)?;
     // One pool per provider, shared by every model it serves.
-    let mut pools: Vec<(&str, Arc<ConnPool>)> = Vec::new();
+    let mut pools: Vec<(String, Arc<ConnPool>)> = Vec::new();
     let mut out: Vec<ModelEntry> = Vec::new();
     for m in &config.models {
         let p = config
@@ -173,12 +237,18 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
             .find(|p| p.name == m.provider)
             .ok_or_else(|| format!("model {}: unknown provider {}", m.name, m.provider))?;
         let upstream_model = m.upstream_model();
+        let mut dialect = Dialect::Simulated;
         let target = match p.kind {
             ProviderKind::Simulated => Target::Simulated(SimConfig {
                 ttft: Duration::from_millis(p.ttft_ms),
                 tokens_per_second: p.tokens_per_second,
                 output_tokens: p.output_tokens,
             }),
+            ProviderKind::Anthropic => {
+                let (target, d) = anthropic_route(config, &connector, &mut pools, p)?;
+                dialect = d;
+                target
+            }
             ProviderKind::Openai | ProviderKind::Azure => {
                 let base = p
                     .base_url
@@ -220,7 +290,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                             )
                             .map_err(|e| format!("provider {}: {e}", p.name))?,
                         );
-                        pools.push((&p.name, pool.clone()));
+                        pools.push((p.name.clone(), pool.clone()));
                         pool
                     }
                 };
@@ -237,6 +307,20 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                 let [a, b, c]: [Uri; 3] = paths
                     .try_into()
                     .map_err(|_| "internal: wrong number of URIs".to_owned())?;
+                if p.responses_api != Some(false) {
+                    // Azure's v1 API takes the deployment as the body's `model`.
+                    let text = if p.kind == ProviderKind::Azure {
+                        format!("{base}/openai/v1/responses")
+                    } else {
+                        format!("{base}/responses")
+                    };
+                    let create = origin_form(&text, &p.name)?;
+                    dialect = Dialect::OpenAi {
+                        responses: Some(ResponsesApi::new(create)),
+                    };
+                } else {
+                    dialect = Dialect::OpenAi { responses: None };
+                }
                 let auth = match key {
                     None => None,
                     Some(k) => {
@@ -266,6 +350,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
             provider: p.name.as_str().into(),
             upstream_model: upstream_model.into(),
             target,
+            dialect,
             health: Health::new(
                 config.server.breaker_failures,
                 config.server.breaker_cooldown_ms,
@@ -286,11 +371,95 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
     Ok(out)
 }
 
+/// The origin-form URI (path and query) of a URL.
+fn origin_form(text: &str, provider: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|err| format!("provider {provider}: bad URL {text}: {err}"))?;
+    let path = uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    Uri::try_from(path).map_err(|err| format!("provider {provider}: bad URL {text}: {err}"))
+}
+
+fn sensitive_header(value: &str, provider: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| format!("provider {provider}: the API key is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// An `anthropic` provider's route: the pool of its origin, `x-api-key`, and its Messages URIs
+/// (`{base_url}/v1/messages`, like the official SDK's `base_url`).
+fn anthropic_route(
+    config: &Config,
+    connector: &Connector,
+    pools: &mut Vec<(String, Arc<ConnPool>)>,
+    p: &tollgate_config::ProviderConfig,
+) -> Result<(Target, Dialect), String> {
+    let base = p
+        .base_url
+        .as_deref()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let full = format!("{base}/v1/messages");
+    let uri: Uri = full
+        .parse()
+        .map_err(|err| format!("provider {}: bad URL {full}: {err}", p.name))?;
+    let pool = match pools.iter().find(|(name, _)| *name == p.name) {
+        Some((_, pool)) => pool.clone(),
+        None => {
+            let pool = Arc::new(
+                ConnPool::new(
+                    connector.clone(),
+                    &uri,
+                    config.server.pool_max_idle_per_host,
+                    Duration::from_secs(90),
+                    config.server.serving_threads() + 1,
+                )
+                .map_err(|e| format!("provider {}: {e}", p.name))?,
+            );
+            pools.push((p.name.clone(), pool.clone()));
+            pool
+        }
+    };
+    let messages = origin_form(&full, &p.name)?;
+    let count_tokens = origin_form(&format!("{full}/count_tokens"), &p.name)?;
+    let auth = match p.resolved_api_key() {
+        Some(k) => Some((
+            HeaderName::from_static("x-api-key"),
+            sensitive_header(&k, &p.name)?,
+        )),
+        None => None,
+    };
+    let version = HeaderValue::from_str(p.anthropic_version()).map_err(|_| {
+        format!(
+            "provider {}: anthropic_version is not a valid header value",
+            p.name
+        )
+    })?;
+    let target = Target::Http {
+        pool,
+        // Chat Completions never reach these: requests for an anthropic route are translated
+        // and sent to `messages`.
+        paths: Box::new([messages.clone(), messages.clone(), messages.clone()]),
+        auth,
+    };
+    let dialect = Dialect::Anthropic {
+        messages,
+        count_tokens,
+        version: (HeaderName::from_static("anthropic-version"), version),
+    };
+    Ok((target, dialect))
+}
+
 /// A response body from an upstream, read chunk by chunk.
 pub enum UpstreamBody {
     Http(PooledBody),
     Chunks(mpsc::Receiver<Bytes>),
     Full(Option<Bytes>),
+    /// An `anthropic` upstream's event stream, read as chat chunks.
+    Anthropic(Box<crate::dialect::AnthropicUpstream>),
 }
 
 impl UpstreamBody {
@@ -300,6 +469,7 @@ impl UpstreamBody {
             UpstreamBody::Http(b) => b.poll_chunk(cx),
             UpstreamBody::Chunks(rx) => rx.poll_recv(cx).map(|o| o.map(Ok)),
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(Ok)),
+            UpstreamBody::Anthropic(a) => a.poll_next(cx),
         }
     }
 
@@ -387,16 +557,39 @@ pub async fn send_http(
     body: Bytes,
     timeout: Duration,
 ) -> Result<UpstreamResponse, Failure> {
+    send_to(
+        pool,
+        Method::POST,
+        &paths[endpoint_index(endpoint)],
+        &[auth],
+        Some(body),
+        timeout,
+    )
+    .await
+}
+
+/// Sends one request to `uri` (origin form) on a provider's pool, with the given headers (the
+/// route's credential and, for Anthropic, its version) and, when `body` is given, a JSON body.
+pub async fn send_to(
+    pool: &Arc<ConnPool>,
+    method: Method,
+    uri: &Uri,
+    headers: &[Option<&(HeaderName, HeaderValue)>],
+    body: Option<Bytes>,
+    timeout: Duration,
+) -> Result<UpstreamResponse, Failure> {
     let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(paths[endpoint_index(endpoint)].clone())
-        .header(HOST, pool.host.clone())
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some((name, value)) = auth {
+        .method(method)
+        .uri(uri.clone())
+        .header(HOST, pool.host.clone());
+    if body.is_some() {
+        builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    for (name, value) in headers.iter().flatten() {
         builder = builder.header(name, value.clone());
     }
     let req = builder
-        .body(Full::new(body))
+        .body(Full::new(body.unwrap_or_default()))
         .map_err(|e| Failure::Connect(e.to_string()))?;
     let res = match tokio::time::timeout(timeout, pool.send(req)).await {
         Err(_) => return Err(Failure::Timeout),
@@ -432,6 +625,103 @@ pub async fn send_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_response_uris_keep_the_query_and_refuse_odd_ids() {
+        let api = ResponsesApi::new(Uri::from_static("/openai/v1/responses?api-version=v1"));
+        assert_eq!(
+            api.stored("resp_1-a", false).unwrap(),
+            "/openai/v1/responses/resp_1-a?api-version=v1"
+        );
+        assert_eq!(
+            api.stored("resp_1", true).unwrap(),
+            "/openai/v1/responses/resp_1/input_items?api-version=v1"
+        );
+        let api = ResponsesApi::new(Uri::from_static("/v1/responses"));
+        assert_eq!(api.stored("r", false).unwrap(), "/v1/responses/r");
+        for bad in ["", "../x", "a/b", "a?b", "a b"] {
+            assert!(api.stored(bad, false).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn anthropic_provider_routes_to_messages_with_its_headers() {
+        let config = Config::from_toml(
+            r#"
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "https://api.anthropic.com/"
+api_key = "sk-ant-secret"
+
+[[providers]]
+name = "oa"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[[providers]]
+name = "az"
+kind = "azure"
+base_url = "http://127.0.0.1:9"
+api_version = "2024-10-21"
+
+[[providers]]
+name = "chatonly"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+responses_api = false
+
+[[models]]
+name = "claude-x"
+provider = "claude"
+upstream_model = "claude-up"
+
+[[models]]
+name = "o"
+provider = "oa"
+
+[[models]]
+name = "a"
+provider = "az"
+
+[[models]]
+name = "c"
+provider = "chatonly"
+"#,
+        )
+        .unwrap();
+        let models = build_models(&config).unwrap();
+        let claude = &models[0].routes[0];
+        assert_eq!(&*claude.upstream_model, "claude-up");
+        let Dialect::Anthropic {
+            messages,
+            count_tokens,
+            version,
+        } = &claude.dialect
+        else {
+            panic!("not anthropic: {:?}", claude.dialect);
+        };
+        assert_eq!(messages, "/v1/messages");
+        assert_eq!(count_tokens, "/v1/messages/count_tokens");
+        assert_eq!(version.0, "anthropic-version");
+        assert_eq!(version.1, "2023-06-01");
+        let Target::Http { pool, auth, .. } = &claude.target else {
+            panic!("not http");
+        };
+        assert_eq!(pool.host, "api.anthropic.com");
+        let (name, value) = auth.as_ref().unwrap();
+        assert_eq!(name, "x-api-key");
+        assert_eq!(value, "sk-ant-secret");
+        assert!(value.is_sensitive());
+
+        let responses = |i: usize| match &models[i].routes[0].dialect {
+            Dialect::OpenAi { responses } => responses.as_ref().map(|r| r.create.to_string()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(responses(1).as_deref(), Some("/v1/responses"));
+        assert_eq!(responses(2).as_deref(), Some("/openai/v1/responses"));
+        assert_eq!(responses(3), None);
+    }
 
     #[test]
     fn breaker_trips_cools_down_and_resets() {

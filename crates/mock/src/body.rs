@@ -19,6 +19,8 @@ pub(crate) enum MockBody {
     Truncated(Option<Bytes>, bool),
     /// A server-sent-events stream.
     Sse(Box<SseBody>),
+    /// Pre-rendered events (the Responses and Messages streams).
+    Events(Box<EventsBody>),
 }
 
 impl MockBody {
@@ -55,6 +57,7 @@ impl http_body::Body for MockBody {
                 None => Poll::Ready(Some(Err(aborted()))),
             },
             MockBody::Sse(s) => s.poll_next(cx),
+            MockBody::Events(e) => e.poll_next(cx),
         }
     }
 
@@ -67,6 +70,63 @@ impl http_body::Body for MockBody {
             MockBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             MockBody::Full(None) => SizeHint::with_exact(0),
             _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A stream of pre-rendered events, with the configured gap between them; with
+/// `close_mid_stream` the connection drops after half of them.
+pub(crate) struct EventsBody {
+    events: VecDeque<Bytes>,
+    gap: Duration,
+    sent: usize,
+    close_at: Option<usize>,
+    close_flushed: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl EventsBody {
+    pub(crate) fn new(events: Vec<Bytes>, gap: Duration, close_mid_stream: bool) -> Self {
+        let close_at = close_mid_stream.then_some(events.len() / 2);
+        EventsBody {
+            events: events.into(),
+            gap,
+            sent: 0,
+            close_at,
+            close_flushed: false,
+            sleep: None,
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.close_at == Some(self.sent) {
+            if !self.close_flushed {
+                self.close_flushed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.close_at = None;
+            self.events.clear();
+            return Poll::Ready(Some(Err(aborted())));
+        }
+        if self.sent > 0 && !self.gap.is_zero() && !self.events.is_empty() {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.gap)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        match self.events.pop_front() {
+            Some(e) => {
+                self.sent += 1;
+                Poll::Ready(Some(Ok(Frame::data(e))))
+            }
+            None => Poll::Ready(None),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! It serves `POST /v1/chat/completions` (plain and SSE), `POST /v1/completions` (legacy,
 //! plain and SSE), `POST /v1/embeddings`, `GET /v1/models`, and the Azure shapes
-//! `POST /openai/deployments/{dep}/{chat/completions|completions|embeddings}?api-version=..`.
+//! `POST /openai/deployments/{dep}/{chat/completions|completions|embeddings}?api-version=..`;
+//! and OpenAI's Responses API and Anthropic's Messages API (see the `apis` module:
+//! `POST /v1/responses` with stored responses, `POST /v1/messages`, `/v1/messages/count_tokens`).
 //! Behaviour (latency, failures, usage reporting, stream shape) is set by [`MockConfig`] and can
 //! be changed at run time with [`MockUpstream::set_config`].
 //!
@@ -19,6 +21,7 @@
 //! # let _ = base; Ok(()) }
 //! ```
 
+mod apis;
 mod body;
 pub mod parse;
 mod render;
@@ -27,7 +30,7 @@ mod server;
 pub use parse::{ParsedRequest, RequestError, count_prompt_tokens, count_words, parse_request};
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -95,6 +98,9 @@ pub struct MockConfig {
     pub fail_status: u16,
     /// Reported as `usage.prompt_tokens_details.cached_tokens` (default 0).
     pub cached_tokens: u32,
+    /// Anthropic `POST /v1/messages`: reported as `cache_creation_input_tokens` (at most the
+    /// prompt less the cache reads; default 0).
+    pub cache_write_tokens: u32,
     /// Reported as `usage.completion_tokens_details.reasoning_tokens`, and included in
     /// `completion_tokens` as OpenAI does (default 0).
     pub reasoning_tokens: u32,
@@ -122,6 +128,7 @@ impl Default for MockConfig {
             fail_first: 0,
             fail_status: 500,
             cached_tokens: 0,
+            cache_write_tokens: 0,
             reasoning_tokens: 0,
             models: vec![
                 "gpt-4o-mini".to_owned(),
@@ -190,7 +197,11 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicU64,
     fail_seen: AtomicU64,
     recorded: Mutex<VecDeque<RecordedRequest>>,
+    /// Stored responses (Responses API): id → (response object, input items).
+    responses: Mutex<HashMap<String, StoredResponse>>,
 }
+
+type StoredResponse = (serde_json::Value, Vec<serde_json::Value>);
 
 impl Shared {
     pub(crate) fn state(&self) -> Arc<State> {
@@ -208,6 +219,26 @@ impl Shared {
     /// Whether this request is one of the first `fail_first`.
     pub(crate) fn take_failure(&self, fail_first: u32) -> bool {
         fail_first > 0 && self.fail_seen.fetch_add(1, Ordering::Relaxed) < u64::from(fail_first)
+    }
+
+    pub(crate) fn store(
+        &self,
+        id: &str,
+        response: serde_json::Value,
+        items: Vec<serde_json::Value>,
+    ) {
+        let mut m = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(id.to_owned(), (response, items));
+    }
+
+    pub(crate) fn stored(&self, id: &str) -> Option<StoredResponse> {
+        let m = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(id).cloned()
+    }
+
+    pub(crate) fn unstore(&self, id: &str) -> bool {
+        let mut m = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(id).is_some()
     }
 
     pub(crate) fn record(&self, req: RecordedRequest) {
@@ -269,6 +300,7 @@ impl MockUpstream {
             connections: AtomicU64::new(0),
             fail_seen: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::new()),
+            responses: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = watch::channel(());
         tokio::spawn(server::serve(listener, Arc::clone(&shared), rx));

@@ -63,6 +63,9 @@ struct Args {
     /// Reported cached prompt tokens.
     #[arg(long, default_value_t = 0)]
     cached_tokens: u32,
+    /// Reported Anthropic cache writes (`cache_creation_input_tokens`).
+    #[arg(long, default_value_t = 0)]
+    cache_write_tokens: u32,
     /// Reported reasoning tokens.
     #[arg(long, default_value_t = 0)]
     reasoning_tokens: u32,
@@ -98,6 +101,7 @@ impl Args {
             fail_first: self.fail_first,
             fail_status: self.fail_status,
             cached_tokens: self.cached_tokens,
+            cache_write_tokens: self.cache_write_tokens,
             reasoning_tokens: self.reasoning_tokens,
             record_requests: false,
             ..MockConfig::default()

@@ -7,7 +7,10 @@
 //! ([`str::split_whitespace`]) found in:
 //! - chat: every message's `content` (a string, or the `text` of each content part);
 //! - legacy completions: `prompt` (a string or an array of strings);
-//! - embeddings: `input` (a string or an array of strings).
+//! - embeddings: `input` (a string or an array of strings);
+//! - Responses API: `input` (a string, or items whose `content` and `text` count) and
+//!   `instructions`;
+//! - Anthropic Messages API: `messages` as for chat, and `system` (a string or text blocks).
 //!
 //! Integers in `prompt`/`input` (pre-tokenised input) count one token each.
 //! Nothing else (roles, names, tools, images) is counted.
@@ -64,6 +67,12 @@ struct Wire<'a> {
     prompt: Option<Input>,
     #[serde(default)]
     input: Option<Input>,
+    /// Responses API: counted like a message.
+    #[serde(default)]
+    instructions: Option<Words>,
+    /// Anthropic Messages API: a string or text blocks, counted like a message.
+    #[serde(default)]
+    system: Option<Words>,
 }
 
 #[derive(Deserialize)]
@@ -98,7 +107,11 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, RequestError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         n: wire.n.unwrap_or(1).max(1),
-        prompt_tokens: messages + prompt.words + input.words,
+        prompt_tokens: messages
+            + prompt.words
+            + input.words
+            + wire.instructions.map_or(0, |w| w.0)
+            + wire.system.map_or(0, |w| w.0),
         inputs: input.inputs,
     })
 }

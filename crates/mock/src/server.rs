@@ -1,5 +1,6 @@
 //! The HTTP/1.1 server: accept loop (TCP_NODELAY, keep-alive), routing, behaviours.
 
+use crate::apis;
 use crate::body::{MockBody, SseBody, StreamPlan};
 use crate::parse::{ParsedRequest, parse_request};
 use crate::render::{self, Api, Usage};
@@ -162,23 +163,28 @@ async fn answer(
     if !cfg.ttft.is_zero() {
         tokio::time::sleep(cfg.ttft).await;
     }
+    let api_route = apis::route(&parts.method, parts.uri.path());
+    let fail = |status: u16, message: &str| match &api_route {
+        Some(r) if r.anthropic() => apis::anthropic_error(status, message),
+        _ => error_response(status, message),
+    };
     if shared.take_failure(cfg.fail_first) {
-        return Ok(error_response(
+        return Ok(fail(
             cfg.fail_status,
             "tollgate-mock: injected failure (fail_first)",
         ));
     }
     match cfg.behavior {
         Behavior::Status(status) => {
-            return Ok(error_response(
-                status,
-                "tollgate-mock: injected failure (status)",
-            ));
+            return Ok(fail(status, "tollgate-mock: injected failure (status)"));
         }
         Behavior::Hang => std::future::pending::<()>().await,
         Behavior::Ok | Behavior::CloseMidStream => {}
     }
-    let resp = respond(&state, seq, &parts.method, parts.uri.path(), &body);
+    let resp = match &api_route {
+        Some(r) => apis::respond(&shared, &state, seq, &parts.method, r, &body),
+        None => respond(&state, seq, &parts.method, parts.uri.path(), &body),
+    };
     Ok(if cfg.behavior == Behavior::CloseMidStream {
         truncate(resp)
     } else {

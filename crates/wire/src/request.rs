@@ -18,6 +18,10 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API, sent natively to an upstream that serves it.
+    Responses,
+    /// Anthropic's Messages API, sent natively to an `anthropic` upstream.
+    Messages,
 }
 
 impl Endpoint {
@@ -27,7 +31,15 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+            Endpoint::Messages => "/v1/messages",
         }
+    }
+
+    /// Whether streams of this API carry OpenAI's usage chunk (asked for with
+    /// `stream_options.include_usage`); the Responses and Messages APIs always report usage.
+    pub fn has_stream_options(self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
     }
 
     /// The front-door path (`/v1/chat/completions`, …).
@@ -36,15 +48,17 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::Messages => "/v1/messages",
         }
     }
 
     /// The field that carries the prompt.
     fn prompt_field(self) -> &'static str {
         match self {
-            Endpoint::ChatCompletions => "messages",
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
             Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            Endpoint::Embeddings | Endpoint::Responses => "input",
         }
     }
 }
@@ -57,7 +71,8 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    /// An error with a message for the client and the offending parameter.
+    pub fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
         Self {
             message: message.into(),
             param,
@@ -93,6 +108,8 @@ pub struct ApiRequest<'a> {
     pub asks_logprobs: bool,
     /// Length in bytes of the raw prompt field: a cheap size estimate before tokenizing.
     pub prompt_bytes: usize,
+    /// The API of the body (decides whether a stream's rewrite asks for the usage chunk).
+    endpoint: Endpoint,
 }
 
 /// Limits the usage policy puts on a request (the guard's action): drop the log-probability
@@ -229,6 +246,7 @@ impl<'a> ApiRequest<'a> {
             best_of: None,
             asks_logprobs: false,
             prompt_bytes: 0,
+            endpoint,
         };
         let mut has_prompt = false;
         let prompt_field = endpoint.prompt_field();
@@ -278,6 +296,11 @@ impl<'a> ApiRequest<'a> {
                     if name == "max_completion_tokens" || req.max_tokens.is_none() {
                         req.max_tokens = Some(v);
                     }
+                }
+                "max_output_tokens" if !is_null && endpoint == Endpoint::Responses => {
+                    let v: u64 = serde_json::from_str(raw_str)
+                        .map_err(|_| type_error("max_output_tokens", "a non-negative integer"))?;
+                    req.max_tokens = Some(v);
                 }
                 "n" if !is_null => {
                     let v: u64 = serde_json::from_str(raw_str)
@@ -349,7 +372,7 @@ impl<'a> ApiRequest<'a> {
     /// that must ask for the usage chunk, or a restriction that applies to this body.
     pub fn needs_rewrite(&self, upstream_model: &str, restrict: Restrict) -> bool {
         self.model.as_deref() != Some(upstream_model)
-            || (self.stream && !self.include_usage)
+            || (self.stream && !self.include_usage && self.endpoint.has_stream_options())
             || self.restricted(restrict)
     }
 
@@ -389,7 +412,7 @@ impl<'a> ApiRequest<'a> {
                     write_json_str(&mut out, upstream_model);
                     wrote_model = true;
                 }
-                "stream_options" if self.stream => {
+                "stream_options" if self.stream && self.endpoint.has_stream_options() => {
                     push_key(&mut out, k);
                     write_stream_options(&mut out, v.get());
                     wrote_options = true;
@@ -414,7 +437,7 @@ impl<'a> ApiRequest<'a> {
             push_key(&mut out, "model");
             write_json_str(&mut out, upstream_model);
         }
-        if self.stream && !wrote_options {
+        if self.stream && !wrote_options && self.endpoint.has_stream_options() {
             push_key(&mut out, "stream_options");
             out.extend_from_slice(b"{\"include_usage\":true}");
         }
@@ -441,6 +464,45 @@ impl<'a> ApiRequest<'a> {
                             texts.push(name.to_owned());
                         }
                     }
+                }
+            }
+            Endpoint::Messages => {
+                if let serde_json::Value::Array(items) = value {
+                    messages = items.len();
+                    for m in items {
+                        collect_text(m.get("content"), &mut texts);
+                    }
+                }
+                if let Some(system) = self.field("system")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(system.get())
+                {
+                    messages += 1;
+                    collect_text(Some(&v), &mut texts);
+                }
+            }
+            Endpoint::Responses => {
+                match &value {
+                    serde_json::Value::Array(items) => {
+                        messages = items.len();
+                        for item in items {
+                            collect_text(item.get("content"), &mut texts);
+                            for key in ["output", "arguments"] {
+                                if let Some(serde_json::Value::String(s)) = item.get(key) {
+                                    texts.push(s.clone());
+                                }
+                            }
+                        }
+                    }
+                    other => {
+                        messages = 1;
+                        collect_text(Some(other), &mut texts);
+                    }
+                }
+                if let Some(i) = self.field("instructions")
+                    && let Ok(serde_json::Value::String(s)) = serde_json::from_str(i.get())
+                {
+                    messages += 1;
+                    texts.push(s);
                 }
             }
             Endpoint::Completions | Endpoint::Embeddings => collect_text(Some(&value), &mut texts),
@@ -497,7 +559,27 @@ fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
             }
             Ok(())
         }
-        Endpoint::Completions | Endpoint::Embeddings => {
+        Endpoint::Messages => {
+            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+                RequestError::new(
+                    "messages: Input should be a list of messages, each with a 'role'",
+                    Some("messages"),
+                )
+            })?;
+            for m in &messages {
+                if !matches!(m.role.as_ref(), "user" | "assistant") {
+                    return Err(RequestError::new(
+                        format!(
+                            "messages.role: Input should be 'user' or 'assistant', not '{}'",
+                            m.role
+                        ),
+                        Some("messages"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
             let param = endpoint.prompt_field();
             let param: &'static str = if param == "prompt" { "prompt" } else { "input" };
             let ok = matches!(raw.as_bytes().first(), Some(b'"') | Some(b'['));
@@ -508,6 +590,50 @@ fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
             Ok(())
         }
     }
+}
+
+/// Rewrites top-level fields of a JSON object body: each `(name, raw JSON)` in `set` replaces the
+/// field's value where it is (or is appended when absent); every other field is copied byte for
+/// byte, in order. Used where a body goes upstream in its own API's shape (Responses, Messages)
+/// with only the model name changed.
+pub fn set_fields(body: &[u8], set: &[(&str, &str)]) -> Result<Vec<u8>, RequestError> {
+    let Fields(fields) = serde_json::from_slice::<Fields<'_>>(body)
+        .map_err(|e| RequestError::new(format!("The body is not a JSON object: {e}"), None))?;
+    let mut out = Vec::with_capacity(body.len() + 32);
+    out.push(b'{');
+    let mut first = true;
+    let mut push_key = |out: &mut Vec<u8>, key: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(out, key);
+        out.push(b':');
+    };
+    let mut written = vec![false; set.len()];
+    for (k, v) in &fields {
+        push_key(&mut out, k);
+        match set.iter().position(|(name, _)| name == k) {
+            Some(i) => {
+                out.extend_from_slice(set[i].1.as_bytes());
+                written[i] = true;
+            }
+            None => out.extend_from_slice(v.get().as_bytes()),
+        }
+    }
+    for ((name, raw), done) in set.iter().zip(written) {
+        if !done {
+            push_key(&mut out, name);
+            out.extend_from_slice(raw.as_bytes());
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON string literal for `s` (quoted and escaped).
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
@@ -634,6 +760,52 @@ mod tests {
         for (body, param) in cases {
             assert_eq!(parse(body).unwrap_err().param, Some(param), "{body}");
         }
+    }
+
+    #[test]
+    fn responses_and_messages_bodies_keep_their_shape_when_rewritten() {
+        let body = br#"{"model":"m","input":[{"role":"user","content":"hi there"}],"instructions":"be brief","stream":true,"max_output_tokens":9}"#;
+        let r = ApiRequest::parse(body, Endpoint::Responses, false).unwrap();
+        assert_eq!((r.stream, r.max_tokens), (true, Some(9)));
+        assert!(
+            !r.needs_rewrite("m", Restrict::NONE),
+            "no stream_options for Responses"
+        );
+        let out = String::from_utf8(r.rewrite("up", Restrict::NONE)).unwrap();
+        assert_eq!(
+            out,
+            String::from_utf8_lossy(body).replace(r#""model":"m""#, r#""model":"up""#)
+        );
+        assert_eq!(
+            r.prompt_texts(Endpoint::Responses),
+            (vec!["hi there".to_owned(), "be brief".to_owned()], 2)
+        );
+        let body = br#"{"model":"c","max_tokens":5,"system":"sys","messages":[{"role":"user","content":[{"type":"text","text":"q"}]}],"stream":true}"#;
+        let r = ApiRequest::parse(body, Endpoint::Messages, false).unwrap();
+        assert_eq!(r.max_tokens, Some(5));
+        assert!(!r.needs_rewrite("c", Restrict::NONE));
+        assert_eq!(
+            r.prompt_texts(Endpoint::Messages),
+            (vec!["q".to_owned(), "sys".to_owned()], 2)
+        );
+        let bad = br#"{"model":"c","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#;
+        assert_eq!(
+            ApiRequest::parse(bad, Endpoint::Messages, false)
+                .unwrap_err()
+                .param,
+            Some("messages")
+        );
+    }
+
+    #[test]
+    fn set_fields_replaces_in_place_and_appends() {
+        let body = br#"{"model":"a","input":"h\u00e9 1.50","x":[1, 2]}"#;
+        let out = set_fields(body, &[("model", &json_string("b\"c")), ("extra", "true")]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"model":"b\"c","input":"h\u00e9 1.50","x":[1, 2],"extra":true}"#
+        );
+        assert!(set_fields(b"[1]", &[]).is_err());
     }
 
     #[test]

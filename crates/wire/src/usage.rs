@@ -23,6 +23,10 @@ pub struct Usage {
 pub struct PromptTokensDetails {
     #[serde(default)]
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Anthropic's `cache_creation_input_tokens`,
+    /// carried in translated chat usage; OpenAI reports none). A part of `prompt_tokens`.
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -38,6 +42,37 @@ impl Usage {
             .and_then(|d| d.cached_tokens)
             .unwrap_or(0)
             .min(self.prompt_tokens)
+    }
+
+    /// Prompt tokens written to a cache (a part of `prompt_tokens`, never more than it less the
+    /// cache reads).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .and_then(|d| d.cache_write_tokens)
+            .unwrap_or(0)
+            .min(self.prompt_tokens - self.cached_tokens())
+    }
+
+    /// A usage of these counts: `prompt` includes `cached` and `cache_write`; `completion`
+    /// includes `reasoning`.
+    pub fn new(
+        prompt: u64,
+        cached: u64,
+        cache_write: u64,
+        completion: u64,
+        reasoning: u64,
+    ) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: Some(cached),
+                cache_write_tokens: (cache_write > 0).then_some(cache_write),
+            }),
+            completion_tokens_details: Some(CompletionTokensDetails {
+                reasoning_tokens: Some(reasoning),
+            }),
+        }
     }
 
     /// Reasoning tokens, where the upstream reports them (a part of `completion_tokens`).

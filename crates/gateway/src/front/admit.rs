@@ -42,7 +42,7 @@ impl Counts {
         Counts {
             input: u.prompt_tokens,
             cached_input: u.cached_tokens(),
-            cache_write: 0,
+            cache_write: u.cache_write_tokens(),
             output: u.completion_tokens,
             reasoning: u.reasoning_tokens(),
             estimated: false,

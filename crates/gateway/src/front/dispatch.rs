@@ -13,7 +13,8 @@ use crate::error::ApiError;
 use crate::front::Parsed;
 use crate::front::admit::Admission;
 use crate::sim::{self, SimRequest};
-use crate::upstream::{Failure, Target, UpstreamResponse, now_ms, send_http};
+use crate::upstream::{Failure, Target, UpstreamResponse, now_ms};
+use tollgate_wire::Endpoint;
 
 /// Sends the request to the first route that answers. The admission is marked dispatched before
 /// the first byte leaves, so from then on a record is owed whatever happens.
@@ -59,7 +60,29 @@ pub async fn dispatch(
                 } else {
                     body.clone()
                 };
-                send_http(pool, paths, auth.as_ref(), endpoint, upstream_body, timeout).await
+                // Chat to an anthropic route is translated; Responses and Messages go natively.
+                let chat = tollgate_wire::anthropic::ChatContext {
+                    id: format!("chatcmpl-{}", admission.id()),
+                    created: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    model: route.upstream_model.to_string(),
+                    include_usage: true,
+                };
+                crate::dialect::send_http_route(
+                    &route.dialect,
+                    pool,
+                    paths,
+                    auth.as_ref(),
+                    endpoint,
+                    upstream_body,
+                    chat,
+                    timeout,
+                )
+                .await
+            }
+            Target::Simulated(_)
+                if !endpoint.has_stream_options() && endpoint != Endpoint::Embeddings =>
+            {
+                Err(crate::dialect::unservable(endpoint))
             }
             Target::Simulated(cfg) => {
                 let (texts, messages) = request.prompt_texts(endpoint);

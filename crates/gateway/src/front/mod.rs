@@ -61,9 +61,9 @@ impl Parsed<'_> {
     /// The field that carries the prompt (`messages`, `prompt` or `input`).
     pub fn endpoint_prompt_field(&self) -> &'static str {
         match self.endpoint {
-            Endpoint::ChatCompletions => "messages",
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
             Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            Endpoint::Embeddings | Endpoint::Responses => "input",
         }
     }
 }
@@ -89,6 +89,11 @@ pub async fn inference(
     let path = uri.path();
     let endpoint = if path.ends_with("/chat/completions") {
         Endpoint::ChatCompletions
+    } else if path.ends_with("/responses") {
+        // The Responses and Messages front doors (`apis`) send natively served requests here.
+        Endpoint::Responses
+    } else if path.ends_with("/messages") {
+        Endpoint::Messages
     } else if path.ends_with("/completions") {
         Endpoint::Completions
     } else {

@@ -42,6 +42,8 @@ struct Relay {
     usage: Option<Usage>,
     done: Option<Bytes>,
     client_wants_usage: bool,
+    /// Streams in another API (Responses, Messages) relayed unchanged: how their usage is read.
+    dialect: Option<crate::dialect::StreamDialect>,
 }
 
 impl Relay {
@@ -52,6 +54,7 @@ impl Relay {
             usage: None,
             done: None,
             client_wants_usage,
+            dialect: None,
         }
     }
 
@@ -61,6 +64,17 @@ impl Relay {
         while let Some(event) = self.splitter.next_event() {
             if event.is_done() {
                 self.done = Some(event.raw);
+                continue;
+            }
+            if let (Some(dialect), Some(data)) = (&mut self.dialect, &event.data) {
+                if let Some(u) = dialect.observe(data, &mut self.text) {
+                    self.usage = Some(u);
+                }
+                if dialect.is_final(data) {
+                    self.done = Some(event.raw);
+                } else {
+                    out.push_back(event.raw);
+                }
                 continue;
             }
             let mut forward = Some(event.raw);
@@ -90,6 +104,11 @@ impl Relay {
         if let Some(event) = self.splitter.finish() {
             if event.is_done() {
                 self.done = Some(event.raw);
+            } else if let (Some(dialect), Some(data)) = (&mut self.dialect, &event.data) {
+                if let Some(u) = dialect.observe(data, &mut self.text) {
+                    self.usage = Some(u);
+                }
+                out.push_back(event.raw);
             } else if let Some(data) = &event.data {
                 if let Some(view) = read_chunk(data, &mut self.text)
                     && let Some(u) = view.usage
@@ -177,6 +196,13 @@ pub fn start(
 }
 
 impl RelayBody {
+    /// Reads a stream in another API (Responses, Messages) relayed unchanged: its usage comes
+    /// from its own events, and its final event waits for the usage record like `[DONE]`.
+    pub fn reading(mut self, dialect: Option<crate::dialect::StreamDialect>) -> RelayBody {
+        self.relay.dialect = dialect;
+        self
+    }
+
     /// The upstream has ended (or failed, or fell silent): read its last event and start the
     /// commit.
     fn end_upstream(&mut self) {
@@ -192,6 +218,7 @@ impl RelayBody {
             usage: self.relay.usage.take(),
             done: None,
             client_wants_usage: false,
+            dialect: None,
         };
         let status = if self.upstream_failed { 502 } else { 200 };
         self.phase = Phase::Committing(Box::pin(async move {

@@ -7,8 +7,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tollgate_wire::Endpoint;
-use tollgate_wire::usage::{response_text, usage_of_response};
 
 use crate::error::ApiError;
 use crate::front::Parsed;
@@ -45,7 +43,8 @@ pub async fn respond(
                 .unwrap_or(HeaderValue::from_static("text/event-stream")),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        let body = super::relay::start(admission, resp.body, client_wants_usage, timeout);
+        let body = super::relay::start(admission, resp.body, client_wants_usage, timeout)
+            .reading(crate::dialect::StreamDialect::of(endpoint));
         let mut res = Response::new(Body::new(body));
         *res.status_mut() = resp.status;
         *res.headers_mut() = headers;
@@ -70,16 +69,13 @@ pub async fn respond(
             ));
         }
     };
-    let counts = match usage_of_response(&bytes) {
+    let counts = match crate::dialect::plain_usage(endpoint, &bytes) {
         Some(u) => Counts::from_usage(&u),
+        // An embeddings answer carries vectors, not text to count.
         None => {
-            // An embeddings answer carries vectors, not text to count.
-            let text = if endpoint == Endpoint::Embeddings {
-                String::new()
-            } else {
-                response_text(&bytes)
-            };
-            admission.estimate(text).await
+            admission
+                .estimate(crate::dialect::plain_text(endpoint, &bytes))
+                .await
         }
     };
     let status = if client.gone() {

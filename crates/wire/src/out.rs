@@ -1,0 +1,70 @@
+//! Small writers shared by the translators: SSE events, chat chunks and the OpenAI `usage` object.
+
+use serde_json::{Value, json};
+
+use crate::usage::Usage;
+
+/// Appends one named server-sent event: `event: NAME\ndata: JSON\n\n`.
+pub fn push_named_event(out: &mut Vec<u8>, name: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Serializing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends one unnamed event: `data: JSON\n\n` (the shape of Chat Completions streams).
+pub fn push_data_event(out: &mut Vec<u8>, data: &Value) {
+    out.extend_from_slice(b"data: ");
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends `data: [DONE]\n\n`.
+pub fn push_done(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: [DONE]\n\n");
+}
+
+/// The OpenAI `usage` object of a chat completion. `prompt_tokens_details.cache_write_tokens` is
+/// written only when some prompt tokens were written to a cache (an Anthropic upstream reports
+/// them; OpenAI's own API has no such field).
+pub fn chat_usage_json(u: &Usage) -> Value {
+    let mut details = json!({ "cached_tokens": u.cached_tokens() });
+    if u.cache_write_tokens() > 0 {
+        details["cache_write_tokens"] = json!(u.cache_write_tokens());
+    }
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": details,
+        "completion_tokens_details": { "reasoning_tokens": u.reasoning_tokens() },
+    })
+}
+
+/// The Responses API `usage` object (`input_tokens_details.cache_write_tokens` only when some
+/// prompt tokens were written to a cache).
+pub fn responses_usage_json(u: &Usage) -> Value {
+    let mut details = json!({ "cached_tokens": u.cached_tokens() });
+    if u.cache_write_tokens() > 0 {
+        details["cache_write_tokens"] = json!(u.cache_write_tokens());
+    }
+    json!({
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": details,
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": { "reasoning_tokens": u.reasoning_tokens() },
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+    })
+}
+
+/// A string field of a JSON object, or `""`.
+pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The JSON text of a value (arguments of tool calls travel as strings in OpenAI's APIs).
+pub(crate) fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
