@@ -481,7 +481,7 @@ pub async fn usage(
             Some("organization"),
         )
     })?;
-    crate::billing_admin::reader_or_admin(&app, &headers, &org)?;
+    reader_or_admin(&app, &headers, &org)?;
     known_org(&app, &org)?;
     let from = q
         .from
@@ -534,5 +534,25 @@ pub async fn audit(app: &App, action: &str, organization: Option<&str>, reason: 
     };
     if let Err(error) = app.store.append_audit(entry).await {
         tracing::error!(%error, action, "Audit log write failed.");
+    }
+}
+
+/// Admin token, or a reader key of `org` or one of its ancestors. Reader keys of other
+/// organizations get 404 (the organization's existence is not revealed).
+pub fn reader_or_admin(app: &App, headers: &HeaderMap, org: &str) -> Result<(), ApiError> {
+    if admin_auth(app, headers).is_ok() {
+        return Ok(());
+    }
+    let token = bearer(headers).unwrap_or_default();
+    let key = app.tenancy.key(token).filter(|k| k.role == KeyRole::Reader);
+    match key {
+        None => admin_auth(app, headers).map(|_| ()),
+        Some(k) => {
+            if app.tenancy.is_within(org, &k.organization) {
+                Ok(())
+            } else {
+                Err(ApiError::not_found(format!("No organization '{org}'.")))
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The application state shared by every handler, and the router.
+//! The application state shared by every handler: the services, each narrow, and the config.
+//! It imports no handler; the router is in `routes`, the assembly at start in `start`.
 //!
 //! The inference request path runs these phases, in order (see [`crate::front`]; each may answer
 //! early with an OpenAI error):
@@ -16,19 +17,18 @@
 //!    reservations settled to it — or, when the client left, finished by the `Admission`'s drop.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, RwLock};
 
-use axum::Router;
-use axum::routing::{delete, get, post, put};
 use time::OffsetDateTime;
 use tollgate_billing::Catalogue;
 use tollgate_config::Config;
-use tollgate_store::{Ledger, PriceRow, Store, UsageRecord};
+use tollgate_store::{Ledger, Store, UsageRecord};
 
 use crate::budget::Budgets;
 use crate::front::detach::Background;
-use crate::upstream::{ModelEntry, build_models};
-use crate::{admin, billing_admin, front, tenancy::Tenancy};
+use crate::tenancy::Tenancy;
+use crate::upstream::ModelEntry;
 
 /// Everything the handlers share.
 pub struct App {
@@ -49,9 +49,12 @@ pub struct App {
     /// Rate limits: local buckets, or shared through Redis (`[ratelimit] redis_url`).
     pub limits: crate::ratelimit::Limits,
     /// Progress of the change feed that keeps instances in step.
-    pub sync: crate::sync::SyncState,
+    pub sync: SyncState,
+    /// The router, as the assembler provides it, for handlers that call the API in process (the
+    /// console); set by [`crate::routes::router`].
+    pub api: std::sync::OnceLock<fn(Arc<App>) -> axum::Router>,
     /// Signed-in sessions of the web console.
-    pub console: crate::console::Sessions,
+    pub console: crate::console::session::Sessions,
     /// Tasks finishing requests whose clients left (shutdown waits for them).
     pub background: Arc<Background>,
     /// Responses API: which provider and organization created each stored response.
@@ -68,227 +71,21 @@ pub enum StartError {
 }
 
 impl App {
-    /// Opens storage, loads tenancy into memory, seeds config prices, and builds the routes.
-    pub async fn start(config: Config) -> Result<Arc<App>, StartError> {
-        let admin_token = config
-            .server
-            .admin_token
-            .clone()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                StartError::Setup(
-                    "no admin token: set server.admin_token or TOLLGATE_ADMIN_TOKEN".into(),
-                )
-            })?;
-        let (store, ledger) = crate::sync::open_storage(&config).await?;
-        let limits = crate::ratelimit::Limits::new(&config).map_err(StartError::Setup)?;
-        // The change-feed position before loading: changes made meanwhile are applied by sync.
-        let change_seq = store.last_change().await?;
-        let tenancy = Tenancy::default();
-        tenancy.load(
-            store.organizations().await?,
-            store.projects(None).await?,
-            store.active_keys().await?,
-        );
-        // Config prices are each model's first catalogue entry.
-        for m in &config.models {
-            if let (Some(input), Some(output)) = (m.input_price, m.output_price) {
-                store
-                    .put_price(PriceRow {
-                        model: m.name.clone(),
-                        input_price: input.to_string(),
-                        cached_input_price: m.cached_input_price.map(|p| p.to_string()),
-                        output_price: output.to_string(),
-                        cache_write_price: m.cache_write_price.map(|p| p.to_string()),
-                        effective_from: OffsetDateTime::UNIX_EPOCH,
-                    })
-                    .await?;
-            }
-        }
-        let entries = build_models(&config).map_err(StartError::Setup)?;
-        let model_order = entries.iter().map(|m| m.name.clone()).collect();
-        let models = entries
-            .into_iter()
-            .map(|m| (m.name.clone(), Arc::new(m)))
-            .collect();
-        let guard = crate::enforce::Guard::load(&config, &store)
-            .await
-            .map_err(StartError::Setup)?;
-        guard.spawn_snapshots(store.clone());
-        let app = Arc::new(App {
-            config,
-            models,
-            model_order,
-            tenancy,
-            store,
-            ledger,
-            admin_token,
-            started_at: OffsetDateTime::now_utc(),
-            catalogue: RwLock::new(Arc::new(Catalogue::default())),
-            budgets: Budgets::default(),
-            guard,
-            limits,
-            sync: crate::sync::SyncState::default(),
-            console: crate::console::Sessions::default(),
-            background: Arc::new(Background::default()),
-            stored_responses: crate::dialect::StoredResponses::new(100_000),
-        });
-        app.reload_prices()
-            .await
-            .map_err(|e| StartError::Setup(e.message.clone()))?;
-        app.budgets
-            .load(&app)
-            .await
-            .map_err(|e| StartError::Setup(e.message.clone()))?;
-        crate::sync::spawn(app.clone(), change_seq);
-        Ok(app)
-    }
-
     /// The current price catalogue.
     pub fn prices(&self) -> Arc<Catalogue> {
         self.catalogue.read().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Reloads the price catalogue from the store.
-    pub async fn reload_prices(&self) -> Result<(), crate::error::ApiError> {
-        let c = crate::pricing::load_catalogue(&self.store).await?;
-        if let Ok(mut slot) = self.catalogue.write() {
-            *slot = Arc::new(c);
-        }
-        Ok(())
-    }
-
     /// Hook called with every usage record before it is written (budgets, detectors).
     pub fn after_usage(&self, record: &UsageRecord) {
-        crate::enforce::completed(self, record);
+        crate::enforce::completed(&self.guard, record);
     }
 }
 
-/// The full router: front door, Azure shape, admin API, health.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(front::ready))
-        .route("/metrics", get(crate::metrics::metrics))
-        .route("/v1/chat/completions", post(front::inference))
-        .route("/v1/completions", post(front::inference))
-        .route("/v1/embeddings", post(front::inference))
-        .route("/v1/models", get(front::list_models))
-        .route("/v1/models/{id}", get(front::get_model))
-        .route("/v1/responses", post(crate::apis::create_response))
-        .route("/openai/responses", post(crate::apis::create_response))
-        .route("/openai/v1/responses", post(crate::apis::create_response))
-        .route(
-            "/v1/responses/{id}",
-            get(crate::apis::get_response).delete(crate::apis::delete_response),
-        )
-        .route(
-            "/v1/responses/{id}/input_items",
-            get(crate::apis::response_input_items),
-        )
-        .route("/v1/messages", post(crate::apis::create_message))
-        .route("/v1/messages/count_tokens", post(crate::apis::count_tokens))
-        .route(
-            "/openai/deployments/{deployment}/chat/completions",
-            post(front::inference),
-        )
-        .route(
-            "/openai/deployments/{deployment}/completions",
-            post(front::inference),
-        )
-        .route(
-            "/openai/deployments/{deployment}/embeddings",
-            post(front::inference),
-        )
-        .route(
-            "/admin/v1/organizations",
-            post(admin::create_organization).get(admin::list_organizations),
-        )
-        .route(
-            "/admin/v1/organizations/{org}",
-            get(admin::get_organization),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/projects",
-            post(admin::create_project).get(admin::list_projects),
-        )
-        .route(
-            "/admin/v1/projects/{project}/keys",
-            post(admin::create_key).get(admin::list_keys),
-        )
-        .route("/admin/v1/keys/{key}", delete(admin::revoke_key))
-        .route("/admin/v1/usage", get(admin::usage))
-        .route(
-            "/admin/v1/prices",
-            post(billing_admin::create_price).get(billing_admin::list_prices),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/contract",
-            put(billing_admin::put_contract),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/budget",
-            put(billing_admin::put_budget).get(billing_admin::get_budget),
-        )
-        .route("/admin/v1/budget-events", get(billing_admin::budget_events))
-        // Reads its own body up to `billing_admin::MAX_IMPORT_BODY_BYTES` (64 MiB).
-        .route("/admin/v1/usage/events", post(billing_admin::import_usage))
-        .route(
-            "/admin/v1/invoices/{org}/{month}",
-            get(billing_admin::get_invoice),
-        )
-        .route(
-            "/admin/v1/reports/revenue",
-            get(billing_admin::revenue_report),
-        )
-        .route(
-            "/admin/v1/reports/quarterly",
-            get(billing_admin::quarterly_report),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/reader-keys",
-            post(billing_admin::create_reader_key),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/risk",
-            get(crate::guard_admin::risk),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/review",
-            post(crate::guard_admin::review),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/reinstate",
-            post(crate::guard_admin::reinstate),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/terminate",
-            post(crate::guard_admin::terminate),
-        )
-        .route(
-            "/admin/v1/organizations/{org}/evidence",
-            get(crate::guard_admin::evidence),
-        )
-        .route("/admin/v1/flags", get(crate::guard_admin::flags))
-        .route("/admin/v1/policies", get(crate::guard_admin::policies))
-        .route("/admin/v1/audit", get(crate::guard_admin::audit_log))
-        .route(
-            "/admin/v1/owners/{owner}/keys",
-            post(crate::guard_admin::create_owner_key),
-        )
-        .route(
-            "/admin/v1/owners/{owner}/keys/{id}",
-            delete(crate::guard_admin::revoke_owner_key),
-        )
-        .route(
-            "/admin/v1/owners/{owner}/reports",
-            post(crate::guard_admin::create_report).get(crate::guard_admin::list_reports),
-        )
-        .route(
-            "/admin/v1/owners/{owner}/evidence/{org}",
-            get(crate::guard_admin::owner_evidence),
-        )
-        .merge(crate::console::routes())
-        .fallback(front::not_found)
-        .with_state(app)
+/// Progress of the change feed that keeps instances in step (see `sync`), for metrics.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    pub last_seq: AtomicI64,
+    pub applied: AtomicU64,
+    pub errors: AtomicU64,
 }

@@ -18,7 +18,9 @@ use time::OffsetDateTime;
 use tollgate_billing::{Catalogue, Contract, Invoice, Month, Owner, contract_for_month};
 use tollgate_store::{ApiKey, BudgetRow, ContractRow, KeyRole, PriceRow, UsageRecord};
 
-use crate::admin::{admin_auth, audit, bearer, known_org, parse_body, parse_time, store_error};
+use crate::admin::{
+    admin_auth, audit, known_org, parse_body, parse_time, reader_or_admin, store_error,
+};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::pricing::load_catalogue;
@@ -261,7 +263,7 @@ pub async fn put_budget(
         .put_budget(row.clone())
         .await
         .map_err(store_error)?;
-    app.budgets.put(&app, &row).await?;
+    app.budgets.put(&app.store, &app.prices(), &row).await?;
     audit(&app, "put_budget", Some(&org), None).await;
     let status = app
         .budgets
@@ -411,7 +413,7 @@ pub async fn import_usage(
     let accepted = news.iter().filter(|n| **n).count();
     for (r, new) in records.iter().zip(&news) {
         if *new {
-            app.budgets.add_spent(&app, r, &catalogue);
+            app.budgets.add_spent(&app.tenancy, r, &catalogue);
         }
     }
     audit(
@@ -764,24 +766,4 @@ pub async fn create_reader_key(
         created_at: OffsetDateTime::now_utc(),
     };
     crate::admin::issue_key(&app, key, READER_PREFIX, "create_reader_key").await
-}
-
-/// Admin token, or a reader key of `org` or one of its ancestors. Reader keys of other
-/// organizations get 404 (the organization's existence is not revealed).
-pub fn reader_or_admin(app: &App, headers: &HeaderMap, org: &str) -> Result<(), ApiError> {
-    if admin_auth(app, headers).is_ok() {
-        return Ok(());
-    }
-    let token = bearer(headers).unwrap_or_default();
-    let key = app.tenancy.key(token).filter(|k| k.role == KeyRole::Reader);
-    match key {
-        None => admin_auth(app, headers).map(|_| ()),
-        Some(k) => {
-            if app.tenancy.is_within(org, &k.organization) {
-                Ok(())
-            } else {
-                Err(ApiError::not_found(format!("No organization '{org}'.")))
-            }
-        }
-    }
 }

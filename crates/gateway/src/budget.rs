@@ -14,13 +14,12 @@ use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
 use tollgate_billing::{Catalogue, Month, crossed_thresholds};
-use tollgate_store::{BudgetRow, UsageRecord};
+use tollgate_store::{BudgetRow, Store, UsageRecord};
 
-use crate::app::App;
 use crate::error::ApiError;
 use crate::pricing::{estimate_cost, record_cost};
 use crate::ratelimit::Limits;
-use crate::tenancy::KeyEntry;
+use crate::tenancy::{KeyEntry, Tenancy};
 
 /// Alert thresholds, in percent of the limit.
 pub const ALERTS: [u8; 3] = [50, 80, 100];
@@ -120,14 +119,13 @@ fn money(d: Decimal) -> String {
 
 impl Budgets {
     /// Loads every stored budget with its month-to-date spend.
-    pub async fn load(&self, app: &App) -> Result<(), ApiError> {
-        let rows = app
-            .store
+    pub async fn load(&self, store: &Store, catalogue: &Catalogue) -> Result<(), ApiError> {
+        let rows = store
             .budgets()
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         for row in rows {
-            self.put(app, &row).await?;
+            self.put(store, catalogue, &row).await?;
         }
         Ok(())
     }
@@ -135,7 +133,12 @@ impl Budgets {
     /// Sets a budget. A new budget starts from the month-to-date spend in the ledger; an existing
     /// one only takes the new limit (its running spend is already exact, and re-reading the ledger
     /// while requests are settling would miss the ones not yet written).
-    pub async fn put(&self, app: &App, row: &BudgetRow) -> Result<(), ApiError> {
+    pub async fn put(
+        &self,
+        store: &Store,
+        catalogue: &Catalogue,
+        row: &BudgetRow,
+    ) -> Result<(), ApiError> {
         let limit = Decimal::from_str(&row.monthly_limit)
             .map_err(|_| ApiError::internal("A stored budget is not a decimal."))?;
         let key = (
@@ -152,16 +155,14 @@ impl Budgets {
         let month = Month::containing(now).map_err(|e| ApiError::internal(e.to_string()))?;
         let orgs = match &row.project {
             Some(_) => vec![row.organization.clone()],
-            None => app
-                .store
+            None => store
                 .subtree(&row.organization)
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?,
         };
-        let catalogue = app.prices();
         let rows = crate::pricing::priced_usage(
-            &app.store,
-            &catalogue,
+            store,
+            catalogue,
             orgs,
             row.project.clone(),
             Some(month.start()),
@@ -186,7 +187,7 @@ impl Budgets {
 
     fn covering(
         &self,
-        app: &App,
+        tenancy: &Tenancy,
         organization: &str,
         project: Option<&str>,
     ) -> Vec<Arc<Mutex<State>>> {
@@ -196,7 +197,7 @@ impl Budgets {
         {
             out.push(s.clone());
         }
-        for org in app.tenancy.ancestors(organization) {
+        for org in tenancy.ancestors(organization) {
             if let Some(s) = self.map.get(&(org.to_string(), String::new())) {
                 out.push(s.clone());
             }
@@ -208,7 +209,8 @@ impl Budgets {
     /// 429 `insufficient_quota` when one has been reached (reserving nothing then).
     pub fn reserve(
         &self,
-        app: &App,
+        tenancy: &Tenancy,
+        catalogue: &Catalogue,
         key: &KeyEntry,
         model: &str,
         input_tokens: u64,
@@ -217,13 +219,12 @@ impl Budgets {
         if !self.any.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let states = self.covering(app, &key.organization, key.project.as_deref());
+        let states = self.covering(tenancy, &key.organization, key.project.as_deref());
         if states.is_empty() {
             return Ok(None);
         }
         let now = OffsetDateTime::now_utc();
-        let catalogue = app.prices();
-        let amount = estimate_cost(&catalogue, model, now, input_tokens, output_tokens);
+        let amount = estimate_cost(catalogue, model, now, input_tokens, output_tokens);
         let mut taken: Vec<Arc<Mutex<State>>> = Vec::with_capacity(states.len());
         for st in &states {
             let Ok(mut s) = st.lock() else { continue };
@@ -256,8 +257,8 @@ impl Budgets {
     }
 
     /// Replaces a reservation by the record's real cost and reports threshold crossings.
-    pub fn settle(&self, app: &App, mut hold: Hold, record: &UsageRecord) {
-        let actual = record_cost(&app.prices(), record);
+    pub fn settle(&self, catalogue: &Catalogue, mut hold: Hold, record: &UsageRecord) {
+        let actual = record_cost(catalogue, record);
         let now = OffsetDateTime::now_utc();
         if let Some(shared) = hold.shared.take() {
             let delta = crate::ratelimit::nano_usd(actual).saturating_sub(shared.nano);
@@ -352,7 +353,7 @@ impl Budgets {
     }
 
     /// Adds imported usage of the current month to the budgets that cover it.
-    pub fn add_spent(&self, app: &App, record: &UsageRecord, catalogue: &Catalogue) {
+    pub fn add_spent(&self, tenancy: &Tenancy, record: &UsageRecord, catalogue: &Catalogue) {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
@@ -361,7 +362,7 @@ impl Budgets {
             return;
         }
         let actual = record_cost(catalogue, record);
-        for st in self.covering(app, &record.organization, record.project.as_deref()) {
+        for st in self.covering(tenancy, &record.organization, record.project.as_deref()) {
             let Ok(mut s) = st.lock() else { continue };
             s.roll(now);
             let before = s.spent;

@@ -290,9 +290,11 @@ impl AnthropicUpstream {
             ended: false,
         }
     }
+}
 
+impl crate::upstream::TranslatedBody for AnthropicUpstream {
     /// The next piece of the translated body; `None` at the end.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
         loop {
             if self.ended {
                 return Poll::Ready(None);
@@ -393,7 +395,7 @@ pub async fn send_chat_to_anthropic(
         return Ok(UpstreamResponse {
             status: res.status,
             content_type: Some(HeaderValue::from_static("text/event-stream")),
-            body: UpstreamBody::Anthropic(Box::new(AnthropicUpstream::new(res.body, ctx))),
+            body: UpstreamBody::Translated(Box::new(AnthropicUpstream::new(res.body, ctx))),
         });
     }
     let bytes = match tokio::time::timeout(timeout, res.body.collect(64 << 20)).await {
@@ -792,7 +794,9 @@ mod tests {
             ctx,
         );
         let mut out = Vec::new();
-        while let Some(piece) = std::future::poll_fn(|cx| up.poll_next(cx)).await {
+        while let Some(piece) =
+            std::future::poll_fn(|cx| crate::upstream::TranslatedBody::poll_next(&mut up, cx)).await
+        {
             out.extend_from_slice(&piece.unwrap());
         }
         let mut split = SseSplitter::new();

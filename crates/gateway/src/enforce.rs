@@ -39,10 +39,9 @@ use tollgate_store::{AccountState, AuditEntry, GuardExemption, Store, StoreError
 pub use tollgate_store::{OwnerKey, OwnerReview, OwnerReviewState as OwnerState, PolicyAction};
 use tollgate_wire::{Endpoint, Restrict};
 
-use crate::app::App;
 use crate::error::ApiError;
 use crate::limits::Limiter;
-use crate::tenancy::KeyEntry;
+use crate::tenancy::{KeyEntry, Tenancy};
 use crate::upstream::ModelEntry;
 
 /// kv key of the detector snapshot.
@@ -514,7 +513,7 @@ impl Guard {
     /// access.
     pub fn on_flag(
         &self,
-        app: &App,
+        tenancy: &Tenancy,
         organization: &str,
         score: f64,
         policy: &EffectivePolicy,
@@ -561,8 +560,7 @@ impl Guard {
         self.record(organization, name, "flag", score, threshold);
         if policy.action != GuardAction::Review
             || self.is_exempt(organization, policy)
-            || !app
-                .tenancy
+            || !tenancy
                 .org(organization)
                 .is_some_and(|o| o.state == AccountState::Active)
         {
@@ -570,8 +568,7 @@ impl Guard {
         }
         match &policy.owner {
             None => {
-                app.tenancy
-                    .set_state(organization, AccountState::UnderReview);
+                tenancy.set_state(organization, AccountState::UnderReview);
                 let _ = self.events.send(Event::State(
                     organization.to_owned(),
                     AccountState::UnderReview,
@@ -797,7 +794,12 @@ impl Guard {
     }
 
     /// The owner-scoped review state of an organization (or an ancestor) for one owner.
-    pub fn owner_state(&self, app: &App, organization: &str, owner: &str) -> Option<OwnerState> {
+    pub fn owner_state(
+        &self,
+        tenancy: &Tenancy,
+        organization: &str,
+        owner: &str,
+    ) -> Option<OwnerState> {
         if self.owner_reviews.is_empty() {
             return None;
         }
@@ -813,8 +815,7 @@ impl Guard {
                     }
                 }
             }
-            cur = app
-                .tenancy
+            cur = tenancy
                 .org(&id)
                 .and_then(|o| o.parent.map(|p| p.to_string()));
         }
@@ -875,11 +876,16 @@ fn owner_refusal(owner: &str, state: OwnerState) -> ApiError {
 
 /// Refuses requests of organizations (or one owner's models) under review or terminated.
 /// Account-wide states are checked in `authenticate`; this checks owner-scoped reviews.
-pub fn check_access(app: &App, key: &KeyEntry, model: &ModelEntry) -> Result<(), ApiError> {
+pub fn check_access(
+    guard: &Guard,
+    tenancy: &Tenancy,
+    key: &KeyEntry,
+    model: &ModelEntry,
+) -> Result<(), ApiError> {
     let Some(owner) = model.owner.as_deref() else {
         return Ok(());
     };
-    match app.guard.owner_state(app, &key.organization, owner) {
+    match guard.owner_state(tenancy, &key.organization, owner) {
         None => Ok(()),
         Some(state) => Err(owner_refusal(owner, state)),
     }
@@ -890,7 +896,8 @@ pub fn check_access(app: &App, key: &KeyEntry, model: &ModelEntry) -> Result<(),
 /// the upstream rewrite).
 #[allow(clippy::too_many_arguments)]
 pub fn observe(
-    app: &App,
+    guard: &Guard,
+    tenancy: &Tenancy,
     key: &KeyEntry,
     model: &ModelEntry,
     endpoint: Endpoint,
@@ -898,7 +905,6 @@ pub fn observe(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<Restrict, ApiError> {
-    let guard = &app.guard;
     if !guard.enabled {
         return Ok(Restrict::NONE);
     }
@@ -917,7 +923,7 @@ pub fn observe(
     {
         return Ok(Restrict::NONE);
     }
-    if let Some(refusal) = guard.on_flag(app, &key.organization, outcome.score, policy) {
+    if let Some(refusal) = guard.on_flag(tenancy, &key.organization, outcome.score, policy) {
         return Err(refusal);
     }
     if guard.is_exempt(&key.organization, policy) {
@@ -958,12 +964,12 @@ pub fn observe(
 }
 
 /// Called with every usage record before it is written.
-pub fn completed(app: &App, record: &UsageRecord) {
-    if !app.guard.enabled {
+pub fn completed(guard: &Guard, record: &UsageRecord) {
+    if !guard.enabled {
         return;
     }
     if let Some(key) = &record.key {
-        app.guard.detector.record_completion(
+        guard.detector.record_completion(
             &record.organization,
             key,
             record.time,

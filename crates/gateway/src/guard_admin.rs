@@ -244,8 +244,12 @@ pub async fn flags(State(app): AppState, headers: HeaderMap) -> Result<Response,
         .iter()
         .map(|f| {
             if app.tenancy.org(&f.organization).is_some() {
-                app.guard
-                    .on_flag(&app, &f.organization, f.score, &app.guard.default_policy);
+                app.guard.on_flag(
+                    &app.tenancy,
+                    &f.organization,
+                    f.score,
+                    &app.guard.default_policy,
+                );
             }
             json!({
                 "organization": f.organization,

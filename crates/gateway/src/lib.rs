@@ -21,12 +21,15 @@ pub mod limits;
 pub mod metrics;
 pub mod pricing;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod shape;
 pub mod sim;
+pub mod start;
 pub mod sync;
 pub mod tenancy;
 pub mod tokens;
 pub mod upstream;
 
-pub use app::{App, router};
+pub use app::App;
+pub use routes::router;

@@ -27,8 +27,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::app::{App, router};
+use crate::app::App;
 use crate::downstream::{self, Limits};
+use crate::routes::router;
 
 /// Binds the configured address (see [`listen`]).
 pub async fn bind(app: &App) -> std::io::Result<TcpListener> {

@@ -9,56 +9,13 @@
 //! a second. A failed poll is retried at the next tick from the same `seq`: nothing is skipped.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tollgate_config::{Config, Durability};
-use tollgate_store::{ChangeKind, Ledger, SpoolConfig, Store, StoreError, is_postgres};
+use tollgate_store::{ChangeKind, StoreError};
 
 use crate::app::App;
-
-/// Progress of the change feed, for metrics.
-#[derive(Debug, Default)]
-pub struct SyncState {
-    pub last_seq: AtomicI64,
-    pub applied: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-/// Opens the store and the ledger writer for `storage.url` (SQLite or PostgreSQL).
-pub async fn open_storage(config: &Config) -> Result<(Store, Ledger), StoreError> {
-    let s = &config.storage;
-    let strict = s.durability == Durability::Strict;
-    if is_postgres(&s.url) {
-        let store = Store::connect(&s.url, s.pool_size).await?;
-        let dir = s
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| "tollgate-data/spool".into());
-        let ledger = Ledger::open_postgres(
-            &s.url,
-            strict,
-            s.batch_max,
-            Some(SpoolConfig {
-                dir: PathBuf::from(dir),
-                max_bytes: s.spool_max_bytes,
-            }),
-        )?;
-        Ok((store, ledger))
-    } else {
-        let path = tollgate_store::sqlite_path(&s.url)?.to_owned();
-        let store = Store::open(&path)?;
-        let ledger = Ledger::open_paced(
-            &path,
-            strict,
-            s.batch_max,
-            std::time::Duration::from_micros(s.commit_delay_us),
-        )?;
-        Ok((store, ledger))
-    }
-}
 
 /// Starts the poller from `seq` (the feed position read before the in-memory state was loaded).
 pub fn spawn(app: Arc<App>, seq: i64) {
@@ -152,7 +109,7 @@ pub async fn poll(app: &App) -> Result<(), StoreError> {
         if prices && let Err(e) = app.reload_prices().await {
             tracing::warn!(error = %e.message, "Price reload after a change failed.");
         }
-        if budgets && let Err(e) = app.budgets.load(app).await {
+        if budgets && let Err(e) = app.budgets.load(&app.store, &app.prices()).await {
             tracing::warn!(error = %e.message, "Budget reload after a change failed.");
         }
         app.sync.last_seq.store(newest, Ordering::Relaxed);

@@ -458,8 +458,15 @@ pub enum UpstreamBody {
     Http(PooledBody),
     Chunks(mpsc::Receiver<Bytes>),
     Full(Option<Bytes>),
-    /// An `anthropic` upstream's event stream, read as chat chunks.
-    Anthropic(Box<crate::dialect::AnthropicUpstream>),
+    /// An upstream body read through a translation (an `anthropic` upstream's event stream read
+    /// as chat chunks: `dialect::AnthropicUpstream`).
+    Translated(Box<dyn TranslatedBody>),
+}
+
+/// A body that reads another upstream body and hands on its translation.
+pub trait TranslatedBody: Send {
+    /// The next translated piece; `None` at the end.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>>;
 }
 
 impl UpstreamBody {
@@ -469,7 +476,7 @@ impl UpstreamBody {
             UpstreamBody::Http(b) => b.poll_chunk(cx),
             UpstreamBody::Chunks(rx) => rx.poll_recv(cx).map(|o| o.map(Ok)),
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(Ok)),
-            UpstreamBody::Anthropic(a) => a.poll_next(cx),
+            UpstreamBody::Translated(a) => a.poll_next(cx),
         }
     }
 

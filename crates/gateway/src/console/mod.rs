@@ -15,18 +15,18 @@
 
 mod html;
 mod pages;
+pub mod session;
+
+pub use session::{SESSION_TTL, Session, Sessions, Who};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
-use rand::RngCore;
 use serde_json::Value;
 use tollgate_store::KeyRole;
 use tower::ServiceExt;
@@ -35,90 +35,8 @@ use crate::app::App;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "tollgate_console";
-/// How long a session lasts after sign-in.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The largest admin API answer the console reads.
 const MAX_API_BODY: usize = 64 << 20;
-
-/// Who signed in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Who {
-    /// The admin token: everything.
-    Admin,
-    /// An organization reader key: that organization and its descendants, read only.
-    Reader { organization: String },
-    /// A model-owner key: the reviews and evidence of its owner's models.
-    Owner { owner: String },
-}
-
-/// One signed-in browser.
-pub struct Session {
-    pub who: Who,
-    /// The credential the session acts with (kept in memory only).
-    credential: String,
-    /// Token every state-changing form must carry.
-    pub csrf: String,
-    created: Instant,
-}
-
-impl Session {
-    /// Whether the session may take admin actions.
-    pub fn is_admin(&self) -> bool {
-        self.who == Who::Admin
-    }
-}
-
-/// The console's signed-in sessions, by session id.
-#[derive(Default)]
-pub struct Sessions {
-    map: DashMap<String, Arc<Session>>,
-}
-
-impl Sessions {
-    fn create(&self, who: Who, credential: String) -> (String, Arc<Session>) {
-        let now = Instant::now();
-        self.map
-            .retain(|_, s| now.duration_since(s.created) < SESSION_TTL);
-        let id = random_hex();
-        let session = Arc::new(Session {
-            who,
-            credential,
-            csrf: random_hex(),
-            created: now,
-        });
-        self.map.insert(id.clone(), session.clone());
-        (id, session)
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let s = self.map.get(id)?.clone();
-        if s.created.elapsed() >= SESSION_TTL {
-            self.map.remove(id);
-            return None;
-        }
-        Some(s)
-    }
-
-    fn remove(&self, id: &str) {
-        self.map.remove(id);
-    }
-
-    /// Number of live sessions.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -315,7 +233,11 @@ pub async fn api(
         None => req.body(Body::empty()),
     }
     .map_err(|_| internal("Cannot build the admin API request."))?;
-    let Ok(res) = crate::app::router(app.clone()).oneshot(req).await;
+    let router = app
+        .api
+        .get()
+        .ok_or_else(|| internal("The admin API is not mounted."))?;
+    let Ok(res) = router(app.clone()).oneshot(req).await;
     let status = res.status();
     let content_type = res
         .headers()

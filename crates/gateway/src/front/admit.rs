@@ -132,9 +132,14 @@ pub async fn admit(
         .await?;
     owed.reservation = Some(reservation);
     admission.snapshot = snapshot;
-    let hold = app
-        .budgets
-        .reserve(app, &owed.key, &owed.model.name, prompt, output)?;
+    let hold = app.budgets.reserve(
+        &app.tenancy,
+        &app.prices(),
+        &owed.key,
+        &owed.model.name,
+        prompt,
+        output,
+    )?;
     // With Redis, the budget is also reserved on the counters every instance shares.
     owed.budget = app.budgets.reserve_shared(&app.limits, hold).await?;
     Ok(admission)
@@ -292,7 +297,7 @@ impl Owed {
         };
         self.app.after_usage(&record);
         if let Some(hold) = self.budget.take() {
-            self.app.budgets.settle(&self.app, hold, &record);
+            self.app.budgets.settle(&self.app.prices(), hold, &record);
         }
         let app = self.app.clone();
         let id = std::mem::take(&mut self.id);

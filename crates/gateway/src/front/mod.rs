@@ -341,8 +341,17 @@ fn enforce(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<Restrict, ApiError> {
-    enforce::check_access(app, key, model)?;
-    enforce::observe(app, key, model, front.endpoint, body, peer, headers)
+    enforce::check_access(&app.guard, &app.tenancy, key, model)?;
+    enforce::observe(
+        &app.guard,
+        &app.tenancy,
+        key,
+        model,
+        front.endpoint,
+        body,
+        peer,
+        headers,
+    )
 }
 
 /// `GET /v1/models`: the models this key may use.
