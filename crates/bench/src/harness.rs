@@ -57,10 +57,33 @@ impl Upstream {
     }
 }
 
+/// The front door a scenario calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/responses` (passed natively to the mock's `/responses`).
+    Responses,
+    /// `POST /v1/messages` (Anthropic's shape; translated to chat for an OpenAI-kind upstream,
+    /// native at the mock when called directly).
+    Messages,
+}
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
+            Api::Messages => "/v1/messages",
+        }
+    }
+}
+
 /// One benchmark scenario.
 #[derive(Debug, Clone)]
 struct Scenario {
     name: &'static str,
+    api: Api,
     upstream: Upstream,
     prompt_bytes: usize,
     stream: bool,
@@ -78,6 +101,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     };
     let s = |name, upstream, prompt_bytes, stream, mode| Scenario {
         name,
+        api: Api::Chat,
         upstream,
         prompt_bytes,
         stream,
@@ -118,6 +142,26 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
                 connections: 256,
             },
         ),
+        Scenario {
+            api: Api::Responses,
+            ..s(
+                "responses_1k_closed64",
+                Upstream::Plain,
+                1024,
+                false,
+                closed(64),
+            )
+        },
+        Scenario {
+            api: Api::Messages,
+            ..s(
+                "messages_1k_closed64",
+                Upstream::Plain,
+                1024,
+                false,
+                closed(64),
+            )
+        },
         s(
             "plain_10k_closed32",
             Upstream::Plain,
@@ -534,6 +578,27 @@ fn prompt(bytes: usize) -> String {
 }
 
 fn body_for(sc: &Scenario, model: &str) -> Bytes {
+    match sc.api {
+        Api::Chat => {}
+        Api::Responses => {
+            let b = serde_json::json!({
+                "model": model,
+                "input": prompt(sc.prompt_bytes),
+                "max_output_tokens": 256,
+                "stream": sc.stream,
+            });
+            return Bytes::from(b.to_string());
+        }
+        Api::Messages => {
+            let b = serde_json::json!({
+                "model": model,
+                "max_tokens": 256,
+                "messages": [{"role": "user", "content": prompt(sc.prompt_bytes)}],
+                "stream": sc.stream,
+            });
+            return Bytes::from(b.to_string());
+        }
+    }
     let mut b = serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": prompt(sc.prompt_bytes)}],
@@ -596,7 +661,7 @@ async fn measure(sc: &Scenario, mode: Mode, target: &Target, ticks: u64) -> anyh
     };
     let spec = RequestSpec {
         addr: target.addr,
-        path: "/v1/chat/completions".into(),
+        path: sc.api.path().into(),
         auth: Some(HeaderValue::from_str(&format!("Bearer {key}"))?),
         body: body_for(sc, sc.upstream.model()),
         // Invalid keys must be refused: 401 from tollgate (OpenAI's status); any 4xx but 429

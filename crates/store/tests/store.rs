@@ -730,7 +730,10 @@ async fn sqlite_imports_guard_blobs_once_and_reads_unknown_states_fail_closed() 
     let c = rusqlite::Connection::open(path).unwrap();
     c.execute_batch(
         "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
-         DROP TABLE guard_exemptions; DROP TABLE guard_actions; PRAGMA user_version = 2;",
+         DROP TABLE guard_exemptions; DROP TABLE guard_actions; \
+         ALTER TABLE usage DROP COLUMN cache_write_input_tokens; \
+         ALTER TABLE usage_hourly DROP COLUMN cache_write_input_tokens; \
+         ALTER TABLE prices DROP COLUMN cache_write_price; PRAGMA user_version = 2;",
     )
     .unwrap();
     for (k, v) in LEGACY_BLOBS {
