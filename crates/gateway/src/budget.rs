@@ -206,11 +206,12 @@ impl Budgets {
     }
 
     /// Reserves the estimated cost of a request against every budget that covers it, or answers
-    /// 429 `insufficient_quota` when one has been reached (reserving nothing then).
+    /// 429 `insufficient_quota` when one has been reached (reserving nothing then). The catalogue
+    /// is read only when a budget covers the request.
     pub fn reserve(
         &self,
         tenancy: &Tenancy,
-        catalogue: &Catalogue,
+        catalogue: impl FnOnce() -> Arc<Catalogue>,
         key: &KeyEntry,
         model: &str,
         input_tokens: u64,
@@ -224,7 +225,7 @@ impl Budgets {
             return Ok(None);
         }
         let now = OffsetDateTime::now_utc();
-        let amount = estimate_cost(catalogue, model, now, input_tokens, output_tokens);
+        let amount = estimate_cost(&catalogue(), model, now, input_tokens, output_tokens);
         let mut taken: Vec<Arc<Mutex<State>>> = Vec::with_capacity(states.len());
         for st in &states {
             let Ok(mut s) = st.lock() else { continue };

@@ -134,7 +134,7 @@ pub async fn admit(
     admission.snapshot = snapshot;
     let hold = app.budgets.reserve(
         &app.tenancy,
-        &app.prices(),
+        || app.prices(),
         &owed.key,
         &owed.model.name,
         prompt,
