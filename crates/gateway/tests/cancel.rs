@@ -375,3 +375,87 @@ async fn every_attempt_failing_records_once_and_releases() {
     assert_eq!((records[0].input_tokens, records[0].output_tokens), (0, 0));
     assert_eq!(gw.app.limits.outstanding(), 0);
 }
+
+/// Sends `body` to `path` as a stream over a raw socket, reads the first events, then leaves.
+async fn abandon_stream(gw: &Gateway, key: &str, path: &str, body: serde_json::Value) {
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut sock = TcpStream::connect(&addr).await.unwrap();
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    while got < 300 {
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream ended early");
+        got += n;
+    }
+    drop(sock);
+}
+
+/// Native Responses and Messages streams whose client leaves mid-stream are billed once, with
+/// the upstream's own usage under `drain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_responses_and_messages_streams_left_midway_are_billed_once() {
+    let cfg = MockConfig {
+        response_tokens: 40,
+        chunk_gap: Duration::from_millis(15),
+        ..MockConfig::default()
+    };
+    // Responses natively to an openai-kind upstream.
+    let mock = MockUpstream::start(cfg.clone()).await.unwrap();
+    let gw = start(&openai_models(&[mock.base_url()])).await;
+    let gw = restart_with(gw, |c| c.server.threads = 1).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({"rpm": 1000})).await;
+    abandon_stream(
+        &gw,
+        &key,
+        "/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "one two three", "stream": true}),
+    )
+    .await;
+    settled(&gw.app).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&gw.app).await;
+    let records = gw.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].status, 499);
+    assert!(
+        !records[0].estimated,
+        "drained to the upstream's usage: {:?}",
+        records[0]
+    );
+    assert_eq!(records[0].output_tokens, 40);
+    assert_eq!(gw.app.limits.outstanding(), 0);
+    gw.stop().await;
+
+    // Messages natively to an anthropic-kind upstream.
+    let mock = MockUpstream::start(cfg).await.unwrap();
+    let toml = format!(
+        "[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"sk-ant-upstream\"\n\n[[models]]\nname = \"claude-x\"\nprovider = \"claude\"\ninput_price = \"3\"\noutput_price = \"15\"\n",
+        mock.origin()
+    );
+    let gw = start(&toml).await;
+    let gw = restart_with(gw, |c| c.server.threads = 1).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({"rpm": 1000})).await;
+    abandon_stream(
+        &gw,
+        &key,
+        "/v1/messages",
+        json!({"model": "claude-x", "max_tokens": 100, "stream": true,
+               "messages": [{"role": "user", "content": "one two three"}]}),
+    )
+    .await;
+    settled(&gw.app).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&gw.app).await;
+    let records = gw.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].status, 499);
+    assert!(!records[0].estimated, "{:?}", records[0]);
+    assert_eq!(gw.app.limits.outstanding(), 0);
+    gw.stop().await;
+}
