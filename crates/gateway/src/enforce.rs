@@ -115,10 +115,23 @@ pub struct Guard {
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
+/// The body the detector reads: a Responses request is read as the chat request it translates
+/// to (its `input` items become messages, `instructions` the system prompt); other shapes as
+/// they are (a Messages body carries `messages` as chat does).
+fn observed_body(endpoint: Endpoint, body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if endpoint == Endpoint::Responses
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Ok(chat) = tollgate_wire::responses::to_chat_request(&value, "observed")
+    {
+        return std::borrow::Cow::Owned(chat);
+    }
+    std::borrow::Cow::Borrowed(body)
+}
+
 fn endpoint_of(e: Endpoint) -> tollgate_guard::Endpoint {
     match e {
-        // Messages bodies carry `messages` as chat does; a Responses body is observed as chat
-        // (its `input` items are not read for text).
+        // Messages bodies carry `messages` as chat does; a Responses body is observed as the
+        // chat request it translates to (`observed_body`).
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             tollgate_guard::Endpoint::Chat
         }
@@ -908,13 +921,14 @@ pub fn observe(
     if !guard.enabled {
         return Ok(Restrict::NONE);
     }
+    let observed = observed_body(endpoint, body);
     let outcome = guard.detector.observe(&Observation {
         time: OffsetDateTime::now_utc(),
         organization: &key.organization,
         key: &key.id,
         client_ip: Some(guard.client_ip(peer.ip().to_canonical(), headers)),
         endpoint: endpoint_of(endpoint),
-        body,
+        body: &observed,
         model_owner: model.owner.as_deref(),
     });
     let policy = guard.policy_for(model.owner.as_deref());
@@ -976,6 +990,27 @@ pub fn completed(guard: &Guard, record: &UsageRecord) {
             record.output_tokens,
             record.status == 499,
         );
+    }
+}
+
+#[cfg(test)]
+mod observed {
+    use super::*;
+
+    #[test]
+    fn a_responses_body_is_observed_with_its_input_text_as_chat_messages() {
+        let body = br#"{"model":"m","instructions":"be brief","input":[{"role":"user","content":"explain photosynthesis step by step"}]}"#;
+        let observed = observed_body(Endpoint::Responses, body);
+        let v: serde_json::Value = serde_json::from_slice(&observed).unwrap();
+        let text = v["messages"].to_string();
+        assert!(text.contains("explain photosynthesis step by step"), "{v}");
+        assert!(text.contains("be brief"), "{v}");
+        // Other shapes pass as they are.
+        let chat = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+        assert!(matches!(
+            observed_body(Endpoint::ChatCompletions, chat),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }
 
