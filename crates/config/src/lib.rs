@@ -130,6 +130,9 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// How long a keep-alive connection may stay idle between requests, in milliseconds.
     pub keep_alive_timeout_ms: u64,
+    /// Longest a write to a client may wait for the client to read (a stream's reader that
+    /// stopped reading), in milliseconds; then the connection is closed.
+    pub write_timeout_ms: u64,
     /// Most client connections open at once over all serving threads; more are accepted and
     /// closed at once. Kept below the process's file-descriptor limit (half of it, less 256
     /// descriptors for storage and upstreams), whatever is configured.
@@ -166,6 +169,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             keep_alive_timeout_ms: 75_000,
+            write_timeout_ms: 60_000,
             max_connections: 16_384,
             max_requests_per_connection: 1_000,
         }
@@ -635,6 +639,7 @@ owner = "openai"
             ("header_read_timeout_ms", self.server.header_read_timeout_ms),
             ("body_read_timeout_ms", self.server.body_read_timeout_ms),
             ("keep_alive_timeout_ms", self.server.keep_alive_timeout_ms),
+            ("write_timeout_ms", self.server.write_timeout_ms),
         ] {
             if ms == 0 || ms > 86_400_000 {
                 errors.push(format!(
@@ -1031,11 +1036,12 @@ input_price = "-1"
         assert_eq!(c.server.header_read_timeout_ms, 10_000);
         assert_eq!(c.server.body_read_timeout_ms, 30_000);
         assert_eq!(c.server.keep_alive_timeout_ms, 75_000);
+        assert_eq!(c.server.write_timeout_ms, 60_000);
         assert_eq!(c.server.max_connections, 16_384);
         assert_eq!(c.server.max_requests_per_connection, 1_000);
         let text = CONTRACT.replace(
             "admin_token = \"secret\"",
-            "admin_token = \"secret\"\nheader_read_timeout_ms = 0\nbody_read_timeout_ms = 0\nkeep_alive_timeout_ms = 90000000\nmax_connections = 0\nmax_requests_per_connection = 0",
+            "admin_token = \"secret\"\nheader_read_timeout_ms = 0\nbody_read_timeout_ms = 0\nkeep_alive_timeout_ms = 90000000\nwrite_timeout_ms = 0\nmax_connections = 0\nmax_requests_per_connection = 0",
         );
         let c = Config::from_toml(&text).unwrap();
         assert_eq!(c.server.max_requests_per_connection, 0);
@@ -1044,6 +1050,7 @@ input_price = "-1"
             "server.header_read_timeout_ms",
             "server.body_read_timeout_ms",
             "server.keep_alive_timeout_ms",
+            "server.write_timeout_ms",
             "server.max_connections",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");

@@ -8,7 +8,13 @@
 //!   the body read fails (the handler answers 400) and the connection is closed;
 //! - `keep_alive_timeout_ms`: the longest idle time between a response's end and the next
 //!   request's first byte; then the connection is closed;
+//! - `write_timeout_ms`: the longest a write may wait for a client that does not read (a
+//!   stream's reader that stopped, a response nobody takes); then the connection is closed;
 //! - `max_requests_per_connection`: the last response says `Connection: close`.
+//!
+//! Bytes that are not HTTP/1.1 (a TLS handshake, garbage, headers hyper refuses) get hyper's
+//! own bare error response; [`Watched`] writes the OpenAI-shaped error in its place (see
+//! [`own_error_status`]).
 //!
 //! The read deadlines live in [`Watched`], the socket wrapper hyper reads from: it knows
 //! whether a request is in the handler ([`ConnState::busy`]), so a long response (a stream of
@@ -48,6 +54,8 @@ pub struct Limits {
     pub header_read: Duration,
     pub body_read: Duration,
     pub keep_alive: Duration,
+    /// Longest a write to the client may wait for the client to read.
+    pub write: Duration,
     /// 0 = no limit.
     pub max_requests: u64,
 }
@@ -59,6 +67,7 @@ impl Limits {
             header_read: Duration::from_millis(server.header_read_timeout_ms),
             body_read: Duration::from_millis(server.body_read_timeout_ms),
             keep_alive: Duration::from_millis(server.keep_alive_timeout_ms),
+            write: Duration::from_millis(server.write_timeout_ms),
             max_requests: server.max_requests_per_connection,
         }
     }
@@ -298,6 +307,11 @@ pub struct Watched {
     phase: ReadPhase,
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The write deadline, armed while a write waits for the client.
+    write_sleep: Option<Pin<Box<Sleep>>>,
+    write_armed: bool,
+    /// An OpenAI-shaped error being written in place of hyper's own, and how much of it is out.
+    replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl Watched {
@@ -310,6 +324,77 @@ impl Watched {
             phase: ReadPhase::Head,
             deadline: Instant::now() + limits.header_read,
             sleep: None,
+            write_sleep: None,
+            write_armed: false,
+            replacement: None,
+        }
+    }
+
+    /// A write made progress: the write deadline starts again at the next wait.
+    fn wrote(&mut self) {
+        self.write_armed = false;
+    }
+
+    /// A write waits for the client: pending until the write deadline, then an error.
+    fn write_waits(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let deadline = Instant::now() + self.limits.write;
+        let sleep = match &mut self.write_sleep {
+            Some(sleep) => {
+                if !self.write_armed {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            None => self
+                .write_sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.write_armed = true;
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its response in time",
+            )));
+        }
+        Poll::Pending
+    }
+
+    /// Writes what is left of the replacement error; `Ready(Ok(()))` once all of it is out.
+    fn write_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Some((bytes, sent)) = &self.replacement else {
+                return Poll::Ready(Ok(()));
+            };
+            if *sent == bytes.len() {
+                self.replacement = None;
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    if let Some((_, sent)) = &mut self.replacement {
+                        *sent += n;
+                    }
+                    self.wrote();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.write_waits(cx).map_ok(|_| ()),
+            }
+        }
+    }
+
+    /// When `head` is hyper's own error response (no request reached the service, so it has no
+    /// `x-request-id`), starts writing the OpenAI-shaped one instead; true when it did.
+    fn replace_own_error(&mut self, head: &[u8]) -> bool {
+        if self.replacement.is_some() || self.state.busy.load(Ordering::Acquire) > 0 {
+            return self.replacement.is_some();
+        }
+        match own_error_status(head) {
+            Some(status) => {
+                self.replacement = Some((shaped_error(status), 0));
+                true
+            }
+            None => false,
         }
     }
 
@@ -387,7 +472,18 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.replace_own_error(buf) {
+            // hyper's bytes count as written once the replacement is out.
+            return this.write_replacement(cx).map_ok(|()| buf.len());
+        }
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(done) => {
+                this.wrote();
+                Poll::Ready(done)
+            }
+            Poll::Pending => this.write_waits(cx),
+        }
     }
 
     fn poll_write_vectored(
@@ -395,7 +491,20 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && this.replace_own_error(first)
+        {
+            let all = bufs.iter().map(|b| b.len()).sum();
+            return this.write_replacement(cx).map_ok(|()| all);
+        }
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(done) => {
+                this.wrote();
+                Poll::Ready(done)
+            }
+            Poll::Pending => this.write_waits(cx),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -403,10 +512,97 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match this.write_replacement(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            waiting_or_failed => waiting_or_failed,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        match this.write_replacement(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            waiting_or_failed => waiting_or_failed,
+        }
+    }
+}
+
+/// The status of `head` when it is a whole error response head written by hyper itself: it
+/// starts with `HTTP/1.1 4xx` or `5xx`, ends within the buffer, and has no `x-request-id`
+/// (every response of the service has one, see [`crate::shape`]).
+fn own_error_status(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
+    let code = rest.get(..3)?;
+    if !matches!(code[0], b'4' | b'5') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let has_id = head[..end]
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() > 13 && line[..13].eq_ignore_ascii_case(b"x-request-id:"));
+    if has_id {
+        return None;
+    }
+    Some(code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+}
+
+/// The response written instead of hyper's own error: the same status, OpenAI's error object,
+/// an `x-request-id`, and `Connection: close` (hyper closes the connection after it).
+fn shaped_error(status: u16) -> Vec<u8> {
+    let message = match status {
+        414 => "The request URI is too long.",
+        431 => "The request's header fields are too large.",
+        505 => "The HTTP version is not supported: send HTTP/1.1.",
+        _ => "The request is not valid HTTP/1.1: its request line or headers could not be parsed.",
+    };
+    let body = serde_json::json!({"error": {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "bad_request",
+    }})
+    .to_string();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let id = crate::front::admit::new_request_id(time::OffsetDateTime::now_utc());
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_heads_without_a_request_id_are_hyper_s_own() {
+        let own = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(own_error_status(own), Some(400));
+        let big = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n";
+        assert_eq!(own_error_status(big), Some(431));
+        let ours = b"HTTP/1.1 400 Bad Request\r\nX-Request-Id: req_1\r\n\r\n{}";
+        assert_eq!(own_error_status(ours), None);
+        assert_eq!(own_error_status(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+        assert_eq!(own_error_status(b"HTTP/1.1 400 Bad"), None);
+        assert_eq!(own_error_status(b"data: HTTP/1.1 400\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn the_replacement_is_an_openai_error() {
+        let bytes = shaped_error(400);
+        let text = String::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains("\r\nx-request-id: "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
     }
 }

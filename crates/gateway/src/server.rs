@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::downstream::{self, Limits};
@@ -149,10 +150,13 @@ pub async fn serve(
             let _ = done.await;
         }
     };
-    if tokio::time::timeout(grace, all_drained).await.is_err() {
+    tokio::pin!(all_drained);
+    if tokio::time::timeout(grace, &mut all_drained).await.is_err() {
         tracing::warn!("Grace period over; closing remaining connections.");
-        app.background.close();
+        // Each serving thread drops its connections (their requests as if the clients had
+        // left, so what they owe becomes `Background` tasks) and then reports.
         let _ = phase_tx.send(Phase::Closing);
+        all_drained.await;
     }
     // The serving runtimes stay up until the ledger is flushed: requests whose client left (or
     // that the grace period cut off) are finished by tasks on them, and connections they opened
@@ -211,10 +215,17 @@ fn serving_thread(
         };
         let limits = Limits::of(&app.config.server);
         let router = router(app);
+        let mut connections = JoinSet::new();
         let mut until_closing = phase.clone();
-        tokio::select! {
-            () = accept_until_draining(listener, router, limits, open, phase.clone()) => {}
-            _ = until_closing.wait_for(|p| matches!(p, Phase::Closing | Phase::Done)) => {}
+        let closing = tokio::select! {
+            () = accept_until_draining(listener, router, limits, open, phase.clone(), &mut connections) => false,
+            _ = until_closing.wait_for(|p| matches!(p, Phase::Closing | Phase::Done)) => true,
+        };
+        if closing {
+            // Grace period over: drop every connection and wait until each is gone, so the
+            // work their requests leave behind is counted before shutdown waits for it.
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
         }
         let _ = drained.send(());
         let _ = phase.wait_for(|p| *p == Phase::Done).await;
@@ -229,13 +240,17 @@ async fn accept_until_draining(
     limits: Limits,
     open: Arc<OpenConnections>,
     mut phase: watch::Receiver<Phase>,
+    connections: &mut JoinSet<()>,
 ) {
-    // Every connection task holds a receiver of `stop`; `closed()` completes when all are gone.
+    // Every connection task holds a receiver of `stop`, which asks it to finish its request in
+    // flight and close.
     let (stop_tx, stop_rx) = watch::channel(false);
     loop {
         let accepted = tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p != Phase::Serving) => break,
+            // Reap the connections that ended (a task's slot in the set is freed when joined).
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -251,9 +266,9 @@ async fn accept_until_draining(
                 }
                 let router = router.clone();
                 let stop = stop_rx.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
+                    let _slot = slot;
                     downstream::serve_connection(tcp, peer, router, limits, stop).await;
-                    drop(slot);
                 });
             }
             Err(error) if is_connection_error(&error) => {}
@@ -266,8 +281,7 @@ async fn accept_until_draining(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    drop(stop_rx);
-    stop_tx.closed().await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// Errors of one connection (the peer left before it was accepted), not of the listener.

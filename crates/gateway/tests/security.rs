@@ -332,6 +332,117 @@ async fn requests_per_connection_are_capped() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn bytes_that_are_not_http_get_an_openai_error() {
+    let gw = start_server("", "").await;
+    let mut many_headers = String::from("GET /healthz HTTP/1.1\r\nHost: tollgate\r\n");
+    for i in 0..200 {
+        many_headers.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many_headers.push_str("\r\n");
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a TLS handshake on the plain port",
+            vec![
+                0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+            ],
+            400,
+        ),
+        ("garbage", b"GARBAGE GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "a header line without a colon",
+            b"GET /healthz HTTP/1.1\r\nHost tollgate\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("too many headers", many_headers.into_bytes(), 431),
+    ];
+    for (what, bytes, status) in cases {
+        let mut s = connect(&gw).await;
+        s.write_all(&bytes).await.unwrap();
+        let r = read_response(&mut s, &mut Vec::new())
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(r.status, status, "{what}: {}", r.head);
+        assert!(
+            r.has_header("content-type", "application/json"),
+            "{what}: {}",
+            r.head
+        );
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains("\r\nx-request-id: req_"),
+            "{what}: {}",
+            r.head
+        );
+        assert_openai_error(&r.body, what);
+        assert!(
+            closes_within(&mut s, Duration::from_secs(2)).await,
+            "{what}"
+        );
+    }
+    assert!(healthy(&gw).await);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_stream_is_cut_at_the_write_timeout() {
+    // A stream far larger than the socket buffers: the gateway's writes must wait for a reader.
+    let mock = MockUpstream::start(MockConfig {
+        response_tokens: 400_000,
+        stream_chunks: Some(400_000),
+        record_requests: false,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = start_server("write_timeout_ms = 400", &openai_models(&[mock.base_url()])).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let body =
+        json!({"model": "gpt-4o-mini", "stream": true, "messages": user("a long one")}).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = connect(&gw).await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut first = [0u8; 1024];
+    let n = s.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // Stop reading well past the write timeout, then take what was sent: the connection ends
+    // before the stream does.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was not closed");
+    assert!(
+        !seen.windows(6).any(|w| w == b"[DONE]"),
+        "the whole stream was sent ({} bytes)",
+        seen.len()
+    );
+    // The stream is billed once, as any request whose client left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = gw.records().await;
+        if records.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records: {}", records.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy(&gw).await);
+    gw.stop().await;
+}
+
 // ----- the authorization table -----
 
 /// Two owners with one simulated model each; the table runs on it.

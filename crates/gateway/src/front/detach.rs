@@ -15,22 +15,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Requests in flight and tasks that finish work a client left behind, counted so shutdown can
-/// wait for them; and the signal that tells requests to stop waiting (the grace period is over).
+/// Tasks that finish work a client left behind, counted so shutdown can wait for them.
+/// (Requests in flight are not counted here: shutdown waits for their connections, and past
+/// the grace period drops them, which turns what they owe into such tasks.)
+#[derive(Default)]
 pub struct Background {
     running: Arc<AtomicUsize>,
     idle: Arc<Notify>,
-    closing: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for Background {
-    fn default() -> Self {
-        Background {
-            running: Arc::default(),
-            idle: Arc::default(),
-            closing: tokio::sync::watch::Sender::new(false),
-        }
-    }
 }
 
 /// Counts as running while it lives.
@@ -62,26 +53,13 @@ impl Background {
         });
     }
 
-    /// Counts the caller (a request in flight, a stream being relayed) as running until the
-    /// guard is dropped.
-    pub fn enter(&self) -> Running {
+    /// Counts the caller as running until the guard is dropped.
+    fn enter(&self) -> Running {
         self.running.fetch_add(1, Ordering::AcqRel);
         Running {
             running: self.running.clone(),
             idle: self.idle.clone(),
         }
-    }
-
-    /// Tells requests in flight that the grace period is over: they stop waiting, and what they
-    /// owe is finished by tasks.
-    pub fn close(&self) {
-        self.closing.send_replace(true);
-    }
-
-    /// Completes once [`Background::close`] was called.
-    pub async fn closed(&self) {
-        let mut rx = self.closing.subscribe();
-        let _ = rx.wait_for(|closing| *closing).await;
     }
 
     /// Tasks and requests still running.

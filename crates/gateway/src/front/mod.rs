@@ -103,24 +103,17 @@ pub async fn inference(
         endpoint,
         deployment: deployment.map(|Path(d)| d),
     };
-    let _in_flight = app.background.enter();
     let client = Client::default();
     let request = handle(app.clone(), front, peer, headers, body, client.clone());
-    let work = async {
-        match app.config.metering.on_client_disconnect {
-            // The client may leave at any await: the request goes on without it.
-            DisconnectPolicy::Drain => Detach::new(app.background.clone(), client, request)
-                .await
-                .unwrap_or_else(|| Err(ApiError::client_left())),
-            DisconnectPolicy::Cancel => request.await,
-        }
-    };
-    // Past the shutdown grace period the request is let go as if its client had left: what it
-    // owes is finished by tasks that shutdown waits for.
-    let answer = tokio::select! {
-        biased;
-        answer = work => answer,
-        () = app.background.closed() => Err(ApiError::unavailable("The server is shutting down.")),
+    // Past the shutdown grace period the serving thread drops its connections, and with them
+    // this future, as if every client had left: what a request owes is finished by tasks that
+    // shutdown waits for (see `server`).
+    let answer = match app.config.metering.on_client_disconnect {
+        // The client may leave at any await: the request goes on without it.
+        DisconnectPolicy::Drain => Detach::new(app.background.clone(), client, request)
+            .await
+            .unwrap_or_else(|| Err(ApiError::client_left())),
+        DisconnectPolicy::Cancel => request.await,
     };
     answer.unwrap_or_else(IntoResponse::into_response)
 }

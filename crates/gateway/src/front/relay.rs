@@ -30,7 +30,6 @@ use tollgate_wire::{SseSplitter, Usage};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::front::admit::{Admission, CLIENT_LEFT, Counts};
-use crate::front::detach::Running;
 use crate::upstream::UpstreamBody;
 
 type Commit = Pin<Box<dyn Future<Output = Result<(), ApiError>> + Send>>;
@@ -159,8 +158,6 @@ pub struct RelayBody {
     admission: Option<Admission>,
     /// Where a task finishes the stream if the client leaves.
     app: Option<Arc<App>>,
-    /// Shutdown waits for the stream while it lives.
-    _in_flight: Option<Running>,
     out: VecDeque<Bytes>,
     phase: Phase,
     upstream_failed: bool,
@@ -184,7 +181,6 @@ pub fn start(
         relay: Relay::new(client_wants_usage),
         upstream: Some(upstream),
         app: admission.app().cloned(),
-        _in_flight: admission.app().map(|a| a.background.enter()),
         admission: Some(admission),
         out: VecDeque::new(),
         phase: Phase::Reading,
