@@ -423,7 +423,7 @@ pub async fn send_http_route(
     auth: Option<&(http::HeaderName, HeaderValue)>,
     endpoint: tollgate_wire::Endpoint,
     body: Bytes,
-    chat: ChatContext,
+    chat: impl FnOnce() -> ChatContext,
     timeout: std::time::Duration,
 ) -> Result<UpstreamResponse, Failure> {
     use crate::upstream::Dialect;
@@ -435,6 +435,7 @@ pub async fn send_http_route(
             },
             Endpoint::ChatCompletions,
         ) => {
+            let chat = chat();
             let model = chat.model.clone();
             send_chat_to_anthropic(pool, auth, messages, version, &body, &model, chat, timeout)
                 .await

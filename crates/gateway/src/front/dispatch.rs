@@ -61,8 +61,10 @@ pub async fn dispatch(
                     body.clone()
                 };
                 // Chat to an anthropic route is translated; Responses and Messages go natively.
-                let chat = tollgate_wire::anthropic::ChatContext {
-                    id: format!("chatcmpl-{}", admission.id()),
+                // The context of a chat translated for an Anthropic route, built only for one.
+                let id = admission.id();
+                let chat = || tollgate_wire::anthropic::ChatContext {
+                    id: format!("chatcmpl-{id}"),
                     created: time::OffsetDateTime::now_utc().unix_timestamp(),
                     model: route.upstream_model.to_string(),
                     include_usage: true,
