@@ -114,8 +114,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     // Cross-account work (address pools, corroboration, union-find, cluster scores) over the
-    // 1,000 accounts above, which share 200 addresses: run every `cluster_interval`
-    // observations, not per request.
+    // 1,000 accounts above, which share 200 addresses: run by the gateway's background task
+    // every `cluster_interval` observations, never by `observe`.
     c.bench_function("recluster_1000_accounts_200_shared_ips", |b| {
         b.iter(|| seg.recluster())
     });
