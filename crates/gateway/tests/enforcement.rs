@@ -1418,10 +1418,10 @@ throttle_rpm = 0
 
 #[tokio::test]
 async fn background_reclustering_links_accounts_without_the_request_path_clustering() {
-    // Two accounts whose whole traffic is one product template (more than half of each
-    // account's requests), from different addresses: a dominant shared template merges them.
-    // Requests never re-cluster; the guard's background task does, woken every
-    // `cluster_interval` requests. Nothing here lists flags (which would re-cluster on demand).
+    // Two accounts on one pool of two addresses sending prompts with the same wrapper: an
+    // address pool corroborated by a shared wrapper merges them. Requests never re-cluster; the
+    // guard's background task does, woken every `cluster_interval` requests. Nothing here
+    // lists flags (which would re-cluster on demand).
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let text = config(
         &mock.base_url(),
@@ -1433,9 +1433,10 @@ trusted_proxies = ["127.0.0.1/32"]"#,
     let (a, _, _, a_key) = gw.tenant("shop-a", json!({})).await;
     let (b, _, _, b_key) = gw.tenant("shop-b", json!({})).await;
     for i in 0..30 {
-        let r = chat_from(&gw, &a_key, "203.0.113.10", product_body(i)).await;
+        let ip = ["203.0.113.10", "198.51.100.20"][i % 2];
+        let r = chat_from(&gw, &a_key, ip, product_body(i)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-        let r = chat_from(&gw, &b_key, "198.51.100.20", product_body(i + 100)).await;
+        let r = chat_from(&gw, &b_key, ip, product_body(i + 100)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
     for _ in 0..1500 {
