@@ -611,15 +611,18 @@ impl Detector {
         }
     }
 
-    /// Register a synchronized pair in the link index and in both accounts' link keys (one shard
-    /// lock at a time).
+    /// Register a synchronized pair in the link index and in both accounts' link keys.
     fn link_sync(&self, pair: &SyncPair) {
-        let key = link_key(LinkKind::Sync, format!("{}\n{}", pair.a, pair.b).as_bytes());
-        let label = pair.label();
-        for org in [&pair.a, &pair.b] {
-            self.coord
-                .register(key, LinkKind::Sync, &|| label.clone(), org);
-            if let Some(acc) = lock(self.shard(org)).get_mut(org.as_str())
+        self.link_pair(LinkKind::Sync, &pair.a, &pair.b, &pair.label());
+    }
+
+    /// Register a link between two accounts (a pair-keyed entry) in the link index and in both
+    /// accounts' link keys, one shard lock at a time.
+    fn link_pair(&self, kind: LinkKind, a: &str, b: &str, label: &str) {
+        let key = link_key(kind, format!("{a}\n{b}").as_bytes());
+        for org in [a, b] {
+            self.coord.register(key, kind, &|| label.to_owned(), org);
+            if let Some(acc) = lock(self.shard(org)).get_mut(org)
                 && acc.link_keys.len() < MAX_LINK_KEYS
                 && !acc.link_keys.contains(&key)
             {
@@ -702,18 +705,7 @@ impl Detector {
                     "active in the same 10-minute slots {both} times ({lift:.1}× chance)"
                 ));
             }
-            let label = why.join(" and ");
-            let key = link_key(LinkKind::Pool, format!("{a}\n{b}").as_bytes());
-            for org in [&a, &b] {
-                self.coord
-                    .register(key, LinkKind::Pool, &|| label.clone(), org);
-                if let Some(acc) = lock(self.shard(org)).get_mut(org.as_str())
-                    && acc.link_keys.len() < MAX_LINK_KEYS
-                    && !acc.link_keys.contains(&key)
-                {
-                    acc.link_keys.push(key);
-                }
-            }
+            self.link_pair(LinkKind::Pool, &a, &b, &why.join(" and "));
         }
     }
 
