@@ -360,6 +360,23 @@ pub const LONG_FORM_TOKENS: u64 = 500;
 pub const LONG_FORM_RATIO: u64 = 5;
 
 impl Template {
+    /// A template with nothing counted but `count` requests of which `err` are the
+    /// space-saving overestimate.
+    pub fn new(simhash: u64, count: u32, err: u32) -> Template {
+        Template {
+            simhash,
+            count,
+            err,
+            harvest: 0,
+            topics: vec![0; TOPICS],
+            skeleton: String::new(),
+            registered: false,
+            frozen: false,
+            out_tokens: 0,
+            completions: 0,
+        }
+    }
+
     fn guaranteed(&self) -> u32 {
         self.count.saturating_sub(self.err)
     }
@@ -734,18 +751,7 @@ impl Account {
             MAX_TEMPLATES,
             |t| !t.frozen && hamming(t.simhash, sim) <= TEMPLATE_RADIUS,
             |t| t.count,
-            |min| Template {
-                simhash: sim,
-                count: min,
-                err: min,
-                harvest: 0,
-                topics: vec![0; TOPICS],
-                skeleton: String::new(),
-                registered: false,
-                frozen: false,
-                out_tokens: 0,
-                completions: 0,
-            },
+            |min| Template::new(sim, min, min),
         )
         .map(|(i, replaced)| {
             if replaced {
@@ -1434,18 +1440,7 @@ mod tests {
     fn top5_is_the_sum_of_the_five_largest_templates() {
         let mut acc = Account::default();
         for (i, c) in [3u32, 9, 1, 9, 4, 7, 0, 12, 2].iter().enumerate() {
-            acc.templates.push(Template {
-                simhash: i as u64,
-                count: *c + 1,
-                err: 1,
-                harvest: 0,
-                topics: vec![0; TOPICS],
-                skeleton: String::new(),
-                registered: false,
-                frozen: false,
-                out_tokens: 0,
-                completions: 0,
-            });
+            acc.templates.push(Template::new(i as u64, *c + 1, 1));
         }
         acc.refresh_templates(0.6);
         assert_eq!(acc.counters.top5, 12 + 9 + 9 + 7 + 4);
