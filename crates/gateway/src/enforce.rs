@@ -113,7 +113,13 @@ pub struct Guard {
     /// owners' policies until the next manual review of that scope.
     pub owner_exempt: DashMap<String, Vec<String>>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
+    /// Wakes the background re-clustering (see [`Guard::spawn_reclustering`]).
+    recluster_wake: Arc<tokio::sync::Notify>,
 }
+
+/// The background re-clustering runs at least this often while new requests arrive, however
+/// few (and sooner, every `cluster_interval` requests).
+const RECLUSTER_PERIOD: Duration = Duration::from_secs(60);
 
 /// The body the detector reads: a Responses request is read as the chat request it translates
 /// to (its `input` items become messages, `instructions` the system prompt); other shapes as
@@ -340,7 +346,7 @@ impl Guard {
                 }
             }
         });
-        Ok(Arc::new(Guard {
+        let guard = Arc::new(Guard {
             detector,
             enabled: g.enabled,
             default_policy,
@@ -362,7 +368,10 @@ impl Guard {
             exempt,
             owner_exempt,
             events: tx,
-        }))
+            recluster_wake: Arc::new(tokio::sync::Notify::new()),
+        });
+        guard.spawn_reclustering();
+        Ok(guard)
     }
 
     /// The client address: the socket peer, or — when the peer is a trusted proxy — the nearest
@@ -852,6 +861,38 @@ impl Guard {
         }
     }
 
+    /// Starts the detector's re-clustering, off the request path (ends when the guard is
+    /// dropped; none with `cluster_interval = 0`, where clusters are recomputed only when flags
+    /// are listed). The request path only checks two counters and wakes this task once
+    /// `cluster_interval` requests arrived since the last run; the task also runs every
+    /// [`RECLUSTER_PERIOD`] when any request arrived. A run goes to the blocking pool, one at a
+    /// time (wake-ups during a run coalesce into one, nothing queues), and applies its result to
+    /// every account at once.
+    fn spawn_reclustering(self: &Arc<Self>) {
+        if !self.enabled || self.detector.settings().cluster_interval == 0 {
+            return;
+        }
+        let weak: Weak<Guard> = Arc::downgrade(self);
+        let wake = self.recluster_wake.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(RECLUSTER_PERIOD) => {}
+                }
+                let Some(g) = weak.upgrade() else { break };
+                if g.detector.pending_observations() == 0 {
+                    continue;
+                }
+                if let Err(error) =
+                    tokio::task::spawn_blocking(move || g.detector.recluster()).await
+                {
+                    tracing::error!(%error, "Detector re-clustering failed.");
+                }
+            }
+        });
+    }
+
     /// Starts the periodic snapshot task (ends when the guard is dropped).
     pub fn spawn_snapshots(self: &Arc<Self>, store: Store) {
         if self.snapshot_interval.is_zero() {
@@ -931,6 +972,9 @@ pub fn observe(
         body: &observed,
         model_owner: model.owner.as_deref(),
     });
+    if guard.detector.recluster_due() {
+        guard.recluster_wake.notify_one();
+    }
     let policy = guard.policy_for(model.owner.as_deref());
     if policy.action == GuardAction::Record
         || !guard.flagged_under(policy, &key.organization, outcome.score, outcome.flagged)

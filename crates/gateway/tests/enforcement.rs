@@ -1415,3 +1415,38 @@ throttle_rpm = 0
     let unknown = owner.replace("throttle_rpm = 0", "throttle = 5");
     assert!(tollgate_config::Config::from_toml(&unknown).is_err());
 }
+
+#[tokio::test]
+async fn background_reclustering_links_accounts_without_the_request_path_clustering() {
+    // Two accounts on one pool of two addresses sending prompts with the same wrapper: an
+    // address pool corroborated by a shared wrapper merges them. Requests never re-cluster; the
+    // guard's background task does, woken every `cluster_interval` requests. Nothing here
+    // lists flags (which would re-cluster on demand).
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let text = config(
+        &mock.base_url(),
+        r#"action = "record"
+trusted_proxies = ["127.0.0.1/32"]"#,
+    )
+    .replace("cluster_interval = 0", "cluster_interval = 10");
+    let gw = start(&text).await;
+    let (a, _, _, a_key) = gw.tenant("shop-a", json!({})).await;
+    let (b, _, _, b_key) = gw.tenant("shop-b", json!({})).await;
+    for i in 0..30 {
+        let ip = ["203.0.113.10", "198.51.100.20"][i % 2];
+        let r = chat_from(&gw, &a_key, ip, product_body(i)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let r = chat_from(&gw, &b_key, ip, product_body(i + 100)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    for _ in 0..1500 {
+        let ra = get(&gw, &format!("/admin/v1/organizations/{a}/risk")).await;
+        let rb = get(&gw, &format!("/admin/v1/organizations/{b}/risk")).await;
+        if ra["cluster"].is_string() && ra["cluster"] == rb["cluster"] {
+            assert_eq!(ra["flagged"], false, "{ra}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the background re-clustering never linked {a} and {b}");
+}

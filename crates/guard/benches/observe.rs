@@ -98,24 +98,39 @@ fn bench(c: &mut Criterion) {
     let ips: Vec<std::net::IpAddr> = (0..200u32)
         .map(|k| std::net::IpAddr::from([10, 1, (k / 50) as u8, (k % 50) as u8]))
         .collect();
+    // Request `i` of the 1,000 organizations, from one of the 200 addresses.
+    let with_ip = |i: usize| Observation {
+        time: t0 + Duration::seconds(i as i64),
+        organization: &orgs[i % orgs.len()],
+        key: "k",
+        client_ip: Some(ips[(i / 7) % ips.len()]),
+        endpoint: Endpoint::Chat,
+        body: &bodies[i % bodies.len()],
+        model_owner: Some("acme-labs"),
+    };
     c.bench_function("observe_1kb_chat_ip_and_user", |b| {
         b.iter(|| {
             i += 1;
-            let o = seg.observe(&Observation {
-                time: t0 + Duration::seconds(i as i64),
-                organization: &orgs[i % orgs.len()],
-                key: "k",
-                client_ip: Some(ips[(i / 7) % ips.len()]),
-                endpoint: Endpoint::Chat,
-                body: &bodies[i % bodies.len()],
-                model_owner: Some("acme-labs"),
-            });
+            let o = seg.observe(&with_ip(i));
+            black_box(o)
+        })
+    });
+    // The same traffic on the offline schedule (`observe_and_recluster`: re-clusters inline
+    // every `cluster_interval` = 1,000 observations), which is what `observe` cost on the
+    // request path before re-clustering moved to a background task.
+    let inline =
+        Detector::new(DetectorSettings::default()).unwrap_or_else(|_| std::process::exit(1));
+    let mut k = 0usize;
+    c.bench_function("observe_1kb_chat_ip_and_user_inline_recluster", |b| {
+        b.iter(|| {
+            k += 1;
+            let o = inline.observe_and_recluster(&with_ip(k));
             black_box(o)
         })
     });
     // Cross-account work (address pools, corroboration, union-find, cluster scores) over the
-    // 1,000 accounts above, which share 200 addresses: run every `cluster_interval`
-    // observations, not per request.
+    // 1,000 accounts above, which share 200 addresses: run by the gateway's background task
+    // every `cluster_interval` observations, never by `observe`.
     c.bench_function("recluster_1000_accounts_200_shared_ips", |b| {
         b.iter(|| seg.recluster())
     });

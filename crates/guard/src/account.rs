@@ -19,6 +19,48 @@ pub const MAX_WRAPPERS: usize = 8;
 /// account's requests (and at least 5 of them).
 pub const WRAPPER_SHARE: f64 = 0.2;
 
+/// Space-saving heavy hitters: the slot of the entry `matches` finds, else of a new entry while
+/// fewer than `cap` are kept, else of the least-counted entry, replaced by `fresh(its count)`
+/// (a new entry is `fresh(0)`). Returns the slot and whether an entry was replaced; `None` only
+/// when `cap` is 0.
+fn space_saving<T>(
+    table: &mut Vec<T>,
+    cap: usize,
+    matches: impl Fn(&T) -> bool,
+    count: impl Fn(&T) -> u32,
+    fresh: impl FnOnce(u32) -> T,
+) -> Option<(usize, bool)> {
+    if let Some(i) = table.iter().position(matches) {
+        return Some((i, false));
+    }
+    if table.len() < cap {
+        table.push(fresh(0));
+        return Some((table.len() - 1, false));
+    }
+    let (i, min) = table
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, t)| count(t))
+        .map(|(i, t)| (i, count(t)))?;
+    table[i] = fresh(min);
+    Some((i, true))
+}
+
+/// Count one request of `topic` (none: [`NO_TOPIC`]) in a byte histogram, halving every bin
+/// before one would overflow.
+fn count_topic(topics: &mut [u8], topic: u8) {
+    if topic == NO_TOPIC {
+        return;
+    }
+    let k = usize::from(topic) % TOPICS;
+    if topics.get(k) == Some(&u8::MAX) {
+        topics.iter_mut().for_each(|v| *v /= 2);
+    }
+    if let Some(x) = topics.get_mut(k) {
+        *x = x.saturating_add(1);
+    }
+}
+
 /// A prompt wrapper (the first or last words shared by many of an account's prompts).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WrapperStat {
@@ -318,6 +360,23 @@ pub const LONG_FORM_TOKENS: u64 = 500;
 pub const LONG_FORM_RATIO: u64 = 5;
 
 impl Template {
+    /// A template with nothing counted but `count` requests of which `err` are the
+    /// space-saving overestimate.
+    pub fn new(simhash: u64, count: u32, err: u32) -> Template {
+        Template {
+            simhash,
+            count,
+            err,
+            harvest: 0,
+            topics: vec![0; TOPICS],
+            skeleton: String::new(),
+            registered: false,
+            frozen: false,
+            out_tokens: 0,
+            completions: 0,
+        }
+    }
+
     fn guaranteed(&self) -> u32 {
         self.count.saturating_sub(self.err)
     }
@@ -686,67 +745,24 @@ impl Account {
 
         // Templates (space-saving heavy hitters over template SimHashes).
         let mut register_template = None;
-        let idx = self
-            .templates
-            .iter()
-            .position(|t| !t.frozen && hamming(t.simhash, f.template_simhash) <= TEMPLATE_RADIUS);
-        let idx = match idx {
-            Some(i) => Some(i),
-            None if self.templates.len() < MAX_TEMPLATES => {
-                self.templates.push(Template {
-                    simhash: f.template_simhash,
-                    count: 0,
-                    err: 0,
-                    harvest: 0,
-                    topics: vec![0; TOPICS],
-                    skeleton: String::new(),
-                    registered: false,
-                    frozen: false,
-                    out_tokens: 0,
-                    completions: 0,
-                });
-                Some(self.templates.len() - 1)
-            }
-            None => {
-                let (i, min) = self
-                    .templates
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, t)| t.count)
-                    .map(|(i, t)| (i, t.count))
-                    .unwrap_or((0, 0));
-                if let Some(t) = self.templates.get_mut(i) {
-                    *t = Template {
-                        simhash: f.template_simhash,
-                        count: min,
-                        err: min,
-                        harvest: 0,
-                        topics: vec![0; TOPICS],
-                        skeleton: String::new(),
-                        registered: false,
-                        frozen: false,
-                        out_tokens: 0,
-                        completions: 0,
-                    };
-                }
+        let sim = f.template_simhash;
+        let idx = space_saving(
+            &mut self.templates,
+            MAX_TEMPLATES,
+            |t| !t.frozen && hamming(t.simhash, sim) <= TEMPLATE_RADIUS,
+            |t| t.count,
+            |min| Template::new(sim, min, min),
+        )
+        .map(|(i, replaced)| {
+            if replaced {
                 self.segments.reset_template(i);
-                Some(i)
             }
-        };
+            i
+        });
         if let Some(t) = idx.and_then(|i| self.templates.get_mut(i)) {
             t.count += 1;
             t.harvest += u32::from(harvesting);
-            if f.topic != NO_TOPIC {
-                let k = usize::from(f.topic) % TOPICS;
-                if let Some(x) = t.topics.get_mut(k) {
-                    if *x == u8::MAX {
-                        t.topics.iter_mut().for_each(|v| *v /= 2);
-                    }
-                }
-                if let Some(x) = t.topics.get_mut(k) {
-                    *x = x.saturating_add(1);
-                }
-            }
+            count_topic(&mut t.topics, f.topic);
             if t.skeleton.is_empty() && t.count - t.err >= 3 {
                 t.skeleton = truncate(&skeleton(), MAX_SKELETON_BYTES);
             }
@@ -887,52 +903,30 @@ impl Account {
         if hash == 0 {
             return None;
         }
-        let i = match self.shapes.iter().position(|s| s.hash == hash) {
-            Some(i) => i,
-            None if self.shapes.len() < MAX_SHAPES => {
-                self.shapes.push(Shape {
-                    hash,
-                    count: 0,
-                    harvest: 0,
-                    topics: vec![0; TOPICS],
-                    in_tokens: 0,
-                    out_tokens: 0,
-                    completions: 0,
-                });
-                self.shapes.len() - 1
-            }
-            None => {
-                let (i, _) = self
-                    .shapes
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| s.count)?;
-                self.shapes[i] = Shape {
-                    hash,
-                    count: 0,
-                    harvest: 0,
-                    topics: vec![0; TOPICS],
-                    in_tokens: 0,
-                    out_tokens: 0,
-                    completions: 0,
-                };
-                self.segments.reset_shape(i);
-                i
-            }
+        let fresh = |_| Shape {
+            hash,
+            count: 0,
+            harvest: 0,
+            topics: vec![0; TOPICS],
+            in_tokens: 0,
+            out_tokens: 0,
+            completions: 0,
         };
+        let (i, replaced) = space_saving(
+            &mut self.shapes,
+            MAX_SHAPES,
+            |s| s.hash == hash,
+            |s| s.count,
+            fresh,
+        )?;
+        if replaced {
+            self.segments.reset_shape(i);
+        }
         let s = self.shapes.get_mut(i)?;
         s.count += 1;
         s.harvest += u32::from(harvesting);
         s.in_tokens += f.input_tokens;
-        if f.topic != NO_TOPIC {
-            let k = usize::from(f.topic) % TOPICS;
-            if s.topics.get(k) == Some(&u8::MAX) {
-                s.topics.iter_mut().for_each(|v| *v /= 2);
-            }
-            if let Some(x) = s.topics.get_mut(k) {
-                *x = x.saturating_add(1);
-            }
-        }
+        count_topic(&mut s.topics, f.topic);
         Some(i)
     }
 
@@ -940,33 +934,18 @@ impl Account {
     /// became heavy enough to register.
     fn bump_wrapper(&mut self, hash: u64, head: bool) -> Option<(u64, bool)> {
         let requests = self.counters.requests;
-        let i = match self.wrappers.iter().position(|w| w.hash == hash) {
-            Some(i) => i,
-            None if self.wrappers.len() < MAX_WRAPPERS => {
-                self.wrappers.push(WrapperStat {
-                    hash,
-                    count: 0,
-                    registered: false,
-                    head,
-                });
-                self.wrappers.len() - 1
-            }
-            None => {
-                let (i, min) = self
-                    .wrappers
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, w)| w.count)
-                    .map(|(i, w)| (i, w.count))?;
-                self.wrappers[i] = WrapperStat {
-                    hash,
-                    count: min / 2,
-                    registered: false,
-                    head,
-                };
-                i
-            }
-        };
+        let (i, _) = space_saving(
+            &mut self.wrappers,
+            MAX_WRAPPERS,
+            |w| w.hash == hash,
+            |w| w.count,
+            |min| WrapperStat {
+                hash,
+                count: min / 2,
+                registered: false,
+                head,
+            },
+        )?;
         let w = self.wrappers.get_mut(i)?;
         w.count += 1;
         if !w.registered && w.count >= 5 && f64::from(w.count) >= WRAPPER_SHARE * requests as f64 {
@@ -1461,18 +1440,7 @@ mod tests {
     fn top5_is_the_sum_of_the_five_largest_templates() {
         let mut acc = Account::default();
         for (i, c) in [3u32, 9, 1, 9, 4, 7, 0, 12, 2].iter().enumerate() {
-            acc.templates.push(Template {
-                simhash: i as u64,
-                count: *c + 1,
-                err: 1,
-                harvest: 0,
-                topics: vec![0; TOPICS],
-                skeleton: String::new(),
-                registered: false,
-                frozen: false,
-                out_tokens: 0,
-                completions: 0,
-            });
+            acc.templates.push(Template::new(i as u64, *c + 1, 1));
         }
         acc.refresh_templates(0.6);
         assert_eq!(acc.counters.top5, 12 + 9 + 9 + 7 + 4);

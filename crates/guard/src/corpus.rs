@@ -1444,13 +1444,18 @@ impl Gen {
     }
 }
 
-/// Generate a corpus.
-pub fn generate(cfg: &CorpusConfig) -> Corpus {
-    let start = OffsetDateTime::new_utc(
+/// Unix time at which generated corpora start: 2025-03-03 00:00 UTC, a Monday.
+pub(crate) fn corpus_start() -> i64 {
+    OffsetDateTime::new_utc(
         time::Date::from_ordinal_date(2025, 62).unwrap_or(time::Date::MIN),
         time::Time::MIDNIGHT,
     )
-    .unix_timestamp();
+    .unix_timestamp()
+}
+
+/// Generate a corpus.
+pub fn generate(cfg: &CorpusConfig) -> Corpus {
+    let start = corpus_start();
     let mut g = Gen {
         r: SplitMix::new(cfg.seed),
         start,

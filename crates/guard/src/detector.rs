@@ -1,4 +1,5 @@
-//! The detector: sharded per-account state updated on the request path, periodic clustering,
+//! The detector: sharded per-account state updated on the request path, clustering run apart
+//! from it (a background task in the gateway, inline at fixed counts in the offline tools),
 //! assessments, flags, investigator evidence and snapshots.
 
 use std::collections::{BTreeMap, HashMap};
@@ -287,6 +288,10 @@ pub struct Detector {
     coord: CoordIndex,
     sync: SyncIndex,
     observed: AtomicU64,
+    /// `observed` when the last re-clustering started.
+    clustered_at: AtomicU64,
+    /// Re-clustering runs (any caller): for tests and diagnostics.
+    recluster_runs: AtomicU64,
     recluster: Mutex<()>,
 }
 
@@ -366,6 +371,8 @@ impl Detector {
             coord,
             sync: SyncIndex::new(),
             observed: AtomicU64::new(0),
+            clustered_at: AtomicU64::new(0),
+            recluster_runs: AtomicU64::new(0),
             recluster: Mutex::new(()),
         })
     }
@@ -552,11 +559,42 @@ impl Detector {
                 self.link_sync(&pair);
             }
         }
-        let seen = self.observed.fetch_add(1, Ordering::Relaxed) + 1;
+        self.observed.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// [`Detector::observe`], then re-clusters inline when the number of observations reaches a
+    /// multiple of `cluster_interval`: the deterministic schedule of the offline tools (`guard
+    /// replay`, `guard-eval`), whose figures depend on where re-clustering happens. A server
+    /// calls `observe` and re-clusters on a background task instead (see
+    /// [`Detector::recluster_due`]).
+    pub fn observe_and_recluster(&self, obs: &Observation<'_>) -> Outcome {
+        let outcome = self.observe(obs);
+        let seen = self.observed.load(Ordering::Relaxed);
         if self.settings.cluster_interval > 0 && seen % self.settings.cluster_interval == 0 {
             self.recluster();
         }
         outcome
+    }
+
+    /// Observations since the last re-clustering started.
+    pub fn pending_observations(&self) -> u64 {
+        self.observed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.clustered_at.load(Ordering::Relaxed))
+    }
+
+    /// At least `cluster_interval` observations arrived since the last re-clustering started
+    /// (never with `cluster_interval = 0`): two atomic loads, for the request path to decide
+    /// whether to wake the background re-clustering.
+    pub fn recluster_due(&self) -> bool {
+        let every = self.settings.cluster_interval;
+        every > 0 && self.pending_observations() >= every
+    }
+
+    /// Re-clustering runs so far, by any caller (`observe` never runs one).
+    pub fn recluster_runs(&self) -> u64 {
+        self.recluster_runs.load(Ordering::Relaxed)
     }
 
     fn link(
@@ -573,15 +611,18 @@ impl Detector {
         }
     }
 
-    /// Register a synchronized pair in the link index and in both accounts' link keys (one shard
-    /// lock at a time).
+    /// Register a synchronized pair in the link index and in both accounts' link keys.
     fn link_sync(&self, pair: &SyncPair) {
-        let key = link_key(LinkKind::Sync, format!("{}\n{}", pair.a, pair.b).as_bytes());
-        let label = pair.label();
-        for org in [&pair.a, &pair.b] {
-            self.coord
-                .register(key, LinkKind::Sync, &|| label.clone(), org);
-            if let Some(acc) = lock(self.shard(org)).get_mut(org.as_str())
+        self.link_pair(LinkKind::Sync, &pair.a, &pair.b, &pair.label());
+    }
+
+    /// Register a link between two accounts (a pair-keyed entry) in the link index and in both
+    /// accounts' link keys, one shard lock at a time.
+    fn link_pair(&self, kind: LinkKind, a: &str, b: &str, label: &str) {
+        let key = link_key(kind, format!("{a}\n{b}").as_bytes());
+        for org in [a, b] {
+            self.coord.register(key, kind, &|| label.to_owned(), org);
+            if let Some(acc) = lock(self.shard(org)).get_mut(org)
                 && acc.link_keys.len() < MAX_LINK_KEYS
                 && !acc.link_keys.contains(&key)
             {
@@ -664,18 +705,7 @@ impl Detector {
                     "active in the same 10-minute slots {both} times ({lift:.1}× chance)"
                 ));
             }
-            let label = why.join(" and ");
-            let key = link_key(LinkKind::Pool, format!("{a}\n{b}").as_bytes());
-            for org in [&a, &b] {
-                self.coord
-                    .register(key, LinkKind::Pool, &|| label.clone(), org);
-                if let Some(acc) = lock(self.shard(org)).get_mut(org.as_str())
-                    && acc.link_keys.len() < MAX_LINK_KEYS
-                    && !acc.link_keys.contains(&key)
-                {
-                    acc.link_keys.push(key);
-                }
-            }
+            self.link_pair(LinkKind::Pool, &a, &b, &why.join(" and "));
         }
     }
 
@@ -748,11 +778,20 @@ impl Detector {
     }
 
     /// Recompute clusters (union-find over strong links) and cluster scores; flags the members
-    /// of clusters whose aggregate traffic scores at or above the threshold.
+    /// of clusters whose aggregate traffic scores at or above the threshold. Costly (pool pair
+    /// search over the link index: hundreds of milliseconds with thousands of accounts on shared
+    /// addresses), so never run by `observe`: a server runs it on a background task when
+    /// [`Detector::recluster_due`]; the offline tools through
+    /// [`Detector::observe_and_recluster`]. One run at a time (a call during a run returns at
+    /// once); its working set is a copy of the link index, the candidate pool pairs and one
+    /// membership row per clustered account.
     pub fn recluster(&self) {
         let Ok(_guard) = self.recluster.try_lock() else {
             return;
         };
+        self.clustered_at
+            .store(self.observed.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.recluster_runs.fetch_add(1, Ordering::Relaxed);
         self.link_pools();
         let groups = self.coord.cluster(&self.dominant_templates()).groups;
         let synced = self.sync.linked_counts();
@@ -777,8 +816,11 @@ impl Detector {
                 membership.insert(org.clone(), (id.clone(), score, flagged, g.len() - 1));
             }
         }
-        for shard in &self.shards {
-            let mut shard = lock(shard);
+        // Applied atomically: every shard is locked (in index order, the only place that holds
+        // more than one) before any account changes, so no reader sees part of the accounts
+        // under the new clustering and part under the old one.
+        let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
+        for shard in &mut shards {
             for (org, acc) in shard.iter_mut() {
                 acc.sync_linked = synced.get(org).copied().unwrap_or(0);
                 match membership.get(org) {
@@ -1108,6 +1150,7 @@ impl Detector {
         });
         let d = Detector::new(settings)?;
         d.observed.store(snap.observed, Ordering::Relaxed);
+        d.clustered_at.store(snap.observed, Ordering::Relaxed);
         for (org, mut acc) in snap.accounts {
             if let Some(m) = migration.as_mut() {
                 m.accounts += 1;

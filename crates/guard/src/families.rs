@@ -1074,12 +1074,7 @@ pub struct FamilyCorpus {
 
 /// Generate every family of every kind.
 pub fn generate(cfg: &FamilyConfig) -> FamilyCorpus {
-    let start = OffsetDateTime::new_utc(
-        // 2025-03-03, a Monday.
-        time::Date::from_ordinal_date(2025, 62).unwrap_or(time::Date::MIN),
-        time::Time::MIDNIGHT,
-    )
-    .unix_timestamp();
+    let start = crate::corpus::corpus_start();
     let mut g = Gen {
         r: SplitMix::new(cfg.seed),
         start,

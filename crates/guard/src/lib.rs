@@ -72,7 +72,9 @@ pub struct DetectorSettings {
     pub benchmark_files: Vec<PathBuf>,
     /// `max_tokens` at or above this counts as "near the maximum".
     pub max_tokens_high: u64,
-    /// Observations between re-clustering runs.
+    /// Observations between re-clustering runs. `observe` never re-clusters: the gateway runs
+    /// it on a background task (also at least once a minute while requests arrive), the offline
+    /// tools inline at every multiple of this count. 0: only when flags are listed.
     pub cluster_interval: u64,
     /// A link key shared by more accounts than this is too common to cluster on.
     pub max_link_fanout: usize,

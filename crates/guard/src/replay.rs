@@ -78,7 +78,7 @@ pub fn observe_line(
             detector.link_metadata(&line.organization, kind, value);
         }
     }
-    let outcome = detector.observe(&Observation {
+    let outcome = detector.observe_and_recluster(&Observation {
         time: line.time,
         organization: &line.organization,
         key: &line.key,

@@ -46,6 +46,25 @@ fn harvest(d: &Detector, org: &str, owner: &str, ip: &str, n: usize, start: Offs
     }
 }
 
+/// A chat request without a client address.
+fn plain<'a>(
+    time: OffsetDateTime,
+    organization: &'a str,
+    key: &'a str,
+    body: &'a [u8],
+    model_owner: Option<&'a str>,
+) -> Observation<'a> {
+    Observation {
+        time,
+        organization,
+        key,
+        client_ip: None,
+        endpoint: Endpoint::Chat,
+        body,
+        model_owner,
+    }
+}
+
 fn settings() -> DetectorSettings {
     DetectorSettings {
         min_requests: 30,
@@ -63,15 +82,13 @@ fn harvester_is_flagged_with_evidence_and_benign_is_not() {
     harvest(&d, "bad", "acme", "192.0.2.10", 80, t0);
     let benign = body("Write alt text for product 123 from Acme in category Shoes. Be concise.");
     for i in 0..200 {
-        d.observe(&Observation {
-            time: t0 + Duration::minutes(i),
-            organization: "good",
-            key: "svc",
-            client_ip: None,
-            endpoint: Endpoint::Chat,
-            body: &benign,
-            model_owner: Some("acme"),
-        });
+        d.observe(&plain(
+            t0 + Duration::minutes(i),
+            "good",
+            "svc",
+            &benign,
+            Some("acme"),
+        ));
     }
     let a = d.assessment("bad").unwrap();
     assert!(a.flagged && a.score >= 0.8, "{a:?}");
@@ -314,4 +331,117 @@ fn concurrent_observers() {
         .map(|i| d.assessment(&format!("org-{i}")).unwrap().requests)
         .sum();
     assert_eq!(total, 2000);
+}
+
+/// h1..h4 joined by operator metadata (h1–h2 signup, h2–h3 payment, h3–h4 signup), 12
+/// harvesting requests each: every account is under `min_requests` alone.
+fn metadata_campaign(d: &Detector, t0: OffsetDateTime) {
+    for (a, b, kind, value) in [
+        ("h1", "h2", "signup", "device-a"),
+        ("h2", "h3", "payment", "card-9"),
+        ("h3", "h4", "signup", "device-b"),
+    ] {
+        d.link_metadata(a, kind, value);
+        d.link_metadata(b, kind, value);
+    }
+    for (i, org) in ["h1", "h2", "h3", "h4"].iter().enumerate() {
+        let ip = format!("203.0.113.{}", 10 + i);
+        harvest(
+            d,
+            org,
+            "acme",
+            &ip,
+            12,
+            t0 + Duration::minutes(i as i64 * 7),
+        );
+    }
+}
+
+#[test]
+fn observe_never_reclusters_inline() {
+    let d = Detector::new(DetectorSettings {
+        cluster_interval: 10,
+        ..settings()
+    })
+    .unwrap();
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    metadata_campaign(&d, t0);
+    // 48 observations, 4 times the interval: no run, no cluster, and the run is due.
+    assert_eq!(d.recluster_runs(), 0);
+    assert_eq!(d.pending_observations(), 48);
+    assert!(d.recluster_due());
+    for org in ["h1", "h2", "h3", "h4"] {
+        let a = d.assessment(org).unwrap();
+        assert!(a.cluster.is_none() && !a.flagged, "{a:?}");
+    }
+    d.recluster();
+    assert_eq!((d.recluster_runs(), d.pending_observations()), (1, 0));
+    assert!(!d.recluster_due());
+    assert!(d.assessment("h1").unwrap().cluster.is_some());
+
+    // The offline schedule re-clusters inline at every multiple of the interval.
+    let offline = Detector::new(DetectorSettings {
+        cluster_interval: 10,
+        ..settings()
+    })
+    .unwrap();
+    let b = body("Explain tides. Think step by step.");
+    for i in 0..25 {
+        offline.observe_and_recluster(&plain(t0 + Duration::minutes(i), "o", "k", &b, None));
+    }
+    assert_eq!(offline.recluster_runs(), 2);
+    assert_eq!(offline.pending_observations(), 5);
+}
+
+#[test]
+fn a_background_driver_links_and_flags_the_cluster() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Arc::new(
+        Detector::new(DetectorSettings {
+            cluster_interval: 10,
+            ..settings()
+        })
+        .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // The driver re-clusters whenever a run is due, as the gateway's background task does.
+    let driver = {
+        let (d, stop) = (d.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if d.recluster_due() {
+                    d.recluster();
+                    runs += 1;
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            runs
+        })
+    };
+    let t0 = datetime!(2025-03-03 00:00 UTC);
+    metadata_campaign(&d, t0);
+    let linked = || {
+        let a: Vec<_> = ["h1", "h2", "h3", "h4"]
+            .iter()
+            .map(|o| d.assessment(o).unwrap())
+            .collect();
+        a[0].cluster.is_some()
+            && a.iter().all(|x| x.cluster == a[0].cluster && x.flagged)
+            && !d.recluster_due()
+    };
+    for _ in 0..30_000 {
+        if linked() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let runs = driver.join().unwrap();
+    assert!(linked(), "{:?}", d.assessment("h1"));
+    // Every run was the driver's: observing never ran one.
+    assert!(runs >= 1);
+    assert_eq!(d.recluster_runs(), runs);
 }
