@@ -18,6 +18,7 @@ pub mod error;
 pub mod front;
 pub mod guard_admin;
 pub mod limits;
+pub mod meters;
 pub mod metrics;
 pub mod pricing;
 pub mod ratelimit;

@@ -54,7 +54,16 @@ impl App {
                     .await?;
             }
         }
-        let entries = build_models(&config).map_err(StartError::Setup)?;
+        let mut entries = build_models(&config).map_err(StartError::Setup)?;
+        // Each model's and route's metric handles, resolved once.
+        let metrics = crate::meters::Metrics::new();
+        for entry in &mut entries {
+            let handles = metrics.model(&entry.name);
+            for route in &mut entry.routes {
+                route.metrics = metrics.route(&handles, &route.provider);
+            }
+            entry.metrics = handles;
+        }
         let model_order = entries.iter().map(|m| m.name.clone()).collect();
         let models = entries
             .into_iter()
@@ -82,6 +91,7 @@ impl App {
             console: crate::console::session::Sessions::default(),
             background: Arc::new(Background::default()),
             stored_responses: crate::dialect::StoredResponses::new(100_000),
+            metrics,
         });
         app.reload_prices()
             .await

@@ -81,6 +81,8 @@ struct Owed {
     key: Arc<KeyEntry>,
     model: Arc<ModelEntry>,
     endpoint: Endpoint,
+    /// The route template (metrics).
+    route: &'static str,
     /// The client's body, to count the prompt when the upstream reports no usage.
     body: Bytes,
     stream: bool,
@@ -115,6 +117,7 @@ pub async fn admit(
             key,
             model,
             endpoint: request.endpoint,
+            route: request.route,
             body: request.body.clone(),
             stream: view.stream,
             reservation: None,
@@ -132,16 +135,29 @@ pub async fn admit(
         .await?;
     owed.reservation = Some(reservation);
     admission.snapshot = snapshot;
-    let hold = app.budgets.reserve(
-        &app.tenancy,
-        || app.prices(),
-        &owed.key,
-        &owed.model.name,
-        prompt,
-        output,
-    )?;
+    let refused = |e: ApiError| {
+        if e.status == http::StatusCode::TOO_MANY_REQUESTS {
+            app.metrics.budget_refused.inc();
+        }
+        e
+    };
+    let hold = app
+        .budgets
+        .reserve(
+            &app.tenancy,
+            || app.prices(),
+            &owed.key,
+            &owed.model.name,
+            prompt,
+            output,
+        )
+        .map_err(refused)?;
     // With Redis, the budget is also reserved on the counters every instance shares.
-    owed.budget = app.budgets.reserve_shared(&app.limits, hold).await?;
+    owed.budget = app
+        .budgets
+        .reserve_shared(&app.limits, hold)
+        .await
+        .map_err(refused)?;
     Ok(admission)
 }
 
@@ -295,6 +311,19 @@ impl Owed {
             estimated: counts.estimated,
             source: "gateway".into(),
         };
+        self.app.metrics.completed(
+            self.route,
+            &self.model.metrics,
+            self.dispatched.as_ref().map(|d| &d.provider),
+            status,
+            [
+                record.input_tokens,
+                record.cached_input_tokens,
+                record.cache_write_input_tokens,
+                record.output_tokens,
+            ],
+            self.started.elapsed(),
+        );
         self.app.after_usage(&record);
         if let Some(hold) = self.budget.take() {
             self.app.budgets.settle(&self.app.prices(), hold, &record);
