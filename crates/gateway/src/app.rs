@@ -61,6 +61,8 @@ pub struct App {
     pub stored_responses: crate::dialect::StoredResponses,
     /// The request path's metrics (`/metrics`), each model's handles resolved in its entry.
     pub metrics: crate::meters::Metrics,
+    /// OpenTelemetry traces (`[telemetry]`); `None` when off.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// Why the application could not start.

@@ -28,6 +28,7 @@ pub mod shape;
 pub mod sim;
 pub mod start;
 pub mod sync;
+pub mod telemetry;
 pub mod tenancy;
 pub mod tokens;
 pub mod upstream;

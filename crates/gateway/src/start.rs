@@ -69,6 +69,7 @@ impl App {
             .into_iter()
             .map(|m| (m.name.clone(), Arc::new(m)))
             .collect();
+        let telemetry = crate::telemetry::Telemetry::start(&config).map_err(StartError::Setup)?;
         let guard = crate::enforce::Guard::load(&config, &store)
             .await
             .map_err(StartError::Setup)?;
@@ -92,6 +93,7 @@ impl App {
             background: Arc::new(Background::default()),
             stored_responses: crate::dialect::StoredResponses::new(100_000),
             metrics,
+            telemetry,
         });
         app.reload_prices()
             .await

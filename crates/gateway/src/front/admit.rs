@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::front::Parsed;
 use crate::limits::Snapshot;
 use crate::ratelimit::Reservation;
+use crate::telemetry::{Phase, RequestTrace, TraceUsage};
 use crate::tenancy::KeyEntry;
 use crate::upstream::ModelEntry;
 
@@ -89,6 +90,8 @@ struct Owed {
     reservation: Option<Reservation>,
     budget: Option<Hold>,
     dispatched: Option<Dispatched>,
+    /// The request's trace (`[telemetry]`), ended with the record.
+    trace: Option<Box<RequestTrace>>,
 }
 
 /// The admit phase: reserves the request and its estimated tokens against the key's and
@@ -123,6 +126,7 @@ pub async fn admit(
             reservation: None,
             budget: None,
             dispatched: None,
+            trace: None,
         }),
         snapshot: Snapshot::default(),
     };
@@ -201,6 +205,21 @@ impl Admission {
     /// The model entry the request was routed to.
     pub fn model(&self) -> Option<&Arc<ModelEntry>> {
         self.owed.as_ref().map(|o| &o.model)
+    }
+
+    /// Carries the request's trace from here on (it ends with the record).
+    pub fn traced(&mut self, trace: Option<Box<RequestTrace>>) {
+        if let (Some(owed), Some(mut t)) = (&mut self.owed, trace) {
+            t.request_id(&owed.id);
+            owed.trace = Some(t);
+        }
+    }
+
+    /// Marks the end of a phase on the request's trace.
+    pub fn mark(&mut self, phase: Phase) {
+        if let Some(owed) = &mut self.owed {
+            crate::telemetry::mark(&mut owed.trace, phase);
+        }
     }
 
     /// The request was (or is about to be) sent to this upstream: from now on a record is owed.
@@ -324,6 +343,20 @@ impl Owed {
             ],
             self.started.elapsed(),
         );
+        let trace = self.trace.take().map(|mut t| {
+            t.mark(Phase::Respond);
+            t.status(status);
+            t.metered(
+                &record.provider,
+                &record.upstream_model,
+                TraceUsage {
+                    input: record.input_tokens,
+                    output: record.output_tokens,
+                    cached_input: record.cached_input_tokens,
+                },
+            );
+            t
+        });
         self.app.after_usage(&record);
         if let Some(hold) = self.budget.take() {
             self.app.budgets.settle(&self.app.prices(), hold, &record);
@@ -343,6 +376,8 @@ impl Owed {
         );
         async move {
             let result = write.await.unwrap_or(Ok(()));
+            // The meter phase ends here: its span is the wait for the record to be durable.
+            drop(trace);
             result.map_err(|error| {
                 tracing::error!(%error, request = %id, "Usage record could not be written.");
                 ApiError::unavailable(
