@@ -197,6 +197,7 @@ async fn metrics_count_requests_tokens_latency_and_refusals_by_label() {
             .unwrap()
             .starts_with("text/plain; version=0.0.4"),
     );
+    assert!(page.text().contains("\ntollgate_spool_records 0\n"));
     let m = parse_exposition(&page.text());
     assert_eq!(get(&m, &requests("gpt-4o-mini", "p0", 200)), 5.0);
     assert_eq!(get(&m, &requests("gpt-4o-mini", "p0", 502)), 1.0);
