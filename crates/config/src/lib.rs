@@ -91,6 +91,8 @@ pub struct Config {
     pub ratelimit: RateLimitConfig,
     #[serde(default)]
     pub guard: GuardConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -431,6 +433,34 @@ pub enum RedisFailure {
     Closed,
 }
 
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP (protobuf) off the serving
+/// threads. Off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`); spans go to
+    /// `{otlp_endpoint}/v1/traces`. Unset: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Share of new traces sampled, 0 to 1; a request whose `traceparent` says sampled (or not)
+    /// follows its parent.
+    pub sample_ratio: f64,
+    /// Longest wait for one export, in milliseconds (spans are dropped past it, never waited on).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "tollgate".into(),
+            sample_ratio: 1.0,
+            export_timeout_ms: 5_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
@@ -564,6 +594,7 @@ owner = "openai"
             metering: MeteringConfig::default(),
             ratelimit: RateLimitConfig::default(),
             guard: GuardConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 
@@ -614,6 +645,9 @@ owner = "openai"
         }
         if let Some(v) = get("TOLLGATE_REDIS_URL") {
             self.ratelimit.redis_url = Some(v);
+        }
+        if let Some(v) = get("TOLLGATE_OTLP_ENDPOINT") {
+            self.telemetry.otlp_endpoint = Some(v);
         }
     }
 
@@ -670,6 +704,33 @@ owner = "openai"
         {
             errors.push(format!(
                 "ratelimit.redis_url: '{url}' must start with redis://"
+            ));
+        }
+        let t = &self.telemetry;
+        if let Some(url) = &t.otlp_endpoint
+            && !url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .and_then(|rest| rest.split(['/', ':', '?']).next())
+                .is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace))
+        {
+            errors.push(format!(
+                "telemetry.otlp_endpoint: '{url}' must be an http:// or https:// URL"
+            ));
+        }
+        if t.service_name.trim().is_empty() {
+            errors.push("telemetry.service_name must not be empty".into());
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            errors.push(format!(
+                "telemetry.sample_ratio must be between 0 and 1, got {}",
+                t.sample_ratio
+            ));
+        }
+        if t.export_timeout_ms == 0 || t.export_timeout_ms > 60_000 {
+            errors.push(format!(
+                "telemetry.export_timeout_ms must be between 1 and 60000, got {}",
+                t.export_timeout_ms
             ));
         }
         let mut providers: HashMap<&str, &ProviderConfig> = HashMap::new();
@@ -916,6 +977,41 @@ output_price = "0.60"
         assert_eq!(c.models[0].cached_input_price, Some(Decimal::new(75, 3)));
         assert_eq!(c.models[0].cache_write_price, Some(Decimal::new(1875, 4)));
         assert_eq!(c.sqlite_path(), Some("/var/lib/tollgate/ledger.db"));
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_keys_are_validated() {
+        let c = Config::from_toml(CONTRACT).unwrap();
+        assert!(c.telemetry.otlp_endpoint.is_none());
+        assert_eq!(c.telemetry.service_name, "tollgate");
+        let on = Config::from_toml(&format!(
+            "{CONTRACT}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"gw-1\"\nsample_ratio = 0.25\n"
+        ))
+        .unwrap();
+        on.validate().unwrap();
+        assert_eq!(on.telemetry.sample_ratio, 0.25);
+        let bad = Config::from_toml(&format!(
+            "{CONTRACT}\n[telemetry]\notlp_endpoint = \"collector:4318\"\nservice_name = \" \"\nsample_ratio = 1.5\nexport_timeout_ms = 0\n"
+        ))
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        for key in [
+            "telemetry.otlp_endpoint",
+            "telemetry.service_name",
+            "telemetry.sample_ratio",
+            "telemetry.export_timeout_ms",
+        ] {
+            assert!(e.contains(key), "{key} missing from: {e}");
+        }
+        assert!(
+            Config::from_toml(&format!("{CONTRACT}\n[telemetry]\nendpoint = \"x\"\n")).is_err()
+        );
+        let mut env = Config::from_toml(CONTRACT).unwrap();
+        env.apply_env(|k| (k == "TOLLGATE_OTLP_ENDPOINT").then(|| "http://otel:4318".to_owned()));
+        assert_eq!(
+            env.telemetry.otlp_endpoint.as_deref(),
+            Some("http://otel:4318")
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the request path's hot functions: request parse and rewrite, SSE parsing
-//! with usage extraction, token counting, key lookup, and the rate-limit check.
+//! with usage extraction, token counting, key lookup, the rate-limit check, and the metrics one
+//! request updates.
 //!
 //! `cargo bench -p tollgate-gateway --bench hot_path`
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use time::OffsetDateTime;
 use tollgate_gateway::limits::Limiter;
+use tollgate_gateway::meters::Metrics;
 use tollgate_gateway::tenancy::{KEY_PREFIX, Tenancy, generate_key};
 use tollgate_gateway::tokens::Encoding;
 use tollgate_store::{ApiKey, KeyRole};
@@ -106,6 +108,27 @@ fn bench(c: &mut Criterion) {
     let (unknown, _, _) = generate_key(KEY_PREFIX);
     c.bench_function("key_lookup_miss_10k_keys", |b| {
         b.iter(|| tenancy.key(black_box(&unknown)).is_none())
+    });
+
+    // What one dispatched request adds to the metrics: the overhead and upstream histograms, then
+    // its record (request counter looked up by labels, duration histogram, four token lanes).
+    let metrics = Metrics::new();
+    let model = metrics.model("gpt-4o-mini");
+    let provider: std::sync::Arc<str> = "openai".into();
+    let route = metrics.route(&model, &provider);
+    c.bench_function("metrics_per_request_update", |b| {
+        b.iter(|| {
+            metrics.overhead.observe(black_box(0.000_08));
+            route.upstream.observe(black_box(0.21));
+            metrics.completed(
+                "/v1/chat/completions",
+                &model,
+                Some(&provider),
+                black_box(200),
+                black_box([310, 128, 0, 200]),
+                std::time::Duration::from_millis(480),
+            );
+        })
     });
 
     let limiter = Limiter::new(Some(u64::MAX / 4_000_000), Some(u64::MAX / 4_000_000)).unwrap();

@@ -59,6 +59,10 @@ pub struct App {
     pub background: Arc<Background>,
     /// Responses API: which provider and organization created each stored response.
     pub stored_responses: crate::dialect::StoredResponses,
+    /// The request path's metrics (`/metrics`), each model's handles resolved in its entry.
+    pub metrics: crate::meters::Metrics,
+    /// OpenTelemetry traces (`[telemetry]`); `None` when off.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// Why the application could not start.

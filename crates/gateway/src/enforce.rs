@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,44 @@ pub struct Guard {
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     /// Wakes the background re-clustering (see [`Guard::spawn_reclustering`]).
     recluster_wake: Arc<tokio::sync::Notify>,
+    /// Flags and actions decided on the request path (for `/metrics`).
+    pub counters: GuardCounters,
+}
+
+/// Counts of the guard's decisions on the request path, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct GuardCounters {
+    flag: AtomicU64,
+    review: AtomicU64,
+    review_owner_scope: AtomicU64,
+    throttle: AtomicU64,
+    restrict: AtomicU64,
+}
+
+impl GuardCounters {
+    /// Each action's name and count.
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("flag", n(&self.flag)),
+            ("review", n(&self.review)),
+            ("review_owner_scope", n(&self.review_owner_scope)),
+            ("throttle", n(&self.throttle)),
+            ("restrict", n(&self.restrict)),
+        ]
+    }
+
+    fn add(&self, action: &str) {
+        let counter = match action {
+            "flag" => &self.flag,
+            "review" => &self.review,
+            "review_owner_scope" => &self.review_owner_scope,
+            "throttle" => &self.throttle,
+            "restrict" => &self.restrict,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The background re-clustering runs at least this often while new requests arrive, however
@@ -369,6 +408,7 @@ impl Guard {
             owner_exempt,
             events: tx,
             recluster_wake: Arc::new(tokio::sync::Notify::new()),
+            counters: GuardCounters::default(),
         });
         guard.spawn_reclustering();
         Ok(guard)
@@ -477,6 +517,7 @@ impl Guard {
     /// Records an automatic action in memory (the caller holds `actions_lock`) and has the
     /// writer store it.
     fn record(&self, organization: &str, policy: &str, action: &str, score: f64, threshold: f64) {
+        self.counters.add(action);
         let a = PolicyAction {
             id: crate::tenancy::new_id("act_"),
             organization: organization.to_owned(),
@@ -1002,6 +1043,7 @@ pub fn observe(
             .map(|l| l.reserve(Instant::now(), 0))
         {
             let secs = e.retry_after.as_secs() + u64::from(e.retry_after.subsec_nanos() > 0);
+            guard.counters.add("throttle");
             let scope = match &policy.owner {
                 Some(owner) => format!(" for the models of {owner}"),
                 None => String::new(),
@@ -1015,10 +1057,14 @@ pub fn observe(
             ));
         }
     }
-    Ok(Restrict {
+    let restrict = Restrict {
         strip_logprobs: policy.strip_logprobs,
         max_n: policy.max_n,
-    })
+    };
+    if restrict.strip_logprobs || restrict.max_n.is_some() {
+        guard.counters.add("restrict");
+    }
+    Ok(restrict)
 }
 
 /// Called with every usage record before it is written.

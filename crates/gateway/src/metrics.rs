@@ -1,187 +1,252 @@
-//! `GET /metrics`: Prometheus text format. Ledger and spool depth, store commit latency (and a
-//! live round trip), change-feed progress, shared-limit health, and request counters.
+//! `GET /metrics`: the request path's metrics ([`crate::meters::Metrics`]) and the gauges read at
+//! scrape time (ledger and spool, store latency, change feed, limits, breakers, guard actions), in
+//! the Prometheus text format (0.0.4), encoded by `prometheus-client`.
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::app::App;
+use crate::meters::Name;
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
 }
 
-fn secs(us: u64) -> String {
-    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
 }
 
-/// The metrics page.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let began = Instant::now();
-    let ping = tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await;
-    let ping_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let store_up = matches!(ping, Ok(Ok(())));
+fn gauge_f(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    model: Name,
+    provider: Name,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+/// The scrape-time values: ledger, spool, store, change feed, limits, breakers, guard.
+fn scraped(app: &App, store_up: bool, ping: Duration) -> Registry {
+    let mut r = Registry::default();
     let s = app.ledger.stats();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::with_capacity(4096);
-    metric(
-        &mut out,
-        "tollgate_ledger_records_total",
-        "counter",
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    // Names kept from earlier versions (outside checks read them): counters are registered
+    // without `_total`, which the encoder adds.
+    counter(
+        &mut r,
+        "tollgate_ledger_records",
         "Usage records committed to the store.",
         load(&s.records),
     );
-    metric(
-        &mut out,
-        "tollgate_ledger_duplicates_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_ledger_duplicates",
         "Records ignored because their id was already stored.",
         load(&s.duplicates),
     );
-    metric(
-        &mut out,
-        "tollgate_ledger_failures_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_ledger_failures",
         "Records that could not be made durable (the request got 503).",
         load(&s.failures),
     );
-    metric(
-        &mut out,
-        "tollgate_ledger_batches_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_ledger_batches",
         "Group commits.",
         load(&s.batches),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_ledger_queued",
-        "gauge",
         "Commands waiting for the ledger writer.",
-        load(&s.queued),
+        int(load(&s.queued)),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_spool_records",
-        "gauge",
         "Usage records waiting in the local spool for the store.",
-        load(&s.spooled),
+        int(load(&s.spooled)),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_spool_bytes",
-        "gauge",
         "Size of the local spool file.",
-        load(&s.spool_bytes),
+        int(load(&s.spool_bytes)),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_spool_full",
-        "gauge",
         "1 while the spool is full and new requests are refused.",
-        u8::from(s.spool_full.load(Ordering::Relaxed)),
+        i64::from(s.spool_full.load(Ordering::Relaxed)),
     );
-    metric(
-        &mut out,
-        "tollgate_spool_written_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_spool_written",
         "Records written to the spool.",
         load(&s.spooled_total),
     );
-    metric(
-        &mut out,
-        "tollgate_spool_drained_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_spool_drained",
         "Records drained from the spool into the store.",
         load(&s.drained_total),
     );
-    metric(
-        &mut out,
+    let us = |v: u64| Duration::from_micros(v).as_secs_f64();
+    gauge_f(
+        &mut r,
         "tollgate_store_commit_seconds_last",
-        "gauge",
         "Duration of the last ledger commit.",
-        secs(load(&s.last_commit_us)),
+        us(load(&s.last_commit_us)),
     );
-    metric(
-        &mut out,
+    gauge_f(
+        &mut r,
         "tollgate_store_commit_seconds_sum",
-        "counter",
-        "Total time spent in ledger commits (divide by batches_total).",
-        secs(load(&s.commit_us_total)),
+        "Total time spent in ledger commits (divide by tollgate_ledger_batches_total for the mean).",
+        us(load(&s.commit_us_total)),
     );
-    metric(
-        &mut out,
+    gauge_f(
+        &mut r,
         "tollgate_store_ping_seconds",
-        "gauge",
         "Round trip of a trivial query, measured for this scrape.",
-        secs(ping_us),
+        ping.as_secs_f64(),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_store_up",
-        "gauge",
         "1 when the store answered this scrape's query.",
-        u8::from(store_up),
+        i64::from(store_up),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_sync_last_seq",
-        "gauge",
         "Last change-feed entry applied.",
         app.sync.last_seq.load(Ordering::Relaxed),
     );
-    metric(
-        &mut out,
-        "tollgate_sync_applied_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_sync_applied",
         "Change-feed entries applied.",
         load(&app.sync.applied),
     );
-    metric(
-        &mut out,
-        "tollgate_sync_errors_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_sync_errors",
         "Failed change-feed polls.",
         load(&app.sync.errors),
     );
-    metric(
-        &mut out,
-        "tollgate_ratelimit_refused_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_ratelimit_refused",
         "Requests refused by rate limits (429, or 503 in closed mode).",
         load(&app.limits.refused),
     );
-    metric(
-        &mut out,
-        "tollgate_ratelimit_redis_errors_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_ratelimit_redis_errors",
         "Failed calls to the shared-limit Redis.",
         load(&app.limits.redis_errors),
     );
-    metric(
-        &mut out,
-        "tollgate_ratelimit_fallbacks_total",
-        "counter",
+    counter(
+        &mut r,
+        "tollgate_ratelimit_fallbacks",
         "Requests limited locally because Redis failed (on_redis_failure = open).",
         load(&app.limits.fallbacks),
     );
-    metric(
-        &mut out,
+    gauge(
+        &mut r,
         "tollgate_keys",
-        "gauge",
         "Keys held in memory.",
-        app.tenancy.key_count(),
+        int(app.tenancy.key_count() as u64),
     );
+    let breakers = Family::<BreakerLabels, Gauge>::default();
+    let now = crate::upstream::now_ms();
+    for name in &app.model_order {
+        let Some(m) = app.models.get(name) else {
+            continue;
+        };
+        for route in &m.routes {
+            let (state, _) = route.health.state(now);
+            for s in ["closed", "open", "half-open"] {
+                breakers
+                    .get_or_create(&BreakerLabels {
+                        model: m.metrics.label.clone(),
+                        provider: route.metrics.provider.clone(),
+                        state: s,
+                    })
+                    .set(i64::from(s == state));
+            }
+        }
+    }
+    r.register(
+        "tollgate_breaker_state",
+        "Circuit breaker of each route (model, provider): 1 for its current state.",
+        breakers,
+    );
+    let actions = Family::<ActionLabels, Counter>::default();
+    for (action, n) in app.guard.counters.snapshot() {
+        actions.get_or_create(&ActionLabels { action }).inc_by(n);
+    }
+    r.register(
+        "tollgate_guard_actions",
+        "Usage-policy enforcement: flags raised and the actions taken on the request path.",
+        actions,
+    );
+    r
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let began = Instant::now();
+    let ping = tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await;
+    let ping_time = began.elapsed();
+    let store_up = matches!(ping, Ok(Ok(())));
+    let mut out = String::with_capacity(16 << 10);
+    let live = scraped(&app, store_up, ping_time);
+    let encoded =
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &live).and_then(|()| {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &app.metrics.registry)
+        });
+    if encoded.is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be encoded",
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response()

@@ -54,12 +54,22 @@ impl App {
                     .await?;
             }
         }
-        let entries = build_models(&config).map_err(StartError::Setup)?;
+        let mut entries = build_models(&config).map_err(StartError::Setup)?;
+        // Each model's and route's metric handles, resolved once.
+        let metrics = crate::meters::Metrics::new();
+        for entry in &mut entries {
+            let handles = metrics.model(&entry.name);
+            for route in &mut entry.routes {
+                route.metrics = metrics.route(&handles, &route.provider);
+            }
+            entry.metrics = handles;
+        }
         let model_order = entries.iter().map(|m| m.name.clone()).collect();
         let models = entries
             .into_iter()
             .map(|m| (m.name.clone(), Arc::new(m)))
             .collect();
+        let telemetry = crate::telemetry::Telemetry::start(&config).map_err(StartError::Setup)?;
         let guard = crate::enforce::Guard::load(&config, &store)
             .await
             .map_err(StartError::Setup)?;
@@ -82,6 +92,8 @@ impl App {
             console: crate::console::session::Sessions::default(),
             background: Arc::new(Background::default()),
             stored_responses: crate::dialect::StoredResponses::new(100_000),
+            metrics,
+            telemetry,
         });
         app.reload_prices()
             .await

@@ -20,6 +20,7 @@ use tollgate_config::{Config, ProviderKind};
 use tollgate_wire::Endpoint;
 
 use crate::conn::{ConnPool, Connector, PooledBody};
+use crate::meters::{ModelMetrics, RouteMetrics};
 use crate::tokens::Encoding;
 
 /// Builds the upstream connector (TCP_NODELAY, keep-alive, connect timeout, TLS with embedded
@@ -133,6 +134,8 @@ pub struct Route {
     pub dialect: Dialect,
     /// Passive health: a circuit breaker over consecutive retryable failures.
     pub health: Health,
+    /// Its metric handles (upstream latency), resolved at start.
+    pub metrics: RouteMetrics,
 }
 
 /// Milliseconds since the process started (a cheap monotonic clock for breakers).
@@ -213,6 +216,8 @@ pub struct ModelEntry {
     /// Tokens the model accepts; longer prompts are refused before dispatch.
     pub context_window: Option<u64>,
     pub created: i64,
+    /// Its metric handles (duration, tokens), resolved at start.
+    pub metrics: ModelMetrics,
 }
 
 fn endpoint_index(e: Endpoint) -> usize {
@@ -346,8 +351,10 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                 }
             }
         };
+        let provider: Arc<str> = p.name.as_str().into();
         let route = Route {
-            provider: p.name.as_str().into(),
+            metrics: RouteMetrics::detached(&provider),
+            provider,
             upstream_model: upstream_model.into(),
             target,
             dialect,
@@ -365,6 +372,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                 encoding: Encoding::for_model(upstream_model, m.tokenizer.as_deref()),
                 context_window: m.context_window,
                 created: 1_700_000_000,
+                metrics: ModelMetrics::detached(&m.name),
             }),
         }
     }

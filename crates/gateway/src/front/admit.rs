@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::front::Parsed;
 use crate::limits::Snapshot;
 use crate::ratelimit::Reservation;
+use crate::telemetry::{Phase, RequestTrace, TraceUsage};
 use crate::tenancy::KeyEntry;
 use crate::upstream::ModelEntry;
 
@@ -81,12 +82,16 @@ struct Owed {
     key: Arc<KeyEntry>,
     model: Arc<ModelEntry>,
     endpoint: Endpoint,
+    /// The route template (metrics).
+    route: &'static str,
     /// The client's body, to count the prompt when the upstream reports no usage.
     body: Bytes,
     stream: bool,
     reservation: Option<Reservation>,
     budget: Option<Hold>,
     dispatched: Option<Dispatched>,
+    /// The request's trace (`[telemetry]`), ended with the record.
+    trace: Option<Box<RequestTrace>>,
 }
 
 /// The admit phase: reserves the request and its estimated tokens against the key's and
@@ -115,11 +120,13 @@ pub async fn admit(
             key,
             model,
             endpoint: request.endpoint,
+            route: request.route,
             body: request.body.clone(),
             stream: view.stream,
             reservation: None,
             budget: None,
             dispatched: None,
+            trace: None,
         }),
         snapshot: Snapshot::default(),
     };
@@ -132,16 +139,29 @@ pub async fn admit(
         .await?;
     owed.reservation = Some(reservation);
     admission.snapshot = snapshot;
-    let hold = app.budgets.reserve(
-        &app.tenancy,
-        || app.prices(),
-        &owed.key,
-        &owed.model.name,
-        prompt,
-        output,
-    )?;
+    let refused = |e: ApiError| {
+        if e.status == http::StatusCode::TOO_MANY_REQUESTS {
+            app.metrics.budget_refused.inc();
+        }
+        e
+    };
+    let hold = app
+        .budgets
+        .reserve(
+            &app.tenancy,
+            || app.prices(),
+            &owed.key,
+            &owed.model.name,
+            prompt,
+            output,
+        )
+        .map_err(refused)?;
     // With Redis, the budget is also reserved on the counters every instance shares.
-    owed.budget = app.budgets.reserve_shared(&app.limits, hold).await?;
+    owed.budget = app
+        .budgets
+        .reserve_shared(&app.limits, hold)
+        .await
+        .map_err(refused)?;
     Ok(admission)
 }
 
@@ -185,6 +205,21 @@ impl Admission {
     /// The model entry the request was routed to.
     pub fn model(&self) -> Option<&Arc<ModelEntry>> {
         self.owed.as_ref().map(|o| &o.model)
+    }
+
+    /// Carries the request's trace from here on (it ends with the record).
+    pub fn traced(&mut self, trace: Option<Box<RequestTrace>>) {
+        if let (Some(owed), Some(mut t)) = (&mut self.owed, trace) {
+            t.request_id(&owed.id);
+            owed.trace = Some(t);
+        }
+    }
+
+    /// Marks the end of a phase on the request's trace.
+    pub fn mark(&mut self, phase: Phase) {
+        if let Some(owed) = &mut self.owed {
+            crate::telemetry::mark(&mut owed.trace, phase);
+        }
     }
 
     /// The request was (or is about to be) sent to this upstream: from now on a record is owed.
@@ -295,6 +330,33 @@ impl Owed {
             estimated: counts.estimated,
             source: "gateway".into(),
         };
+        self.app.metrics.completed(
+            self.route,
+            &self.model.metrics,
+            self.dispatched.as_ref().map(|d| &d.provider),
+            status,
+            [
+                record.input_tokens,
+                record.cached_input_tokens,
+                record.cache_write_input_tokens,
+                record.output_tokens,
+            ],
+            self.started.elapsed(),
+        );
+        let trace = self.trace.take().map(|mut t| {
+            t.mark(Phase::Respond);
+            t.status(status);
+            t.metered(
+                &record.provider,
+                &record.upstream_model,
+                TraceUsage {
+                    input: record.input_tokens,
+                    output: record.output_tokens,
+                    cached_input: record.cached_input_tokens,
+                },
+            );
+            t
+        });
         self.app.after_usage(&record);
         if let Some(hold) = self.budget.take() {
             self.app.budgets.settle(&self.app.prices(), hold, &record);
@@ -314,6 +376,8 @@ impl Owed {
         );
         async move {
             let result = write.await.unwrap_or(Ok(()));
+            // The meter phase ends here: its span is the wait for the record to be durable.
+            drop(trace);
             result.map_err(|error| {
                 tracing::error!(%error, request = %id, "Usage record could not be written.");
                 ApiError::unavailable(

@@ -2,7 +2,7 @@
 //! client. Providers whose breaker is open are skipped while another is healthy; connect errors,
 //! timeouts, 429 and 5xx move on to the next route, other answers are final.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -46,6 +46,11 @@ pub async fn dispatch(
                 .unwrap_or(&routes[0])
         };
         admission.dispatched(&route.provider, &route.upstream_model);
+        if attempt == 0 {
+            app.metrics
+                .overhead
+                .observe(parsed.started.elapsed().as_secs_f64());
+        }
         let result = match &route.target {
             Target::Http { pool, paths, auth } => {
                 let upstream_body = if request.needs_rewrite(&route.upstream_model, restrict) {
@@ -69,7 +74,8 @@ pub async fn dispatch(
                     model: route.upstream_model.to_string(),
                     include_usage: true,
                 };
-                crate::dialect::send_http_route(
+                let sent = Instant::now();
+                let result = crate::dialect::send_http_route(
                     &route.dialect,
                     pool,
                     paths,
@@ -79,7 +85,11 @@ pub async fn dispatch(
                     chat,
                     timeout,
                 )
-                .await
+                .await;
+                if matches!(result, Ok(_) | Err(Failure::Status { .. })) {
+                    route.metrics.upstream.observe(sent.elapsed().as_secs_f64());
+                }
+                result
             }
             Target::Simulated(_)
                 if !endpoint.has_stream_options() && endpoint != Endpoint::Embeddings =>

@@ -40,6 +40,7 @@ use tollgate_wire::{ApiRequest, Endpoint, Restrict};
 use crate::app::App;
 use crate::enforce;
 use crate::error::ApiError;
+use crate::telemetry::{Phase, RequestTrace, mark};
 use crate::tenancy::KeyEntry;
 use crate::upstream::ModelEntry;
 use admit::CLIENT_LEFT;
@@ -55,6 +56,8 @@ pub struct Parsed<'a> {
     pub endpoint: Endpoint,
     pub started: Instant,
     pub restrict: Restrict,
+    /// The route template (the `route` label of metrics and the trace's `http.route`).
+    pub route: &'static str,
 }
 
 impl Parsed<'_> {
@@ -118,7 +121,15 @@ pub async fn inference(
     answer.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The request path, phase by phase.
+/// What the phases learnt about a request that ended before dispatch, for its metrics (a
+/// dispatched request is counted with its usage record, see `admit`).
+#[derive(Default)]
+struct Seen {
+    model: Option<Arc<ModelEntry>>,
+    dispatched: bool,
+}
+
+/// The request path; a refusal before dispatch is counted here.
 async fn handle(
     app: Arc<App>,
     front: Front,
@@ -127,25 +138,77 @@ async fn handle(
     body: Body,
     client: Client,
 ) -> Result<Response, ApiError> {
+    let route = crate::meters::route_template(front.endpoint, front.deployment.is_some());
+    let mut seen = Seen::default();
+    // Traces (off: `None`, and a branch per phase). Once admitted, the admission carries it.
+    let mut trace = app
+        .telemetry
+        .as_ref()
+        .map(|t| t.begin(&headers, route, front.endpoint));
+    let result = phases(
+        &app, front, peer, headers, body, client, &mut seen, &mut trace,
+    )
+    .await;
+    if let Err(e) = &result
+        && !seen.dispatched
+    {
+        let model = seen.model.as_ref().map(|m| &m.metrics);
+        app.metrics.count(route, model, None, e.status.as_u16());
+    }
+    if let Some(t) = &mut trace {
+        t.status(match &result {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.status.as_u16(),
+        });
+    }
+    result
+}
+
+/// The request path, phase by phase.
+#[allow(clippy::too_many_arguments)]
+async fn phases(
+    app: &Arc<App>,
+    front: Front,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+    client: Client,
+    seen: &mut Seen,
+    trace: &mut Option<Box<RequestTrace>>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let key = authenticate(&app, &headers)?;
+    let key = authenticate(app, &headers)?;
+    mark(trace, Phase::Authenticate);
     if !app.ledger.accepting() {
         // The local spool is full while the store is down: serving would go unbilled.
         return Err(ApiError::unavailable(
             "Usage cannot be recorded right now, so new requests are refused. Retry later.",
         ));
     }
-    let body = read_body(&app, &headers, body).await?;
+    let body = read_body(app, &headers, body).await?;
+    mark(trace, Phase::Read);
     let mut request = parse(&body, &front, started)?;
-    let model = route(&app, &key, &request, &front)?;
-    request.restrict = enforce(&app, &key, &model, &front, &body, peer, &headers)?;
-    let mut admission = admit::admit(&app, key, model, &request).await?;
+    mark(trace, Phase::Parse);
+    let model = route(app, &key, &request, &front)?;
+    if let Some(t) = trace {
+        t.mark(Phase::Route);
+        t.model(&model.name, request.view.stream);
+    }
+    seen.model = Some(model.clone());
+    request.restrict = enforce(app, &key, &model, &front, &body, peer, &headers)?;
+    mark(trace, Phase::Enforce);
+    let mut admission = admit::admit(app, key, model, &request).await?;
+    mark(trace, Phase::Admit);
+    admission.traced(trace.take());
     if client.gone() {
         // Nothing was sent: the admission gives everything back.
         return Err(ApiError::client_left());
     }
     let timeout = Duration::from_millis(app.config.server.upstream_timeout_ms);
-    match dispatch::dispatch(&app, &mut admission, &request).await {
+    seen.dispatched = true;
+    let dispatched = dispatch::dispatch(app, &mut admission, &request).await;
+    admission.mark(Phase::Dispatch);
+    match dispatched {
         Ok(upstream) => respond::respond(admission, upstream, &request, timeout, &client).await,
         Err(failure) => {
             // Every attempt failed: bill nothing, record the failure once, answer an error.
@@ -294,6 +357,7 @@ fn parse<'a>(body: &'a Bytes, front: &Front, started: Instant) -> Result<Parsed<
         endpoint: front.endpoint,
         started,
         restrict: Restrict::NONE,
+        route: crate::meters::route_template(front.endpoint, front.deployment.is_some()),
     })
 }
 
