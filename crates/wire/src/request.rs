@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::prompt;
+
 /// The inference endpoints of the front door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -110,6 +112,8 @@ pub struct ApiRequest<'a> {
     pub prompt_bytes: usize,
     /// The API of the body (decides whether a stream's rewrite asks for the usage chunk).
     endpoint: Endpoint,
+    /// Length of the body in bytes.
+    body_len: usize,
 }
 
 /// Limits the usage policy puts on a request (the guard's action): drop the log-probability
@@ -236,18 +240,7 @@ impl<'a> ApiRequest<'a> {
         if let Some(key) = first_duplicate(&fields) {
             return Err(duplicate_key(key));
         }
-        let mut req = ApiRequest {
-            fields,
-            model: None,
-            stream: false,
-            include_usage: false,
-            max_tokens: None,
-            n: None,
-            best_of: None,
-            asks_logprobs: false,
-            prompt_bytes: 0,
-            endpoint,
-        };
+        let mut req = ApiRequest::uninterpreted(fields, endpoint, body.len());
         let mut has_prompt = false;
         let prompt_field = endpoint.prompt_field();
         for (name, raw) in &req.fields {
@@ -355,6 +348,51 @@ impl<'a> ApiRequest<'a> {
         Ok(req)
     }
 
+    /// Splits a body into its top-level fields and checks nothing else: for offline tools
+    /// (replay, evaluation) whose recorded bodies need not be complete requests. The interpreted
+    /// fields are left at their defaults; only a body that is not a JSON object is refused.
+    pub fn read(body: &'a [u8], endpoint: Endpoint) -> Result<Self, RequestError> {
+        let Fields(fields) = serde_json::from_slice::<Fields<'a>>(body)
+            .map_err(|e| RequestError::new(format!("The body is not a JSON object: {e}"), None))?;
+        Ok(ApiRequest::uninterpreted(fields, endpoint, body.len()))
+    }
+
+    /// The view of `fields` with the interpreted fields at their defaults.
+    fn uninterpreted(
+        fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+        endpoint: Endpoint,
+        body_len: usize,
+    ) -> Self {
+        ApiRequest {
+            fields,
+            model: None,
+            stream: false,
+            include_usage: false,
+            max_tokens: None,
+            n: None,
+            best_of: None,
+            asks_logprobs: false,
+            prompt_bytes: 0,
+            endpoint,
+            body_len,
+        }
+    }
+
+    /// The API of the body.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// Length of the body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body_len
+    }
+
+    /// The top-level fields in body order: name and raw JSON.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+
     /// The raw JSON of a top-level field.
     pub fn field(&self, name: &str) -> Option<&'a RawValue> {
         self.fields
@@ -394,15 +432,6 @@ impl<'a> ApiRequest<'a> {
             .sum();
         let mut out = Vec::with_capacity(total + upstream_model.len() + 48);
         out.push(b'{');
-        let mut first = true;
-        let mut push_key = |out: &mut Vec<u8>, key: &str| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_json_str(out, key);
-            out.push(b':');
-        };
         let mut wrote_model = false;
         let mut wrote_options = false;
         for (k, v) in &self.fields {
@@ -447,87 +476,65 @@ impl<'a> ApiRequest<'a> {
 
     /// Texts of the prompt (message contents, prompt strings or embedding inputs), for counting
     /// tokens where the upstream reports none. Returns the texts and the number of chat messages.
+    /// Read with [`crate::prompt`], the reader the distillation detector's features use too.
     pub fn prompt_texts(&self, endpoint: Endpoint) -> (Vec<String>, usize) {
         let Some(raw) = self.field(endpoint.prompt_field()) else {
             return (Vec::new(), 0);
         };
-        let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
         let mut texts = Vec::new();
         let mut messages = 0;
         match endpoint {
-            Endpoint::ChatCompletions => {
-                if let serde_json::Value::Array(items) = value {
-                    messages = items.len();
-                    for m in items {
-                        collect_text(m.get("content"), &mut texts);
-                        if let Some(name) = m.get("name").and_then(|n| n.as_str()) {
-                            texts.push(name.to_owned());
-                        }
+            Endpoint::ChatCompletions | Endpoint::Messages => {
+                let list = prompt::read_messages(raw).list;
+                messages = list.len();
+                for m in list {
+                    texts.extend(m.content.into_pieces().map(Cow::into_owned));
+                    if endpoint == Endpoint::ChatCompletions
+                        && let Some(name) = m.name
+                    {
+                        texts.push(name.into_owned());
                     }
                 }
-            }
-            Endpoint::Messages => {
-                if let serde_json::Value::Array(items) = value {
-                    messages = items.len();
-                    for m in items {
-                        collect_text(m.get("content"), &mut texts);
-                    }
-                }
-                if let Some(system) = self.field("system")
-                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(system.get())
+                if endpoint == Endpoint::Messages
+                    && let Some(system) = self.field("system")
                 {
                     messages += 1;
-                    collect_text(Some(&v), &mut texts);
+                    texts.extend(
+                        prompt::read_text(system)
+                            .0
+                            .into_pieces()
+                            .map(Cow::into_owned),
+                    );
                 }
             }
             Endpoint::Responses => {
-                match &value {
-                    serde_json::Value::Array(items) => {
-                        messages = items.len();
-                        for item in items {
-                            collect_text(item.get("content"), &mut texts);
-                            for key in ["output", "arguments"] {
-                                if let Some(serde_json::Value::String(s)) = item.get(key) {
-                                    texts.push(s.clone());
-                                }
-                            }
-                        }
+                if raw.get().starts_with('[') {
+                    let list = prompt::read_messages(raw).list;
+                    messages = list.len();
+                    for m in list {
+                        texts.extend(
+                            m.content
+                                .into_pieces()
+                                .chain(m.output.into_pieces())
+                                .map(Cow::into_owned),
+                        );
                     }
-                    other => {
-                        messages = 1;
-                        collect_text(Some(other), &mut texts);
-                    }
+                } else {
+                    messages = 1;
+                    texts.extend(prompt::read_text(raw).0.into_pieces().map(Cow::into_owned));
                 }
                 if let Some(i) = self.field("instructions")
-                    && let Ok(serde_json::Value::String(s)) = serde_json::from_str(i.get())
+                    && let Ok(s) = serde_json::from_str::<String>(i.get())
                 {
                     messages += 1;
                     texts.push(s);
                 }
             }
-            Endpoint::Completions | Endpoint::Embeddings => collect_text(Some(&value), &mut texts),
-        }
-        (texts, messages)
-    }
-}
-
-fn collect_text(v: Option<&serde_json::Value>, out: &mut Vec<String>) {
-    match v {
-        Some(serde_json::Value::String(s)) => out.push(s.clone()),
-        Some(serde_json::Value::Array(items)) => {
-            for item in items {
-                match item {
-                    serde_json::Value::String(s) => out.push(s.clone()),
-                    serde_json::Value::Object(o) => {
-                        if let Some(serde_json::Value::String(t)) = o.get("text") {
-                            out.push(t.clone());
-                        }
-                    }
-                    _ => {}
-                }
+            Endpoint::Completions | Endpoint::Embeddings => {
+                texts.extend(prompt::read_text(raw).0.into_pieces().map(Cow::into_owned));
             }
         }
-        _ => {}
+        (texts, messages)
     }
 }
 
@@ -601,15 +608,6 @@ pub fn set_fields(body: &[u8], set: &[(&str, &str)]) -> Result<Vec<u8>, RequestE
         .map_err(|e| RequestError::new(format!("The body is not a JSON object: {e}"), None))?;
     let mut out = Vec::with_capacity(body.len() + 32);
     out.push(b'{');
-    let mut first = true;
-    let mut push_key = |out: &mut Vec<u8>, key: &str| {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_json_str(out, key);
-        out.push(b':');
-    };
     let mut written = vec![false; set.len()];
     for (k, v) in &fields {
         push_key(&mut out, k);
@@ -634,6 +632,16 @@ pub fn set_fields(body: &[u8], set: &[(&str, &str)]) -> Result<Vec<u8>, RequestE
 /// A JSON string literal for `s` (quoted and escaped).
 pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// Writes `"key":` into an object being written into `out` (which starts with its `{`), after a
+/// comma unless it is the object's first key.
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    write_json_str(out, key);
+    out.push(b':');
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {

@@ -145,7 +145,7 @@ async fn handle(
     let body = read_body(&app, &headers, body).await?;
     let mut request = parse(&body, &front, started)?;
     let model = route(&app, &key, &request, &front)?;
-    request.restrict = enforce(&app, &key, &model, &front, &body, peer, &headers)?;
+    request.restrict = enforce(&app, &key, &model, &request, peer, &headers)?;
     let mut admission = admit::admit(&app, key, model, &request).await?;
     if client.gone() {
         // Nothing was sent: the admission gives everything back.
@@ -336,8 +336,7 @@ fn enforce(
     app: &App,
     key: &KeyEntry,
     model: &ModelEntry,
-    front: &Front,
-    body: &Bytes,
+    request: &Parsed<'_>,
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<Restrict, ApiError> {
@@ -347,8 +346,7 @@ fn enforce(
         &app.tenancy,
         key,
         model,
-        front.endpoint,
-        body,
+        &request.view,
         peer,
         headers,
     )
