@@ -111,57 +111,15 @@ async fn invoice_matches_the_worked_example() {
         assert_eq!(r.status, status, "{}", r.text());
     }
     // A child organization's usage rolls up to its top-level parent.
-    let r = import(
-        &gw,
-        vec![
-            event(
-                "e1",
-                "2025-03-05T10:00:00Z",
-                &acme,
-                "atlas-large",
-                30_000_000,
-                10_000_000,
-                8_000_000,
-            ),
-            event(
-                "e2",
-                "2025-03-06T10:00:00Z",
-                &sub,
-                "atlas-large",
-                10_000_000,
-                0,
-                0,
-            ),
-            event(
-                "e3",
-                "2025-03-20T10:00:00Z",
-                &acme,
-                "atlas-large",
-                20_000_000,
-                5_000_000,
-                4_000_000,
-            ),
-            event(
-                "e4",
-                "2025-03-10T10:00:00Z",
-                &sub,
-                "atlas-mini",
-                123_456_789,
-                23_456_789,
-                9_876_543,
-            ),
-            event(
-                "e5",
-                "2025-04-01T00:00:00Z",
-                &acme,
-                "atlas-mini",
-                1_000_000,
-                0,
-                0,
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let events = vec![
+        event("e1", "2025-03-05T10:00:00Z", &acme, "atlas-large", 30_000_000, 10_000_000, 8_000_000),
+        event("e2", "2025-03-06T10:00:00Z", &sub, "atlas-large", 10_000_000, 0, 0),
+        event("e3", "2025-03-20T10:00:00Z", &acme, "atlas-large", 20_000_000, 5_000_000, 4_000_000),
+        event("e4", "2025-03-10T10:00:00Z", &sub, "atlas-mini", 123_456_789, 23_456_789, 9_876_543),
+        event("e5", "2025-04-01T00:00:00Z", &acme, "atlas-mini", 1_000_000, 0, 0),
+    ];
+    let r = import(&gw, events).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), json!({"accepted": 5, "duplicates": 0}));
 
@@ -731,26 +689,13 @@ async fn cache_writes_are_a_price_lane_everywhere() {
     assert_eq!(claude[1]["cache_write_price"], "2.5");
 
     // 10M prompt tokens: 2M cache reads, 4M cache writes, 4M plain; 1M output.
-    let mut early = event(
-        "c1",
-        "2025-03-05T10:00:00Z",
-        &acme,
-        "claude",
-        10_000_000,
-        2_000_000,
-        1_000_000,
-    );
-    early["cache_write_input_tokens"] = json!(4_000_000);
-    let mut late = event(
-        "c2",
-        "2025-03-20T10:00:00Z",
-        &acme,
-        "claude",
-        10_000_000,
-        2_000_000,
-        1_000_000,
-    );
-    late["cache_write_input_tokens"] = json!(4_000_000);
+    let cache_event = |id: &str, ts: &str| {
+        let mut e = event(id, ts, &acme, "claude", 10_000_000, 2_000_000, 1_000_000);
+        e["cache_write_input_tokens"] = json!(4_000_000);
+        e
+    };
+    let early = cache_event("c1", "2025-03-05T10:00:00Z");
+    let late = cache_event("c2", "2025-03-20T10:00:00Z");
     // A model without a cache-write price: writes pay the input price.
     let mut plain = event(
         "p1",
