@@ -153,8 +153,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 /// types the detector has always required. `None` when a field has another shape or appears
 /// twice: such a request is counted as unparsed.
 #[derive(Default)]
-struct Head<'a> {
-    messages: Option<Messages<'a>>,
+struct Head<'r, 'a> {
+    messages: Option<Cow<'r, Messages<'a>>>,
     prompt: Option<WireText<'a>>,
     input: Option<WireText<'a>>,
     logprobs: Option<&'a RawValue>,
@@ -198,7 +198,7 @@ fn text_of(raw: &RawValue) -> Option<WireText<'_>> {
     }
 }
 
-impl<'a> Head<'a> {
+impl<'r, 'a> Head<'r, 'a> {
     /// Marks `f` parsed and sets its API-parameter fingerprint.
     fn parameters(&self, f: &mut RequestFeatures) {
         f.parsed = true;
@@ -212,13 +212,18 @@ impl<'a> Head<'a> {
         f.seed = self.seed;
     }
 
-    fn read(request: &ApiRequest<'a>) -> Option<Self> {
+    fn read(request: &'r ApiRequest<'a>) -> Option<Self> {
         let mut h = Head::default();
         let mut seen = [false; 15];
         for (name, raw) in request.fields() {
             let ok = match name {
                 "messages" => {
-                    let m = prompt::read_messages(raw);
+                    // The view read the message list when it parsed the body (chat and
+                    // Messages bodies); other views are read here.
+                    let m = match request.messages() {
+                        Some(m) => Cow::Borrowed(m),
+                        None => Cow::Owned(prompt::read_messages(raw)),
+                    };
                     let ok = !m.odd && !std::mem::replace(&mut seen[0], true);
                     h.messages = Some(m);
                     ok
@@ -1401,17 +1406,21 @@ pub fn extract_request<'a>(
             let mut system = WireText::default();
             let mut user = WireText::default();
             let mut tool_turns = 0u32;
-            for m in b.messages.map(|m| m.list).unwrap_or_default() {
+            let mut last_user = None;
+            for m in b.messages.iter().flat_map(|m| &m.list) {
                 match m.role {
-                    Role::System => system.append(m.content),
+                    Role::System => system.append(m.content.clone()),
                     Role::User => {
                         f.user_turns += 1;
-                        user = m.content;
+                        last_user = Some(&m.content);
                     }
                     Role::Assistant => f.assistant_turns += 1,
                     Role::Tool => tool_turns += 1,
                     Role::Other => {}
                 }
+            }
+            if let Some(u) = last_user {
+                user = u.clone();
             }
             f.agentic = tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
             (bytes(system.join()), bytes(user.join()))

@@ -108,6 +108,8 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message<'a> {
     pub role: Role,
+    /// The `role` string, when it is one.
+    pub role_name: Option<Cow<'a, str>>,
     /// The content's text pieces.
     pub content: Text<'a>,
     /// The participant's `name`, when a string.
@@ -123,6 +125,9 @@ pub struct Messages<'a> {
     pub list: Vec<Message<'a>>,
     /// Something was not of the shape a message list has (see the module doc).
     pub odd: bool,
+    /// Every element is an object with one string `role` (what the APIs require of a message;
+    /// the content is not checked).
+    pub heads_ok: bool,
 }
 
 /// Reads a text field: a string, `null`, or an array of strings and content parts.
@@ -140,6 +145,7 @@ pub fn read_messages(raw: &RawValue) -> Messages<'_> {
         _ => Messages {
             list: Vec::new(),
             odd: true,
+            heads_ok: false,
         },
     }
 }
@@ -183,6 +189,28 @@ macro_rules! scalars_are {
             Ok($odd)
         }
     };
+}
+
+/// An object key, borrowed unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// A string or `null` (`Some(None)`), else `None`.
@@ -290,7 +318,7 @@ impl<'de> Deserialize<'de> for Part<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut text = Some(None);
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
                     if k == "text" {
                         text = map.next_value::<OptStr<'de>>()?.0;
                     } else {
@@ -314,16 +342,21 @@ impl<'de> Deserialize<'de> for Lenient<Messages<'de>> {
                 f.write_str("a list of messages")
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Messages::default())))
+                Ok(Lenient(Some(Messages {
+                    heads_ok: true,
+                    ..Messages::default()
+                })))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Messages {
                     list: Vec::with_capacity(seq.size_hint().unwrap_or(4)),
                     odd: false,
+                    heads_ok: true,
                 };
-                while let Some(Item(m, odd)) = seq.next_element::<Item<'de>>()? {
+                while let Some(Item(m, odd, head_ok)) = seq.next_element::<Item<'de>>()? {
                     out.list.push(m);
                     out.odd |= odd;
+                    out.heads_ok &= head_ok;
                 }
                 Ok(Lenient(Some(out)))
             }
@@ -340,14 +373,16 @@ impl<'de> Deserialize<'de> for Lenient<Messages<'de>> {
     }
 }
 
-/// One message list element and whether it was odd.
-struct Item<'a>(Message<'a>, bool);
+/// One message list element, whether it was odd, and whether it was an object with one string
+/// `role`.
+struct Item<'a>(Message<'a>, bool, bool);
 
 impl<'de> Deserialize<'de> for Item<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         const NOTHING: Message<'static> = Message {
             role: Role::Other,
+            role_name: None,
             content: Text {
                 first: None,
                 rest: Vec::new(),
@@ -366,15 +401,23 @@ impl<'de> Deserialize<'de> for Item<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut m = NOTHING;
                 let (mut role, mut content, mut odd) = (false, false, false);
+                let mut duplicate_role = false;
                 let mut kind: Option<Cow<'de, str>> = None;
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
                     match k.as_ref() {
                         "role" => {
+                            duplicate_role |= role;
                             odd |= role;
                             role = true;
                             match map.next_value::<OptStr<'de>>()?.0 {
-                                Some(Some(r)) => m.role = Role::of(&r),
-                                _ => odd = true,
+                                Some(Some(r)) => {
+                                    m.role = Role::of(&r);
+                                    m.role_name = Some(r);
+                                }
+                                _ => {
+                                    m.role_name = None;
+                                    odd = true;
+                                }
                             }
                         }
                         "content" => {
@@ -414,22 +457,24 @@ impl<'de> Deserialize<'de> for Item<'de> {
                     };
                     odd = true;
                 }
-                Ok(Item(m, odd))
+                // The head is fine when there is one role and it is a string.
+                let head_ok = m.role_name.is_some() && !duplicate_role;
+                Ok(Item(m, odd, head_ok))
             }
             fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
-                Ok(Item(NOTHING, true))
+                Ok(Item(NOTHING, true, false))
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Item(NOTHING, true))
+                Ok(Item(NOTHING, true, false))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Item(NOTHING, true))
+                Ok(Item(NOTHING, true, false))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 drain_seq(seq)?;
-                Ok(Item(NOTHING, true))
+                Ok(Item(NOTHING, true, false))
             }
-            scalars_are!(Item(NOTHING, true));
+            scalars_are!(Item(NOTHING, true, false));
         }
         d.deserialize_any(V)
     }
@@ -483,6 +528,16 @@ mod tests {
         ] {
             assert!(read_messages(raw(odd)).odd, "{odd}");
         }
-        assert_eq!(read_messages(raw("null")), Messages::default());
+        assert!(read_messages(raw("null")).list.is_empty() && !read_messages(raw("null")).odd);
+        // Heads: objects with one string role; the content is not checked.
+        assert!(read_messages(raw(r#"[{"role":"user","content":7}]"#)).heads_ok);
+        for bad in [
+            r#"[{"content":"x"}]"#,
+            r#"[{"role":1}]"#,
+            r#"[{"role":"user","role":"user"}]"#,
+            r#"["x"]"#,
+        ] {
+            assert!(!read_messages(raw(bad)).heads_ok, "{bad}");
+        }
     }
 }

@@ -114,6 +114,8 @@ pub struct ApiRequest<'a> {
     endpoint: Endpoint,
     /// Length of the body in bytes.
     body_len: usize,
+    /// The message list (chat and Messages bodies), read once when the body is parsed.
+    messages: Option<prompt::Messages<'a>>,
 }
 
 /// Limits the usage policy puts on a request (the guard's action): drop the log-probability
@@ -207,13 +209,6 @@ fn duplicate_key(key: &str) -> RequestError {
     )
 }
 
-/// A chat message's head: only the role is checked; content passes through.
-#[derive(Deserialize)]
-struct MessageHead<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-}
-
 fn type_error(param: &'static str, expected: &str) -> RequestError {
     RequestError::new(
         format!("Invalid type for '{param}': expected {expected}."),
@@ -242,6 +237,7 @@ impl<'a> ApiRequest<'a> {
         }
         let mut req = ApiRequest::uninterpreted(fields, endpoint, body.len());
         let mut has_prompt = false;
+        let mut messages = None;
         let prompt_field = endpoint.prompt_field();
         for (name, raw) in &req.fields {
             let raw_str = raw.get();
@@ -324,9 +320,10 @@ impl<'a> ApiRequest<'a> {
             if name == prompt_field {
                 has_prompt = true;
                 req.prompt_bytes = raw_str.len();
-                check_prompt(endpoint, raw_str)?;
+                messages = check_prompt(endpoint, *raw)?;
             }
         }
+        req.messages = messages;
         if req.model.is_none() && !model_in_path {
             return Err(RequestError::new(
                 "you must provide a model parameter",
@@ -375,7 +372,14 @@ impl<'a> ApiRequest<'a> {
             prompt_bytes: 0,
             endpoint,
             body_len,
+            messages: None,
         }
+    }
+
+    /// The message list of a chat or Messages body that [`ApiRequest::parse`] read (texts
+    /// borrowed from the body): the token estimate and the detector read it from here.
+    pub fn messages(&self) -> Option<&prompt::Messages<'a>> {
+        self.messages.as_ref()
     }
 
     /// The API of the body.
@@ -485,14 +489,21 @@ impl<'a> ApiRequest<'a> {
         let mut messages = 0;
         match endpoint {
             Endpoint::ChatCompletions | Endpoint::Messages => {
-                let list = prompt::read_messages(raw).list;
+                let read;
+                let list = match &self.messages {
+                    Some(m) => &m.list,
+                    None => {
+                        read = prompt::read_messages(raw);
+                        &read.list
+                    }
+                };
                 messages = list.len();
                 for m in list {
-                    texts.extend(m.content.into_pieces().map(Cow::into_owned));
+                    texts.extend(m.content.pieces().map(str::to_owned));
                     if endpoint == Endpoint::ChatCompletions
-                        && let Some(name) = m.name
+                        && let Some(name) = &m.name
                     {
-                        texts.push(name.into_owned());
+                        texts.push(name.to_string());
                     }
                 }
                 if endpoint == Endpoint::Messages
@@ -538,23 +549,32 @@ impl<'a> ApiRequest<'a> {
     }
 }
 
-fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
+/// Checks the prompt field; a message list is read (once) and returned.
+fn check_prompt<'a>(
+    endpoint: Endpoint,
+    raw: &'a RawValue,
+) -> Result<Option<prompt::Messages<'a>>, RequestError> {
+    let messages = || {
+        let m = prompt::read_messages(raw);
+        (raw.get().starts_with('[') && m.heads_ok).then_some(m)
+    };
+    let role = |m: &prompt::Message<'a>| m.role_name.clone().unwrap_or_default();
     match endpoint {
         Endpoint::ChatCompletions => {
-            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+            let messages = messages().ok_or_else(|| {
                 RequestError::new(
                     "Invalid type for 'messages': expected an array of message objects, each with a string 'role'.",
                     Some("messages"),
                 )
             })?;
-            if messages.is_empty() {
+            if messages.list.is_empty() {
                 return Err(RequestError::new(
                     "Invalid 'messages': empty array. Expected an array with minimum length 1.",
                     Some("messages"),
                 ));
             }
-            for m in &messages {
-                match m.role.as_ref() {
+            for m in &messages.list {
+                match role(m).as_ref() {
                     "system" | "user" | "assistant" | "tool" | "function" | "developer" => {}
                     other => {
                         return Err(RequestError::new(
@@ -564,37 +584,38 @@ fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
                     }
                 }
             }
-            Ok(())
+            Ok(Some(messages))
         }
         Endpoint::Messages => {
-            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+            let messages = messages().ok_or_else(|| {
                 RequestError::new(
                     "messages: Input should be a list of messages, each with a 'role'",
                     Some("messages"),
                 )
             })?;
-            for m in &messages {
-                if !matches!(m.role.as_ref(), "user" | "assistant") {
+            for m in &messages.list {
+                let role = role(m);
+                if !matches!(role.as_ref(), "user" | "assistant") {
                     return Err(RequestError::new(
                         format!(
-                            "messages.role: Input should be 'user' or 'assistant', not '{}'",
-                            m.role
+                            "messages.role: Input should be 'user' or 'assistant', not '{role}'"
                         ),
                         Some("messages"),
                     ));
                 }
             }
-            Ok(())
+            Ok(Some(messages))
         }
         Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
             let param = endpoint.prompt_field();
             let param: &'static str = if param == "prompt" { "prompt" } else { "input" };
-            let ok = matches!(raw.as_bytes().first(), Some(b'"') | Some(b'['));
+            let ok = matches!(raw.get().as_bytes().first(), Some(b'"') | Some(b'['));
             if !ok {
                 return Err(type_error(param, "a string or an array"));
             }
-            serde_json::from_str::<IgnoredAny>(raw).map_err(|_| type_error(param, "valid JSON"))?;
-            Ok(())
+            serde_json::from_str::<IgnoredAny>(raw.get())
+                .map_err(|_| type_error(param, "valid JSON"))?;
+            Ok(None)
         }
     }
 }
