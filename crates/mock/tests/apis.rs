@@ -197,13 +197,7 @@ async fn streamed_response_has_the_typed_events() {
     // A limit below the answer: cut, and `response.incomplete`.
     let mut b = responses_body(true);
     b["max_output_tokens"] = json!(2);
-    let (_, _, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/responses", mock.base_url()),
-        Some(&b),
-    )
-    .await;
+    let (_, _, body) = post(&mock, "/responses", &b).await;
     let ev = named_events(&body);
     let last = ev.last().unwrap();
     assert_eq!(last.0, "response.incomplete");
@@ -283,11 +277,10 @@ async fn plain_message_with_cache_usage() {
     assert_eq!(req.header("x-api-key"), Some("sk-ant-test"));
     assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
 
-    let (status, _, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/messages/count_tokens", mock.base_url()),
-        Some(&json!({"model": "c", "messages": [{"role": "user", "content": "x y z"}]})),
+    let (status, _, body) = post(
+        &mock,
+        "/messages/count_tokens",
+        &json!({"model": "c", "messages": [{"role": "user", "content": "x y z"}]}),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
