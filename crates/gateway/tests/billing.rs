@@ -1025,23 +1025,13 @@ async fn admin_bodies_are_strict() {
             .is_empty(),
         "a refused body changed the store"
     );
-    for (path, body, param) in [
-        (
-            "/admin/v1/organizations".to_owned(),
-            r#"{"name": "a", "name": "b"}"#,
-            "name",
-        ),
-        (
-            "/admin/v1/prices".to_owned(),
-            r#"{"model": "m", "input_price": "1", "input_price": "2", "output_price": "1", "effective_from": "2025-01-01T00:00:00Z"}"#,
-            "input_price",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/reader-keys"),
-            r#"{"name": "r", "role": "admin"}"#,
-            "role",
-        ),
-    ] {
+    #[rustfmt::skip]
+    let cases = [
+        ("/admin/v1/organizations".to_owned(), r#"{"name": "a", "name": "b"}"#, "name"),
+        ("/admin/v1/prices".to_owned(), r#"{"model": "m", "input_price": "1", "input_price": "2", "output_price": "1", "effective_from": "2025-01-01T00:00:00Z"}"#, "input_price"),
+        (format!("/admin/v1/organizations/{acme}/reader-keys"), r#"{"name": "r", "role": "admin"}"#, "role"),
+    ];
+    for (path, body, param) in cases {
         let r = gw.call(Method::POST, &path, &headers, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
         assert_eq!(r.json()["error"]["param"], param, "{path}: {}", r.text());
@@ -1077,33 +1067,15 @@ async fn admin_bodies_are_strict() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().len() < 2000, "the error echoes the whole name");
     // Money and limits are bounded where they enter.
-    for (path, body, param) in [
-        (
-            format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "1e5"}),
-            "monthly_limit",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "1000000000.01"}),
-            "monthly_limit",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/contract"),
-            json!({"discount_percent": "100.5"}),
-            "discount_percent",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/contract"),
-            json!({"monthly_commitment": "79228162514264337593543950335"}),
-            "monthly_commitment",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/projects"),
-            json!({"name": "p", "tpm": u64::MAX}),
-            "tpm",
-        ),
-    ] {
+    #[rustfmt::skip]
+    let cases = [
+        (format!("/admin/v1/organizations/{acme}/budget"), json!({"monthly_limit": "1e5"}), "monthly_limit"),
+        (format!("/admin/v1/organizations/{acme}/budget"), json!({"monthly_limit": "1000000000.01"}), "monthly_limit"),
+        (format!("/admin/v1/organizations/{acme}/contract"), json!({"discount_percent": "100.5"}), "discount_percent"),
+        (format!("/admin/v1/organizations/{acme}/contract"), json!({"monthly_commitment": "79228162514264337593543950335"}), "monthly_commitment"),
+        (format!("/admin/v1/organizations/{acme}/projects"), json!({"name": "p", "tpm": u64::MAX}), "tpm"),
+    ];
+    for (path, body, param) in cases {
         let method = if path.ends_with("projects") {
             Method::POST
         } else {

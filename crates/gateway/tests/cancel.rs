@@ -173,15 +173,7 @@ async fn leave_at(gw: &Gateway, key: &str, leave: Leave) {
 impl Setup {
     /// The key is still served (nothing left held), then the gateway stops.
     async fn still_serves_and_stops(self, context: &str) {
-        let ok = self
-            .gw
-            .chat(
-                &self.key,
-                json!({"model": "gpt-4o-mini", "messages": user("x")}),
-            )
-            .await;
-        assert_eq!(ok.status, http::StatusCode::OK, "{context}: {}", ok.text());
-        self.gw.stop().await;
+        self.gw.serves_then_stops(&self.key, "x", context).await;
     }
 }
 
