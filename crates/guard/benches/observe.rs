@@ -136,8 +136,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let body = &bodies[i % bodies.len()];
-            let view =
-                tollgate_wire::ApiRequest::parse(body, tollgate_wire::Endpoint::ChatCompletions, false);
+            let view = tollgate_wire::ApiRequest::parse(
+                body,
+                tollgate_wire::Endpoint::ChatCompletions,
+                false,
+            );
             black_box(view.map(|v| features::extract_request(&v, 4000, true).0.prompt_hash))
         })
     });
