@@ -1820,7 +1820,7 @@ pub(crate) fn extract_legacy(
 /// The old parse: the parameters in the features, the system, user and end-user texts (the
 /// features of an unparsed body when it does not parse).
 #[cfg(test)]
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::result_large_err)]
 fn legacy_parse(
     endpoint: Endpoint,
     body: &[u8],

@@ -485,7 +485,7 @@ impl SqliteStore {
 
     pub async fn insert_owner_key(&self, k: OwnerKey) -> Result<(), StoreError> {
         self.write_changed(ChangeKind::OwnerKey, k.id.clone(), move |tx| {
-            insert_owner_key_row(&tx, &k, false)?;
+            insert_owner_key_row(tx, &k, false)?;
             Ok(())
         })
         .await
@@ -539,7 +539,7 @@ impl SqliteStore {
 
     pub async fn insert_owner_report(&self, r: OwnerReport) -> Result<(), StoreError> {
         self.write_changed(ChangeKind::OwnerReport, r.id.clone(), move |tx| {
-            insert_report_row(&tx, &r, false)?;
+            insert_report_row(tx, &r, false)?;
             Ok(())
         })
         .await
@@ -569,7 +569,7 @@ impl SqliteStore {
         replace: bool,
     ) -> Result<bool, StoreError> {
         self.write_changed(ChangeKind::OwnerReview, r.organization.clone(), move |tx| {
-            let stored = insert_review_row(&tx, &r, !replace)?;
+            let stored = insert_review_row(tx, &r, !replace)?;
             Ok(stored)
         })
         .await
@@ -619,7 +619,7 @@ impl SqliteStore {
             e.organization.clone(),
             move |tx| {
                 if exempt {
-                    insert_exemption_row(&tx, &e)?;
+                    insert_exemption_row(tx, &e)?;
                 } else {
                     tx.execute(
                         "DELETE FROM guard_exemptions WHERE org_id = ?1 AND owner = ?2",
@@ -653,7 +653,7 @@ impl SqliteStore {
 
     pub async fn insert_guard_action(&self, a: PolicyAction) -> Result<(), StoreError> {
         self.write_changed(ChangeKind::GuardAction, a.organization.clone(), move |tx| {
-            insert_action_row(&tx, &a, false)?;
+            insert_action_row(tx, &a, false)?;
             Ok(())
         })
         .await

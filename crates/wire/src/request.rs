@@ -320,7 +320,7 @@ impl<'a> ApiRequest<'a> {
             if name == prompt_field {
                 has_prompt = true;
                 req.prompt_bytes = raw_str.len();
-                messages = check_prompt(endpoint, *raw)?;
+                messages = check_prompt(endpoint, raw)?;
             }
         }
         req.messages = messages;
