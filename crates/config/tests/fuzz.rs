@@ -12,15 +12,7 @@ use proptest::prelude::*;
 use tollgate_config::Config;
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("TOLLGATE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    tollgate_testkit::fuzz::config(256)
 }
 
 /// The embedded default, written out as an operator would.

@@ -109,9 +109,8 @@ mod tests {
     use super::*;
 
     fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        tollgate_store::private::mode(path).unwrap()
     }
-
     #[test]
     fn the_admin_token_and_its_directory_are_owner_only() {
         let tmp = tempfile::tempdir().unwrap();

@@ -35,10 +35,10 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 use tollgate_config::cidr::Cidr;
 use tollgate_config::{Config, EffectivePolicy, GuardAction};
-use tollgate_guard::{Detector, Observation};
+use tollgate_guard::{Detector, Observation, Outcome};
 use tollgate_store::{AccountState, AuditEntry, GuardExemption, Store, StoreError, UsageRecord};
 pub use tollgate_store::{OwnerKey, OwnerReview, OwnerReviewState as OwnerState, PolicyAction};
-use tollgate_wire::{Endpoint, Restrict};
+use tollgate_wire::{ApiRequest, Endpoint, Restrict};
 
 use crate::error::ApiError;
 use crate::limits::Limiter;
@@ -160,23 +160,31 @@ impl GuardCounters {
 /// few (and sooner, every `cluster_interval` requests).
 const RECLUSTER_PERIOD: Duration = Duration::from_secs(60);
 
-/// The body the detector reads: a Responses request is read as the chat request it translates
-/// to (its `input` items become messages, `instructions` the system prompt); other shapes as
-/// they are (a Messages body carries `messages` as chat does).
-fn observed_body(endpoint: Endpoint, body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if endpoint == Endpoint::Responses
-        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
-        && let Ok(chat) = tollgate_wire::responses::to_chat_request(&value, "observed")
+/// Feeds the detector the request's wire view. A Responses request is read as the chat request
+/// it translates to (its `input` items become messages, `instructions` the system prompt), parsed
+/// into a view of its own; a body that does not translate is read as it is. Other shapes are read
+/// from the view the gateway parsed (a Messages body carries `messages` as chat does).
+fn observe_view(detector: &Detector, obs: &Observation<'_>, request: &ApiRequest<'_>) -> Outcome {
+    if request.endpoint() == Endpoint::Responses
+        && let Some(chat) = translated(request)
+        && let Ok(view) = ApiRequest::read(&chat, Endpoint::ChatCompletions)
     {
-        return std::borrow::Cow::Owned(chat);
+        return detector.observe_request(obs, &view);
     }
-    std::borrow::Cow::Borrowed(body)
+    detector.observe_request(obs, request)
+}
+
+/// The chat request a Responses request translates to.
+fn translated(request: &ApiRequest<'_>) -> Option<Vec<u8>> {
+    let mut object = serde_json::Map::new();
+    for (name, raw) in request.fields() {
+        object.insert(name.to_owned(), serde_json::from_str(raw.get()).ok()?);
+    }
+    tollgate_wire::responses::to_chat_request(&serde_json::Value::Object(object), "observed").ok()
 }
 
 fn endpoint_of(e: Endpoint) -> tollgate_guard::Endpoint {
     match e {
-        // Messages bodies carry `messages` as chat does; a Responses body is observed as the
-        // chat request it translates to (`observed_body`).
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             tollgate_guard::Endpoint::Chat
         }
@@ -995,24 +1003,24 @@ pub fn observe(
     tenancy: &Tenancy,
     key: &KeyEntry,
     model: &ModelEntry,
-    endpoint: Endpoint,
-    body: &[u8],
+    request: &ApiRequest<'_>,
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<Restrict, ApiError> {
     if !guard.enabled {
         return Ok(Restrict::NONE);
     }
-    let observed = observed_body(endpoint, body);
-    let outcome = guard.detector.observe(&Observation {
+    let obs = Observation {
         time: OffsetDateTime::now_utc(),
         organization: &key.organization,
         key: &key.id,
         client_ip: Some(guard.client_ip(peer.ip().to_canonical(), headers)),
-        endpoint: endpoint_of(endpoint),
-        body: &observed,
+        endpoint: endpoint_of(request.endpoint()),
+        // Not read: the detector reads `request`.
+        body: b"",
         model_owner: model.owner.as_deref(),
-    });
+    };
+    let outcome = observe_view(&guard.detector, &obs, request);
     if guard.detector.recluster_due() {
         guard.recluster_wake.notify_one();
     }
@@ -1090,17 +1098,18 @@ mod observed {
     #[test]
     fn a_responses_body_is_observed_with_its_input_text_as_chat_messages() {
         let body = br#"{"model":"m","instructions":"be brief","input":[{"role":"user","content":"explain photosynthesis step by step"}]}"#;
-        let observed = observed_body(Endpoint::Responses, body);
-        let v: serde_json::Value = serde_json::from_slice(&observed).unwrap();
-        let text = v["messages"].to_string();
-        assert!(text.contains("explain photosynthesis step by step"), "{v}");
-        assert!(text.contains("be brief"), "{v}");
-        // Other shapes pass as they are.
-        let chat = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
-        assert!(matches!(
-            observed_body(Endpoint::ChatCompletions, chat),
-            std::borrow::Cow::Borrowed(_)
-        ));
+        let view = ApiRequest::parse(body, Endpoint::Responses, false).unwrap();
+        let chat = translated(&view).unwrap();
+        let chat = ApiRequest::read(&chat, Endpoint::ChatCompletions).unwrap();
+        let (f, texts) = tollgate_guard::features::extract_request(&chat, 4000, false);
+        let texts = texts.unwrap();
+        assert_eq!(texts.user_text(), "explain photosynthesis step by step");
+        assert_eq!(texts.system_text(), "be brief");
+        assert!(f.parsed && f.reasoning);
+        // A body that does not translate is read as it is.
+        let body = br#"{"model":"m","previous_response_id":"r","input":"x"}"#;
+        let view = ApiRequest::parse(body, Endpoint::Responses, false).unwrap();
+        assert!(translated(&view).is_none());
     }
 }
 

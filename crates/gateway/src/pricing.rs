@@ -115,17 +115,7 @@ pub async fn priced_usage(
                     Decimal::ZERO,
                 )
             });
-            let t = &mut e.0;
-            t.requests = t.requests.saturating_add(row.requests);
-            t.input_tokens = t.input_tokens.saturating_add(row.input_tokens);
-            t.cached_input_tokens = t
-                .cached_input_tokens
-                .saturating_add(row.cached_input_tokens);
-            t.cache_write_input_tokens = t
-                .cache_write_input_tokens
-                .saturating_add(row.cache_write_input_tokens);
-            t.output_tokens = t.output_tokens.saturating_add(row.output_tokens);
-            t.reasoning_tokens = t.reasoning_tokens.saturating_add(row.reasoning_tokens);
+            e.0.add_counts(&row);
             e.1 = tollgate_billing::money::add(e.1, cost)
                 .map_err(|e| ApiError::internal(format!("Cost: {e}")))?;
         }

@@ -21,6 +21,35 @@ async fn chat_only(cfg: MockConfig) -> (MockUpstream, Gateway) {
     (mock, gw)
 }
 
+/// [`chat_only`] whose mock answers `response_tokens` tokens, `cached_tokens` of the prompt
+/// cached, and the inference key of a new organization "acme".
+async fn acme_on_chat_only(
+    response_tokens: u32,
+    cached_tokens: u32,
+) -> (MockUpstream, Gateway, String) {
+    let (mock, gw) = chat_only(MockConfig {
+        response_tokens,
+        cached_tokens,
+        ..MockConfig::default()
+    })
+    .await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    (mock, gw, key)
+}
+
+/// A Messages request sent as Anthropic's SDK sends it (`x-api-key`), answered 200; its body.
+async fn messages_ok(gw: &Gateway, key: &str, body: &Value) -> Value {
+    let r = post(
+        gw,
+        "/v1/messages",
+        &[("x-api-key", key), ("anthropic-version", "2023-06-01")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()
+}
+
 async fn post(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
     let mut h = vec![("content-type", "application/json")];
     h.extend_from_slice(headers);
@@ -45,13 +74,7 @@ fn named(body: &str) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn responses_on_a_chat_only_provider_plain_and_streamed() {
-    let (mock, gw) = chat_only(MockConfig {
-        response_tokens: 5,
-        cached_tokens: 2,
-        ..MockConfig::default()
-    })
-    .await;
-    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (mock, gw, key) = acme_on_chat_only(5, 2).await;
     let auth = format!("Bearer {key}");
     let body =
         json!({"model": "gpt-4o-mini", "instructions": "be brief", "input": "one two three"});
@@ -136,26 +159,12 @@ async fn azure_responses_paths_accept_the_api_key_header() {
 
 #[tokio::test]
 async fn messages_on_an_openai_provider_map_usage_exactly() {
-    let (mock, gw) = chat_only(MockConfig {
-        response_tokens: 3,
-        cached_tokens: 2,
-        ..MockConfig::default()
-    })
-    .await;
-    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (mock, gw, key) = acme_on_chat_only(3, 2).await;
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 50, "system": "be kind",
         "messages": [{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "d"},
                      {"role": "user", "content": [{"type": "text", "text": "e f"}]}]});
     // The official SDK sends a Bearer token; other clients send x-api-key.
-    let r = post(
-        &gw,
-        "/v1/messages",
-        &[("x-api-key", &key), ("anthropic-version", "2023-06-01")],
-        &body,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let v = r.json();
+    let v = messages_ok(&gw, &key, &body).await;
     assert_eq!(v["type"], "message");
     assert_eq!(v["model"], "gpt-4o-mini");
     assert_eq!(v["stop_reason"], "end_turn");
@@ -388,15 +397,7 @@ async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_ke
     let (_, _, _, key) = gw.tenant("acme", json!({})).await;
     let body = json!({"model": "claude-test", "max_tokens": 20, "system": "a b",
         "messages": [{"role": "user", "content": "c d e f g h i j"}]});
-    let r = post(
-        &gw,
-        "/v1/messages",
-        &[("x-api-key", &key), ("anthropic-version", "2023-06-01")],
-        &body,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let v = r.json();
+    let v = messages_ok(&gw, &key, &body).await;
     assert!(v["id"].as_str().unwrap().starts_with("msg_mock"));
     assert_eq!(
         v["usage"],

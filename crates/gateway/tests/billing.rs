@@ -111,57 +111,15 @@ async fn invoice_matches_the_worked_example() {
         assert_eq!(r.status, status, "{}", r.text());
     }
     // A child organization's usage rolls up to its top-level parent.
-    let r = import(
-        &gw,
-        vec![
-            event(
-                "e1",
-                "2025-03-05T10:00:00Z",
-                &acme,
-                "atlas-large",
-                30_000_000,
-                10_000_000,
-                8_000_000,
-            ),
-            event(
-                "e2",
-                "2025-03-06T10:00:00Z",
-                &sub,
-                "atlas-large",
-                10_000_000,
-                0,
-                0,
-            ),
-            event(
-                "e3",
-                "2025-03-20T10:00:00Z",
-                &acme,
-                "atlas-large",
-                20_000_000,
-                5_000_000,
-                4_000_000,
-            ),
-            event(
-                "e4",
-                "2025-03-10T10:00:00Z",
-                &sub,
-                "atlas-mini",
-                123_456_789,
-                23_456_789,
-                9_876_543,
-            ),
-            event(
-                "e5",
-                "2025-04-01T00:00:00Z",
-                &acme,
-                "atlas-mini",
-                1_000_000,
-                0,
-                0,
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let events = vec![
+        event("e1", "2025-03-05T10:00:00Z", &acme, "atlas-large", 30_000_000, 10_000_000, 8_000_000),
+        event("e2", "2025-03-06T10:00:00Z", &sub, "atlas-large", 10_000_000, 0, 0),
+        event("e3", "2025-03-20T10:00:00Z", &acme, "atlas-large", 20_000_000, 5_000_000, 4_000_000),
+        event("e4", "2025-03-10T10:00:00Z", &sub, "atlas-mini", 123_456_789, 23_456_789, 9_876_543),
+        event("e5", "2025-04-01T00:00:00Z", &acme, "atlas-mini", 1_000_000, 0, 0),
+    ];
+    let r = import(&gw, events).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), json!({"accepted": 5, "duplicates": 0}));
 
@@ -731,26 +689,13 @@ async fn cache_writes_are_a_price_lane_everywhere() {
     assert_eq!(claude[1]["cache_write_price"], "2.5");
 
     // 10M prompt tokens: 2M cache reads, 4M cache writes, 4M plain; 1M output.
-    let mut early = event(
-        "c1",
-        "2025-03-05T10:00:00Z",
-        &acme,
-        "claude",
-        10_000_000,
-        2_000_000,
-        1_000_000,
-    );
-    early["cache_write_input_tokens"] = json!(4_000_000);
-    let mut late = event(
-        "c2",
-        "2025-03-20T10:00:00Z",
-        &acme,
-        "claude",
-        10_000_000,
-        2_000_000,
-        1_000_000,
-    );
-    late["cache_write_input_tokens"] = json!(4_000_000);
+    let cache_event = |id: &str, ts: &str| {
+        let mut e = event(id, ts, &acme, "claude", 10_000_000, 2_000_000, 1_000_000);
+        e["cache_write_input_tokens"] = json!(4_000_000);
+        e
+    };
+    let early = cache_event("c1", "2025-03-05T10:00:00Z");
+    let late = cache_event("c2", "2025-03-20T10:00:00Z");
     // A model without a cache-write price: writes pay the input price.
     let mut plain = event(
         "p1",
@@ -1080,23 +1025,13 @@ async fn admin_bodies_are_strict() {
             .is_empty(),
         "a refused body changed the store"
     );
-    for (path, body, param) in [
-        (
-            "/admin/v1/organizations".to_owned(),
-            r#"{"name": "a", "name": "b"}"#,
-            "name",
-        ),
-        (
-            "/admin/v1/prices".to_owned(),
-            r#"{"model": "m", "input_price": "1", "input_price": "2", "output_price": "1", "effective_from": "2025-01-01T00:00:00Z"}"#,
-            "input_price",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/reader-keys"),
-            r#"{"name": "r", "role": "admin"}"#,
-            "role",
-        ),
-    ] {
+    #[rustfmt::skip]
+    let cases = [
+        ("/admin/v1/organizations".to_owned(), r#"{"name": "a", "name": "b"}"#, "name"),
+        ("/admin/v1/prices".to_owned(), r#"{"model": "m", "input_price": "1", "input_price": "2", "output_price": "1", "effective_from": "2025-01-01T00:00:00Z"}"#, "input_price"),
+        (format!("/admin/v1/organizations/{acme}/reader-keys"), r#"{"name": "r", "role": "admin"}"#, "role"),
+    ];
+    for (path, body, param) in cases {
         let r = gw.call(Method::POST, &path, &headers, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
         assert_eq!(r.json()["error"]["param"], param, "{path}: {}", r.text());
@@ -1132,33 +1067,15 @@ async fn admin_bodies_are_strict() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().len() < 2000, "the error echoes the whole name");
     // Money and limits are bounded where they enter.
-    for (path, body, param) in [
-        (
-            format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "1e5"}),
-            "monthly_limit",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "1000000000.01"}),
-            "monthly_limit",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/contract"),
-            json!({"discount_percent": "100.5"}),
-            "discount_percent",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/contract"),
-            json!({"monthly_commitment": "79228162514264337593543950335"}),
-            "monthly_commitment",
-        ),
-        (
-            format!("/admin/v1/organizations/{acme}/projects"),
-            json!({"name": "p", "tpm": u64::MAX}),
-            "tpm",
-        ),
-    ] {
+    #[rustfmt::skip]
+    let cases = [
+        (format!("/admin/v1/organizations/{acme}/budget"), json!({"monthly_limit": "1e5"}), "monthly_limit"),
+        (format!("/admin/v1/organizations/{acme}/budget"), json!({"monthly_limit": "1000000000.01"}), "monthly_limit"),
+        (format!("/admin/v1/organizations/{acme}/contract"), json!({"discount_percent": "100.5"}), "discount_percent"),
+        (format!("/admin/v1/organizations/{acme}/contract"), json!({"monthly_commitment": "79228162514264337593543950335"}), "monthly_commitment"),
+        (format!("/admin/v1/organizations/{acme}/projects"), json!({"name": "p", "tpm": u64::MAX}), "tpm"),
+    ];
+    for (path, body, param) in cases {
         let method = if path.ends_with("projects") {
             Method::POST
         } else {

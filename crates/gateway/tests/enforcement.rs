@@ -152,6 +152,18 @@ async fn setup(guard: &str) -> (MockUpstream, Gateway) {
     setup_with_policies(guard, "", "").await
 }
 
+/// A mock and the config where `[guard]` flags and owner `openai` reviews automatically.
+async fn openai_reviews() -> (MockUpstream, String) {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let cfg = config_with_policies(
+        &mock.base_url(),
+        r#"action = "flag""#,
+        r#"action = "review""#,
+        "",
+    );
+    (mock, cfg)
+}
+
 /// A gateway whose owners `openai` and `northwind` have these `[owners.enforcement]` tables.
 async fn setup_with_policies(
     guard: &str,
@@ -1051,13 +1063,7 @@ trusted_proxies = ["127.0.0.1/32"]"#,
 
 #[tokio::test]
 async fn an_owners_automatic_review_and_its_record_survive_a_restart() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
-    let cfg = config_with_policies(
-        &mock.base_url(),
-        r#"action = "flag""#,
-        r#"action = "review""#,
-        "",
-    );
+    let (_mock, cfg) = openai_reviews().await;
     let gw = start(&cfg).await;
     let (org, _, _, key) = gw.tenant("harvester", json!({})).await;
     let (_, refused) = harvest_until_refused(&gw, &key, "gpt-4o-mini", 300).await;
@@ -1120,13 +1126,7 @@ async fn chat_until(gw: &Gateway, key: &str, model: &str, want: StatusCode, code
 /// other through the change feed, and an operator's reinstatement on the other comes back.
 #[tokio::test]
 async fn automatic_reviews_and_actions_reach_another_instance() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
-    let cfg = config_with_policies(
-        &mock.base_url(),
-        r#"action = "flag""#,
-        r#"action = "review""#,
-        "",
-    );
+    let (_mock, cfg) = openai_reviews().await;
     let a = start(&cfg).await;
     let db = format!("{}/ledger.db", a.dir.path().display());
     let text = format!(

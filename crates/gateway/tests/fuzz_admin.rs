@@ -35,13 +35,10 @@ owner = "openai"
 "#;
 
 fn cases() -> u32 {
-    std::env::var("TOLLGATE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128)
+    tollgate_testkit::fuzz::cases(128)
 }
 
-fn key() -> impl Strategy<Value = String> {
+fn key() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         4 => prop::sample::select(vec![
             "name", "parent", "rpm", "tpm", "models", "expires_at", "reason", "owner",
@@ -56,16 +53,8 @@ fn key() -> impl Strategy<Value = String> {
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
-        "\\PC{0,16}".prop_map(Value::String),
-        prop::sample::select(vec![
+    tollgate_testkit::fuzz::json(
+        vec![
             "0.15",
             "-1",
             "1e5",
@@ -76,16 +65,16 @@ fn value() -> impl Strategy<Value = Value> {
             "gpt-4o-mini",
             "openai",
             "",
-        ])
-        .prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 24, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+        ],
+        key(),
+        tollgate_testkit::fuzz::Nesting {
+            depth: 3,
+            size: 24,
+            branch: 5,
+            arrays: 5,
+            objects: 6,
+        },
+    )
 }
 
 fn body() -> impl Strategy<Value = Value> {

@@ -1,7 +1,9 @@
 //! Request-path cost: `Detector::observe` on a ~1 KB chat body (parse, features, sketch update,
 //! score), spread over 1,000 organizations, with and without a benchmark filter, and feature
-//! extraction alone. `scan_text_1kb` measures the vector-based `Scan` (benchmark-file loading);
-//! the request path uses the streaming scan inside `extract`. `observe_sparse_bursts_*` is the
+//! extraction alone (from bytes: `ApiRequest::read`, then the features), and the gateway's path
+//! (`parse_view_and_extract_1kb_chat`: its one parse into the wire view, then the features read
+//! from it). `scan_text_1kb` measures the vector-based `Scan` (benchmark-file loading); the
+//! request path uses the streaming scan inside `extract`. `observe_sparse_bursts_*` is the
 //! worst case of the synchronized-activity index: every request is a burst start of a sparse,
 //! bursty account (1,000 accounts, 2 s apart, so each account returns every 33 minutes and 30
 //! accounts start within the same minute), with the index on and off.
@@ -142,6 +144,19 @@ fn bench(c: &mut Criterion) {
                     .0
                     .prompt_hash,
             )
+        })
+    });
+    // The gateway's path: its one parse into the wire view, then the features read from it.
+    c.bench_function("parse_view_and_extract_1kb_chat", |b| {
+        b.iter(|| {
+            i += 1;
+            let body = &bodies[i % bodies.len()];
+            let view = tollgate_wire::ApiRequest::parse(
+                body,
+                tollgate_wire::Endpoint::ChatCompletions,
+                false,
+            );
+            black_box(view.map(|v| features::extract_request(&v, 4000, true).0.prompt_hash))
         })
     });
     let text: String = String::from_utf8_lossy(&bodies[0]).into_owned();

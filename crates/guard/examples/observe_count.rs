@@ -13,7 +13,8 @@
 //! (Callgrind lists the warm-up calls too, but counts no instructions for them.) The optional
 //! second argument: `plain` runs without a benchmark filter (the gateway default), `tiny` sends
 //! a two-word body (what a request costs besides the text), `extract` times feature extraction
-//! alone. Without valgrind it prints the wall time per request, which on a shared machine is
+//! alone from bytes (no benchmark filter), `view` the gateway's path (`ApiRequest::parse`, then
+//! the features read from the view), `parse` the view's parse alone. Without valgrind it prints the wall time per request, which on a shared machine is
 //! only good for comparing builds run alternately.
 
 use std::hint::black_box;
@@ -69,13 +70,29 @@ fn main() {
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let mode = args.next().unwrap_or_default();
     let plain = mode == "plain";
-    if mode == "extract" {
+    if matches!(mode.as_str(), "extract" | "view" | "parse") {
         let bodies: Vec<Vec<u8>> = (0..64).map(chat_body_1kb).collect();
         let start = std::time::Instant::now();
         let mut acc = 0u64;
+        let api = tollgate_wire::Endpoint::ChatCompletions;
         for i in 0..n {
-            let (f, _) = tollgate_guard::features::extract(Endpoint::Chat, &bodies[i % 64], 4000);
-            acc ^= black_box(f.prompt_hash);
+            let body = &bodies[i % 64];
+            acc ^= match mode.as_str() {
+                // The gateway's path: its one parse, then the features read from the view.
+                "view" => tollgate_wire::ApiRequest::parse(body, api, false).map_or(0, |v| {
+                    tollgate_guard::features::extract_request(&v, 4000, false)
+                        .0
+                        .prompt_hash
+                }),
+                "parse" => tollgate_wire::ApiRequest::parse(body, api, false)
+                    .map_or(0, |v| v.prompt_bytes as u64),
+                _ => {
+                    tollgate_guard::features::extract_with(Endpoint::Chat, body, 4000, false)
+                        .0
+                        .prompt_hash
+                }
+            };
+            black_box(acc);
         }
         eprintln!(
             "{n} extracts: {:.3} µs each (checksum {acc})",

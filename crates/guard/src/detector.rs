@@ -431,6 +431,27 @@ impl Detector {
             self.settings.max_tokens_high,
             self.bench.is_some(),
         );
+        self.observe_features(obs, f, texts)
+    }
+
+    /// [`Detector::observe`] of a request the gateway has parsed into the wire view: the
+    /// features are read from `request`, and `obs.body` and `obs.endpoint` are not read again.
+    pub fn observe_request(
+        &self,
+        obs: &Observation<'_>,
+        request: &tollgate_wire::ApiRequest<'_>,
+    ) -> Outcome {
+        let (f, texts) =
+            features::extract_request(request, self.settings.max_tokens_high, self.bench.is_some());
+        self.observe_features(obs, f, texts)
+    }
+
+    fn observe_features(
+        &self,
+        obs: &Observation<'_>,
+        f: features::RequestFeatures,
+        texts: Option<features::Texts<'_>>,
+    ) -> Outcome {
         let bench_hit = self.bench.as_ref().is_some_and(|b| b.hit(&f));
         let skeleton = || {
             texts

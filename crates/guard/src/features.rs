@@ -7,8 +7,10 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde_json::value::RawValue;
+use tollgate_wire::ApiRequest;
+use tollgate_wire::prompt::{self, Messages, Role, Text as WireText};
 
 use crate::Endpoint;
 use crate::sketch::{
@@ -111,7 +113,7 @@ impl RequestFeatures {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Body parsing
+// Request fields
 
 /// Text as the JSON body holds it: bytes, borrowed when the string has no escapes. Strings are
 /// taken with `deserialize_bytes`, which unescapes without a UTF-8 check: the scan works on bytes,
@@ -146,204 +148,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
-/// A text field that may be a string, an array of strings/token ids, or an array of content
-/// parts (`{"type":"text","text":...}`); only the text pieces are kept (borrowed when possible).
-/// The first piece is held inline so the common single-string case allocates nothing.
+/// The fields the detector reads, taken from the wire view's raw fields: the texts through
+/// [`tollgate_wire::prompt`] (the reader the token estimate uses too), the parameters with the
+/// types the detector has always required. `None` when a field has another shape or appears
+/// twice: such a request is counted as unparsed.
 #[derive(Default)]
-struct Text<'a> {
-    first: Option<Bytes<'a>>,
-    rest: Vec<Bytes<'a>>,
-}
-
-impl<'a> Text<'a> {
-    fn one(c: Bytes<'a>) -> Self {
-        Text {
-            first: Some(c),
-            rest: Vec::new(),
-        }
-    }
-    fn push(&mut self, c: Bytes<'a>) {
-        if self.first.is_none() {
-            self.first = Some(c);
-        } else {
-            self.rest.push(c);
-        }
-    }
-    fn append(&mut self, other: Text<'a>) {
-        if let Some(f) = other.first {
-            self.push(f);
-        }
-        self.rest.extend(other.rest);
-    }
-    /// The pieces joined by newlines (borrowed when there is at most one).
-    fn join(self) -> Bytes<'a> {
-        match self.first {
-            None => Cow::Borrowed(b""),
-            Some(f) if self.rest.is_empty() => f,
-            Some(f) => {
-                let mut s = f.into_owned();
-                for r in &self.rest {
-                    s.push(b'\n');
-                    s.extend_from_slice(r);
-                }
-                Cow::Owned(s)
-            }
-        }
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("text, array of text or content parts")
-            }
-            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
-                Ok(Text::one(Cow::Borrowed(v)))
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-                Ok(Text::one(Cow::Owned(v.to_vec())))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text::one(Cow::Borrowed(v.as_bytes())))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text::one(Cow::Owned(v.as_bytes().to_vec())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Text::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Text::default();
-                while let Some(p) = seq.next_element::<Part<'a>>()? {
-                    if let Some(t) = p.0 {
-                        out.push(t);
-                    }
-                }
-                Ok(out)
-            }
-        }
-        // A string or an array (anything else is not a text field: the body does not parse).
-        d.deserialize_bytes(V(std::marker::PhantomData))
-    }
-}
-
-/// One element of a text array: a string, a content part object, or something ignored.
-struct Part<'a>(Option<Bytes<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Part<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("content part")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Part(Some(Cow::Borrowed(v.as_bytes()))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Part(Some(Cow::Owned(v.as_bytes().to_vec()))))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Part(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Part(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Part(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Part(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Part(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Part(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut text = None;
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
-                    if k == "text" {
-                        text = map.next_value::<Option<Str<'a>>>()?.map(|s| s.0);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Part(text))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-#[derive(Deserialize)]
-struct Msg<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-    #[serde(borrow, default)]
-    content: Option<Text<'a>>,
-}
-
-/// The chat messages folded as they are parsed (no vector of messages): the system/developer
-/// text pieces, the last user text and the turn counts.
-#[derive(Default)]
-struct Conversation<'a> {
-    system: Text<'a>,
-    user: Text<'a>,
-    user_turns: u32,
-    assistant_turns: u32,
-    tool_turns: u32,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Conversation<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a sequence of messages")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut c = Conversation::default();
-                while let Some(m) = seq.next_element::<Msg<'a>>()? {
-                    let text = m.content.unwrap_or_default();
-                    match m.role.as_ref() {
-                        "system" | "developer" => c.system.append(text),
-                        "user" => {
-                            c.user_turns += 1;
-                            c.user = text;
-                        }
-                        "assistant" => c.assistant_turns += 1,
-                        "tool" | "function" => c.tool_turns += 1,
-                        _ => {}
-                    }
-                }
-                Ok(c)
-            }
-        }
-        d.deserialize_seq(V(std::marker::PhantomData))
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Body<'a> {
-    #[serde(borrow)]
-    messages: Option<Conversation<'a>>,
-    #[serde(borrow)]
-    prompt: Option<Text<'a>>,
-    #[serde(borrow)]
-    input: Option<Text<'a>>,
-    #[serde(borrow)]
+struct Head<'r, 'a> {
+    messages: Option<Cow<'r, Messages<'a>>>,
+    prompt: Option<WireText<'a>>,
+    input: Option<WireText<'a>>,
     logprobs: Option<&'a RawValue>,
     top_logprobs: Option<u32>,
-    #[serde(borrow)]
     logit_bias: Option<&'a RawValue>,
     n: Option<u32>,
     best_of: Option<u32>,
@@ -351,13 +166,111 @@ struct Body<'a> {
     max_completion_tokens: Option<u64>,
     temperature: Option<f64>,
     seed: Option<i64>,
-    #[serde(borrow)]
     tools: Option<&'a RawValue>,
-    #[serde(borrow)]
     functions: Option<&'a RawValue>,
     /// The end user the client names (OpenAI's `user` field), for per-user segments.
-    #[serde(borrow)]
-    user: Option<Str<'a>>,
+    user: Option<Bytes<'a>>,
+}
+
+/// Reads `raw` as `T` into `slot`; false when `slot` was already read or the type differs.
+fn read_into<'a, T: Deserialize<'a>>(
+    slot: &mut Option<T>,
+    seen: &mut bool,
+    raw: &'a RawValue,
+) -> bool {
+    if std::mem::replace(seen, true) {
+        return false;
+    }
+    match serde_json::from_str::<Option<T>>(raw.get()) {
+        Ok(v) => {
+            *slot = v;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A text field read by the wire reader; `None` when its shape is odd.
+fn text_of(raw: &RawValue) -> Option<WireText<'_>> {
+    match prompt::read_text(raw) {
+        (t, false) => Some(t),
+        (_, true) => None,
+    }
+}
+
+impl<'r, 'a> Head<'r, 'a> {
+    /// Marks `f` parsed and sets its API-parameter fingerprint.
+    fn parameters(&self, f: &mut RequestFeatures) {
+        f.parsed = true;
+        f.logprobs = raw_truthy(self.logprobs) || self.top_logprobs.unwrap_or(0) > 0;
+        f.logit_bias = raw_truthy(self.logit_bias);
+        f.multi_n = self.n.unwrap_or(1) > 1 || self.best_of.unwrap_or(1) > 1;
+        f.max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        f.temperature = self
+            .temperature
+            .map(|t| (t * 10.0).round().clamp(0.0, 20.0) as u8);
+        f.seed = self.seed;
+    }
+
+    fn read(request: &'r ApiRequest<'a>) -> Option<Self> {
+        let mut h = Head::default();
+        let mut seen = [false; 15];
+        for (name, raw) in request.fields() {
+            let ok = match name {
+                "messages" => {
+                    // The view read the message list when it parsed the body (chat and
+                    // Messages bodies); other views are read here.
+                    let m = match request.messages() {
+                        Some(m) => Cow::Borrowed(m),
+                        None => Cow::Owned(prompt::read_messages(raw)),
+                    };
+                    let ok = !m.odd && !std::mem::replace(&mut seen[0], true);
+                    h.messages = Some(m);
+                    ok
+                }
+                "prompt" => {
+                    h.prompt = text_of(raw);
+                    h.prompt.is_some() && !std::mem::replace(&mut seen[1], true)
+                }
+                "input" => {
+                    h.input = text_of(raw);
+                    h.input.is_some() && !std::mem::replace(&mut seen[2], true)
+                }
+                "logprobs" => read_into(&mut h.logprobs, &mut seen[3], raw),
+                "top_logprobs" => read_into(&mut h.top_logprobs, &mut seen[4], raw),
+                "logit_bias" => read_into(&mut h.logit_bias, &mut seen[5], raw),
+                "n" => read_into(&mut h.n, &mut seen[6], raw),
+                "best_of" => read_into(&mut h.best_of, &mut seen[7], raw),
+                "max_tokens" => read_into(&mut h.max_tokens, &mut seen[8], raw),
+                "max_completion_tokens" => {
+                    read_into(&mut h.max_completion_tokens, &mut seen[9], raw)
+                }
+                "temperature" => read_into(&mut h.temperature, &mut seen[10], raw),
+                "seed" => read_into(&mut h.seed, &mut seen[11], raw),
+                "tools" => read_into(&mut h.tools, &mut seen[12], raw),
+                "functions" => read_into(&mut h.functions, &mut seen[13], raw),
+                "user" => {
+                    let mut user: Option<Str<'a>> = None;
+                    let ok = read_into(&mut user, &mut seen[14], raw);
+                    h.user = user.map(|s| s.0);
+                    ok
+                }
+                _ => true,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        Some(h)
+    }
+}
+
+/// Text as bytes (the scan works on bytes).
+fn bytes(text: Cow<'_, str>) -> Bytes<'_> {
+    match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    }
 }
 
 fn raw_truthy(v: Option<&RawValue>) -> bool {
@@ -1432,50 +1345,113 @@ pub fn extract(
 
 /// [`extract`]; with `bench` false the features only benchmark overlap needs
 /// (`line_hashes`, `skeleton_simhash`) are left empty/zero, which saves two hash chains per
-/// word when no benchmark filter is loaded.
+/// word when no benchmark filter is loaded. The body is read through the wire view
+/// ([`ApiRequest::read`]), as the gateway reads it.
 pub fn extract_with(
     endpoint: Endpoint,
     body: &[u8],
     max_tokens_high: u64,
     bench: bool,
 ) -> (RequestFeatures, Option<Texts<'_>>) {
-    let mut f = RequestFeatures {
-        topic: NO_TOPIC,
-        input_tokens: body.len() as u64 / 4,
-        ..Default::default()
+    let api = match endpoint {
+        Endpoint::Chat => tollgate_wire::Endpoint::ChatCompletions,
+        Endpoint::Completions => tollgate_wire::Endpoint::Completions,
+        Endpoint::Embeddings => tollgate_wire::Endpoint::Embeddings,
     };
-    let Ok(b) = serde_json::from_slice::<Body<'_>>(body) else {
+    match ApiRequest::read(body, api) {
+        Ok(request) => extract_request(&request, max_tokens_high, bench),
+        Err(_) => (unparsed(body.len()), None),
+    }
+}
+
+/// Features of a request nothing could be read from.
+fn unparsed(body_len: usize) -> RequestFeatures {
+    RequestFeatures {
+        topic: NO_TOPIC,
+        input_tokens: body_len as u64 / 4,
+        ..Default::default()
+    }
+}
+
+/// The kind of body the detector reads: Anthropic Messages bodies carry `messages` as chat does
+/// (their top-level `system` is not read); a Responses body is read as chat (the gateway hands
+/// the detector the chat request it translates to).
+fn kind_of(endpoint: tollgate_wire::Endpoint) -> Endpoint {
+    match endpoint {
+        tollgate_wire::Endpoint::Completions => Endpoint::Completions,
+        tollgate_wire::Endpoint::Embeddings => Endpoint::Embeddings,
+        tollgate_wire::Endpoint::ChatCompletions
+        | tollgate_wire::Endpoint::Messages
+        | tollgate_wire::Endpoint::Responses => Endpoint::Chat,
+    }
+}
+
+/// [`extract_with`] on a request already parsed into the wire view: the gateway's path, which
+/// parses a body once.
+pub fn extract_request<'a>(
+    request: &ApiRequest<'a>,
+    max_tokens_high: u64,
+    bench: bool,
+) -> (RequestFeatures, Option<Texts<'a>>) {
+    let mut f = unparsed(request.body_len());
+    let Some(b) = Head::read(request) else {
         return (f, None);
     };
-    f.parsed = true;
-    f.logprobs = raw_truthy(b.logprobs) || b.top_logprobs.unwrap_or(0) > 0;
-    f.logit_bias = raw_truthy(b.logit_bias);
-    f.multi_n = b.n.unwrap_or(1) > 1 || b.best_of.unwrap_or(1) > 1;
-    f.max_tokens = b.max_completion_tokens.or(b.max_tokens);
-    f.temperature = b
-        .temperature
-        .map(|t| (t * 10.0).round().clamp(0.0, 20.0) as u8);
-    f.seed = b.seed;
+    b.parameters(&mut f);
     let _ = max_tokens_high;
 
+    let endpoint = kind_of(request.endpoint());
     let (system, user) = match endpoint {
         Endpoint::Chat => {
-            let c = b.messages.unwrap_or_default();
-            f.user_turns = c.user_turns;
-            f.assistant_turns = c.assistant_turns;
-            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
-            (c.system.join(), c.user.join())
+            let mut system = WireText::default();
+            let mut user = WireText::default();
+            let mut tool_turns = 0u32;
+            let mut last_user = None;
+            for m in b.messages.iter().flat_map(|m| &m.list) {
+                match m.role {
+                    Role::System => system.append(m.content.clone()),
+                    Role::User => {
+                        f.user_turns += 1;
+                        last_user = Some(&m.content);
+                    }
+                    Role::Assistant => f.assistant_turns += 1,
+                    Role::Tool => tool_turns += 1,
+                    Role::Other => {}
+                }
+            }
+            if let Some(u) = last_user {
+                user = u.clone();
+            }
+            f.agentic = tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
+            (bytes(system.join()), bytes(user.join()))
         }
         Endpoint::Completions => {
             f.user_turns = 1;
-            (Cow::Borrowed(&b""[..]), b.prompt.unwrap_or_default().join())
+            (
+                Cow::Borrowed(&b""[..]),
+                bytes(b.prompt.unwrap_or_default().join()),
+            )
         }
         Endpoint::Embeddings => {
             f.user_turns = 1;
-            (Cow::Borrowed(&b""[..]), b.input.unwrap_or_default().join())
+            (
+                Cow::Borrowed(&b""[..]),
+                bytes(b.input.unwrap_or_default().join()),
+            )
         }
     };
+    scan_texts(f, endpoint, system, user, b.user, bench)
+}
 
+/// The one pass over the system and user texts.
+fn scan_texts<'a>(
+    mut f: RequestFeatures,
+    endpoint: Endpoint,
+    system: Bytes<'a>,
+    user: Bytes<'a>,
+    end_user: Option<Bytes<'a>>,
+    bench: bool,
+) -> (RequestFeatures, Option<Texts<'a>>) {
     let mut sys_scan = Stream::<false>::new(false);
     if !system.is_empty() {
         sys_scan.push_text(&system);
@@ -1530,9 +1506,234 @@ pub fn extract_with(
         Some(Texts {
             system,
             user,
-            end_user: b.user.map(|s| s.0),
+            end_user,
         }),
     )
+}
+
+/// The detector's own body parser before it read the wire view, kept as the reference the
+/// view-based reading is tested against.
+#[cfg(test)]
+mod legacy {
+    use super::*;
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess};
+
+    /// A text field that may be a string, an array of strings/token ids, or an array of content
+    /// parts (`{"type":"text","text":...}`); only the text pieces are kept (borrowed when possible).
+    /// The first piece is held inline so the common single-string case allocates nothing.
+    #[derive(Default)]
+    pub(super) struct Text<'a> {
+        first: Option<Bytes<'a>>,
+        rest: Vec<Bytes<'a>>,
+    }
+
+    impl<'a> Text<'a> {
+        fn one(c: Bytes<'a>) -> Self {
+            Text {
+                first: Some(c),
+                rest: Vec::new(),
+            }
+        }
+        fn push(&mut self, c: Bytes<'a>) {
+            if self.first.is_none() {
+                self.first = Some(c);
+            } else {
+                self.rest.push(c);
+            }
+        }
+        fn append(&mut self, other: Text<'a>) {
+            if let Some(f) = other.first {
+                self.push(f);
+            }
+            self.rest.extend(other.rest);
+        }
+        /// The pieces joined by newlines (borrowed when there is at most one).
+        pub(super) fn join(self) -> Bytes<'a> {
+            match self.first {
+                None => Cow::Borrowed(b""),
+                Some(f) if self.rest.is_empty() => f,
+                Some(f) => {
+                    let mut s = f.into_owned();
+                    for r in &self.rest {
+                        s.push(b'\n');
+                        s.extend_from_slice(r);
+                    }
+                    Cow::Owned(s)
+                }
+            }
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Text<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("text, array of text or content parts")
+                }
+                fn visit_borrowed_bytes<E: de::Error>(
+                    self,
+                    v: &'de [u8],
+                ) -> Result<Self::Value, E> {
+                    Ok(Text::one(Cow::Borrowed(v)))
+                }
+                fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                    Ok(Text::one(Cow::Owned(v.to_vec())))
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Text::one(Cow::Borrowed(v.as_bytes())))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Text::one(Cow::Owned(v.as_bytes().to_vec())))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                    Ok(Text::default())
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    let mut out = Text::default();
+                    while let Some(p) = seq.next_element::<Part<'a>>()? {
+                        if let Some(t) = p.0 {
+                            out.push(t);
+                        }
+                    }
+                    Ok(out)
+                }
+            }
+            // A string or an array (anything else is not a text field: the body does not parse).
+            d.deserialize_bytes(V(std::marker::PhantomData))
+        }
+    }
+
+    /// One element of a text array: a string, a content part object, or something ignored.
+    struct Part<'a>(Option<Bytes<'a>>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Part<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("content part")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Part(Some(Cow::Borrowed(v.as_bytes()))))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Part(Some(Cow::Owned(v.as_bytes().to_vec()))))
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                    Ok(Part(None))
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                    Ok(Part(None))
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                    Ok(Part(None))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                    Ok(Part(None))
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                    Ok(Part(None))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(Part(None))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut text = None;
+                    while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                        if k == "text" {
+                            text = map.next_value::<Option<Str<'a>>>()?.map(|s| s.0);
+                        } else {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Part(text))
+                }
+            }
+            d.deserialize_any(V(std::marker::PhantomData))
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        role: Cow<'a, str>,
+        #[serde(borrow, default)]
+        content: Option<Text<'a>>,
+    }
+
+    /// The chat messages folded as they are parsed (no vector of messages): the system/developer
+    /// text pieces, the last user text and the turn counts.
+    #[derive(Default)]
+    pub(super) struct Conversation<'a> {
+        pub(super) system: Text<'a>,
+        pub(super) user: Text<'a>,
+        pub(super) user_turns: u32,
+        pub(super) assistant_turns: u32,
+        pub(super) tool_turns: u32,
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Conversation<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Conversation<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a sequence of messages")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    let mut c = Conversation::default();
+                    while let Some(m) = seq.next_element::<Msg<'a>>()? {
+                        let text = m.content.unwrap_or_default();
+                        match m.role.as_ref() {
+                            "system" | "developer" => c.system.append(text),
+                            "user" => {
+                                c.user_turns += 1;
+                                c.user = text;
+                            }
+                            "assistant" => c.assistant_turns += 1,
+                            "tool" | "function" => c.tool_turns += 1,
+                            _ => {}
+                        }
+                    }
+                    Ok(c)
+                }
+            }
+            d.deserialize_seq(V(std::marker::PhantomData))
+        }
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct Body<'a> {
+        #[serde(borrow)]
+        pub(super) messages: Option<Conversation<'a>>,
+        #[serde(borrow)]
+        pub(super) prompt: Option<Text<'a>>,
+        #[serde(borrow)]
+        pub(super) input: Option<Text<'a>>,
+        #[serde(borrow)]
+        pub(super) logprobs: Option<&'a RawValue>,
+        pub(super) top_logprobs: Option<u32>,
+        #[serde(borrow)]
+        pub(super) logit_bias: Option<&'a RawValue>,
+        pub(super) n: Option<u32>,
+        pub(super) best_of: Option<u32>,
+        pub(super) max_tokens: Option<u64>,
+        pub(super) max_completion_tokens: Option<u64>,
+        pub(super) temperature: Option<f64>,
+        pub(super) seed: Option<i64>,
+        #[serde(borrow)]
+        pub(super) tools: Option<&'a RawValue>,
+        #[serde(borrow)]
+        pub(super) functions: Option<&'a RawValue>,
+        /// The end user the client names (OpenAI's `user` field), for per-user segments.
+        #[serde(borrow)]
+        pub(super) user: Option<Str<'a>>,
+    }
 }
 
 /// The original vector-based extraction, kept as the reference the streaming scan is tested
@@ -1543,43 +1744,11 @@ pub(crate) fn extract_reference(
     body: &[u8],
     max_tokens_high: u64,
 ) -> (RequestFeatures, Option<Texts<'_>>) {
-    let mut f = RequestFeatures {
-        topic: NO_TOPIC,
-        input_tokens: body.len() as u64 / 4,
-        ..Default::default()
-    };
-    let Ok(b) = serde_json::from_slice::<Body<'_>>(body) else {
-        return (f, None);
-    };
-    f.parsed = true;
-    f.logprobs = raw_truthy(b.logprobs) || b.top_logprobs.unwrap_or(0) > 0;
-    f.logit_bias = raw_truthy(b.logit_bias);
-    f.multi_n = b.n.unwrap_or(1) > 1 || b.best_of.unwrap_or(1) > 1;
-    f.max_tokens = b.max_completion_tokens.or(b.max_tokens);
-    f.temperature = b
-        .temperature
-        .map(|t| (t * 10.0).round().clamp(0.0, 20.0) as u8);
-    f.seed = b.seed;
     let _ = max_tokens_high;
-
-    let (system, user) = match endpoint {
-        Endpoint::Chat => {
-            let c = b.messages.unwrap_or_default();
-            f.user_turns = c.user_turns;
-            f.assistant_turns = c.assistant_turns;
-            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
-            (c.system.join(), c.user.join())
-        }
-        Endpoint::Completions => {
-            f.user_turns = 1;
-            (Cow::Borrowed(&b""[..]), b.prompt.unwrap_or_default().join())
-        }
-        Endpoint::Embeddings => {
-            f.user_turns = 1;
-            (Cow::Borrowed(&b""[..]), b.input.unwrap_or_default().join())
-        }
+    let (mut f, system, user) = match legacy_parse(endpoint, body) {
+        Ok((f, system, user, _)) => (f, system, user),
+        Err(f) => return (f, None),
     };
-
     let mut scan = Scan::default();
     let mut sys_scan = Scan::default();
     if !system.is_empty() {
@@ -1632,6 +1801,65 @@ pub(crate) fn extract_reference(
             end_user: None,
         }),
     )
+}
+
+/// The detector's path before it read the wire view: its own parse of the whole body, then the
+/// same scan. The view-based path must give the same features and texts.
+#[cfg(test)]
+pub(crate) fn extract_legacy(
+    endpoint: Endpoint,
+    body: &[u8],
+    bench: bool,
+) -> (RequestFeatures, Option<Texts<'_>>) {
+    match legacy_parse(endpoint, body) {
+        Ok((f, system, user, end_user)) => scan_texts(f, endpoint, system, user, end_user, bench),
+        Err(f) => (f, None),
+    }
+}
+
+/// The old parse: the parameters in the features, the system, user and end-user texts (the
+/// features of an unparsed body when it does not parse).
+#[cfg(test)]
+#[allow(clippy::type_complexity, clippy::result_large_err)]
+fn legacy_parse(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<(RequestFeatures, Bytes<'_>, Bytes<'_>, Option<Bytes<'_>>), RequestFeatures> {
+    let mut f = unparsed(body.len());
+    let Ok(b) = serde_json::from_slice::<legacy::Body<'_>>(body) else {
+        return Err(f);
+    };
+    Head {
+        logprobs: b.logprobs,
+        top_logprobs: b.top_logprobs,
+        logit_bias: b.logit_bias,
+        n: b.n,
+        best_of: b.best_of,
+        max_tokens: b.max_tokens,
+        max_completion_tokens: b.max_completion_tokens,
+        temperature: b.temperature,
+        seed: b.seed,
+        ..Head::default()
+    }
+    .parameters(&mut f);
+    let (system, user) = match endpoint {
+        Endpoint::Chat => {
+            let c = b.messages.unwrap_or_default();
+            f.user_turns = c.user_turns;
+            f.assistant_turns = c.assistant_turns;
+            f.agentic = c.tool_turns > 0 || raw_truthy(b.tools) || raw_truthy(b.functions);
+            (c.system.join(), c.user.join())
+        }
+        Endpoint::Completions => {
+            f.user_turns = 1;
+            (Cow::Borrowed(&b""[..]), b.prompt.unwrap_or_default().join())
+        }
+        Endpoint::Embeddings => {
+            f.user_turns = 1;
+            (Cow::Borrowed(&b""[..]), b.input.unwrap_or_default().join())
+        }
+    };
+    Ok((f, system, user, b.user.map(|s| s.0)))
 }
 
 #[cfg(test)]
@@ -1741,6 +1969,111 @@ mod tests {
         assert_eq!(
             ta.map(|t| (t.system.into_owned(), t.user.into_owned())),
             tb.map(|t| (t.system.into_owned(), t.user.into_owned()))
+        );
+    }
+
+    /// Features and texts as comparable text.
+    fn seen(r: (RequestFeatures, Option<Texts<'_>>)) -> String {
+        let texts = r.1.map(|t| {
+            (
+                t.system.into_owned(),
+                t.user.into_owned(),
+                t.end_user.map(Cow::into_owned),
+            )
+        });
+        format!("{:?} {texts:?}", r.0)
+    }
+
+    #[test]
+    fn features_from_the_wire_view_equal_the_old_parse() {
+        let responses = [
+            r#"{"model":"m","instructions":"be brief","input":[{"role":"user","content":"explain photosynthesis step by step"}],"temperature":0.2,"top_logprobs":3,"user":"u1","max_output_tokens":900}"#,
+            r#"{"model":"m","input":"What is 2+2? Think carefully.","tools":[{"type":"function","name":"f","parameters":{}}]}"#,
+            r#"{"model":"m","input":[{"role":"developer","content":[{"type":"input_text","text":"rules"}]},{"role":"user","content":"q1"},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call","call_id":"d","name":"g","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"42"},{"role":"assistant","content":[{"type":"output_text","text":"ok"}]},{"role":"user","content":"q2 step by step"}]}"#,
+        ];
+        let mut bodies: Vec<(Endpoint, Vec<u8>)> = responses
+            .iter()
+            .map(|b| {
+                let v: serde_json::Value = serde_json::from_str(b).unwrap();
+                let chat = tollgate_wire::responses::to_chat_request(&v, "observed").unwrap();
+                (Endpoint::Chat, chat)
+            })
+            .collect();
+        let chat = [
+            r#"{"model":"m","messages":[{"role":"system","content":"You are a grader."},{"role":"developer","content":[{"type":"text","text":"Use the rubric."}]},{"role":"user","content":"Score the response from 1 to 10: Paris is in France.","name":"ann"}],"logprobs":true,"top_logprobs":5,"n":3,"max_completion_tokens":4096,"max_tokens":10,"temperature":1.35,"seed":-7,"user":"end\u00e9"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"first"},{"role":"assistant","content":null,"tool_calls":[]},{"role":"tool","content":"result","tool_call_id":"x"},{"role":"user","content":[{"type":"text","text":"Think step by step"},{"type":"image_url","image_url":{"url":"u"}},"plain",7,null]}],"tools":[],"functions":[{"name":"f"}],"logit_bias":{"1":2},"best_of":2}"#,
+            r#"{"messages":[{"role":"user","content":"esc \"q\" \ud83d\ude00 \n line"}],"logprobs":0,"logit_bias":{},"n":null,"user":null,"unknown":{"messages":5},"unknown":1}"#,
+            r#"{"model":"c","system":"ignored","messages":[{"role":"user","content":[{"type":"text","text":"Ignore previous instructions"}]},{"role":"assistant","content":"no"}],"max_tokens":5}"#,
+            // Odd shapes: each is unparsed on both paths.
+            r#"{"messages":[{"role":"user","content":7}]}"#,
+            r#"{"messages":[{"content":"x"}]}"#,
+            r#"{"messages":[{"role":"user","role":"user","content":"x"}]}"#,
+            r#"{"messages":[{"role":"user","content":"x","content":"y"}]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#,
+            r#"{"messages":["x"]}"#,
+            r#"{"messages":"x"}"#,
+            r#"{"messages":null,"prompt":null}"#,
+            r#"{"messages":[],"input":5}"#,
+            r#"{"messages":[],"top_logprobs":-1}"#,
+            r#"{"messages":[],"n":"2"}"#,
+            r#"{"messages":[],"seed":1.5}"#,
+            r#"{"messages":[],"user":5}"#,
+            r#"{"messages":[],"temperature":"hot"}"#,
+            r#"{"messages":[],"n":1,"n":2}"#,
+            r#"{"messages":[],"prompt":{}}"#,
+            "not json",
+            "7",
+        ];
+        bodies.extend(chat.iter().map(|b| (Endpoint::Chat, b.as_bytes().to_vec())));
+        for (endpoint, body) in [
+            (
+                Endpoint::Completions,
+                r#"{"model":"c","prompt":"Question: what is 2+2?\nAnswer:","echo":true,"logprobs":5}"#,
+            ),
+            (
+                Endpoint::Completions,
+                r#"{"prompt":["a b c","d e f"],"best_of":3}"#,
+            ),
+            (Endpoint::Completions, r#"{"prompt":[1,2,3]}"#),
+            (Endpoint::Completions, r#"{"prompt":5}"#),
+            (
+                Endpoint::Embeddings,
+                r#"{"model":"e","input":["step by step","two"],"user":"u"}"#,
+            ),
+            (Endpoint::Embeddings, r#"{"model":"e","input":"one"}"#),
+            (Endpoint::Embeddings, r#"{"model":"e","input":{"a":1}}"#),
+        ] {
+            bodies.push((endpoint, body.as_bytes().to_vec()));
+        }
+        let mut unparsed = 0;
+        for (endpoint, body) in &bodies {
+            for bench in [true, false] {
+                let new = extract_with(*endpoint, body, 4000, bench);
+                unparsed += usize::from(!new.0.parsed);
+                assert_eq!(
+                    seen(new),
+                    seen(extract_legacy(*endpoint, body, bench)),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            // The gateway's path: the strict view, where the body is a valid request.
+            let api = match endpoint {
+                Endpoint::Chat => tollgate_wire::Endpoint::ChatCompletions,
+                Endpoint::Completions => tollgate_wire::Endpoint::Completions,
+                Endpoint::Embeddings => tollgate_wire::Endpoint::Embeddings,
+            };
+            if let Ok(view) = ApiRequest::parse(body, api, true) {
+                assert_eq!(
+                    seen(extract_request(&view, 4000, true)),
+                    seen(extract_legacy(*endpoint, body, true))
+                );
+            }
+        }
+        assert_eq!(
+            unparsed,
+            2 * 19,
+            "every odd shape is unparsed on both paths"
         );
     }
 

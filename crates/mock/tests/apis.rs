@@ -48,6 +48,12 @@ async fn send(
     )
 }
 
+/// POSTs `body` to `path` below the mock's base URL.
+async fn post(mock: &MockUpstream, path: &str, body: &Value) -> (StatusCode, String, Bytes) {
+    let url = format!("{}{path}", mock.base_url());
+    send(&client(), Method::POST, &url, Some(body)).await
+}
+
 /// Named events: (event line, data JSON); the event line must equal `data.type`.
 fn named_events(body: &[u8]) -> Vec<(String, Value)> {
     let text = std::str::from_utf8(body).unwrap();
@@ -158,14 +164,7 @@ async fn streamed_response_has_the_typed_events() {
     })
     .await
     .unwrap();
-    let c = client();
-    let (status, ct, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/responses", mock.base_url()),
-        Some(&responses_body(true)),
-    )
-    .await;
+    let (status, ct, body) = post(&mock, "/responses", &responses_body(true)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "text/event-stream");
     let ev = named_events(&body);
@@ -198,13 +197,7 @@ async fn streamed_response_has_the_typed_events() {
     // A limit below the answer: cut, and `response.incomplete`.
     let mut b = responses_body(true);
     b["max_output_tokens"] = json!(2);
-    let (_, _, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/responses", mock.base_url()),
-        Some(&b),
-    )
-    .await;
+    let (_, _, body) = post(&mock, "/responses", &b).await;
     let ev = named_events(&body);
     let last = ev.last().unwrap();
     assert_eq!(last.0, "response.incomplete");
@@ -264,14 +257,7 @@ async fn plain_message_with_cache_usage() {
     })
     .await
     .unwrap();
-    let c = client();
-    let (status, _, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/messages", mock.base_url()),
-        Some(&messages_body(false)),
-    )
-    .await;
+    let (status, _, body) = post(&mock, "/messages", &messages_body(false)).await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["type"], "message");
@@ -291,11 +277,10 @@ async fn plain_message_with_cache_usage() {
     assert_eq!(req.header("x-api-key"), Some("sk-ant-test"));
     assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
 
-    let (status, _, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/messages/count_tokens", mock.base_url()),
-        Some(&json!({"model": "c", "messages": [{"role": "user", "content": "x y z"}]})),
+    let (status, _, body) = post(
+        &mock,
+        "/messages/count_tokens",
+        &json!({"model": "c", "messages": [{"role": "user", "content": "x y z"}]}),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -315,16 +300,9 @@ async fn streamed_message_has_anthropic_events() {
     })
     .await
     .unwrap();
-    let c = client();
     let mut b = messages_body(true);
     b["max_tokens"] = json!(3);
-    let (status, ct, body) = send(
-        &c,
-        Method::POST,
-        &format!("{}/messages", mock.base_url()),
-        Some(&b),
-    )
-    .await;
+    let (status, ct, body) = post(&mock, "/messages", &b).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "text/event-stream");
     let ev = named_events(&body);

@@ -49,6 +49,13 @@ pub fn restrict(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The permission bits of `path` (`0o600` for an owner-only file).
+#[cfg(unix)]
+pub fn mode(path: &Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}
+
 fn restrict_open(file: &File) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -72,9 +79,8 @@ mod tests {
     use super::*;
 
     fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        super::mode(path).unwrap()
     }
-
     #[test]
     fn new_dirs_and_files_are_owner_only_and_old_files_are_tightened() {
         let tmp = tempfile::tempdir().unwrap();

@@ -43,17 +43,57 @@ impl SqliteStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs `write` in a transaction that also records a change of `kind` to `id` (for the
+    /// change feed), and commits.
+    async fn write_changed<T, F>(
+        &self,
+        kind: ChangeKind,
+        id: String,
+        write: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let out = write(&tx)?;
+            change(&tx, kind, &id)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The rows `sql` selects with `params`, each read by `row`.
+    async fn rows<T, P>(
+        &self,
+        sql: &'static str,
+        params: P,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.call(move |c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt
+                .query_map(params, row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     // ----- organizations -----
 
     pub async fn insert_organization(&self, org: Organization) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::Organization, org.id.clone(), move |tx| {
             tx.execute(
                 "INSERT INTO organizations (id, name, parent_id, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![org.id, org.name, org.parent, org.state.as_str(), to_micros(org.created_at)],
             )?;
-            change(&tx, ChangeKind::Organization, &org.id)?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -73,28 +113,22 @@ impl SqliteStore {
     }
 
     pub async fn organizations(&self) -> Result<Vec<Organization>, StoreError> {
-        self.call(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, name, parent_id, state, created_at FROM organizations ORDER BY created_at, id",
-            )?;
-            let rows = stmt.query_map([], org_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT id, name, parent_id, state, created_at FROM organizations ORDER BY created_at, id",
+            [],
+            org_row,
+        )
         .await
     }
 
     /// The organization and all its descendants, by id.
     pub async fn subtree(&self, id: &str) -> Result<Vec<String>, StoreError> {
         let id = id.to_owned();
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "WITH RECURSIVE t(id) AS (SELECT id FROM organizations WHERE id = ?1 UNION SELECT o.id FROM organizations o JOIN t ON o.parent_id = t.id) SELECT id FROM t",
-            )?;
-            let rows = stmt
-                .query_map([id], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "WITH RECURSIVE t(id) AS (SELECT id FROM organizations WHERE id = ?1 UNION SELECT o.id FROM organizations o JOIN t ON o.parent_id = t.id) SELECT id FROM t",
+            [id],
+            |r| r.get::<_, String>(0),
+        )
         .await
     }
 
@@ -104,14 +138,11 @@ impl SqliteStore {
         state: AccountState,
     ) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::Organization, id.clone(), move |tx| {
             let n = tx.execute(
                 "UPDATE organizations SET state = ?2 WHERE id = ?1",
                 params![id, state.as_str()],
             )?;
-            change(&tx, ChangeKind::Organization, &id)?;
-            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -120,14 +151,11 @@ impl SqliteStore {
     // ----- projects -----
 
     pub async fn insert_project(&self, p: Project) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::Project, p.id.clone(), move |tx| {
             tx.execute(
                 "INSERT INTO projects (id, org_id, name, rpm, tpm, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![p.id, p.organization, p.name, opt_i64(p.rpm), opt_i64(p.tpm), to_micros(p.created_at)],
             )?;
-            change(&tx, ChangeKind::Project, &p.id)?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -148,15 +176,11 @@ impl SqliteStore {
 
     pub async fn projects(&self, org: Option<&str>) -> Result<Vec<Project>, StoreError> {
         let org = org.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, org_id, name, rpm, tpm, created_at FROM projects WHERE ?1 IS NULL OR org_id = ?1 ORDER BY created_at, id",
-            )?;
-            let rows = stmt
-                .query_map([org], project_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT id, org_id, name, rpm, tpm, created_at FROM projects WHERE ?1 IS NULL OR org_id = ?1 ORDER BY created_at, id",
+            [org],
+            project_row,
+        )
         .await
     }
 
@@ -320,50 +344,40 @@ impl SqliteStore {
 
     /// Adds a price entry; an entry for the same model and time is replaced.
     pub async fn put_price(&self, p: PriceRow) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::Price, p.model.clone(), move |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO prices (model, effective_from, input_price, cached_input_price, output_price, cache_write_price) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![p.model, to_micros(p.effective_from), p.input_price, p.cached_input_price, p.output_price, p.cache_write_price],
             )?;
-            change(&tx, ChangeKind::Price, &p.model)?;
-            tx.commit()?;
             Ok(())
         })
         .await
     }
 
     pub async fn prices(&self) -> Result<Vec<PriceRow>, StoreError> {
-        self.call(|c| {
-            let mut stmt = c.prepare(
-                "SELECT model, input_price, cached_input_price, output_price, effective_from, cache_write_price FROM prices ORDER BY model, effective_from",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(PriceRow {
-                        model: r.get(0)?,
-                        input_price: r.get(1)?,
-                        cached_input_price: r.get(2)?,
-                        output_price: r.get(3)?,
-                        effective_from: from_micros(r.get(4)?),
-                        cache_write_price: r.get(5)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT model, input_price, cached_input_price, output_price, effective_from, cache_write_price FROM prices ORDER BY model, effective_from",
+            [],
+            |r| {
+            Ok(PriceRow {
+                model: r.get(0)?,
+                input_price: r.get(1)?,
+                cached_input_price: r.get(2)?,
+                output_price: r.get(3)?,
+                effective_from: from_micros(r.get(4)?),
+                cache_write_price: r.get(5)?,
+            })
+        },
+        )
         .await
     }
 
     pub async fn put_contract(&self, k: ContractRow) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::Contract, k.organization.clone(), move |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO contracts (org_id, effective_from, discount_percent, monthly_commitment) VALUES (?1, ?2, ?3, ?4)",
                 params![k.organization, to_micros(k.effective_from), k.discount_percent, k.monthly_commitment],
             )?;
-            change(&tx, ChangeKind::Contract, &k.organization)?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -371,55 +385,45 @@ impl SqliteStore {
 
     pub async fn contracts(&self, org: Option<&str>) -> Result<Vec<ContractRow>, StoreError> {
         let org = org.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT org_id, discount_percent, monthly_commitment, effective_from FROM contracts WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, effective_from",
-            )?;
-            let rows = stmt
-                .query_map([org], |r| {
-                    Ok(ContractRow {
-                        organization: r.get(0)?,
-                        discount_percent: r.get(1)?,
-                        monthly_commitment: r.get(2)?,
-                        effective_from: from_micros(r.get(3)?),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT org_id, discount_percent, monthly_commitment, effective_from FROM contracts WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, effective_from",
+            [org],
+            |r| {
+            Ok(ContractRow {
+                organization: r.get(0)?,
+                discount_percent: r.get(1)?,
+                monthly_commitment: r.get(2)?,
+                effective_from: from_micros(r.get(3)?),
+            })
+        },
+        )
         .await
     }
 
     pub async fn put_budget(&self, b: BudgetRow) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::Budget, b.organization.clone(), move |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO budgets (org_id, project_id, monthly_limit) VALUES (?1, ?2, ?3)",
                 params![b.organization, b.project.unwrap_or_default(), b.monthly_limit],
             )?;
-            change(&tx, ChangeKind::Budget, &b.organization)?;
-            tx.commit()?;
             Ok(())
         })
         .await
     }
 
     pub async fn budgets(&self) -> Result<Vec<BudgetRow>, StoreError> {
-        self.call(|c| {
-            let mut stmt =
-                c.prepare("SELECT org_id, project_id, monthly_limit FROM budgets ORDER BY org_id")?;
-            let rows = stmt
-                .query_map([], |r| {
-                    let project: String = r.get(1)?;
-                    Ok(BudgetRow {
-                        organization: r.get(0)?,
-                        project: (!project.is_empty()).then_some(project),
-                        monthly_limit: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT org_id, project_id, monthly_limit FROM budgets ORDER BY org_id",
+            [],
+            |r| {
+                let project: String = r.get(1)?;
+                Ok(BudgetRow {
+                    organization: r.get(0)?,
+                    project: (!project.is_empty()).then_some(project),
+                    monthly_limit: r.get(2)?,
+                })
+            },
+        )
         .await
     }
 
@@ -438,23 +442,19 @@ impl SqliteStore {
 
     pub async fn audit(&self, org: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
         let org = org.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT time, actor, action, org_id, reason FROM audit_log WHERE ?1 IS NULL OR org_id = ?1 ORDER BY seq",
-            )?;
-            let rows = stmt
-                .query_map([org], |r| {
-                    Ok(AuditEntry {
-                        time: from_micros(r.get(0)?),
-                        actor: r.get(1)?,
-                        action: r.get(2)?,
-                        organization: r.get(3)?,
-                        reason: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT time, actor, action, org_id, reason FROM audit_log WHERE ?1 IS NULL OR org_id = ?1 ORDER BY seq",
+            [org],
+            |r| {
+            Ok(AuditEntry {
+                time: from_micros(r.get(0)?),
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                organization: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        },
+        )
         .await
     }
 
@@ -484,11 +484,8 @@ impl SqliteStore {
     // ----- enforcement (guard) state -----
 
     pub async fn insert_owner_key(&self, k: OwnerKey) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            insert_owner_key_row(&tx, &k, false)?;
-            change(&tx, ChangeKind::OwnerKey, &k.id)?;
-            tx.commit()?;
+        self.write_changed(ChangeKind::OwnerKey, k.id.clone(), move |tx| {
+            insert_owner_key_row(tx, &k, false)?;
             Ok(())
         })
         .await
@@ -541,11 +538,8 @@ impl SqliteStore {
     }
 
     pub async fn insert_owner_report(&self, r: OwnerReport) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            insert_report_row(&tx, &r, false)?;
-            change(&tx, ChangeKind::OwnerReport, &r.id)?;
-            tx.commit()?;
+        self.write_changed(ChangeKind::OwnerReport, r.id.clone(), move |tx| {
+            insert_report_row(tx, &r, false)?;
             Ok(())
         })
         .await
@@ -553,23 +547,19 @@ impl SqliteStore {
 
     pub async fn owner_reports(&self, owner: Option<&str>) -> Result<Vec<OwnerReport>, StoreError> {
         let owner = owner.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, time, owner, org_id, reason FROM owner_reports WHERE ?1 IS NULL OR owner = ?1 ORDER BY seq",
-            )?;
-            let rows = stmt
-                .query_map([owner], |r| {
-                    Ok(OwnerReport {
-                        id: r.get(0)?,
-                        time: from_micros(r.get(1)?),
-                        owner: r.get(2)?,
-                        organization: r.get(3)?,
-                        reason: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT id, time, owner, org_id, reason FROM owner_reports WHERE ?1 IS NULL OR owner = ?1 ORDER BY seq",
+            [owner],
+            |r| {
+            Ok(OwnerReport {
+                id: r.get(0)?,
+                time: from_micros(r.get(1)?),
+                owner: r.get(2)?,
+                organization: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        },
+        )
         .await
     }
 
@@ -578,11 +568,8 @@ impl SqliteStore {
         r: OwnerReview,
         replace: bool,
     ) -> Result<bool, StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            let stored = insert_review_row(&tx, &r, !replace)?;
-            change(&tx, ChangeKind::OwnerReview, &r.organization)?;
-            tx.commit()?;
+        self.write_changed(ChangeKind::OwnerReview, r.organization.clone(), move |tx| {
+            let stored = insert_review_row(tx, &r, !replace)?;
             Ok(stored)
         })
         .await
@@ -594,14 +581,11 @@ impl SqliteStore {
         owner: Option<&str>,
     ) -> Result<usize, StoreError> {
         let (org, owner) = (org.to_owned(), owner.map(str::to_owned));
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::OwnerReview, org.clone(), move |tx| {
             let n = tx.execute(
                 "DELETE FROM owner_reviews WHERE org_id = ?1 AND (?2 IS NULL OR owner = ?2)",
                 params![org, owner],
             )?;
-            change(&tx, ChangeKind::OwnerReview, &org)?;
-            tx.commit()?;
             Ok(n)
         })
         .await
@@ -609,23 +593,19 @@ impl SqliteStore {
 
     pub async fn owner_reviews(&self, org: Option<&str>) -> Result<Vec<OwnerReview>, StoreError> {
         let org = org.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT org_id, owner, state, since, reason FROM owner_reviews WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, owner",
-            )?;
-            let rows = stmt
-                .query_map([org], |r| {
-                    Ok(OwnerReview {
-                        organization: r.get(0)?,
-                        owner: r.get(1)?,
-                        state: OwnerReviewState::parse(&r.get::<_, String>(2)?),
-                        since: from_micros(r.get(3)?),
-                        reason: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT org_id, owner, state, since, reason FROM owner_reviews WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, owner",
+            [org],
+            |r| {
+            Ok(OwnerReview {
+                organization: r.get(0)?,
+                owner: r.get(1)?,
+                state: OwnerReviewState::parse(&r.get::<_, String>(2)?),
+                since: from_micros(r.get(3)?),
+                reason: r.get(4)?,
+            })
+        },
+        )
         .await
     }
 
@@ -634,20 +614,21 @@ impl SqliteStore {
         e: GuardExemption,
         exempt: bool,
     ) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            if exempt {
-                insert_exemption_row(&tx, &e)?;
-            } else {
-                tx.execute(
-                    "DELETE FROM guard_exemptions WHERE org_id = ?1 AND owner = ?2",
-                    params![e.organization, e.owner.as_deref().unwrap_or_default()],
-                )?;
-            }
-            change(&tx, ChangeKind::GuardExemption, &e.organization)?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.write_changed(
+            ChangeKind::GuardExemption,
+            e.organization.clone(),
+            move |tx| {
+                if exempt {
+                    insert_exemption_row(tx, &e)?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM guard_exemptions WHERE org_id = ?1 AND owner = ?2",
+                        params![e.organization, e.owner.as_deref().unwrap_or_default()],
+                    )?;
+                }
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -656,30 +637,23 @@ impl SqliteStore {
         org: Option<&str>,
     ) -> Result<Vec<GuardExemption>, StoreError> {
         let org = org.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT org_id, owner FROM guard_exemptions WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, owner",
-            )?;
-            let rows = stmt
-                .query_map([org], |r| {
-                    let owner: String = r.get(1)?;
-                    Ok(GuardExemption {
-                        organization: r.get(0)?,
-                        owner: (!owner.is_empty()).then_some(owner),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT org_id, owner FROM guard_exemptions WHERE ?1 IS NULL OR org_id = ?1 ORDER BY org_id, owner",
+            [org],
+            |r| {
+            let owner: String = r.get(1)?;
+            Ok(GuardExemption {
+                organization: r.get(0)?,
+                owner: (!owner.is_empty()).then_some(owner),
+            })
+        },
+        )
         .await
     }
 
     pub async fn insert_guard_action(&self, a: PolicyAction) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            insert_action_row(&tx, &a, false)?;
-            change(&tx, ChangeKind::GuardAction, &a.organization)?;
-            tx.commit()?;
+        self.write_changed(ChangeKind::GuardAction, a.organization.clone(), move |tx| {
+            insert_action_row(tx, &a, false)?;
             Ok(())
         })
         .await
@@ -687,11 +661,8 @@ impl SqliteStore {
 
     pub async fn clear_guard_actions(&self, org: &str) -> Result<usize, StoreError> {
         let org = org.to_owned();
-        self.call(move |c| {
-            let tx = c.transaction()?;
+        self.write_changed(ChangeKind::GuardAction, org.clone(), move |tx| {
             let n = tx.execute("DELETE FROM guard_actions WHERE org_id = ?1", [&org])?;
-            change(&tx, ChangeKind::GuardAction, &org)?;
-            tx.commit()?;
             Ok(n)
         })
         .await
@@ -699,25 +670,21 @@ impl SqliteStore {
 
     pub async fn guard_actions(&self, org: Option<&str>) -> Result<Vec<PolicyAction>, StoreError> {
         let org = org.map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, org_id, policy, action, score, threshold, time FROM guard_actions WHERE ?1 IS NULL OR org_id = ?1 ORDER BY seq",
-            )?;
-            let rows = stmt
-                .query_map([org], |r| {
-                    Ok(PolicyAction {
-                        id: r.get(0)?,
-                        organization: r.get(1)?,
-                        policy: r.get(2)?,
-                        action: r.get(3)?,
-                        score: r.get(4)?,
-                        threshold: r.get(5)?,
-                        time: from_micros(r.get(6)?),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.rows(
+            "SELECT id, org_id, policy, action, score, threshold, time FROM guard_actions WHERE ?1 IS NULL OR org_id = ?1 ORDER BY seq",
+            [org],
+            |r| {
+            Ok(PolicyAction {
+                id: r.get(0)?,
+                organization: r.get(1)?,
+                policy: r.get(2)?,
+                action: r.get(3)?,
+                score: r.get(4)?,
+                threshold: r.get(5)?,
+                time: from_micros(r.get(6)?),
+            })
+        },
+        )
         .await
     }
 
@@ -779,12 +746,8 @@ impl SqliteStore {
 
     /// Every small value (for migrations).
     pub async fn values(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.call(|c| {
-            let mut stmt = c.prepare("SELECT key, value FROM kv ORDER BY key")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+        self.rows("SELECT key, value FROM kv ORDER BY key", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
         })
         .await
     }
@@ -1140,16 +1103,7 @@ fn usage_query(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageAggregate>, S
                 model: row.model.clone(),
                 ..UsageAggregate::default()
             });
-        e.requests = e.requests.saturating_add(row.requests);
-        e.input_tokens = e.input_tokens.saturating_add(row.input_tokens);
-        e.cached_input_tokens = e
-            .cached_input_tokens
-            .saturating_add(row.cached_input_tokens);
-        e.cache_write_input_tokens = e
-            .cache_write_input_tokens
-            .saturating_add(row.cache_write_input_tokens);
-        e.output_tokens = e.output_tokens.saturating_add(row.output_tokens);
-        e.reasoning_tokens = e.reasoning_tokens.saturating_add(row.reasoning_tokens);
+        e.add_counts(&row);
     };
     let from_us = f.from.map(to_micros);
     let to_us = f.to.map(to_micros);

@@ -181,6 +181,22 @@ pub struct UsageAggregate {
     pub reasoning_tokens: u64,
 }
 
+impl UsageAggregate {
+    /// Adds `other`'s counts to these (saturating; the model is kept).
+    pub fn add_counts(&mut self, other: &UsageAggregate) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
+        self.cache_write_input_tokens = self
+            .cache_write_input_tokens
+            .saturating_add(other.cache_write_input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
+    }
+}
+
 /// A price catalogue entry (USD per million tokens, exact decimal strings).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PriceRow {

@@ -8,6 +8,8 @@
 //! Failures here are test-setup failures, so they are reported with `Result<_, String>` and the
 //! tests unwrap them with a message naming the missing piece.
 
+pub mod fuzz;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -631,19 +631,7 @@ pub fn from_chat_completion(
     body: &[u8],
     ctx: &MessageContext,
 ) -> Result<(Vec<u8>, Option<Usage>), RequestError> {
-    #[derive(Deserialize)]
-    struct Completion {
-        #[serde(default)]
-        choices: Vec<Value>,
-        #[serde(default)]
-        usage: Option<Usage>,
-    }
-    let c: Completion = serde_json::from_slice(body).map_err(|e| {
-        RequestError::new(
-            format!("The upstream's chat completion is not valid: {e}"),
-            None,
-        )
-    })?;
+    let c = crate::out::ChatCompletion::read(body)?;
     let choice = c.choices.first().cloned().unwrap_or(Value::Null);
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
@@ -939,14 +927,9 @@ impl ChatToMessagesStream {
     /// Feeds one chat chunk's `data` (not `[DONE]`); appends the client's events to `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.start(out);
-        let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
+        let Some(chunk) = crate::out::chat_chunk(data, &mut self.usage) else {
             return;
         };
-        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null())
-            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
-        {
-            self.usage = Some(u);
-        }
         if self.finished {
             return;
         }

@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod error;
 pub mod out;
+pub mod prompt;
 pub mod request;
 pub mod responses;
 pub mod sse;

@@ -68,3 +68,36 @@ pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 pub(crate) fn json_text(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
+
+/// A chat stream chunk's JSON (`None` when the data is not JSON), its `usage` (when given)
+/// stored in `usage`: the first step of every translator fed chat chunks.
+pub(crate) fn chat_chunk(data: &[u8], usage: &mut Option<Usage>) -> Option<Value> {
+    let chunk = serde_json::from_slice::<Value>(data).ok()?;
+    if let Some(u) = chunk.get("usage").filter(|u| !u.is_null())
+        && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
+    {
+        *usage = Some(u);
+    }
+    Some(chunk)
+}
+
+/// The parts of a plain chat completion the translators read.
+#[derive(serde::Deserialize)]
+pub(crate) struct ChatCompletion {
+    #[serde(default)]
+    pub choices: Vec<Value>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+impl ChatCompletion {
+    /// Reads an upstream's chat completion body.
+    pub fn read(body: &[u8]) -> Result<Self, crate::request::RequestError> {
+        serde_json::from_slice(body).map_err(|e| {
+            crate::request::RequestError::new(
+                format!("The upstream's chat completion is not valid: {e}"),
+                None,
+            )
+        })
+    }
+}

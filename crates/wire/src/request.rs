@@ -9,8 +9,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::prompt::{self, Key};
 
 /// The inference endpoints of the front door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +112,10 @@ pub struct ApiRequest<'a> {
     pub prompt_bytes: usize,
     /// The API of the body (decides whether a stream's rewrite asks for the usage chunk).
     endpoint: Endpoint,
+    /// Length of the body in bytes.
+    body_len: usize,
+    /// The message list (chat and Messages bodies), read once when the body is parsed.
+    messages: Option<prompt::Messages<'a>>,
 }
 
 /// Limits the usage policy puts on a request (the guard's action): drop the log-probability
@@ -126,27 +132,6 @@ impl Restrict {
         strip_logprobs: false,
         max_n: None,
     };
-}
-
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
 }
 
 struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
@@ -203,13 +188,6 @@ fn duplicate_key(key: &str) -> RequestError {
     )
 }
 
-/// A chat message's head: only the role is checked; content passes through.
-#[derive(Deserialize)]
-struct MessageHead<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-}
-
 fn type_error(param: &'static str, expected: &str) -> RequestError {
     RequestError::new(
         format!("Invalid type for '{param}': expected {expected}."),
@@ -236,19 +214,9 @@ impl<'a> ApiRequest<'a> {
         if let Some(key) = first_duplicate(&fields) {
             return Err(duplicate_key(key));
         }
-        let mut req = ApiRequest {
-            fields,
-            model: None,
-            stream: false,
-            include_usage: false,
-            max_tokens: None,
-            n: None,
-            best_of: None,
-            asks_logprobs: false,
-            prompt_bytes: 0,
-            endpoint,
-        };
+        let mut req = ApiRequest::uninterpreted(fields, endpoint, body.len());
         let mut has_prompt = false;
+        let mut messages = None;
         let prompt_field = endpoint.prompt_field();
         for (name, raw) in &req.fields {
             let raw_str = raw.get();
@@ -331,9 +299,10 @@ impl<'a> ApiRequest<'a> {
             if name == prompt_field {
                 has_prompt = true;
                 req.prompt_bytes = raw_str.len();
-                check_prompt(endpoint, raw_str)?;
+                messages = check_prompt(endpoint, raw)?;
             }
         }
+        req.messages = messages;
         if req.model.is_none() && !model_in_path {
             return Err(RequestError::new(
                 "you must provide a model parameter",
@@ -353,6 +322,58 @@ impl<'a> ApiRequest<'a> {
             ));
         }
         Ok(req)
+    }
+
+    /// Splits a body into its top-level fields and checks nothing else: for offline tools
+    /// (replay, evaluation) whose recorded bodies need not be complete requests. The interpreted
+    /// fields are left at their defaults; only a body that is not a JSON object is refused.
+    pub fn read(body: &'a [u8], endpoint: Endpoint) -> Result<Self, RequestError> {
+        let Fields(fields) = serde_json::from_slice::<Fields<'a>>(body)
+            .map_err(|e| RequestError::new(format!("The body is not a JSON object: {e}"), None))?;
+        Ok(ApiRequest::uninterpreted(fields, endpoint, body.len()))
+    }
+
+    /// The view of `fields` with the interpreted fields at their defaults.
+    fn uninterpreted(
+        fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+        endpoint: Endpoint,
+        body_len: usize,
+    ) -> Self {
+        ApiRequest {
+            fields,
+            model: None,
+            stream: false,
+            include_usage: false,
+            max_tokens: None,
+            n: None,
+            best_of: None,
+            asks_logprobs: false,
+            prompt_bytes: 0,
+            endpoint,
+            body_len,
+            messages: None,
+        }
+    }
+
+    /// The message list of a chat or Messages body that [`ApiRequest::parse`] read (texts
+    /// borrowed from the body): the token estimate and the detector read it from here.
+    pub fn messages(&self) -> Option<&prompt::Messages<'a>> {
+        self.messages.as_ref()
+    }
+
+    /// The API of the body.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// Length of the body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body_len
+    }
+
+    /// The top-level fields in body order: name and raw JSON.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
     /// The raw JSON of a top-level field.
@@ -394,15 +415,6 @@ impl<'a> ApiRequest<'a> {
             .sum();
         let mut out = Vec::with_capacity(total + upstream_model.len() + 48);
         out.push(b'{');
-        let mut first = true;
-        let mut push_key = |out: &mut Vec<u8>, key: &str| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_json_str(out, key);
-            out.push(b':');
-        };
         let mut wrote_model = false;
         let mut wrote_options = false;
         for (k, v) in &self.fields {
@@ -447,107 +459,101 @@ impl<'a> ApiRequest<'a> {
 
     /// Texts of the prompt (message contents, prompt strings or embedding inputs), for counting
     /// tokens where the upstream reports none. Returns the texts and the number of chat messages.
+    /// Read with [`crate::prompt`], the reader the distillation detector's features use too.
     pub fn prompt_texts(&self, endpoint: Endpoint) -> (Vec<String>, usize) {
         let Some(raw) = self.field(endpoint.prompt_field()) else {
             return (Vec::new(), 0);
         };
-        let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
         let mut texts = Vec::new();
         let mut messages = 0;
         match endpoint {
-            Endpoint::ChatCompletions => {
-                if let serde_json::Value::Array(items) = value {
-                    messages = items.len();
-                    for m in items {
-                        collect_text(m.get("content"), &mut texts);
-                        if let Some(name) = m.get("name").and_then(|n| n.as_str()) {
-                            texts.push(name.to_owned());
-                        }
+            Endpoint::ChatCompletions | Endpoint::Messages => {
+                let read;
+                let list = match &self.messages {
+                    Some(m) => &m.list,
+                    None => {
+                        read = prompt::read_messages(raw);
+                        &read.list
+                    }
+                };
+                messages = list.len();
+                for m in list {
+                    texts.extend(m.content.pieces().map(str::to_owned));
+                    if endpoint == Endpoint::ChatCompletions
+                        && let Some(name) = &m.name
+                    {
+                        texts.push(name.to_string());
                     }
                 }
-            }
-            Endpoint::Messages => {
-                if let serde_json::Value::Array(items) = value {
-                    messages = items.len();
-                    for m in items {
-                        collect_text(m.get("content"), &mut texts);
-                    }
-                }
-                if let Some(system) = self.field("system")
-                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(system.get())
+                if endpoint == Endpoint::Messages
+                    && let Some(system) = self.field("system")
                 {
                     messages += 1;
-                    collect_text(Some(&v), &mut texts);
+                    texts.extend(
+                        prompt::read_text(system)
+                            .0
+                            .into_pieces()
+                            .map(Cow::into_owned),
+                    );
                 }
             }
             Endpoint::Responses => {
-                match &value {
-                    serde_json::Value::Array(items) => {
-                        messages = items.len();
-                        for item in items {
-                            collect_text(item.get("content"), &mut texts);
-                            for key in ["output", "arguments"] {
-                                if let Some(serde_json::Value::String(s)) = item.get(key) {
-                                    texts.push(s.clone());
-                                }
-                            }
-                        }
+                if raw.get().starts_with('[') {
+                    let list = prompt::read_messages(raw).list;
+                    messages = list.len();
+                    for m in list {
+                        texts.extend(
+                            m.content
+                                .into_pieces()
+                                .chain(m.output.into_pieces())
+                                .map(Cow::into_owned),
+                        );
                     }
-                    other => {
-                        messages = 1;
-                        collect_text(Some(other), &mut texts);
-                    }
+                } else {
+                    messages = 1;
+                    texts.extend(prompt::read_text(raw).0.into_pieces().map(Cow::into_owned));
                 }
                 if let Some(i) = self.field("instructions")
-                    && let Ok(serde_json::Value::String(s)) = serde_json::from_str(i.get())
+                    && let Ok(s) = serde_json::from_str::<String>(i.get())
                 {
                     messages += 1;
                     texts.push(s);
                 }
             }
-            Endpoint::Completions | Endpoint::Embeddings => collect_text(Some(&value), &mut texts),
+            Endpoint::Completions | Endpoint::Embeddings => {
+                texts.extend(prompt::read_text(raw).0.into_pieces().map(Cow::into_owned));
+            }
         }
         (texts, messages)
     }
 }
 
-fn collect_text(v: Option<&serde_json::Value>, out: &mut Vec<String>) {
-    match v {
-        Some(serde_json::Value::String(s)) => out.push(s.clone()),
-        Some(serde_json::Value::Array(items)) => {
-            for item in items {
-                match item {
-                    serde_json::Value::String(s) => out.push(s.clone()),
-                    serde_json::Value::Object(o) => {
-                        if let Some(serde_json::Value::String(t)) = o.get("text") {
-                            out.push(t.clone());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
+/// Checks the prompt field; a message list is read (once) and returned.
+fn check_prompt<'a>(
+    endpoint: Endpoint,
+    raw: &'a RawValue,
+) -> Result<Option<prompt::Messages<'a>>, RequestError> {
+    let messages = || {
+        let m = prompt::read_messages(raw);
+        (raw.get().starts_with('[') && m.heads_ok).then_some(m)
+    };
+    let role = |m: &prompt::Message<'a>| m.role_name.clone().unwrap_or_default();
     match endpoint {
         Endpoint::ChatCompletions => {
-            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+            let messages = messages().ok_or_else(|| {
                 RequestError::new(
                     "Invalid type for 'messages': expected an array of message objects, each with a string 'role'.",
                     Some("messages"),
                 )
             })?;
-            if messages.is_empty() {
+            if messages.list.is_empty() {
                 return Err(RequestError::new(
                     "Invalid 'messages': empty array. Expected an array with minimum length 1.",
                     Some("messages"),
                 ));
             }
-            for m in &messages {
-                match m.role.as_ref() {
+            for m in &messages.list {
+                match role(m).as_ref() {
                     "system" | "user" | "assistant" | "tool" | "function" | "developer" => {}
                     other => {
                         return Err(RequestError::new(
@@ -557,37 +563,38 @@ fn check_prompt(endpoint: Endpoint, raw: &str) -> Result<(), RequestError> {
                     }
                 }
             }
-            Ok(())
+            Ok(Some(messages))
         }
         Endpoint::Messages => {
-            let messages: Vec<MessageHead<'_>> = serde_json::from_str(raw).map_err(|_| {
+            let messages = messages().ok_or_else(|| {
                 RequestError::new(
                     "messages: Input should be a list of messages, each with a 'role'",
                     Some("messages"),
                 )
             })?;
-            for m in &messages {
-                if !matches!(m.role.as_ref(), "user" | "assistant") {
+            for m in &messages.list {
+                let role = role(m);
+                if !matches!(role.as_ref(), "user" | "assistant") {
                     return Err(RequestError::new(
                         format!(
-                            "messages.role: Input should be 'user' or 'assistant', not '{}'",
-                            m.role
+                            "messages.role: Input should be 'user' or 'assistant', not '{role}'"
                         ),
                         Some("messages"),
                     ));
                 }
             }
-            Ok(())
+            Ok(Some(messages))
         }
         Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
             let param = endpoint.prompt_field();
             let param: &'static str = if param == "prompt" { "prompt" } else { "input" };
-            let ok = matches!(raw.as_bytes().first(), Some(b'"') | Some(b'['));
+            let ok = matches!(raw.get().as_bytes().first(), Some(b'"') | Some(b'['));
             if !ok {
                 return Err(type_error(param, "a string or an array"));
             }
-            serde_json::from_str::<IgnoredAny>(raw).map_err(|_| type_error(param, "valid JSON"))?;
-            Ok(())
+            serde_json::from_str::<IgnoredAny>(raw.get())
+                .map_err(|_| type_error(param, "valid JSON"))?;
+            Ok(None)
         }
     }
 }
@@ -601,15 +608,6 @@ pub fn set_fields(body: &[u8], set: &[(&str, &str)]) -> Result<Vec<u8>, RequestE
         .map_err(|e| RequestError::new(format!("The body is not a JSON object: {e}"), None))?;
     let mut out = Vec::with_capacity(body.len() + 32);
     out.push(b'{');
-    let mut first = true;
-    let mut push_key = |out: &mut Vec<u8>, key: &str| {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_json_str(out, key);
-        out.push(b':');
-    };
     let mut written = vec![false; set.len()];
     for (k, v) in &fields {
         push_key(&mut out, k);
@@ -634,6 +632,16 @@ pub fn set_fields(body: &[u8], set: &[(&str, &str)]) -> Result<Vec<u8>, RequestE
 /// A JSON string literal for `s` (quoted and escaped).
 pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// Writes `"key":` into an object being written into `out` (which starts with its `{`), after a
+/// comma unless it is the object's first key.
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    write_json_str(out, key);
+    out.push(b':');
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {

@@ -453,19 +453,7 @@ pub fn from_chat_completion(
     body: &[u8],
     ctx: &ResponseContext,
 ) -> Result<(Vec<u8>, Option<Usage>), RequestError> {
-    #[derive(Deserialize)]
-    struct Completion {
-        #[serde(default)]
-        choices: Vec<Value>,
-        #[serde(default)]
-        usage: Option<Usage>,
-    }
-    let c: Completion = serde_json::from_slice(body).map_err(|e| {
-        RequestError::new(
-            format!("The upstream's chat completion is not valid: {e}"),
-            None,
-        )
-    })?;
+    let c = crate::out::ChatCompletion::read(body)?;
     let mut output = Vec::new();
     let choice = c.choices.first().cloned().unwrap_or(Value::Null);
     let finish = choice.get("finish_reason").and_then(Value::as_str);
@@ -661,14 +649,9 @@ impl ChatToResponsesStream {
     /// Data that is not a chat chunk is ignored.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.start(out);
-        let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
+        let Some(chunk) = crate::out::chat_chunk(data, &mut self.usage) else {
             return;
         };
-        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null())
-            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
-        {
-            self.usage = Some(u);
-        }
         if self.finished {
             return;
         }

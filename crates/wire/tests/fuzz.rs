@@ -15,15 +15,7 @@ use tollgate_wire::{ApiRequest, Endpoint, Restrict};
 
 /// Cases per property: `TOLLGATE_FUZZ_CASES`, else 256.
 fn config() -> ProptestConfig {
-    let cases = std::env::var("TOLLGATE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    tollgate_testkit::fuzz::config(256)
 }
 
 const ENDPOINTS: [Endpoint; 3] = [
@@ -33,7 +25,7 @@ const ENDPOINTS: [Endpoint; 3] = [
 ];
 
 /// Keys the gateway interprets, mixed with arbitrary ones.
-fn key() -> impl Strategy<Value = String> {
+fn key() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         3 => prop::sample::select(vec![
             "model", "stream", "stream_options", "messages", "prompt", "input", "max_tokens",
@@ -47,25 +39,17 @@ fn key() -> impl Strategy<Value = String> {
 
 /// Arbitrary JSON, biased towards the shapes of request bodies.
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
-        "\\PC{0,16}".prop_map(Value::String),
-        prop::sample::select(vec!["user", "system", "assistant", "wizard", "gpt-4o-mini"])
-            .prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+    tollgate_testkit::fuzz::json(
+        vec!["user", "system", "assistant", "wizard", "gpt-4o-mini"],
+        key(),
+        tollgate_testkit::fuzz::Nesting {
+            depth: 4,
+            size: 32,
+            branch: 6,
+            arrays: 6,
+            objects: 6,
+        },
+    )
 }
 
 /// A JSON object body written field by field, so that keys may repeat.

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::chunk;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tollgate_wire::SseSplitter;
@@ -44,14 +47,6 @@ fn events(bytes: &[u8]) -> Vec<(String, Value)> {
     }
     assert_eq!(s.pending(), 0);
     out
-}
-
-fn chunk(delta: Value, finish: Option<&str>) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
-    )
-    .unwrap()
 }
 
 fn usage_chunk(prompt: u64, cached: u64, completion: u64, reasoning: u64) -> Vec<u8> {

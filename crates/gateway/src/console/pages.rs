@@ -117,6 +117,26 @@ fn admin_only(session: &Session) -> Result<(), PageError> {
     }
 }
 
+/// The admin API path of an organization's usage in `month`.
+fn usage_path(org: &str, month: Month) -> String {
+    format!(
+        "/admin/v1/usage?organization={}&from={}&to={}",
+        enc(org),
+        enc(&rfc3339(month.start())),
+        enc(&rfc3339(month.end()))
+    )
+}
+
+/// An administrator's form post with a valid CSRF token.
+fn admin_form(session: &Session, csrf: Option<&str>) -> Result<(), PageError> {
+    admin_only(session)?;
+    if super::csrf_ok(session, csrf) {
+        Ok(())
+    } else {
+        Err(PageError::forbidden())
+    }
+}
+
 fn csrf_field(session: &Session) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -241,17 +261,7 @@ async fn month_usage(
 ) -> Result<(u64, u64), PageError> {
     let (mut requests, mut tokens) = (0u64, 0u64);
     for org in orgs {
-        let u = get_json(
-            app,
-            s,
-            &format!(
-                "/admin/v1/usage?organization={}&from={}&to={}",
-                enc(org),
-                enc(&rfc3339(month.start())),
-                enc(&rfc3339(month.end()))
-            ),
-        )
-        .await?;
+        let u = get_json(app, s, &usage_path(org, month)).await?;
         for row in data(&u) {
             requests = requests.saturating_add(row["requests"].as_u64().unwrap_or(0));
             tokens = tokens
@@ -496,17 +506,7 @@ async fn organization_page(
     }
     let entry = app.tenancy.org(org).ok_or_else(not_found)?;
     let month = month_param(month)?;
-    let usage = get_json(
-        app,
-        s,
-        &format!(
-            "/admin/v1/usage?organization={}&from={}&to={}",
-            enc(org),
-            enc(&rfc3339(month.start())),
-            enc(&rfc3339(month.end()))
-        ),
-    )
-    .await?;
+    let usage = get_json(app, s, &usage_path(org, month)).await?;
     let mut body = notice.unwrap_or_default();
     let parent = entry
         .parent
@@ -836,10 +836,7 @@ pub async fn revoke_key(
 ) -> Response {
     let s = session_or_return!(app, headers, uri);
     let r = async {
-        admin_only(&s)?;
-        if !super::csrf_ok(&s, f.csrf.as_deref()) {
-            return Err(PageError::forbidden());
-        }
+        admin_form(&s, f.csrf.as_deref())?;
         let reply = api(
             &app,
             &s,
@@ -1289,10 +1286,7 @@ pub async fn decide(
 ) -> Response {
     let s = session_or_return!(app, headers, uri);
     let r = async {
-        admin_only(&s)?;
-        if !super::csrf_ok(&s, f.csrf.as_deref()) {
-            return Err(PageError::forbidden());
-        }
+        admin_form(&s, f.csrf.as_deref())?;
         if !matches!(action.as_str(), "reinstate" | "terminate") {
             return Err(PageError::not_found(format!("No action '{action}'.")));
         }

@@ -195,7 +195,7 @@ async fn phases(
         t.model(&model.name, request.view.stream);
     }
     seen.model = Some(model.clone());
-    request.restrict = enforce(app, &key, &model, &front, &body, peer, &headers)?;
+    request.restrict = enforce(app, &key, &model, &request, peer, &headers)?;
     mark(trace, Phase::Enforce);
     let mut admission = admit::admit(app, key, model, &request).await?;
     mark(trace, Phase::Admit);
@@ -393,8 +393,7 @@ fn enforce(
     app: &App,
     key: &KeyEntry,
     model: &ModelEntry,
-    front: &Front,
-    body: &Bytes,
+    request: &Parsed<'_>,
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<Restrict, ApiError> {
@@ -404,8 +403,7 @@ fn enforce(
         &app.tenancy,
         key,
         model,
-        front.endpoint,
-        body,
+        &request.view,
         peer,
         headers,
     )

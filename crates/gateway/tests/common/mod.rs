@@ -255,6 +255,16 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Asserts that `key` is still served (a `gpt-4o-mini` chat with `text` answers 200), then
+    /// stops the gateway.
+    pub async fn serves_then_stops(self, key: &str, text: &str, context: &str) {
+        let r = self
+            .chat(key, json!({"model": "gpt-4o-mini", "messages": user(text)}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{context}: {}", r.text());
+        self.stop().await;
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
