@@ -172,6 +172,19 @@ pub async fn serve(
         tracing::error!(%error, "Ledger flush at shutdown failed.");
     }
     app.guard.persist(&app.store).await;
+    if app.telemetry.is_some() {
+        // The spans still queued go out before the process ends (the export blocks).
+        let traced = app.clone();
+        let exported = tokio::task::spawn_blocking(move || {
+            traced
+                .telemetry
+                .as_ref()
+                .map(crate::telemetry::Telemetry::shutdown)
+        });
+        if let Ok(Some(Err(error))) = exported.await {
+            tracing::warn!(%error, "Trace export at shutdown failed.");
+        }
+    }
     let _ = phase_tx.send(Phase::Done);
     let joined = tokio::task::spawn_blocking(move || {
         for join in joins {
