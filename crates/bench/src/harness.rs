@@ -35,6 +35,9 @@ pub struct Options {
     pub rounds: u32,
     /// Also run a strict SQLite Tollgate from this binary (target `tollgate-versus`).
     pub versus: Option<PathBuf>,
+    /// Also run nginx as a bare keep-alive reverse proxy in front of the plain mock (target
+    /// `nginx`): the cost of one well-made proxy hop, as an anchor for the gateway's.
+    pub nginx: bool,
 }
 
 /// Which mock serves a scenario's model.
@@ -266,6 +269,9 @@ struct Target {
     key: String,
     invalid_key: String,
     proc_pids: Box<dyn Fn() -> Vec<u32> + Send + Sync>,
+    /// Only chat scenarios on the plain mock with a valid key (a bare proxy: no routing by
+    /// model, no authentication).
+    plain_only: bool,
 }
 
 /// The repository root: the nearest directory at or above the current one whose Cargo.toml
@@ -555,6 +561,54 @@ async fn start_litellm(opts: &Options, dir: &Path, mocks: &Mocks) -> anyhow::Res
     .await
 }
 
+/// nginx's `nginx.conf` for a bare keep-alive reverse proxy: every request to `listen` goes to
+/// `upstream` over a pool of kept-alive connections (no buffering of the answer, no access log),
+/// workers as many as cores; `/nginx-health` answers itself.
+fn nginx_config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+events {{\n  worker_connections 8192;\n}}\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+  keepalive_requests 1000000;\n\
+  upstream mock {{\n    server {upstream};\n    keepalive 256;\n    keepalive_requests 1000000;\n  }}\n\
+  server {{\n    listen {listen};\n\
+    location = /nginx-health {{\n      return 200 \"ok\";\n    }}\n\
+    location / {{\n      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+    )
+}
+
+/// The nginx binary: `nginx` on PATH or Debian's `/usr/sbin/nginx`.
+fn nginx_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("nginx"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()))
+}
+
+async fn start_nginx(dir: &Path, mocks: &Mocks) -> anyhow::Result<Proc> {
+    let bin = nginx_binary()
+        .ok_or_else(|| anyhow!("nginx not found (Debian: apt-get install nginx)"))?;
+    let dir = dir.join("nginx");
+    std::fs::create_dir_all(&dir)?;
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
+    let config = dir.join("nginx.conf");
+    std::fs::write(&config, nginx_config(&dir, listen, mocks.plain.addr))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("-p").arg(&dir).arg("-c").arg(&config);
+    procs::spawn_server(
+        "nginx",
+        cmd,
+        listen,
+        "/nginx-health",
+        &dir.join("nginx.log"),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
 /// A prompt of about `bytes` bytes of words.
 fn prompt(bytes: usize) -> String {
     const WORDS: [&str; 8] = [
@@ -776,6 +830,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
                     key,
                     invalid_key: "tg-invalid-key-0000000000000000".into(),
                     proc_pids: Box::new(move || vec![pid]),
+                    plain_only: false,
                 });
                 servers.push(proc);
             }
@@ -797,11 +852,34 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
                     key: "sk-bench-master".into(),
                     invalid_key: "sk-invalid".into(),
                     proc_pids: Box::new(move || procs::process_tree(pid)),
+                    plain_only: false,
                 });
                 servers.push(proc);
             }
             Err(e) => {
                 let msg = format!("litellm skipped: {e:#}");
+                say(&msg);
+                notes.push(msg);
+            }
+        }
+    }
+    if opts.nginx {
+        match start_nginx(dir.path(), &mocks).await {
+            Ok(proc) => {
+                say(format!("nginx ready on {}", proc.addr));
+                let pid = proc.pid();
+                targets.push(Target {
+                    name: "nginx",
+                    addr: proc.addr,
+                    key: "sk-upstream".into(),
+                    invalid_key: "sk-upstream".into(),
+                    proc_pids: Box::new(move || procs::process_tree(pid)),
+                    plain_only: true,
+                });
+                servers.push(proc);
+            }
+            Err(e) => {
+                let msg = format!("nginx skipped: {e:#}");
                 say(&msg);
                 notes.push(msg);
             }
@@ -825,9 +903,15 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
                 key: "sk-upstream".into(),
                 invalid_key: "sk-upstream".into(),
                 proc_pids: Box::new(move || vec![pid]),
+                plain_only: false,
             });
         }
         for t in &targets {
+            if t.plain_only
+                && (sc.upstream != Upstream::Plain || sc.api != Api::Chat || sc.invalid_key)
+            {
+                continue;
+            }
             let (name, addr, key, invalid_key) =
                 (t.name, t.addr, t.key.clone(), t.invalid_key.clone());
             let pids = (t.proc_pids)();
@@ -838,6 +922,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
                 key,
                 invalid_key,
                 proc_pids: Box::new(move || procs::process_tree(root_pid)),
+                plain_only: t.plain_only,
             });
         }
         let burst = matches!(sc.mode, Mode::Burst { .. });
@@ -1096,6 +1181,21 @@ mod tests {
             .find(|p| p.name == "mock-fail")
             .unwrap();
         assert_eq!(fail.base_url.as_deref(), Some("http://127.0.0.1:1004/v1"));
+    }
+
+    #[test]
+    fn nginx_config_is_a_keep_alive_proxy_to_the_mock() {
+        let dir = Path::new("/tmp/nginx-x");
+        let text = nginx_config(
+            dir,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 8)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 7)),
+        );
+        assert!(text.contains("upstream mock {\n    server 127.0.0.1:7;\n    keepalive 256;"));
+        assert!(text.contains("listen 127.0.0.1:8;"));
+        assert!(text.contains("proxy_http_version 1.1;\n      proxy_set_header Connection \"\";"));
+        assert!(text.contains("pid /tmp/nginx-x/nginx.pid;"));
+        assert!(text.contains("access_log off;"));
     }
 
     #[test]

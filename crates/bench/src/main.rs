@@ -67,6 +67,10 @@ struct BenchArgs {
     /// `tollgate-versus`: a before/after of two builds measured side by side in one run.
     #[arg(long)]
     versus: Option<PathBuf>,
+    /// Also run nginx (Debian package) as a bare keep-alive reverse proxy in front of the plain
+    /// mock, as target `nginx`: an anchor for what one proxy hop costs (plain chat scenarios).
+    #[arg(long)]
+    nginx: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                 postgres: b.postgres,
                 rounds: b.rounds.max(1),
                 versus: b.versus,
+                nginx: b.nginx,
             };
             let rt = runtime(None)?;
             let doc = rt.block_on(async {
