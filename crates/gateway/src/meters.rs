@@ -3,8 +3,9 @@
 //! ([`ModelMetrics`] in its `ModelEntry`, [`RouteMetrics`] in its `Route`). `metrics` serves them.
 //!
 //! Cost on the request path: a finished request adds to its model's handles (a few atomic adds
-//! and two uncontended histogram locks) and looks up one labelled counter for its status; an
-//! upstream attempt observes its route's histogram.
+//! and two uncontended histogram locks) and to its route's counter for its route template and
+//! status (an array cell, resolved once); an upstream attempt observes its route's histogram.
+//! Only refusals before dispatch and unusual statuses look up the labelled family.
 //!
 //! Label cardinality is bounded by the configuration: `model` is a configured model name, or
 //! `other` (a request refused before its model was known, or naming an unknown one); `provider`
@@ -91,19 +92,51 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+/// The inference route templates, OpenAI's paths then Azure's (`route` label values).
+static TEMPLATES: [&str; 10] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/openai/deployments/{deployment}/chat/completions",
+    "/openai/deployments/{deployment}/completions",
+    "/openai/deployments/{deployment}/embeddings",
+    "/openai/deployments/{deployment}/responses",
+    "/openai/deployments/{deployment}/messages",
+];
+
 /// The route template of an inference request: OpenAI's path, or Azure's with `{deployment}`.
 pub fn route_template(endpoint: Endpoint, azure: bool) -> &'static str {
-    match (endpoint, azure) {
-        (Endpoint::ChatCompletions, false) => "/v1/chat/completions",
-        (Endpoint::Completions, false) => "/v1/completions",
-        (Endpoint::Embeddings, false) => "/v1/embeddings",
-        (Endpoint::Responses, false) => "/v1/responses",
-        (Endpoint::Messages, false) => "/v1/messages",
-        (Endpoint::ChatCompletions, true) => "/openai/deployments/{deployment}/chat/completions",
-        (Endpoint::Completions, true) => "/openai/deployments/{deployment}/completions",
-        (Endpoint::Embeddings, true) => "/openai/deployments/{deployment}/embeddings",
-        (Endpoint::Responses, true) => "/openai/deployments/{deployment}/responses",
-        (Endpoint::Messages, true) => "/openai/deployments/{deployment}/messages",
+    let i = match endpoint {
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+        Endpoint::Responses => 3,
+        Endpoint::Messages => 4,
+    };
+    TEMPLATES[i + if azure { 5 } else { 0 }]
+}
+
+/// The statuses a dispatched request is usually recorded with, each with a slot in a route's
+/// [`StatusCounters`]; others go through the labelled family.
+const STATUS_SLOTS: [u16; 12] = [200, 400, 401, 403, 404, 408, 413, 422, 429, 499, 502, 504];
+
+/// A route's request counters by (route template, status), each resolved on first use: a
+/// dispatched request's count is an index and an atomic add instead of hashing its label set
+/// under the family's lock.
+#[derive(Debug, Default)]
+pub struct StatusCounters {
+    cells: [[std::sync::OnceLock<Counter>; STATUS_SLOTS.len()]; TEMPLATES.len()],
+}
+
+impl StatusCounters {
+    fn cell(&self, route: &'static str, status: u16) -> Option<&std::sync::OnceLock<Counter>> {
+        let r = TEMPLATES
+            .iter()
+            .position(|t| std::ptr::eq(t.as_ptr(), route.as_ptr()) || *t == route)?;
+        let s = STATUS_SLOTS.iter().position(|&c| c == status)?;
+        Some(&self.cells[r][s])
     }
 }
 
@@ -151,6 +184,8 @@ pub struct RouteMetrics {
     pub provider: Name,
     /// Upstream time to the response head, per attempt that got one.
     pub upstream: Histogram,
+    /// Requests billed on this route, by route template and status.
+    pub statuses: Arc<StatusCounters>,
 }
 
 impl RouteMetrics {
@@ -159,6 +194,7 @@ impl RouteMetrics {
         RouteMetrics {
             provider: Name(provider.clone()),
             upstream: latency_histogram(),
+            statuses: Arc::default(),
         }
     }
 }
@@ -258,20 +294,31 @@ impl Metrics {
                 provider: provider.clone(),
             })
             .clone();
-        RouteMetrics { provider, upstream }
+        RouteMetrics {
+            provider,
+            upstream,
+            statuses: Arc::default(),
+        }
     }
 
-    /// A dispatched request's usage record: its count, duration and tokens.
+    /// A dispatched request's usage record: its count (on the route it was last sent to),
+    /// duration and tokens.
     pub fn completed(
         &self,
         route: &'static str,
         model: &ModelMetrics,
-        provider: Option<&Arc<str>>,
+        upstream: Option<&RouteMetrics>,
         status: u16,
         lanes: Lanes,
         elapsed: Duration,
     ) {
-        self.count(route, Some(model), provider, status);
+        let provider = upstream.map(|u| &u.provider);
+        match upstream.and_then(|u| u.statuses.cell(route, status)) {
+            Some(cell) => cell
+                .get_or_init(|| self.counter(route, Some(model), provider, status))
+                .inc(),
+            None => self.counter(route, Some(model), provider, status).inc(),
+        };
         model.duration.observe(elapsed.as_secs_f64());
         for (counter, n) in model.tokens.iter().zip(lanes) {
             if n > 0 {
@@ -280,21 +327,26 @@ impl Metrics {
         }
     }
 
-    /// One request answered with `status` (refused before dispatch, or see [`Self::completed`]).
-    pub fn count(
+    /// One request refused before dispatch, answered with `status` (see [`Self::completed`]).
+    pub fn count(&self, route: &'static str, model: Option<&ModelMetrics>, status: u16) {
+        self.counter(route, model, None, status).inc();
+    }
+
+    /// The counter of a label set (created at zero when new).
+    fn counter(
         &self,
         route: &'static str,
         model: Option<&ModelMetrics>,
-        provider: Option<&Arc<str>>,
+        provider: Option<&Name>,
         status: u16,
-    ) {
+    ) -> Counter {
         let labels = RequestLabels {
             route,
             model: model.map_or(&self.other, |m| &m.label).clone(),
-            provider: provider.map_or_else(|| self.none.clone(), |p| Name(p.clone())),
+            provider: provider.unwrap_or(&self.none).clone(),
             status: Status(status),
         };
-        self.requests.get_or_create(&labels).inc();
+        self.requests.get_or_create(&labels).clone()
     }
 }
 
@@ -308,25 +360,29 @@ mod tests {
         let m = Metrics::new();
         let model = m.model("gpt-4o-mini");
         let route = m.route(&model, &Arc::from("p0"));
-        m.completed(
-            route_template(Endpoint::ChatCompletions, false),
-            &model,
-            Some(&route.provider.0),
-            200,
-            [12, 4, 0, 8],
-            Duration::from_millis(30),
-        );
-        m.count(route_template(Endpoint::Embeddings, true), None, None, 401);
+        for status in [200, 200, 599] {
+            m.completed(
+                route_template(Endpoint::ChatCompletions, false),
+                &model,
+                Some(&route),
+                status,
+                [12, 4, 0, 8],
+                Duration::from_millis(30),
+            );
+        }
+        m.count(route_template(Endpoint::Embeddings, true), None, 401);
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
         assert!(
             out.contains("# TYPE tollgate_requests_total counter"),
             "{out}"
         );
-        assert!(out.contains(r#"tollgate_requests_total{route="/v1/chat/completions",model="gpt-4o-mini",provider="p0",status="200"} 1"#), "{out}");
+        // Counted through the route's cell (200) and through the family (599): the same series.
+        assert!(out.contains(r#"tollgate_requests_total{route="/v1/chat/completions",model="gpt-4o-mini",provider="p0",status="200"} 2"#), "{out}");
+        assert!(out.contains(r#"tollgate_requests_total{route="/v1/chat/completions",model="gpt-4o-mini",provider="p0",status="599"} 1"#), "{out}");
         assert!(out.contains(r#"tollgate_requests_total{route="/openai/deployments/{deployment}/embeddings",model="other",provider="none",status="401"} 1"#), "{out}");
         assert!(
-            out.contains(r#"tollgate_tokens_total{model="gpt-4o-mini",lane="input"} 12"#),
+            out.contains(r#"tollgate_tokens_total{model="gpt-4o-mini",lane="input"} 36"#),
             "{out}"
         );
         assert!(
@@ -334,7 +390,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains(r#"tollgate_request_duration_seconds_count{model="gpt-4o-mini"} 1"#),
+            out.contains(r#"tollgate_request_duration_seconds_count{model="gpt-4o-mini"} 3"#),
             "{out}"
         );
         assert!(

@@ -68,10 +68,9 @@ pub struct Admission {
     pub snapshot: Snapshot,
 }
 
-/// The upstream a request was sent to.
+/// The upstream a request was (last) sent to: its position in the model's routes.
 struct Dispatched {
-    provider: Arc<str>,
-    upstream_model: Arc<str>,
+    route: usize,
 }
 
 struct Owed {
@@ -222,13 +221,11 @@ impl Admission {
         }
     }
 
-    /// The request was (or is about to be) sent to this upstream: from now on a record is owed.
-    pub fn dispatched(&mut self, provider: &Arc<str>, upstream_model: &Arc<str>) {
+    /// The request was (or is about to be) sent to the model's route at this position: from now
+    /// on a record is owed.
+    pub fn dispatched(&mut self, route: usize) {
         if let Some(owed) = &mut self.owed {
-            owed.dispatched = Some(Dispatched {
-                provider: provider.clone(),
-                upstream_model: upstream_model.clone(),
-            });
+            owed.dispatched = Some(Dispatched { route });
         }
     }
 
@@ -304,8 +301,12 @@ impl Owed {
         if let Some(r) = self.reservation.take() {
             r.settle(actual);
         }
-        let (provider, upstream_model) = match &self.dispatched {
-            Some(d) => (d.provider.to_string(), d.upstream_model.to_string()),
+        let route = self
+            .dispatched
+            .as_ref()
+            .and_then(|d| self.model.routes.get(d.route));
+        let (provider, upstream_model) = match route {
+            Some(r) => (r.provider.to_string(), r.upstream_model.to_string()),
             None => (String::new(), String::new()),
         };
         let record = UsageRecord {
@@ -333,7 +334,7 @@ impl Owed {
         self.app.metrics.completed(
             self.route,
             &self.model.metrics,
-            self.dispatched.as_ref().map(|d| &d.provider),
+            route.map(|r| &r.metrics),
             status,
             [
                 record.input_tokens,

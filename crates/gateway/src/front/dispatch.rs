@@ -45,7 +45,7 @@ pub async fn dispatch(
                 .nth(attempt % healthy)
                 .unwrap_or(&routes[0])
         };
-        admission.dispatched(&route.provider, &route.upstream_model);
+        admission.dispatched(route_index(routes, route));
         if attempt == 0 {
             app.metrics
                 .overhead
@@ -140,6 +140,14 @@ pub async fn dispatch(
         }
     }
     Err(last_failure.unwrap_or(Failure::Connect("no route".into())))
+}
+
+/// The position of `route` in `routes` (it is one of them).
+fn route_index(routes: &[crate::upstream::Route], route: &crate::upstream::Route) -> usize {
+    routes
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .unwrap_or(0)
 }
 
 fn failure_label(f: &Failure) -> String {
