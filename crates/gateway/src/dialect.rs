@@ -437,8 +437,12 @@ pub async fn send_http_route(
         ) => {
             let chat = chat();
             let model = chat.model.clone();
-            send_chat_to_anthropic(pool, auth, messages, version, &body, &model, chat, timeout)
-                .await
+            // Boxed: the translating future is large, and an OpenAI route should not carry
+            // its size in every request's future.
+            Box::pin(send_chat_to_anthropic(
+                pool, auth, messages, version, &body, &model, chat, timeout,
+            ))
+            .await
         }
         (
             Dialect::Anthropic {

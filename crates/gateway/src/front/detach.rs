@@ -113,8 +113,14 @@ where
     F::Output: Send,
 {
     pub fn new(background: Arc<Background>, client: Client, work: F) -> Self {
+        Self::boxed(background, client, Box::pin(work))
+    }
+
+    /// As [`Detach::new`], for work already in a box (a large future is moved once, into its
+    /// box, and never again).
+    pub fn boxed(background: Arc<Background>, client: Client, work: Pin<Box<F>>) -> Self {
         Detach {
-            work: Some(Box::pin(work)),
+            work: Some(work),
             client,
             background,
         }

@@ -107,13 +107,22 @@ pub async fn inference(
         deployment: deployment.map(|Path(d)| d),
     };
     let client = Client::default();
-    let request = handle(app.clone(), front, peer, headers, body, client.clone());
+    // The request's future is large (every phase's state): it goes into its box once, and the
+    // futures around it (this one, the router's, hyper's) stay small when they are moved.
+    let request = Box::pin(handle(
+        app.clone(),
+        front,
+        peer,
+        headers,
+        body,
+        client.clone(),
+    ));
     // Past the shutdown grace period the serving thread drops its connections, and with them
     // this future, as if every client had left: what a request owes is finished by tasks that
     // shutdown waits for (see `server`).
     let answer = match app.config.metering.on_client_disconnect {
         // The client may leave at any await: the request goes on without it.
-        DisconnectPolicy::Drain => Detach::new(app.background.clone(), client, request)
+        DisconnectPolicy::Drain => Detach::boxed(app.background.clone(), client, request)
             .await
             .unwrap_or_else(|| Err(ApiError::client_left())),
         DisconnectPolicy::Cancel => request.await,
@@ -153,7 +162,7 @@ async fn handle(
         && !seen.dispatched
     {
         let model = seen.model.as_ref().map(|m| &m.metrics);
-        app.metrics.count(route, model, None, e.status.as_u16());
+        app.metrics.count(route, model, e.status.as_u16());
     }
     if let Some(t) = &mut trace {
         t.status(match &result {
