@@ -90,8 +90,234 @@ struct WithUsage {
 }
 
 /// Reads the `usage` of a plain (non-streamed) response body; `None` when absent or not JSON.
+///
+/// The answer is what `serde_json` gives for `{"usage": Option<Usage>, ..}` on any input (a test
+/// holds the two equal on arbitrary bytes and JSON), found without deserializing the rest: the
+/// other members are only checked, by [`skim`], as strictly as serde checks a value it ignores.
 pub fn usage_of_response(body: &[u8]) -> Option<Usage> {
+    let start = skim::ws(body, 0);
+    if body.get(start) != Some(&b'{') {
+        // Not an object (serde also reads a struct from an array): the general path.
+        return usage_by_serde(body);
+    }
+    let value = skim::member(body, start, b"usage").ok()?;
+    serde_json::from_slice::<Option<Usage>>(value?).ok()?
+}
+
+/// `usage_of_response` through serde: the reference, and the path for unusual bodies.
+pub fn usage_by_serde(body: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<WithUsage>(body).ok()?.usage
+}
+
+/// A JSON skimmer: finds one member of a top-level object and checks the rest of the text the way
+/// `serde_json` checks a value it ignores (structure, string escapes and control characters,
+/// number and literal grammar; not the UTF-8 of ignored strings, which serde does not check
+/// either), without building anything.
+mod skim {
+    /// The text is not what serde would accept.
+    pub struct Invalid;
+
+    type Result<T> = std::result::Result<T, Invalid>;
+
+    /// The index of the first byte at or after `i` that is not JSON white space.
+    pub fn ws(b: &[u8], mut i: usize) -> usize {
+        while let Some(c) = b.get(i) {
+            if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    fn at(b: &[u8], i: usize) -> Result<u8> {
+        b.get(i).copied().ok_or(Invalid)
+    }
+
+    /// The raw value of top-level member `key` of the object at `start` (`None`: no such member).
+    /// Like serde's derived struct: keys are read as strings (escapes decoded, UTF-8 checked), a
+    /// repeated `key` is an error, nothing but white space may follow the object.
+    pub fn member<'a>(b: &'a [u8], start: usize, key: &[u8]) -> Result<Option<&'a [u8]>> {
+        let mut i = ws(b, start + 1);
+        let mut found = None;
+        let mut stack = Vec::new();
+        if at(b, i)? == b'}' {
+            i += 1;
+        } else {
+            loop {
+                if at(b, i)? != b'"' {
+                    return Err(Invalid);
+                }
+                let key_end = string(b, i)?;
+                let matches = key_is(&b[i..key_end], key)?;
+                i = ws(b, key_end);
+                if at(b, i)? != b':' {
+                    return Err(Invalid);
+                }
+                let value_start = ws(b, i + 1);
+                let value_end = value(b, value_start, &mut stack)?;
+                if matches {
+                    if found.is_some() {
+                        return Err(Invalid);
+                    }
+                    found = Some(&b[value_start..value_end]);
+                }
+                i = ws(b, value_end);
+                match at(b, i)? {
+                    b',' => i = ws(b, i + 1),
+                    b'}' => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+        if ws(b, i) != b.len() {
+            return Err(Invalid);
+        }
+        Ok(found)
+    }
+
+    /// Whether the key `quoted` (with its quotes) is `key`, read as serde reads a field name.
+    fn key_is(quoted: &[u8], key: &[u8]) -> Result<bool> {
+        let raw = &quoted[1..quoted.len() - 1];
+        if !raw.contains(&b'\\') {
+            std::str::from_utf8(raw).map_err(|_| Invalid)?;
+            return Ok(raw == key);
+        }
+        let decoded: String = serde_json::from_slice(quoted).map_err(|_| Invalid)?;
+        Ok(decoded.as_bytes() == key)
+    }
+
+    /// The end of the string whose opening quote is at `i`.
+    fn string(b: &[u8], mut i: usize) -> Result<usize> {
+        i += 1;
+        loop {
+            let c = at(b, i)?;
+            match c {
+                b'"' => return Ok(i + 1),
+                b'\\' => match at(b, i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' => {
+                        let hex = b.get(i + 2..i + 6).ok_or(Invalid)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return Err(Invalid);
+                        }
+                        i += 6;
+                    }
+                    _ => return Err(Invalid),
+                },
+                0..=0x1f => return Err(Invalid),
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// The end of the value at `i` (nested containers on an explicit stack, as serde ignores
+    /// them: no depth limit).
+    fn value(b: &[u8], mut i: usize, stack: &mut Vec<u8>) -> Result<usize> {
+        stack.clear();
+        loop {
+            // One value at `i`.
+            match at(b, i)? {
+                b'"' => i = string(b, i)?,
+                b'{' | b'[' => {
+                    let open = b[i];
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    i = ws(b, i + 1);
+                    if at(b, i)? == close {
+                        i += 1;
+                    } else {
+                        stack.push(close);
+                        if close == b'}' {
+                            i = object_key(b, i)?;
+                        }
+                        continue;
+                    }
+                }
+                b'n' => i = literal(b, i, b"null")?,
+                b't' => i = literal(b, i, b"true")?,
+                b'f' => i = literal(b, i, b"false")?,
+                b'-' | b'0'..=b'9' => i = number(b, i)?,
+                _ => return Err(Invalid),
+            }
+            // After a value: close containers, or go on to the next element.
+            loop {
+                let Some(&close) = stack.last() else {
+                    return Ok(i);
+                };
+                i = ws(b, i);
+                match at(b, i)? {
+                    b',' => {
+                        i = ws(b, i + 1);
+                        if close == b'}' {
+                            i = object_key(b, i)?;
+                        }
+                        break;
+                    }
+                    c if c == close => {
+                        stack.pop();
+                        i += 1;
+                    }
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+    }
+
+    /// A key and its colon at `i`; the index of the member's value.
+    fn object_key(b: &[u8], i: usize) -> Result<usize> {
+        if at(b, i)? != b'"' {
+            return Err(Invalid);
+        }
+        let i = ws(b, string(b, i)?);
+        if at(b, i)? != b':' {
+            return Err(Invalid);
+        }
+        Ok(ws(b, i + 1))
+    }
+
+    fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize> {
+        if b.get(i..i + word.len()) == Some(word) {
+            Ok(i + word.len())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// JSON's number grammar: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)? ([eE] [+-]? [0-9]+)?
+    fn number(b: &[u8], mut i: usize) -> Result<usize> {
+        let digits = |b: &[u8], mut i: usize| -> Result<usize> {
+            let from = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == from { Err(Invalid) } else { Ok(i) }
+        };
+        if b[i] == b'-' {
+            i += 1;
+        }
+        if at(b, i)? == b'0' {
+            i += 1;
+            if b.get(i).is_some_and(u8::is_ascii_digit) {
+                return Err(Invalid);
+            }
+        } else {
+            i = digits(b, i)?;
+        }
+        if b.get(i) == Some(&b'.') {
+            i = digits(b, i + 1)?;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            i = digits(b, i)?;
+        }
+        Ok(i)
+    }
 }
 
 /// What the gateway needs from one stream chunk's JSON.
