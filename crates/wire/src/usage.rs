@@ -190,40 +190,10 @@ mod skim {
         Ok(decoded.as_bytes() == key)
     }
 
-    /// The index of the first byte at or after `i` that is a quote, a backslash or a control
-    /// character (`b.len()` when none): eight bytes at a time.
-    fn special(b: &[u8], mut i: usize) -> usize {
-        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-        const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-        // Bytes of `v` that are zero set their high bit (the lowest set one is exact).
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        while let Some(chunk) = b.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let w = u64::from_le_bytes(word);
-            let quote = zero(w ^ (ONES * u64::from(b'"')));
-            let backslash = zero(w ^ (ONES * u64::from(b'\\')));
-            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-            let hits = quote | backslash | control;
-            if hits != 0 {
-                return i + (hits.trailing_zeros() / 8) as usize;
-            }
-            i += 8;
-        }
-        while let Some(&c) = b.get(i) {
-            if c == b'"' || c == b'\\' || c < 0x20 {
-                break;
-            }
-            i += 1;
-        }
-        i
-    }
-
     /// The end of the string whose opening quote is at `i`.
     fn string(b: &[u8], mut i: usize) -> Result<usize> {
         i += 1;
         loop {
-            i = special(b, i);
             let c = at(b, i)?;
             match c {
                 b'"' => return Ok(i + 1),
