@@ -593,19 +593,19 @@ pub async fn send_to(
     body: Option<Bytes>,
     timeout: Duration,
 ) -> Result<UpstreamResponse, Failure> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri.clone())
-        .header(HOST, pool.host.clone());
-    if body.is_some() {
-        builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Built in place (a `request::Builder` is moved whole at every `.header(…)`).
+    let json = body.is_some();
+    let mut req = Request::new(Full::new(body.unwrap_or_default()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri.clone();
+    let h = req.headers_mut();
+    h.insert(HOST, pool.host.clone());
+    if json {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     for (name, value) in headers.iter().flatten() {
-        builder = builder.header(name, value.clone());
+        h.append(name.clone(), value.clone());
     }
-    let req = builder
-        .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| Failure::Connect(e.to_string()))?;
     let res = match tokio::time::timeout(timeout, pool.send(req)).await {
         Err(_) => return Err(Failure::Timeout),
         Ok(Err(e)) => return Err(Failure::Connect(e.0)),
