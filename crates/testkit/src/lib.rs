@@ -9,6 +9,7 @@
 //! tests unwrap them with a message naming the missing piece.
 
 pub mod fuzz;
+pub mod sse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
