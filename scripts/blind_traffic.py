@@ -8,6 +8,8 @@ Phrasings, wrappers, parameters, timing and address layouts are invented here.
     python3 scripts/blind_traffic.py --seed 1 --out /tmp/blind1
     -> /tmp/blind1/traffic.jsonl   (JSON Lines, sorted by event time, RFC 3339 times)
        /tmp/blind1/labels.json     (organization -> kind, harvesting, heavy, blatant, campaign, ...)
+       /tmp/blind1/benchmark.jsonl (the invented "public" benchmark set, {"prompt": ...} per line,
+                                    for an optional replay with `--benchmark`)
 
 Standard library only; the same seed gives byte-identical output.
 """
@@ -519,8 +521,12 @@ class Traffic:
             "organization": org, "key": key, "client_ip": ip, "endpoint": endpoint, "body": body,
             "output_tokens": int(out_tokens)}))
 
-    def write(self, out_dir):
+    def write(self, out_dir, bench):
         os.makedirs(out_dir, exist_ok=True)
+        # The "public" benchmark set, for an optional second replay with `--benchmark`.
+        with open(os.path.join(out_dir, "benchmark.jsonl"), "w") as f:
+            for _, q in bench:
+                f.write(json.dumps({"prompt": q}) + "\n")
         self.events.sort(key=lambda e: (e[0], e[1]))
         path = os.path.join(out_dir, "traffic.jsonl")
         counts = {}
@@ -1138,7 +1144,7 @@ def build(seed, scale):
     for share in (0.10, 0.20, 0.20, 0.30):
         segment_app(T, rng, share, bench)
     hydra(T, rng, bench)
-    return T
+    return T, bench
 
 
 def main():
@@ -1147,8 +1153,8 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="multiply request counts (default 1.0)")
     ap.add_argument("--out", required=True, help="output directory (traffic.jsonl, labels.json)")
     args = ap.parse_args()
-    T = build(args.seed, args.scale)
-    path, n = T.write(args.out)
+    T, bench = build(args.seed, args.scale)
+    path, n = T.write(args.out, bench)
     kinds = {}
     for lab in T.labels.values():
         kinds[lab["kind"]] = kinds.get(lab["kind"], 0) + 1
