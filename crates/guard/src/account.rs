@@ -1120,6 +1120,7 @@ impl Account {
         let c = &mut self.counters;
         self.distinct = Hll::new(HLL_PRECISION);
         c.novelty_base = c.requests;
+        self.segments.start_novelty(false);
         c.topics = [0; TOPICS];
         c.harvest_topics = [0; TOPICS];
         c.recent_topics = [0; TOPICS];
@@ -1204,8 +1205,8 @@ impl Account {
     }
 
     /// Score the segments with at least `min_requests` requests that are not the whole
-    /// account, and return the worst (highest) with its label. A segment has no distinct-prompt
-    /// sketch: its novelty counts as zero, which can only lower its score.
+    /// account, and return the worst (highest) with its label. A segment's novelty is counted
+    /// like the account's, from its own distinct-prompt sketch ([`Segment::distinct`]).
     pub fn score_segments(
         &mut self,
         weights: &crate::score::Weights,
@@ -1221,9 +1222,7 @@ impl Account {
             .map(|s| {
                 let n = u64::from(s.counters.requests);
                 (n >= min_requests.max(1) && n < total).then(|| {
-                    self.segment_counters(s, narrow_entropy)
-                        .scored_values(0.0)
-                        .score(weights)
+                    segment_novelty(self.segment_counters(s, narrow_entropy), s).score(weights)
                 })
             })
             .collect();
@@ -1241,7 +1240,10 @@ impl Account {
 
     /// Signal values of one segment (for the evidence).
     pub fn segment_values(&self, seg: &Segment, narrow_entropy: f64) -> SignalValues {
-        self.segment_counters(seg, narrow_entropy).values(0.0)
+        let (distinct, since) = seg.novelty_counts();
+        let mut c = self.segment_counters(seg, narrow_entropy);
+        c.novelty_base = c.requests.saturating_sub(u64::from(since));
+        c.values(distinct)
     }
 
     /// Fold one request into the distribution test's profile: a windowed mean of hashed
@@ -1347,6 +1349,13 @@ fn add_day(
     if harvest {
         b.harvesting_tokens += tokens;
     }
+}
+
+/// Scored signal values of a segment's counters with its own novelty.
+fn segment_novelty(mut c: Counters, seg: &Segment) -> SignalValues {
+    let (distinct, since) = seg.novelty_counts();
+    c.novelty_base = c.requests.saturating_sub(u64::from(since));
+    c.scored_values(distinct)
 }
 
 /// Upper bound, in bytes, of the memory one organization can hold (excluding allocator
