@@ -1,7 +1,8 @@
 //! Per-segment novelty: every segment counts its distinct prompts in its own small sketch, so a
 //! key that sends a new prompt every time shows it even when the account's other keys repeat
 //! themselves; a snapshot written before segments had sketches is restored with the segment's
-//! novelty counted from the restore on (never from requests the sketch did not see).
+//! novelty counted from the restore on (never from requests the sketch did not see), and one
+//! written before shape candidates loads with none.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -96,6 +97,12 @@ fn snapshot_without_segment_sketches_counts_novelty_from_the_restore() {
     {
         let s = s.as_object_mut().unwrap();
         assert!(s.remove("distinct").is_some() && s.remove("novelty_base").is_some());
+    }
+    // Nor shape candidates, nor the shapes' inherited counts.
+    let acc = old["accounts"]["org"].as_object_mut().unwrap();
+    assert!(acc.remove("shape_candidates").is_some());
+    for sh in acc["shapes"].as_array_mut().unwrap() {
+        assert!(sh.as_object_mut().unwrap().remove("err").is_some());
     }
     let read: Vec<Segment> =
         serde_json::from_value(old["accounts"]["org"]["segments"]["list"].clone()).unwrap();
