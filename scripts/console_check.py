@@ -11,7 +11,6 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,12 @@ import time
 import urllib.error
 import urllib.request
 
+import embedded
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Api:
@@ -158,23 +150,12 @@ def main():
     binary, shots = sys.argv[1], sys.argv[2]
     os.makedirs(shots, exist_ok=True)
     data = tempfile.mkdtemp()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, TOLLGATE_ADMIN_TOKEN="", NO_COLOR="1")
     log = open(os.path.join(shots, "server.log"), "w")
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc, base = embedded.start(binary, data, env, stdout=log, stderr=subprocess.STDOUT)
     browser = None
     try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"{base}/healthz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("gateway did not become healthy")
+        embedded.wait_healthy(base)
         admin = open(os.path.join(data, "admin-token")).read().strip()
         demo_key = open(os.path.join(data, "demo-key")).read().strip()
         api = Api(base, admin)

@@ -7,7 +7,6 @@ ledger (GET /admin/v1/usage) must equal the usage the SDKs saw.
 Run by scripts/test.sh as: sdk_check.py PATH_TO_TOLLGATE_BINARY
 """
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,36 +16,19 @@ import urllib.request
 import json
 
 import anthropic
+import embedded
 import openai
 from openai import AzureOpenAI, OpenAI
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def main():
     binary = sys.argv[1]
     data = tempfile.mkdtemp()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, TOLLGATE_ADMIN_TOKEN="")
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc, base = embedded.start(binary, data, env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"{base}/healthz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("gateway did not become healthy")
+        embedded.wait_healthy(base)
         key = open(os.path.join(data, "demo-key")).read().strip()
         c = OpenAI(base_url=f"{base}/v1", api_key=key)
         r = c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}])

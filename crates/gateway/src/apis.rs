@@ -34,6 +34,7 @@ use crate::error::ApiError;
 use crate::upstream::{Dialect, Failure, Target, send_to};
 
 type AppState = State<Arc<App>>;
+type Peer = ConnectInfo<SocketAddr>;
 
 /// A random id with the given prefix (`resp_…`, `msg_…`).
 fn new_id(prefix: &str) -> String {
@@ -48,6 +49,18 @@ async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::payload_too_large(limit))
+}
+
+/// Reads the client's body ([`read_body`]) and parses its head with `parse` (a body it refuses is
+/// a 400): the raw bytes and what `parse` made of them.
+async fn read_request<T>(
+    app: &App,
+    body: Body,
+    parse: impl FnOnce(&[u8]) -> Result<T, tollgate_wire::RequestError>,
+) -> Result<(Bytes, T), ApiError> {
+    let raw = read_body(app, body).await?;
+    let parsed = parse(&raw).map_err(|e| ApiError::bad_request(e.message, e.param))?;
+    Ok((raw, parsed))
 }
 
 /// Sends a body through the request path as `path`'s endpoint (`/v1/chat/completions` for a
@@ -93,18 +106,15 @@ fn native(app: &App, model: &str, endpoint: Endpoint) -> bool {
 
 /// `POST /v1/responses`, `POST /openai/responses`, `POST /openai/v1/responses`.
 pub async fn create_response(
-    State(app): AppState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    app: AppState,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let raw = match read_body(&app, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let (head, request) = match responses::parse_head(&raw) {
+    let (State(app), ConnectInfo(peer)) = (app, peer);
+    let (raw, (head, request)) = match read_request(&app, body, responses::parse_head).await {
         Ok(x) => x,
-        Err(e) => return ApiError::bad_request(e.message, e.param).into_response(),
+        Err(e) => return e.into_response(),
     };
     let Some(model) = head.model.clone() else {
         return ApiError::bad_request("you must provide a model parameter", Some("model"))
@@ -215,30 +225,18 @@ impl http_body::Body for WatchCreated {
 }
 
 /// `GET /v1/responses/{id}`: a response stored by the provider that created it.
-pub async fn get_response(
-    State(app): AppState,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    stored(&app, &id, &headers, Method::GET, false).await
+pub async fn get_response(app: AppState, id: Path<String>, headers: HeaderMap) -> Response {
+    stored(&app.0, &id.0, &headers, Method::GET, false).await
 }
 
 /// `GET /v1/responses/{id}/input_items`.
-pub async fn response_input_items(
-    State(app): AppState,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    stored(&app, &id, &headers, Method::GET, true).await
+pub async fn response_input_items(app: AppState, id: Path<String>, headers: HeaderMap) -> Response {
+    stored(&app.0, &id.0, &headers, Method::GET, true).await
 }
 
 /// `DELETE /v1/responses/{id}`.
-pub async fn delete_response(
-    State(app): AppState,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    stored(&app, &id, &headers, Method::DELETE, false).await
+pub async fn delete_response(app: AppState, id: Path<String>, headers: HeaderMap) -> Response {
+    stored(&app.0, &id.0, &headers, Method::DELETE, false).await
 }
 
 /// Stored responses: only responses the gateway saw a provider create can be reached, and only
@@ -332,19 +330,12 @@ fn with_bearer(mut headers: HeaderMap) -> HeaderMap {
 }
 
 /// `POST /v1/messages`.
-pub async fn create_message(
-    State(app): AppState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let raw = match read_body(&app, body).await {
-        Ok(b) => b,
-        Err(e) => return anthropic_error(e).await,
-    };
-    let (head, request) = match anthropic::parse_head(&raw, false) {
+pub async fn create_message(app: AppState, peer: Peer, headers: HeaderMap, body: Body) -> Response {
+    let (State(app), ConnectInfo(peer)) = (app, peer);
+    let parse = |raw: &[u8]| anthropic::parse_head(raw, false);
+    let (raw, (head, request)) = match read_request(&app, body, parse).await {
         Ok(x) => x,
-        Err(e) => return anthropic_error(ApiError::bad_request(e.message, e.param)).await,
+        Err(e) => return anthropic_error(e).await,
     };
     let headers = with_bearer(headers);
     if native(&app, &head.model, Endpoint::Messages) {

@@ -282,23 +282,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
                         .map_err(|err| format!("provider {}: bad URL {text}: {err}", p.name))?;
                     uris.push(uri);
                 }
-                let pool = match pools.iter().find(|(name, _)| *name == p.name) {
-                    Some((_, pool)) => pool.clone(),
-                    None => {
-                        let pool = Arc::new(
-                            ConnPool::new(
-                                connector.clone(),
-                                &uris[0],
-                                config.server.pool_max_idle_per_host,
-                                Duration::from_secs(90),
-                                config.server.serving_threads() + 1,
-                            )
-                            .map_err(|e| format!("provider {}: {e}", p.name))?,
-                        );
-                        pools.push((p.name.clone(), pool.clone()));
-                        pool
-                    }
-                };
+                let pool = provider_pool(config, &connector, &mut pools, &p.name, &uris[0])?;
                 let mut paths = Vec::with_capacity(3);
                 for uri in &uris {
                     let path = uri
@@ -379,6 +363,32 @@ pub fn build_models(config: &Config) -> Result<Vec<ModelEntry>, String> {
     Ok(out)
 }
 
+/// The connection pool of `provider` (one per provider, to the origin of `uri`), made on first
+/// use.
+fn provider_pool(
+    config: &Config,
+    connector: &Connector,
+    pools: &mut Vec<(String, Arc<ConnPool>)>,
+    provider: &str,
+    uri: &Uri,
+) -> Result<Arc<ConnPool>, String> {
+    if let Some((_, pool)) = pools.iter().find(|(name, _)| name == provider) {
+        return Ok(pool.clone());
+    }
+    let pool = Arc::new(
+        ConnPool::new(
+            connector.clone(),
+            uri,
+            config.server.pool_max_idle_per_host,
+            Duration::from_secs(90),
+            config.server.serving_threads() + 1,
+        )
+        .map_err(|e| format!("provider {provider}: {e}"))?,
+    );
+    pools.push((provider.to_owned(), pool.clone()));
+    Ok(pool)
+}
+
 /// The origin-form URI (path and query) of a URL.
 fn origin_form(text: &str, provider: &str) -> Result<Uri, String> {
     let uri: Uri = text
@@ -414,23 +424,7 @@ fn anthropic_route(
     let uri: Uri = full
         .parse()
         .map_err(|err| format!("provider {}: bad URL {full}: {err}", p.name))?;
-    let pool = match pools.iter().find(|(name, _)| *name == p.name) {
-        Some((_, pool)) => pool.clone(),
-        None => {
-            let pool = Arc::new(
-                ConnPool::new(
-                    connector.clone(),
-                    &uri,
-                    config.server.pool_max_idle_per_host,
-                    Duration::from_secs(90),
-                    config.server.serving_threads() + 1,
-                )
-                .map_err(|e| format!("provider {}: {e}", p.name))?,
-            );
-            pools.push((p.name.clone(), pool.clone()));
-            pool
-        }
-    };
+    let pool = provider_pool(config, connector, pools, &p.name, &uri)?;
     let messages = origin_form(&full, &p.name)?;
     let count_tokens = origin_form(&format!("{full}/count_tokens"), &p.name)?;
     let auth = match p.resolved_api_key() {

@@ -37,6 +37,43 @@ async fn acme_on_chat_only(
     (mock, gw, key)
 }
 
+/// [`anthropic_gateway`] whose mock answers `response_tokens` tokens with `cached_tokens` of the
+/// prompt read from and `cache_write_tokens` written to its cache, and the inference key of a new
+/// organization "acme".
+async fn acme_on_anthropic(
+    response_tokens: u32,
+    cached_tokens: u32,
+    cache_write_tokens: u32,
+) -> (MockUpstream, Gateway, String) {
+    let (mock, gw) = anthropic_gateway(MockConfig {
+        response_tokens,
+        cached_tokens,
+        cache_write_tokens,
+        ..MockConfig::default()
+    })
+    .await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    (mock, gw, key)
+}
+
+/// A request sent with `key` as a Bearer token, answered 200.
+async fn bearer_ok(gw: &Gateway, key: &str, path: &str, body: &Value) -> Reply {
+    let auth = format!("Bearer {key}");
+    let r = post(gw, path, &[("authorization", &auth)], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r
+}
+
+/// A usage record's (input, cached input, output) tokens and whether they were estimated.
+fn counts(rec: &tollgate_store::UsageRecord) -> (u64, u64, u64, bool) {
+    (
+        rec.input_tokens,
+        rec.cached_input_tokens,
+        rec.output_tokens,
+        rec.estimated,
+    )
+}
+
 /// A Messages request sent as Anthropic's SDK sends it (`x-api-key`), answered 200; its body.
 async fn messages_ok(gw: &Gateway, key: &str, body: &Value) -> Value {
     let r = post(
@@ -75,11 +112,9 @@ fn named(body: &str) -> Vec<(String, Value)> {
 #[tokio::test]
 async fn responses_on_a_chat_only_provider_plain_and_streamed() {
     let (mock, gw, key) = acme_on_chat_only(5, 2).await;
-    let auth = format!("Bearer {key}");
     let body =
         json!({"model": "gpt-4o-mini", "instructions": "be brief", "input": "one two three"});
-    let r = post(&gw, "/v1/responses", &[("authorization", &auth)], &body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = bearer_ok(&gw, &key, "/v1/responses", &body).await;
     let v = r.json();
     assert_eq!(v["object"], "response");
     assert_eq!(v["status"], "completed");
@@ -99,8 +134,7 @@ async fn responses_on_a_chat_only_provider_plain_and_streamed() {
 
     let mut body = body;
     body["stream"] = json!(true);
-    let r = post(&gw, "/v1/responses", &[("authorization", &auth)], &body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = bearer_ok(&gw, &key, "/v1/responses", &body).await;
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     let ev = named(&r.text());
     assert_eq!(ev[0].0, "response.created");
@@ -117,15 +151,7 @@ async fn responses_on_a_chat_only_provider_plain_and_streamed() {
     let recs = gw.records().await;
     assert_eq!(recs.len(), 2, "one record per request");
     for rec in &recs {
-        assert_eq!(
-            (
-                rec.input_tokens,
-                rec.cached_input_tokens,
-                rec.output_tokens,
-                rec.estimated
-            ),
-            (5, 2, 5, false)
-        );
+        assert_eq!(counts(rec), (5, 2, 5, false));
     }
     assert!(recs[1].streamed);
 }
@@ -183,9 +209,7 @@ async fn messages_on_an_openai_provider_map_usage_exactly() {
 
     let mut body = body;
     body["stream"] = json!(true);
-    let auth = format!("Bearer {key}");
-    let r = post(&gw, "/v1/messages", &[("authorization", &auth)], &body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = bearer_ok(&gw, &key, "/v1/messages", &body).await;
     let ev = named(&r.text());
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"));
@@ -290,17 +314,7 @@ async fn responses_go_natively_to_openai_upstreams_and_stored_ones_are_reachable
     let (_, _, _, other) = gw.tenant("rival", json!({})).await;
     let auth = format!("Bearer {key}");
     let raw = r#"{"model":"gpt-4o-mini","input":"one two three","tools":[{"type":"web_search"}],"metadata":{"x":"1.50"}}"#;
-    let r = gw
-        .call(
-            Method::POST,
-            "/v1/responses",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            raw,
-        )
-        .await;
+    let r = gw.post_as("/v1/responses", &auth, &[], raw).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = r.json();
     assert!(
@@ -319,8 +333,7 @@ async fn responses_go_natively_to_openai_upstreams_and_stored_ones_are_reachable
 
     let mut body: Value = serde_json::from_str(raw).unwrap();
     body["stream"] = json!(true);
-    let r = post(&gw, "/v1/responses", &[("authorization", &auth)], &body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = bearer_ok(&gw, &key, "/v1/responses", &body).await;
     let ev = named(&r.text());
     assert_eq!(ev.last().unwrap().0, "response.completed");
     let streamed_id = ev[0].1["response"]["id"].as_str().unwrap().to_owned();
@@ -387,14 +400,7 @@ async fn responses_go_natively_to_openai_upstreams_and_stored_ones_are_reachable
 
 #[tokio::test]
 async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_key() {
-    let (mock, gw) = anthropic_gateway(MockConfig {
-        response_tokens: 3,
-        cached_tokens: 4,
-        cache_write_tokens: 2,
-        ..MockConfig::default()
-    })
-    .await;
-    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (mock, gw, key) = acme_on_anthropic(3, 4, 2).await;
     let body = json!({"model": "claude-test", "max_tokens": 20, "system": "a b",
         "messages": [{"role": "user", "content": "c d e f g h i j"}]});
     let v = messages_ok(&gw, &key, &body).await;
@@ -416,9 +422,7 @@ async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_ke
 
     let mut body = body;
     body["stream"] = json!(true);
-    let auth = format!("Bearer {key}");
-    let r = post(&gw, "/v1/messages", &[("authorization", &auth)], &body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = bearer_ok(&gw, &key, "/v1/messages", &body).await;
     let ev = named(&r.text());
     assert_eq!(ev.first().unwrap().0, "message_start");
     assert_eq!(ev.last().unwrap().0, "message_stop");
@@ -427,15 +431,7 @@ async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_ke
     assert_eq!(recs.len(), 2);
     for rec in &recs {
         // OpenAI's convention: every prompt token (4 plain + 4 read + 2 written), reads cached.
-        assert_eq!(
-            (
-                rec.input_tokens,
-                rec.cached_input_tokens,
-                rec.output_tokens,
-                rec.estimated
-            ),
-            (10, 4, 3, false)
-        );
+        assert_eq!(counts(rec), (10, 4, 3, false));
         assert_eq!(
             rec.cache_write_input_tokens, 2,
             "cache writes have their own lane"
@@ -450,14 +446,7 @@ async fn messages_go_natively_to_anthropic_upstreams_with_only_the_configured_ke
 
 #[tokio::test]
 async fn chat_completions_reach_anthropic_upstreams_translated() {
-    let (mock, gw) = anthropic_gateway(MockConfig {
-        response_tokens: 2,
-        cached_tokens: 3,
-        cache_write_tokens: 1,
-        ..MockConfig::default()
-    })
-    .await;
-    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (mock, gw, key) = acme_on_anthropic(2, 3, 1).await;
     let r = gw
         .chat(&key, json!({"model": "claude-test", "messages": [{"role": "system", "content": "s t"}, {"role": "user", "content": "u v w x"}]}))
         .await;

@@ -71,6 +71,25 @@ fn event(
            "input_tokens": input, "cached_input_tokens": cached, "output_tokens": output})
 }
 
+/// The status of one request for 10 output tokens of the `metered` model.
+async fn metered(gw: &Gateway, key: &str) -> StatusCode {
+    let body = json!({"model": "metered", "max_tokens": 10, "messages": user("x")});
+    gw.chat(key, body).await.status
+}
+
+/// `org`'s invoice for `month` as CSV.
+async fn invoice_csv(gw: &Gateway, org: &str, month: &str) -> common::Reply {
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("authorization", auth.as_str()), ("accept", "text/csv")];
+    gw.call(
+        Method::GET,
+        &format!("/admin/v1/invoices/{org}/{month}"),
+        &headers,
+        "",
+    )
+    .await
+}
+
 async fn import(gw: &Gateway, events: Vec<Value>) -> common::Reply {
     gw.admin(
         Method::POST,
@@ -123,15 +142,13 @@ async fn invoice_matches_the_worked_example() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), json!({"accepted": 5, "duplicates": 0}));
 
-    let r = gw
-        .admin(
+    let inv = gw
+        .admin_ok(
             Method::GET,
             &format!("/admin/v1/invoices/{acme}/2025-03"),
             Value::Null,
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let inv = r.json();
     assert_eq!(inv["organization"], acme.as_str());
     assert_eq!(inv["month"], "2025-03");
     assert_eq!(inv["status"], "final");
@@ -165,17 +182,7 @@ async fn invoice_matches_the_worked_example() {
     ] {
         assert_eq!(inv[k], v, "{k}");
     }
-    let csv = gw
-        .call(
-            Method::GET,
-            &format!("/admin/v1/invoices/{acme}/2025-03"),
-            &[
-                ("authorization", &format!("Bearer {ADMIN}")),
-                ("accept", "text/csv"),
-            ],
-            "",
-        )
-        .await;
+    let csv = invoice_csv(&gw, &acme, "2025-03").await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     let text = csv.text();
@@ -414,14 +421,12 @@ async fn hard_budgets_hold_under_concurrent_load() {
     let gw = start(CATALOGUE).await;
     let (acme, _, _, key) = gw.tenant("acme", json!({})).await;
     // Each request: 10 output tokens at $1000/M = $0.01 exactly; max_tokens makes the estimate exact.
-    let r = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "0.20"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.admin_ok(
+        Method::PUT,
+        &format!("/admin/v1/organizations/{acme}/budget"),
+        json!({"monthly_limit": "0.20"}),
+    )
+    .await;
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let gw_base = gw.base.clone();
@@ -476,37 +481,12 @@ async fn hard_budgets_hold_under_concurrent_load() {
         .collect();
     assert_eq!(thresholds, vec![50, 80, 100]);
     // Raising the budget lets requests through again at once.
-    gw.admin(
-        Method::PUT,
-        &format!("/admin/v1/organizations/{acme}/budget"),
-        json!({"monthly_limit": "1.00"}),
-    )
-    .await;
-    assert_eq!(
-        gw.chat(
-            &key,
-            json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
+    gw.put_budget(&acme, json!({"monthly_limit": "1.00"})).await;
+    assert_eq!(metered(&gw, &key).await, StatusCode::OK);
     // Bad budgets change nothing.
-    let r = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "-1"}),
-        )
-        .await;
+    let r = gw.put_budget(&acme, json!({"monthly_limit": "-1"})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": 1.5}),
-        )
-        .await;
+    let r = gw.put_budget(&acme, json!({"monthly_limit": 1.5})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
@@ -515,43 +495,17 @@ async fn project_budgets_cover_only_their_project() {
     let gw = start(CATALOGUE).await;
     let (acme, project, _, key) = gw.tenant("acme", json!({})).await;
     let (_, _, _, other_key) = gw.tenant_in(&acme, json!({})).await;
-    let r = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "0.02", "project": project}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.admin_ok(
+        Method::PUT,
+        &format!("/admin/v1/organizations/{acme}/budget"),
+        json!({"monthly_limit": "0.02", "project": project}),
+    )
+    .await;
     for _ in 0..2 {
-        assert_eq!(
-            gw.chat(
-                &key,
-                json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
-            )
-            .await
-            .status,
-            StatusCode::OK
-        );
+        assert_eq!(metered(&gw, &key).await, StatusCode::OK);
     }
-    assert_eq!(
-        gw.chat(
-            &key,
-            json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
-        )
-        .await
-        .status,
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_eq!(
-        gw.chat(
-            &other_key,
-            json!({"model": "metered", "max_tokens": 10, "messages": user("x")})
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
+    assert_eq!(metered(&gw, &key).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(metered(&gw, &other_key).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -781,18 +735,7 @@ async fn cache_writes_are_a_price_lane_everywhere() {
         ]
     );
     assert_eq!(inv["lines"][0]["cache_write_input_tokens"], 4_000_000);
-    let csv = gw
-        .call(
-            Method::GET,
-            &format!("/admin/v1/invoices/{acme}/2025-03"),
-            &[
-                ("authorization", &format!("Bearer {ADMIN}")),
-                ("accept", "text/csv"),
-            ],
-            "",
-        )
-        .await
-        .text();
+    let csv = invoice_csv(&gw, &acme, "2025-03").await.text();
     assert!(
         csv.lines()
             .next()
@@ -850,14 +793,12 @@ async fn hostile_prices_are_refused_and_stored_ones_break_nothing() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let r = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{acme}/budget"),
-            json!({"monthly_limit": "1000000000"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.admin_ok(
+        Method::PUT,
+        &format!("/admin/v1/organizations/{acme}/budget"),
+        json!({"monthly_limit": "1000000000"}),
+    )
+    .await;
     let big = 1_000_000_000_000;
     let r = import(
         &gw,

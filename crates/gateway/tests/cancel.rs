@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tollgate_config::DisconnectPolicy;
 use tollgate_gateway::App;
 use tollgate_mock::{Behavior, MockConfig, MockUpstream};
+use tollgate_store::UsageRecord;
 
 /// Where the client leaves.
 #[derive(Debug, Clone, Copy)]
@@ -103,13 +104,7 @@ async fn setup(policy: DisconnectPolicy, fallback: bool) -> Setup {
     let (org, _, _, key) = gw
         .tenant("acme", json!({"rpm": 100_000, "tpm": 100_000_000}))
         .await;
-    let b = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{org}/budget"),
-            json!({"monthly_limit": "0.01"}),
-        )
-        .await;
+    let b = gw.put_budget(&org, json!({"monthly_limit": "0.01"})).await;
     assert!(b.status.is_success(), "{}", b.text());
     Setup {
         _mocks: mocks,
@@ -388,6 +383,22 @@ async fn abandon_stream(gw: &Gateway, key: &str, path: &str, body: serde_json::V
     drop(sock);
 }
 
+/// A one-thread gateway on `toml` where a new organization's client left a stream of `body` to
+/// `path` midway; returns it, once settled, with the one record the stream left (a 499).
+async fn abandoned_once(toml: &str, path: &str, body: serde_json::Value) -> (Gateway, UsageRecord) {
+    let gw = start(toml).await;
+    let gw = restart_with(gw, |c| c.server.threads = 1).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({"rpm": 1000})).await;
+    abandon_stream(&gw, &key, path, body).await;
+    settled(&gw.app).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&gw.app).await;
+    let mut records = gw.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].status, 499);
+    (gw, records.remove(0))
+}
+
 /// Native Responses and Messages streams whose client leaves mid-stream are billed once, with
 /// the upstream's own usage under `drain`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,28 +410,17 @@ async fn native_responses_and_messages_streams_left_midway_are_billed_once() {
     };
     // Responses natively to an openai-kind upstream.
     let mock = MockUpstream::start(cfg.clone()).await.unwrap();
-    let gw = start(&openai_models(&[mock.base_url()])).await;
-    let gw = restart_with(gw, |c| c.server.threads = 1).await;
-    let (_, _, _, key) = gw.tenant("acme", json!({"rpm": 1000})).await;
-    abandon_stream(
-        &gw,
-        &key,
+    let (gw, record) = abandoned_once(
+        &openai_models(&[mock.base_url()]),
         "/v1/responses",
         json!({"model": "gpt-4o-mini", "input": "one two three", "stream": true}),
     )
     .await;
-    settled(&gw.app).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    settled(&gw.app).await;
-    let records = gw.records().await;
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].status, 499);
     assert!(
-        !records[0].estimated,
-        "drained to the upstream's usage: {:?}",
-        records[0]
+        !record.estimated,
+        "drained to the upstream's usage: {record:?}"
     );
-    assert_eq!(records[0].output_tokens, 40);
+    assert_eq!(record.output_tokens, 40);
     assert_eq!(gw.app.limits.outstanding(), 0);
     gw.stop().await;
 
@@ -430,24 +430,14 @@ async fn native_responses_and_messages_streams_left_midway_are_billed_once() {
         "[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"sk-ant-upstream\"\n\n[[models]]\nname = \"claude-x\"\nprovider = \"claude\"\ninput_price = \"3\"\noutput_price = \"15\"\n",
         mock.origin()
     );
-    let gw = start(&toml).await;
-    let gw = restart_with(gw, |c| c.server.threads = 1).await;
-    let (_, _, _, key) = gw.tenant("acme", json!({"rpm": 1000})).await;
-    abandon_stream(
-        &gw,
-        &key,
+    let (gw, record) = abandoned_once(
+        &toml,
         "/v1/messages",
         json!({"model": "claude-x", "max_tokens": 100, "stream": true,
                "messages": [{"role": "user", "content": "one two three"}]}),
     )
     .await;
-    settled(&gw.app).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    settled(&gw.app).await;
-    let records = gw.records().await;
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].status, 499);
-    assert!(!records[0].estimated, "{:?}", records[0]);
+    assert!(!record.estimated, "{record:?}");
     assert_eq!(gw.app.limits.outstanding(), 0);
     gw.stop().await;
 }

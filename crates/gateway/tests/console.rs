@@ -168,14 +168,12 @@ async fn console_signs_in_shows_the_api_numbers_and_acts_through_the_api() {
     assert_eq!(csv.text(), api_csv.text());
 
     // Reinstate from the reviews page: the CSRF token is required, and the decision is the API's.
-    let r = gw
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/organizations/{rival}/review"),
-            json!({"reason": "suspicious"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.admin_ok(
+        Method::POST,
+        &format!("/admin/v1/organizations/{rival}/review"),
+        json!({"reason": "suspicious"}),
+    )
+    .await;
     let reviews = page(&gw, "/console/reviews", &admin).await.text();
     assert!(
         reviews.contains(&format!("id=\"review-{rival}\"")),

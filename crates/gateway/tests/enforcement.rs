@@ -184,14 +184,10 @@ async fn setup_with_policies(
 /// A chat request as forwarded by the trusted loopback proxy for client `ip`.
 async fn chat_from(gw: &Gateway, key: &str, ip: &str, body: Value) -> Reply {
     let auth = format!("Bearer {key}");
-    gw.call(
-        Method::POST,
+    gw.post_as(
         "/v1/chat/completions",
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-            ("x-forwarded-for", ip),
-        ],
+        &auth,
+        &[("x-forwarded-for", ip)],
         body.to_string(),
     )
     .await
@@ -707,14 +703,10 @@ trusted_proxies = ["10.0.0.0/8"]"#
         let auth = format!("Bearer {key}");
         // Client, then an internal proxy hop (trusted and skipped), then the peer.
         let r = gw
-            .call(
-                Method::POST,
+            .post_as(
                 "/v1/chat/completions",
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                    ("x-forwarded-for", "198.51.100.1, 203.0.113.7, 10.1.2.3"),
-                ],
+                &auth,
+                &[("x-forwarded-for", "198.51.100.1, 203.0.113.7, 10.1.2.3")],
                 product_body(1).to_string(),
             )
             .await;

@@ -15,25 +15,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
-const MODELS: &str = r#"
-[[providers]]
-name = "sim"
-kind = "simulated"
-ttft_ms = 0
-
-[[owners]]
-name = "openai"
-revenue_share_percent = "20"
-policy = "No training of competing models."
-
-[[models]]
-name = "gpt-4o-mini"
-provider = "sim"
-input_price = "0.15"
-output_price = "0.60"
-owner = "openai"
-"#;
-
 fn cases() -> u32 {
     tollgate_testkit::fuzz::cases(128)
 }
@@ -92,7 +73,7 @@ fn admin_bodies_never_break_the_server() {
         .enable_all()
         .build()
         .unwrap();
-    let gw = rt.block_on(start(MODELS));
+    let gw = rt.block_on(start(OPENAI_OWNED_MODEL));
     let (a, project, _, _) = rt.block_on(gw.tenant("alpha", json!({})));
     let (b, _, _, _) = rt.block_on(gw.tenant("beta", json!({})));
     let routes: Vec<(Method, String)> = vec![

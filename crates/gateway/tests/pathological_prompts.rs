@@ -47,13 +47,7 @@ async fn gateway() -> Gateway {
 async fn one_character_repeated_a_million_times_is_answered_and_never_stalls_the_thread() {
     let gw = gateway().await;
     let (org, _, _, key) = gw.tenant("acme", json!({"tpm": 100_000_000})).await;
-    let b = gw
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/organizations/{org}/budget"),
-            json!({"monthly_limit": "100"}),
-        )
-        .await;
+    let b = gw.put_budget(&org, json!({"monthly_limit": "100"})).await;
     assert!(b.status.is_success(), "{}", b.text());
     let prompt = "a".repeat(1_500_000);
     let base = gw.base.clone();

@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_config::Config;
 use tollgate_mock::{MockConfig, MockUpstream};
+use tollgate_testkit::catalogue::NORTHWIND_MODEL;
 
 // ----- helpers -----
 
@@ -34,6 +35,15 @@ async fn start_server(server: &str, rest: &str) -> Gateway {
         dir.path().display(),
     );
     start_with(Config::from_toml(&text).unwrap(), dir).await
+}
+
+/// A gateway with `server` settings in front of a default mock, and the inference key of a new
+/// organization "acme".
+async fn acme_behind_mock(server: &str) -> (MockUpstream, Gateway, String) {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let gw = start_server(server, &openai_models(&[mock.base_url()])).await;
+    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    (mock, gw, key)
 }
 
 async fn connect(gw: &Gateway) -> TcpStream {
@@ -200,13 +210,8 @@ async fn headers_sent_one_byte_at_a_time_are_cut_at_the_header_timeout() {
 
 #[tokio::test]
 async fn a_body_that_stops_midway_is_cut_at_the_body_timeout() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
-    let gw = start_server(
-        "body_read_timeout_ms = 500\nheader_read_timeout_ms = 10000",
-        &openai_models(&[mock.base_url()]),
-    )
-    .await;
-    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (mock, gw, key) =
+        acme_behind_mock("body_read_timeout_ms = 500\nheader_read_timeout_ms = 10000").await;
     for (path, auth) in [
         ("/v1/chat/completions", key.clone()),
         ("/admin/v1/organizations", ADMIN.to_owned()),
@@ -438,37 +443,18 @@ async fn a_client_that_stops_reading_its_stream_is_cut_at_the_write_timeout() {
 
 // ----- the authorization table -----
 
-/// Two owners with one simulated model each; the table runs on it.
-const OWNED_MODELS: &str = r#"
-[[providers]]
-name = "sim"
-kind = "simulated"
-ttft_ms = 0
-
-[[owners]]
-name = "openai"
-revenue_share_percent = "20"
-policy = "No training of competing models."
-
+/// Two owners with one simulated model each ([`OPENAI_OWNED_MODEL`] and the owner "northwind"
+/// of [`NORTHWIND_MODEL`]); the table runs on it.
+fn owned_models() -> String {
+    format!(
+        r#"{OPENAI_OWNED_MODEL}
 [[owners]]
 name = "northwind"
 revenue_share_percent = "30"
 policy = "No training of other models."
-
-[[models]]
-name = "gpt-4o-mini"
-provider = "sim"
-input_price = "0.15"
-output_price = "0.60"
-owner = "openai"
-
-[[models]]
-name = "northwind-7b"
-provider = "sim"
-input_price = "0.10"
-output_price = "0.40"
-owner = "northwind"
-"#;
+{NORTHWIND_MODEL}"#
+    )
+}
 
 /// The kinds of credential a caller can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -548,7 +534,7 @@ async fn owner_key(gw: &Gateway, owner: &str) -> (String, String) {
 
 #[tokio::test]
 async fn authorization_table_every_route_by_every_credential() {
-    let gw = start_server("", OWNED_MODELS).await;
+    let gw = start_server("", &owned_models()).await;
     // Organization A (the caller's own), B (another), V (a victim of review decisions).
     let (a, project, _, inference) = gw.tenant("alpha", json!({})).await;
     let (b, _, _, _) = gw.tenant("beta", json!({})).await;
@@ -660,13 +646,7 @@ async fn authorization_table_every_route_by_every_credential() {
 
 #[tokio::test]
 async fn hostile_inference_bodies_get_openai_errors_and_reach_no_upstream() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
-    let gw = start_server(
-        "max_body_bytes = 1048576",
-        &openai_models(&[mock.base_url()]),
-    )
-    .await;
-    let (_, _, _, key) = gw.tenant("acme", json!({})).await;
+    let (mock, gw, key) = acme_behind_mock("max_body_bytes = 1048576").await;
     let msgs = r#"[{"role":"user","content":"hi"}]"#;
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
@@ -739,17 +719,7 @@ async fn hostile_inference_bodies_get_openai_errors_and_reach_no_upstream() {
     ];
     let auth = format!("Bearer {key}");
     for (name, body, status, param) in cases {
-        let r = gw
-            .call(
-                Method::POST,
-                "/v1/chat/completions",
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                body,
-            )
-            .await;
+        let r = gw.post_as("/v1/chat/completions", &auth, &[], body).await;
         assert_eq!(r.status.as_u16(), status, "{name}: {}", r.text());
         let v = assert_error_reply(&r, name);
         if let Some(p) = param {
@@ -773,13 +743,10 @@ async fn hostile_inference_bodies_get_openai_errors_and_reach_no_upstream() {
     // is skipped without recursion): no crash, and the upstream decides.
     let nested = deep(50_000);
     let r = gw
-        .call(
-            Method::POST,
+        .post_as(
             "/v1/chat/completions",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
+            &auth,
+            &[],
             format!(r#"{{"model":"gpt-4o-mini","messages":{msgs},"metadata":{nested}}}"#),
         )
         .await;
@@ -790,13 +757,10 @@ async fn hostile_inference_bodies_get_openai_errors_and_reach_no_upstream() {
     assert!(sent.contains(&nested));
     // So does a message's content: the upstream's answer (here the mock's 400) comes back.
     let r = gw
-        .call(
-            Method::POST,
+        .post_as(
             "/v1/chat/completions",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
+            &auth,
+            &[],
             format!(
                 r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":{nested}}}]}}"#
             ),
@@ -826,15 +790,7 @@ async fn hostile_admin_bodies_get_openai_errors() {
     ];
     for (name, body) in cases {
         let r = gw
-            .call(
-                Method::POST,
-                "/admin/v1/organizations",
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                body,
-            )
+            .post_as("/admin/v1/organizations", &auth, &[], body)
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}: {}", r.text());
         assert_error_reply(&r, name);
@@ -855,7 +811,7 @@ type RejectionCase<'a> = (
 
 #[tokio::test]
 async fn framework_rejections_and_every_error_are_openai_shaped_with_a_request_id() {
-    let gw = start_server("max_body_bytes = 1024", OWNED_MODELS).await;
+    let gw = start_server("max_body_bytes = 1024", &owned_models()).await;
     let (org, _, _, key) = gw.tenant("acme", json!({})).await;
     let admin = format!("Bearer {ADMIN}");
     let bearer = format!("Bearer {key}");

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -193,17 +193,13 @@ async fn spans_of_each_phase_reach_the_collector_with_gen_ai_attributes() {
     let parent_trace = "0af7651916cd43dd8448eb211c80319c";
     let parent_span = "b7ad6b7169203331";
     let plain = gw
-        .call(
-            Method::POST,
+        .post_as(
             "/v1/chat/completions",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-                (
-                    "traceparent",
-                    &format!("00-{parent_trace}-{parent_span}-01"),
-                ),
-            ],
+            &auth,
+            &[(
+                "traceparent",
+                &format!("00-{parent_trace}-{parent_span}-01"),
+            )],
             json!({"model": "gpt-4o-mini", "messages": msg}).to_string(),
         )
         .await;

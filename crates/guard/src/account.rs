@@ -407,7 +407,14 @@ pub const MAX_SHAPES: usize = 6;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Shape {
     pub hash: u64,
+    /// Requests counted (the ordering that decides which shape is replaced next), including
+    /// `err`.
     pub count: u32,
+    /// Requests a shape admitted from the candidates ([`ShapeCandidate`]) brought with it:
+    /// counted for its rank, not in its statistics; 0 for a shape that took a free slot or was
+    /// read from an older snapshot.
+    #[serde(default)]
+    pub err: u32,
     /// Requests carrying harvesting signals.
     #[serde(default)]
     pub harvest: u32,
@@ -419,19 +426,25 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Requests of this shape since it took its slot (its topics and tokens count these).
+    pub fn own(&self) -> u32 {
+        self.count.saturating_sub(self.err)
+    }
+
     /// Heavy, with slots over unrelated topics and long-form answers: a fixed template filled
     /// with encyclopaedic topics to generate training text. A product template's slots stay in
     /// one domain (narrow); translation and labelling pipelines range over every topic but
     /// answer about as long as, or shorter than, the input.
     pub fn broad_long_form(&self, requests: u64) -> bool {
-        if self.count < HEAVY_TEMPLATE_MIN
-            || f64::from(self.count) < BROAD_MIN_SHARE * requests as f64
+        let own = self.own();
+        if own < HEAVY_TEMPLATE_MIN
+            || f64::from(own) < BROAD_MIN_SHARE * requests as f64
             || self.completions < 10
         {
             return false;
         }
         let out = self.out_tokens / u64::from(self.completions);
-        let input = self.in_tokens / u64::from(self.count.max(1));
+        let input = self.in_tokens / u64::from(own.max(1));
         out >= LONG_FORM_TOKENS
             && out >= LONG_FORM_RATIO * input.max(1)
             && entropy(&self.topics) >= BROAD_ENTROPY
@@ -440,10 +453,53 @@ impl Shape {
     /// Heavy with short answers (see [`Template::short_output`]): a classification or
     /// labelling pipeline, which explains its traffic like a narrow template.
     pub fn short_output(&self, requests: u64) -> bool {
-        self.count >= HEAVY_TEMPLATE_MIN
-            && f64::from(self.count) >= BROAD_MIN_SHARE * requests as f64
+        self.own() >= HEAVY_TEMPLATE_MIN
+            && f64::from(self.own()) >= BROAD_MIN_SHARE * requests as f64
             && self.completions >= 10
             && self.out_tokens / u64::from(self.completions) <= SHORT_OUTPUT_TOKENS
+    }
+}
+
+/// Candidate shapes counted per account while the shape table is full.
+pub const MAX_SHAPE_CANDIDATES: usize = 8;
+
+/// A shape seen while every slot of the shape table was taken. Without candidates a full table
+/// locked out a heavy shape that arrived late: a new shape started from zero in the weakest
+/// slot and was replaced by the next new shape before it could climb (a chat app's every
+/// request brings a new tail shape). Candidates are counted by space-saving (a replaced
+/// candidate's successor inherits its count as `err`, so a shape that keeps arriving stays
+/// counted); one is admitted when its guaranteed count (`count - err`: requests seen since it
+/// became a candidate) exceeds the count of the weakest shape in the table, whose slot it
+/// takes. A one-off shape's guaranteed count is 1, so the churn of new shapes never enters the
+/// table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShapeCandidate {
+    pub hash: u64,
+    pub count: u32,
+    pub err: u32,
+}
+
+/// Count `hash` among the candidates; returns its guaranteed count.
+fn count_candidate(table: &mut Vec<ShapeCandidate>, hash: u64) -> u32 {
+    let Some((i, _)) = space_saving(
+        table,
+        MAX_SHAPE_CANDIDATES,
+        |c| c.hash == hash,
+        |c| c.count,
+        |min| ShapeCandidate {
+            hash,
+            count: min,
+            err: min,
+        },
+    ) else {
+        return 0;
+    };
+    match table.get_mut(i) {
+        Some(c) => {
+            c.count = c.count.saturating_add(1);
+            c.count.saturating_sub(c.err)
+        }
+        None => 0,
     }
 }
 
@@ -572,6 +628,9 @@ pub struct Account {
     /// Prompt shapes (see [`Shape`]).
     #[serde(default)]
     pub shapes: Vec<Shape>,
+    /// Shapes waiting for a slot in `shapes` (see [`ShapeCandidate`]).
+    #[serde(default)]
+    pub shape_candidates: Vec<ShapeCandidate>,
     /// Prompt-wrapper shingles (see [`crate::features::RequestFeatures::wrapper_head`]).
     #[serde(default)]
     pub wrappers: Vec<WrapperStat>,
@@ -617,6 +676,7 @@ impl Default for Account {
             last_topic: None,
             last_template_slot: None,
             shapes: Vec::new(),
+            shape_candidates: Vec::new(),
             wrappers: Vec::new(),
             activity: crate::pool::Activity::default(),
         }
@@ -903,25 +963,41 @@ impl Account {
         if hash == 0 {
             return None;
         }
-        let fresh = |_| Shape {
+        let fresh = |count| Shape {
             hash,
-            count: 0,
+            count,
+            err: count,
             harvest: 0,
             topics: vec![0; TOPICS],
             in_tokens: 0,
             out_tokens: 0,
             completions: 0,
         };
-        let (i, replaced) = space_saving(
-            &mut self.shapes,
-            MAX_SHAPES,
-            |s| s.hash == hash,
-            |s| s.count,
-            fresh,
-        )?;
-        if replaced {
-            self.segments.reset_shape(i);
-        }
+        let i = match self.shapes.iter().position(|s| s.hash == hash) {
+            Some(i) => i,
+            None if self.shapes.len() < MAX_SHAPES => {
+                self.shapes.push(fresh(0));
+                self.shapes.len() - 1
+            }
+            None => {
+                // The table is full: count the shape among the candidates, and admit it in
+                // place of the weakest shape once it was surely seen more often than that one.
+                let seen = count_candidate(&mut self.shape_candidates, hash);
+                let (i, weakest) = self
+                    .shapes
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.count)
+                    .map(|(i, s)| (i, s.count))?;
+                if seen <= weakest {
+                    return None;
+                }
+                self.shape_candidates.retain(|c| c.hash != hash);
+                *self.shapes.get_mut(i)? = fresh(seen - 1);
+                self.segments.reset_shape(i);
+                i
+            }
+        };
         let s = self.shapes.get_mut(i)?;
         s.count += 1;
         s.harvest += u32::from(harvesting);
@@ -1074,8 +1150,8 @@ impl Account {
         // the template SimHash); one of the two explanations counts, never their sum.
         let (mut sx, mut sxh) = (0u64, 0u64);
         for s in self.shapes.iter().filter(|s| s.short_output(requests)) {
-            sx += u64::from(s.count);
-            sxh += u64::from(s.harvest.min(s.count));
+            sx += u64::from(s.own());
+            sxh += u64::from(s.harvest.min(s.own()));
         }
         (ex, exh) = better_explanation(
             (ex, exh),
@@ -1087,7 +1163,7 @@ impl Account {
             .shapes
             .iter()
             .filter(|s| s.broad_long_form(requests))
-            .map(|s| u64::from(s.count))
+            .map(|s| u64::from(s.own()))
             .sum::<u64>()
             .min(requests);
         self.counters.explained = ex;
@@ -1120,6 +1196,7 @@ impl Account {
         let c = &mut self.counters;
         self.distinct = Hll::new(HLL_PRECISION);
         c.novelty_base = c.requests;
+        self.segments.start_novelty(false);
         c.topics = [0; TOPICS];
         c.harvest_topics = [0; TOPICS];
         c.recent_topics = [0; TOPICS];
@@ -1204,8 +1281,8 @@ impl Account {
     }
 
     /// Score the segments with at least `min_requests` requests that are not the whole
-    /// account, and return the worst (highest) with its label. A segment has no distinct-prompt
-    /// sketch: its novelty counts as zero, which can only lower its score.
+    /// account, and return the worst (highest) with its label. A segment's novelty is counted
+    /// like the account's, from its own distinct-prompt sketch ([`Segment::distinct`]).
     pub fn score_segments(
         &mut self,
         weights: &crate::score::Weights,
@@ -1221,9 +1298,7 @@ impl Account {
             .map(|s| {
                 let n = u64::from(s.counters.requests);
                 (n >= min_requests.max(1) && n < total).then(|| {
-                    self.segment_counters(s, narrow_entropy)
-                        .scored_values(0.0)
-                        .score(weights)
+                    segment_novelty(self.segment_counters(s, narrow_entropy), s).score(weights)
                 })
             })
             .collect();
@@ -1241,7 +1316,10 @@ impl Account {
 
     /// Signal values of one segment (for the evidence).
     pub fn segment_values(&self, seg: &Segment, narrow_entropy: f64) -> SignalValues {
-        self.segment_counters(seg, narrow_entropy).values(0.0)
+        let (distinct, since) = seg.novelty_counts();
+        let mut c = self.segment_counters(seg, narrow_entropy);
+        c.novelty_base = c.requests.saturating_sub(u64::from(since));
+        c.values(distinct)
     }
 
     /// Fold one request into the distribution test's profile: a windowed mean of hashed
@@ -1349,6 +1427,13 @@ fn add_day(
     }
 }
 
+/// Scored signal values of a segment's counters with its own novelty.
+fn segment_novelty(mut c: Counters, seg: &Segment) -> SignalValues {
+    let (distinct, since) = seg.novelty_counts();
+    c.novelty_base = c.requests.saturating_sub(u64::from(since));
+    c.scored_values(distinct)
+}
+
 /// Upper bound, in bytes, of the memory one organization can hold (excluding allocator
 /// overhead), computed from the sketch sizes above; `sample_size` is the configured prompt sample
 /// (0 unless flagged).
@@ -1368,7 +1453,8 @@ pub fn memory_bound(sample_size: usize) -> usize {
     let profile = PROFILE_DIMS * size_of::<f32>();
     let wrappers = MAX_WRAPPERS * size_of::<WrapperStat>()
         + crate::pool::Activity::memory_bound()
-        + MAX_SHAPES * (size_of::<Shape>() + TOPICS);
+        + MAX_SHAPES * (size_of::<Shape>() + TOPICS)
+        + MAX_SHAPE_CANDIDATES * size_of::<ShapeCandidate>();
     size_of::<Account>()
         + hll
         + templates
@@ -1434,6 +1520,50 @@ mod tests {
             let all = acc.values().score(&w);
             assert_eq!(acc.own_score(&w).to_bits(), all.to_bits());
         }
+    }
+
+    #[test]
+    fn a_heavy_shape_arriving_late_takes_a_slot_from_a_full_table() {
+        let f = RequestFeatures::default();
+        let mut acc = Account::default();
+        // Six shapes fill the table, 50 requests each.
+        for round in 0..50 {
+            for h in 1..=MAX_SHAPES as u64 {
+                assert!(acc.bump_shape(&f, h, false).is_some(), "round {round}");
+            }
+        }
+        // Then a shape on a quarter of the requests, the rest each a new shape (a chat app's
+        // tails): every new shape is counted among the candidates, not in the table.
+        let late = 1_000;
+        let mut admitted_at = None;
+        for i in 0..4_000u64 {
+            let got = if i % 4 == 0 {
+                acc.bump_shape(&f, late, false)
+            } else {
+                acc.bump_shape(&f, 10_000 + i, false)
+            };
+            if admitted_at.is_none() && acc.shapes.iter().any(|s| s.hash == late) {
+                admitted_at = Some(i);
+                assert!(got.is_some());
+            }
+            assert!(acc.shape_candidates.len() <= MAX_SHAPE_CANDIDATES);
+        }
+        // Admitted once seen more often than the weakest shape (50), in place of one of the six.
+        let at = admitted_at.expect("the late heavy shape was admitted");
+        assert!((200..=220).contains(&at), "admitted at request {at}");
+        assert_eq!(acc.shapes.len(), MAX_SHAPES);
+        let s = acc.shapes.iter().find(|s| s.hash == late).unwrap();
+        // Its statistics count only its requests since admission; its rank counts them all.
+        assert_eq!(s.own(), (4_000 - at as u32) / 4);
+        assert_eq!(s.count, 51 + s.own() - 1);
+        assert_eq!(
+            acc.shapes.iter().filter(|s| s.hash <= 6).count(),
+            MAX_SHAPES - 1
+        );
+        // No one-off shape ever entered the table (3,000 of them, far more than the weakest
+        // shape's count).
+        assert!(acc.shapes.iter().all(|s| s.hash < 10_000));
+        assert!(acc.shape_candidates.iter().all(|c| c.count - c.err <= 1));
     }
 
     #[test]

@@ -1178,6 +1178,7 @@ impl Detector {
                 m.templates_frozen += acc.reset_word_hashes();
             }
             acc.distinct.repair();
+            acc.segments.start_novelty(true);
             for t in &mut acc.templates {
                 t.topics.resize(crate::features::TOPICS, 0);
             }

@@ -25,6 +25,8 @@ use crate::{Detector, DetectorSettings, GuardError};
 pub const THRESHOLDS: [f64; 4] = [0.6, 0.7, 0.8, 0.9];
 /// Highest benign flag rate allowed on the training families when fitting the threshold.
 pub const TRAIN_MAX_FPR: f64 = 0.02;
+/// Candidate family margins of the distribution test (factors on its fitted threshold).
+pub const FAMILY_MARGINS: [f64; 6] = [1.0, 1.25, 1.5, 2.0, 3.0, 4.0];
 
 /// One account under one candidate threshold.
 #[derive(Clone, Debug, Serialize)]
@@ -46,6 +48,8 @@ pub struct AccountOutcome {
     pub distribution: f64,
     /// Whether the statistic exceeds the fold's fitted threshold.
     pub distribution_positive: bool,
+    /// Whether it exceeds the fold's threshold times its family margin.
+    pub distribution_positive_margin: bool,
     #[serde(skip)]
     pub profile: Vec<f32>,
 }
@@ -67,6 +71,8 @@ pub struct KindFigures {
     pub cluster_recall: Option<f64>,
     /// Accounts over the distribution test's threshold (fitted on training benign accounts).
     pub distribution_positive: usize,
+    /// Accounts over that threshold times the fold's family margin.
+    pub distribution_positive_margin: usize,
 }
 
 /// One held-out family of the hidden-segment kind.
@@ -77,6 +83,7 @@ pub struct ShareFigures {
     pub accounts: usize,
     pub flagged: usize,
     pub distribution_positive: usize,
+    pub distribution_positive_margin: usize,
 }
 
 /// Per fold: the fitted threshold and the training figures it was chosen on.
@@ -87,6 +94,14 @@ pub struct Fold {
     pub train_benign_fpr: f64,
     pub train_harvest_recall: f64,
     pub distribution_threshold: f64,
+    /// A new family's benign positive rate at that threshold, estimated on the training
+    /// families alone (each training family in turn measured against a threshold fitted on the
+    /// others; mean over them).
+    pub distribution_new_family_fpr: f64,
+    /// The smallest of [`FAMILY_MARGINS`] whose estimated new-family rate meets the target (the
+    /// largest when none does), and that estimate.
+    pub distribution_margin: f64,
+    pub distribution_margin_new_family_fpr: f64,
 }
 
 /// The report.
@@ -107,6 +122,8 @@ pub struct LofoReport {
     pub blatant_median_requests_to_flag: Option<u64>,
     pub distribution_fpr_target: f64,
     pub distribution_benign_fpr: f64,
+    /// Held-out benign positive rate with each fold's family margin.
+    pub distribution_benign_fpr_margin: f64,
     /// Harvesting confined to one key of a genuine app, per held-out family: the attacker's
     /// share of the account's traffic, accounts flagged and over the distribution threshold.
     pub by_attacker_share: Vec<ShareFigures>,
@@ -141,6 +158,7 @@ fn run(
             segment: a.segment.clone(),
             distribution: 0.0,
             distribution_positive: false,
+            distribution_positive_margin: false,
             profile: if a.requests >= settings.min_requests {
                 a.profile.clone()
             } else {
@@ -211,6 +229,38 @@ fn quantile_threshold(mut benign: Vec<f64>, fpr: f64) -> f64 {
     benign.get(allowed).copied().unwrap_or(0.0)
 }
 
+/// A new family's benign positive rate at the threshold fitted for `fpr` times `margin`,
+/// estimated on the training null alone: each training family in turn is measured against the
+/// threshold fitted on the other training families' null values (the mean over them). The
+/// others' values were measured against references that include the family left out, which
+/// can only lower the threshold and raise the estimate.
+fn new_family_fpr(refs: &[&AccountOutcome], null: &[f64], fpr: f64, margin: f64) -> f64 {
+    let mut families: Vec<u32> = refs.iter().map(|a| a.family).collect();
+    families.sort_unstable();
+    families.dedup();
+    if families.len() < 2 {
+        return 0.0;
+    }
+    let mut sum = 0.0;
+    for &j in &families {
+        let others: Vec<f64> = refs
+            .iter()
+            .zip(null)
+            .filter(|(a, _)| a.family != j)
+            .map(|(_, v)| *v)
+            .collect();
+        let t = quantile_threshold(others, fpr) * margin;
+        let own: Vec<f64> = refs
+            .iter()
+            .zip(null)
+            .filter(|(a, _)| a.family == j)
+            .map(|(_, v)| *v)
+            .collect();
+        sum += own.iter().filter(|v| **v > t).count() as f64 / own.len().max(1) as f64;
+    }
+    sum / families.len() as f64
+}
+
 /// Largest cluster's flagged members over the campaign's size.
 fn cluster_recall(members: &[&AccountOutcome]) -> f64 {
     let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -263,18 +313,33 @@ pub fn evaluate(
             .filter(|a| a.family != k && !a.harvesting && !a.profile.is_empty())
             .collect();
         let ref_profiles: Vec<&[f32]> = refs.iter().map(|a| a.profile.as_slice()).collect();
-        let dist_threshold = quantile_threshold(family_null(&refs), distribution_fpr);
+        let null = family_null(&refs);
+        let dist_threshold = quantile_threshold(null.clone(), distribution_fpr);
+        let estimate = |m: f64| new_family_fpr(&refs, &null, distribution_fpr, m);
+        let (margin, margin_fpr) = FAMILY_MARGINS
+            .iter()
+            .map(|&m| (m, estimate(m)))
+            .find(|(_, e)| *e <= distribution_fpr)
+            .unwrap_or_else(|| {
+                let m = FAMILY_MARGINS[FAMILY_MARGINS.len() - 1];
+                (m, estimate(m))
+            });
         folds.push(Fold {
             held_out_family: k,
             threshold: THRESHOLDS[i],
             train_benign_fpr: fpr,
             train_harvest_recall: recall,
             distribution_threshold: dist_threshold,
+            distribution_new_family_fpr: estimate(1.0),
+            distribution_margin: margin,
+            distribution_margin_new_family_fpr: margin_fpr,
         });
         held.extend(runs[i].iter().filter(|a| a.family == k).map(|a| {
             let mut a = a.clone();
             a.distribution = nearest(&a.profile, &ref_profiles);
             a.distribution_positive = !a.profile.is_empty() && a.distribution > dist_threshold;
+            a.distribution_positive_margin =
+                !a.profile.is_empty() && a.distribution > dist_threshold * margin;
             a
         }));
     }
@@ -324,6 +389,10 @@ pub fn evaluate(
             median_requests_until_flagged: until.get(until.len() / 2).copied(),
             cluster_recall: (*k == FamKind::Hydra).then(|| recall_sum / f64::from(FAMILIES)),
             distribution_positive: list.iter().filter(|a| a.distribution_positive).count(),
+            distribution_positive_margin: list
+                .iter()
+                .filter(|a| a.distribution_positive_margin)
+                .count(),
         });
     }
     let benign: Vec<&AccountOutcome> = held.iter().filter(|a| !a.harvesting).collect();
@@ -353,6 +422,10 @@ pub fn evaluate(
                 accounts: fam.len(),
                 flagged: fam.iter().filter(|a| a.flagged).count(),
                 distribution_positive: fam.iter().filter(|a| a.distribution_positive).count(),
+                distribution_positive_margin: fam
+                    .iter()
+                    .filter(|a| a.distribution_positive_margin)
+                    .count(),
             }
         })
         .collect();
@@ -372,6 +445,11 @@ pub fn evaluate(
         distribution_fpr_target: distribution_fpr,
         distribution_benign_fpr: benign.iter().filter(|a| a.distribution_positive).count() as f64
             / benign.len().max(1) as f64,
+        distribution_benign_fpr_margin: benign
+            .iter()
+            .filter(|a| a.distribution_positive_margin)
+            .count() as f64
+            / benign.len().max(1) as f64,
         kinds,
         accounts_detail: held,
     })
@@ -389,17 +467,20 @@ pub fn render(r: &LofoReport) -> String {
     for f in &r.folds {
         let _ = writeln!(
             out,
-            "fold: family {} held out → threshold {:.2} (training: benign FPR {:.1}%, harvesting flagged {:.1}%), distribution threshold {:.4}",
+            "fold: family {} held out → threshold {:.2} (training: benign FPR {:.1}%, harvesting flagged {:.1}%), distribution threshold {:.4} (new family, estimated on training: {:.1}%; family margin ×{} → {:.1}%)",
             f.held_out_family,
             f.threshold,
             f.train_benign_fpr * 100.0,
             f.train_harvest_recall * 100.0,
-            f.distribution_threshold
+            f.distribution_threshold,
+            f.distribution_new_family_fpr * 100.0,
+            f.distribution_margin,
+            f.distribution_margin_new_family_fpr * 100.0
         );
     }
     let _ = writeln!(
         out,
-        "{:<21} {:>4} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>6}",
+        "{:<21} {:>4} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>6} {:>6}",
         "kind (held out)",
         "harv",
         "accounts",
@@ -408,12 +489,13 @@ pub fn render(r: &LofoReport) -> String {
         "rate",
         "fam≥80%",
         "req→flag",
-        "dist+"
+        "dist+",
+        "dist+m"
     );
     for k in &r.kinds {
         let _ = writeln!(
             out,
-            "{:<21} {:>4} {:>8} {:>8} {:>7} {:>5.0}% {:>6}/{} {:>8} {:>6}{}",
+            "{:<21} {:>4} {:>8} {:>8} {:>7} {:>5.0}% {:>6}/{} {:>8} {:>6} {:>6}{}",
             k.kind,
             if k.harvesting { "yes" } else { "no" },
             k.accounts,
@@ -425,6 +507,7 @@ pub fn render(r: &LofoReport) -> String {
             k.median_requests_until_flagged
                 .map_or("-".into(), |n| n.to_string()),
             k.distribution_positive,
+            k.distribution_positive_margin,
             k.cluster_recall.map_or(String::new(), |c| format!(
                 "  flagged+clustered {:.0}%",
                 c * 100.0
@@ -458,21 +541,24 @@ pub fn render(r: &LofoReport) -> String {
     );
     let _ = writeln!(
         out,
-        "distribution test: target benign FPR {:.1}%, held-out benign FPR {:.1}%",
+        "distribution test: target benign FPR {:.1}%, held-out benign FPR {:.1}% (with the family margin: {:.1}%)",
         r.distribution_fpr_target * 100.0,
-        r.distribution_benign_fpr * 100.0
+        r.distribution_benign_fpr * 100.0,
+        r.distribution_benign_fpr_margin * 100.0
     );
     let shares: Vec<String> = r
         .by_attacker_share
         .iter()
         .map(|s| {
             format!(
-                "{:.0}% (family {}): flagged {}/{}, dist+ {}/{}",
+                "{:.0}% (family {}): flagged {}/{}, dist+ {}/{}, dist+m {}/{}",
                 s.attacker_share * 100.0,
                 s.family,
                 s.flagged,
                 s.accounts,
                 s.distribution_positive,
+                s.accounts,
+                s.distribution_positive_margin,
                 s.accounts
             )
         })
@@ -483,4 +569,46 @@ pub fn render(r: &LofoReport) -> String {
         shares.join("; ")
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(family: u32) -> AccountOutcome {
+        AccountOutcome {
+            organization: format!("a{family}"),
+            kind: "consumer_chat".into(),
+            family,
+            harvesting: false,
+            heavy: false,
+            requests: 100,
+            score: 0.0,
+            flagged: false,
+            requests_until_flagged: None,
+            cluster: None,
+            segment: None,
+            distribution: 0.0,
+            distribution_positive: false,
+            distribution_positive_margin: false,
+            profile: vec![0.0],
+        }
+    }
+
+    #[test]
+    fn new_family_fpr_measures_each_family_against_the_others_threshold() {
+        // Families 0 and 1 look alike; one account of family 2 is far from both.
+        let refs: Vec<AccountOutcome> = [0, 0, 1, 1, 2, 2].into_iter().map(outcome).collect();
+        let refs: Vec<&AccountOutcome> = refs.iter().collect();
+        let null = [0.1, 0.2, 0.1, 0.3, 0.1, 2.0];
+        // Family 2 against max(0.1, 0.2, 0.1, 0.3): 1 of 2 over; families 0 and 1 against a
+        // threshold that includes 2.0: none over. Mean over families: 1/6.
+        let e = new_family_fpr(&refs, &null, 0.01, 1.0);
+        assert!((e - 1.0 / 6.0).abs() < 1e-12, "{e}");
+        // A margin that lifts 0.3 over 2.0 removes it; one that does not, does not.
+        assert_eq!(new_family_fpr(&refs, &null, 0.01, 7.0), 0.0);
+        assert!((new_family_fpr(&refs, &null, 0.01, 6.0) - 1.0 / 6.0).abs() < 1e-12);
+        // One family alone has nothing to be measured against.
+        assert_eq!(new_family_fpr(&refs[..2], &null[..2], 0.01, 1.0), 0.0);
+    }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{Counters, MAX_NAME_BYTES, MAX_SHAPES, MAX_TEMPLATES};
 use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
-use crate::sketch::{combine, hash_bytes};
+use crate::sketch::{SmallHll, combine, hash_bytes};
 
 /// Segments kept per dimension.
 pub const PER_DIM: usize = 3;
@@ -37,8 +37,10 @@ pub struct SegCounters {
     pub harvest: u32,
     pub active_hours: u32,
     pub temps: u32,
-    pub harvest_topics: Vec<u16>,
-    pub hours: Vec<u16>,
+    #[serde(deserialize_with = "fixed")]
+    pub harvest_topics: [u16; TOPICS],
+    #[serde(deserialize_with = "fixed")]
+    pub hours: [u16; 24],
 }
 
 impl SegCounters {
@@ -67,6 +69,21 @@ impl SegCounters {
         }
         c
     }
+}
+
+/// A fixed-size histogram from a snapshot sequence of any length (older snapshots stored these
+/// as vectors; a shorter one is padded with zeros, a longer one truncated).
+fn fixed<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default + Copy,
+{
+    let v: Vec<T> = Vec::deserialize(d)?;
+    let mut a = [T::default(); N];
+    for (x, y) in a.iter_mut().zip(v) {
+        *x = y;
+    }
+    Ok(a)
 }
 
 /// What a segment groups by.
@@ -98,20 +115,54 @@ pub struct Segment {
     pub name: String,
     pub counters: SegCounters,
     /// Requests per account template slot (reset when the account's slot is reused).
-    pub tpl: Vec<u32>,
-    pub tpl_harvest: Vec<u32>,
+    #[serde(deserialize_with = "fixed")]
+    pub tpl: [u32; MAX_TEMPLATES],
+    #[serde(deserialize_with = "fixed")]
+    pub tpl_harvest: [u32; MAX_TEMPLATES],
     /// Requests (and harvesting requests) per account shape slot.
-    pub shp: Vec<u32>,
-    pub shp_harvest: Vec<u32>,
+    #[serde(deserialize_with = "fixed")]
+    pub shp: [u32; MAX_SHAPES],
+    #[serde(deserialize_with = "fixed")]
+    pub shp_harvest: [u32; MAX_SHAPES],
     pub last_hour: Option<i64>,
     /// Score at the last evaluation.
     pub score: f64,
+    /// Distinct prompts of the segment (for its novelty, counted like the account's).
+    #[serde(default)]
+    pub distinct: SmallHll,
+    /// Requests counted before `distinct` started (novelty is distinct prompts over the
+    /// requests since): 0 for a segment that had its sketch from its first request, the
+    /// segment's request count for one restored from a snapshot written before segments had
+    /// sketches ([`NOVELTY_UNSET`] until then), or after the word hashes changed.
+    #[serde(default = "novelty_unset")]
+    pub novelty_base: u32,
+}
+
+/// `novelty_base` of a segment read from a snapshot without segment sketches, replaced by its
+/// request count when restored ([`Segments::start_novelty`]).
+pub const NOVELTY_UNSET: u32 = u32::MAX;
+
+fn novelty_unset() -> u32 {
+    NOVELTY_UNSET
 }
 
 impl Segment {
     /// Human-readable name, e.g. `key batch-export` or `client IP 10.0.0.7`.
     pub fn label(&self) -> String {
         format!("{} {}", self.dim.word(), self.name)
+    }
+
+    /// Estimated distinct prompts and the requests they are counted over.
+    pub fn novelty_counts(&self) -> (f64, u32) {
+        let base = if self.novelty_base == NOVELTY_UNSET {
+            self.counters.requests
+        } else {
+            self.novelty_base
+        };
+        (
+            self.distinct.estimate(),
+            self.counters.requests.saturating_sub(base),
+        )
     }
 }
 
@@ -195,17 +246,15 @@ impl Segments {
                     dim,
                     id,
                     name: truncate(&name()),
-                    counters: SegCounters {
-                        harvest_topics: vec![0; TOPICS],
-                        hours: vec![0; 24],
-                        ..Default::default()
-                    },
-                    tpl: vec![0; MAX_TEMPLATES],
-                    tpl_harvest: vec![0; MAX_TEMPLATES],
-                    shp: vec![0; MAX_SHAPES],
-                    shp_harvest: vec![0; MAX_SHAPES],
+                    counters: SegCounters::default(),
+                    tpl: [0; MAX_TEMPLATES],
+                    tpl_harvest: [0; MAX_TEMPLATES],
+                    shp: [0; MAX_SHAPES],
+                    shp_harvest: [0; MAX_SHAPES],
                     last_hour: None,
                     score: 0.0,
+                    distinct: SmallHll::default(),
+                    novelty_base: 0,
                 };
                 let same = self.list.iter().filter(|s| s.dim == dim).count();
                 if same < PER_DIM {
@@ -254,6 +303,9 @@ impl Segments {
                 *x = x.saturating_add(1);
             }
         }
+        if f.parsed {
+            s.distinct.insert(f.prompt_hash);
+        }
         if let Some(x) = c.hours.get_mut(r.hour_of_day % 24) {
             *x = x.saturating_add(1);
         }
@@ -261,7 +313,7 @@ impl Segments {
             c.active_hours += 1;
             s.last_hour = Some(r.hour);
         }
-        let bump = |v: &mut Vec<u32>, i: usize, by: bool| {
+        let bump = |v: &mut [u32], i: usize, by: bool| {
             if let Some(x) = v.get_mut(i) {
                 *x = x.saturating_add(u32::from(by));
             }
@@ -273,6 +325,17 @@ impl Segments {
         if let Some(t) = r.template {
             bump(&mut s.tpl, t, true);
             bump(&mut s.tpl_harvest, t, r.harvesting);
+        }
+    }
+
+    /// Start every segment's distinct-prompt count afresh from here (the word hashes changed)
+    /// or, with `only_unset`, only the segments restored without one.
+    pub fn start_novelty(&mut self, only_unset: bool) {
+        for s in &mut self.list {
+            if !only_unset || s.novelty_base == NOVELTY_UNSET {
+                s.distinct = SmallHll::default();
+                s.novelty_base = s.counters.requests;
+            }
         }
     }
 
@@ -300,10 +363,11 @@ impl Segments {
         }
     }
 
-    /// Bytes one account's segments can hold (for [`crate::account::memory_bound`]).
+    /// Bytes one account's segments can hold (for [`crate::account::memory_bound`]): the
+    /// histograms and the distinct-prompt sketch are inline, so a segment is its struct and its
+    /// name.
     pub fn memory_bound() -> usize {
         use std::mem::size_of;
-        let histograms = 2 * (TOPICS + 24) + 4 * (2 * MAX_TEMPLATES + 2 * MAX_SHAPES);
-        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES + histograms)
+        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES)
     }
 }

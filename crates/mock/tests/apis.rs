@@ -3,49 +3,29 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use common::{HttpClient, client, request};
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate_mock::{MockConfig, MockUpstream, UsageMode};
+use tollgate_testkit::sse::{assert_names, assert_responses_events};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
+/// Sends `body` (none: an empty body) with Anthropic's headers; (status, content type, body).
 async fn send(
     c: &HttpClient,
     method: Method,
     url: &str,
     body: Option<&Value>,
 ) -> (StatusCode, String, Bytes) {
-    let req = Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("x-api-key", "sk-ant-test")
-        .header("anthropic-version", "2023-06-01")
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    let resp = c.request(req).await.unwrap();
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (
-        status,
-        ct,
-        resp.into_body().collect().await.unwrap().to_bytes(),
-    )
+    let headers = [
+        ("x-api-key", "sk-ant-test"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let a = request(c, method, url, &headers, body).await;
+    (a.status, a.content_type, a.body)
 }
 
 /// POSTs `body` to `path` below the mock's base URL.
@@ -168,25 +148,10 @@ async fn streamed_response_has_the_typed_events() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "text/event-stream");
     let ev = named_events(&body);
-    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "response.created",
-            "response.in_progress",
-            "response.output_item.added",
-            "response.content_part.added",
-            "response.output_text.delta",
-            "response.output_text.delta",
-            "response.output_text.done",
-            "response.content_part.done",
-            "response.output_item.done",
-            "response.completed"
-        ]
+    assert_responses_events(
+        &ev,
+        "response.created response.in_progress response.output_item.added response.content_part.added response.output_text.delta response.output_text.delta response.output_text.done response.content_part.done response.output_item.done response.completed",
     );
-    for (i, (_, d)) in ev.iter().enumerate() {
-        assert_eq!(d["sequence_number"], i as u64);
-    }
     let deltas: String = ev.iter().filter_map(|(_, d)| d["delta"].as_str()).collect();
     assert_eq!(deltas, "tok ".repeat(5));
     let done = &ev[9].1["response"];
@@ -306,19 +271,9 @@ async fn streamed_message_has_anthropic_events() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "text/event-stream");
     let ev = named_events(&body);
-    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "message_start",
-            "content_block_start",
-            "ping",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_stop",
-            "message_delta",
-            "message_stop"
-        ]
+    assert_names(
+        &ev,
+        "message_start content_block_start ping content_block_delta content_block_delta content_block_stop message_delta message_stop",
     );
     assert_eq!(
         ev[0].1["message"]["usage"],

@@ -3,32 +3,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bytes::Bytes;
+use common::{Answer, HttpClient, client, request};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tollgate_mock::{Behavior, MockConfig, MockUpstream, UsageMode, count_prompt_tokens};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    body: Bytes,
-}
-
 impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
     /// SSE `data:` payloads in order (comments skipped).
     fn events(&self) -> Vec<String> {
         sse_events(&self.body)
@@ -53,26 +38,15 @@ fn sse_events(body: &[u8]) -> Vec<String> {
 }
 
 async fn send(c: &HttpClient, method: Method, url: &str, body: &str) -> Answer {
-    let req = Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("Authorization", "Bearer sk-test")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .unwrap();
-    let resp = c.request(req).await.unwrap();
-    let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        content_type,
-        body,
-    }
+    let auth = [("Authorization", "Bearer sk-test")];
+    request(
+        c,
+        method,
+        url,
+        &auth,
+        Bytes::copy_from_slice(body.as_bytes()),
+    )
+    .await
 }
 
 async fn post(c: &HttpClient, url: &str, body: &Value) -> Answer {

@@ -18,6 +18,7 @@
 //! also adds to an hourly rollup in the same transaction, so month-scale queries read rollups and
 //! only the partial hours at a range's edges from raw records.
 
+mod ddl;
 mod facade;
 mod guard_import;
 mod ledger;

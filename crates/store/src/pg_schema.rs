@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use deadpool_postgres::{Object, Transaction};
 
 use crate::StoreError;
+use crate::ddl;
 use crate::guard_import::{LEGACY_FLAGS_MARKER, LEGACY_KEYS};
 
 /// Same tables as SQLite's, in PostgreSQL types: times are BIGINT unix microseconds, money and
 /// prices are decimal strings, hashes are BYTEA.
-const MIGRATIONS: &[&str] = &[
-    r#"
+const FIRST_MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE organizations (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -126,62 +126,16 @@ CREATE TABLE changes (
     kind TEXT NOT NULL,
     id TEXT NOT NULL
 );
-"#,
-    // The guard's state as tables (it was JSON blobs in kv; [`GUARD_STATE`] imports them).
-    r#"
-CREATE TABLE owner_keys (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    prefix TEXT NOT NULL,
-    hash BYTEA NOT NULL UNIQUE,
-    created_at BIGINT NOT NULL,
-    revoked_at BIGINT
-);
+"#];
 
-CREATE TABLE owner_reports (
-    seq BIGSERIAL PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    time BIGINT NOT NULL,
-    owner TEXT NOT NULL,
-    org_id TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE INDEX owner_reports_owner ON owner_reports(owner);
-
-CREATE TABLE owner_reviews (
-    org_id TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,
-    since BIGINT NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (org_id, owner)
-);
-
-CREATE TABLE guard_exemptions (
-    org_id TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    PRIMARY KEY (org_id, owner)
-);
-
-CREATE TABLE guard_actions (
-    seq BIGSERIAL PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    org_id TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    action TEXT NOT NULL,
-    score DOUBLE PRECISION NOT NULL,
-    threshold DOUBLE PRECISION NOT NULL,
-    time BIGINT NOT NULL
-);
-CREATE INDEX guard_actions_org ON guard_actions(org_id);
-"#,
-    // Prompt-cache writes: a token lane and a price of their own.
-    r#"
-ALTER TABLE usage ADD COLUMN cache_write_input_tokens BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE usage_hourly ADD COLUMN cache_write_input_tokens BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE prices ADD COLUMN cache_write_price TEXT;
-"#,
-];
+/// Every migration, in order: the first ones, then those shared with the other dialect
+/// ([`crate::ddl`]).
+fn migrations() -> Vec<String> {
+    let mut all: Vec<String> = FIRST_MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
+    all.push(ddl::guard_state(&ddl::POSTGRES));
+    all.push(ddl::cache_writes(&ddl::POSTGRES));
+    all
+}
 
 /// The migration (1-based) that creates the guard state tables; the kv blobs are imported in it.
 const GUARD_STATE: usize = 2;
@@ -192,7 +146,7 @@ const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 /// Applies every migration not yet applied, each in its own transaction; returns how many ran.
 pub(crate) async fn migrate(client: &mut Object) -> Result<usize, StoreError> {
     let mut applied = 0;
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    for (i, sql) in migrations().iter().enumerate() {
         let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -261,4 +215,24 @@ async fn import_guard_kv(tx: &Transaction<'_>) -> Result<(), StoreError> {
         tx.execute("DELETE FROM kv WHERE key = $1", &[k]).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migration that shipped never changes: databases that ran it are not migrated again.
+    #[test]
+    fn shipped_migrations_keep_their_bytes() {
+        let pinned: [u64; 3] = [
+            0xc4e4_6055_c3ff_587e,
+            0x821e_6748_1a0f_fd66,
+            0xc449_53e6_cf6a_5fc0,
+        ];
+        let all = migrations();
+        assert_eq!(all.len(), pinned.len(), "a new migration: pin it here");
+        for (i, (sql, want)) in all.iter().zip(pinned).enumerate() {
+            assert_eq!(ddl::fingerprint(sql), want, "migration {} changed", i + 1);
+        }
+    }
 }

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use rusqlite::{Connection, params};
 
 use crate::StoreError;
+use crate::ddl;
 use crate::guard_import::{LEGACY_FLAGS_MARKER, LEGACY_KEYS};
 
-const MIGRATIONS: &[&str] = &[
+const FIRST_MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE organizations (
     id TEXT PRIMARY KEY,
@@ -126,61 +127,16 @@ CREATE TABLE changes (
     id TEXT NOT NULL
 );
 "#,
-    // The guard's state as tables (it was JSON blobs in kv; [`GUARD_STATE`] imports them).
-    r#"
-CREATE TABLE owner_keys (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    prefix TEXT NOT NULL,
-    hash BLOB NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-
-CREATE TABLE owner_reports (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    time INTEGER NOT NULL,
-    owner TEXT NOT NULL,
-    org_id TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE INDEX owner_reports_owner ON owner_reports(owner);
-
-CREATE TABLE owner_reviews (
-    org_id TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,
-    since INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (org_id, owner)
-);
-
-CREATE TABLE guard_exemptions (
-    org_id TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    PRIMARY KEY (org_id, owner)
-);
-
-CREATE TABLE guard_actions (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    org_id TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    action TEXT NOT NULL,
-    score REAL NOT NULL,
-    threshold REAL NOT NULL,
-    time INTEGER NOT NULL
-);
-CREATE INDEX guard_actions_org ON guard_actions(org_id);
-"#,
-    // Prompt-cache writes: a token lane and a price of their own.
-    r#"
-ALTER TABLE usage ADD COLUMN cache_write_input_tokens INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE usage_hourly ADD COLUMN cache_write_input_tokens INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE prices ADD COLUMN cache_write_price TEXT;
-"#,
 ];
+
+/// Every migration, in order: the first ones, then those shared with the other dialect
+/// ([`crate::ddl`]).
+fn migrations() -> Vec<String> {
+    let mut all: Vec<String> = FIRST_MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
+    all.push(ddl::guard_state(&ddl::SQLITE));
+    all.push(ddl::cache_writes(&ddl::SQLITE));
+    all
+}
 
 /// The migration (1-based) that creates the guard state tables; the kv blobs are imported in it.
 const GUARD_STATE: usize = 3;
@@ -189,7 +145,7 @@ const GUARD_STATE: usize = 3;
 pub(crate) fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let mut applied = 0;
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    for (i, sql) in migrations().iter().enumerate() {
         let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
         if version <= current {
             continue;
@@ -244,4 +200,25 @@ fn import_guard_kv(tx: &Connection) -> Result<(), StoreError> {
         tx.execute("DELETE FROM kv WHERE key = ?1", params![k])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migration that shipped never changes: databases that ran it are not migrated again.
+    #[test]
+    fn shipped_migrations_keep_their_bytes() {
+        let pinned: [u64; 4] = [
+            0xb186_82a9_e1e5_4a6f,
+            0xded8_45cb_eed7_2ffd,
+            0xd962_c3d7_89fe_f25f,
+            0x6ee1_6ef5_beb8_2748,
+        ];
+        let all = migrations();
+        assert_eq!(all.len(), pinned.len(), "a new migration: pin it here");
+        for (i, (sql, want)) in all.iter().zip(pinned).enumerate() {
+            assert_eq!(ddl::fingerprint(sql), want, "migration {} changed", i + 1);
+        }
+    }
 }

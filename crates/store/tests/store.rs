@@ -380,6 +380,25 @@ fn action(id: &str, org: &str, policy: &str, what: &str) -> PolicyAction {
     }
 }
 
+/// Everything a store keeps of the guard: owner keys, reports, reviews, exemptions, actions.
+type GuardState = (
+    Vec<OwnerKey>,
+    Vec<OwnerReport>,
+    Vec<OwnerReview>,
+    Vec<GuardExemption>,
+    Vec<PolicyAction>,
+);
+
+async fn guard_state(s: &Store) -> GuardState {
+    (
+        s.owner_keys().await.unwrap(),
+        s.owner_reports(None).await.unwrap(),
+        s.owner_reviews(None).await.unwrap(),
+        s.guard_exemptions(None).await.unwrap(),
+        s.guard_actions(None).await.unwrap(),
+    )
+}
+
 /// The guard's state tables: owner keys (hashes, revocation), reports (append-only, in order),
 /// owner reviews (automatic writes never replace, operator writes do), exemptions and actions;
 /// each write is in the change feed, and a control copy carries them all.
@@ -542,26 +561,7 @@ async fn guard_state_tables(store: Store, _ledger: Ledger) {
             .await
             .unwrap();
     }
-    assert_eq!(
-        copy.owner_keys().await.unwrap(),
-        store.owner_keys().await.unwrap()
-    );
-    assert_eq!(
-        copy.owner_reports(None).await.unwrap(),
-        store.owner_reports(None).await.unwrap()
-    );
-    assert_eq!(
-        copy.owner_reviews(None).await.unwrap(),
-        store.owner_reviews(None).await.unwrap()
-    );
-    assert_eq!(
-        copy.guard_exemptions(None).await.unwrap(),
-        store.guard_exemptions(None).await.unwrap()
-    );
-    assert_eq!(
-        copy.guard_actions(None).await.unwrap(),
-        store.guard_actions(None).await.unwrap()
-    );
+    assert_eq!(guard_state(&copy).await, guard_state(&store).await);
 
     assert_eq!(store.clear_guard_actions("org_a").await.unwrap(), 2);
     assert_eq!(store.guard_actions(None).await.unwrap().len(), 1);
@@ -718,6 +718,35 @@ on_sqlite!(
 
 on_sqlite!(sqlite_guard_state_tables, guard_state_tables, true);
 
+/// States no version writes, stored behind the store's back: a review of `org_a` and the
+/// organization `odd`.
+const UNKNOWN_STATES: &str = "UPDATE owner_reviews SET state = 'paused' WHERE org_id = 'org_a'; \
+     UPDATE organizations SET state = 'frozen' WHERE id = 'odd';";
+
+/// Reads of [`UNKNOWN_STATES`] fail closed: the strictest state.
+async fn unknown_states_read_as_terminated(store: &Store) {
+    let reviews = store.owner_reviews(Some("org_a")).await.unwrap();
+    assert_eq!(reviews[0].state, OwnerReviewState::Terminated);
+    assert_eq!(
+        store.organization("odd").await.unwrap().unwrap().state,
+        AccountState::Terminated
+    );
+}
+
+/// A new SQLite store at `path` taken back to the schema version before the guard tables (2),
+/// then `sql` run on it; the connection.
+fn sqlite_before_guard_tables(path: &str, sql: &str) -> rusqlite::Connection {
+    drop(Store::open(path).unwrap());
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
+         DROP TABLE guard_exemptions; DROP TABLE guard_actions; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    c.execute_batch(sql).unwrap();
+    c
+}
+
 /// Opening a store from before the guard tables imports the kv blobs once, and reads unknown
 /// stored states fail-closed.
 #[tokio::test]
@@ -725,17 +754,13 @@ async fn sqlite_imports_guard_blobs_once_and_reads_unknown_states_fail_closed() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let path = path.to_str().unwrap();
-    drop(Store::open(path).unwrap());
     // Back to the schema before the guard tables, with the blobs an older version wrote.
-    let c = rusqlite::Connection::open(path).unwrap();
-    c.execute_batch(
-        "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
-         DROP TABLE guard_exemptions; DROP TABLE guard_actions; \
-         ALTER TABLE usage DROP COLUMN cache_write_input_tokens; \
+    let c = sqlite_before_guard_tables(
+        path,
+        "ALTER TABLE usage DROP COLUMN cache_write_input_tokens; \
          ALTER TABLE usage_hourly DROP COLUMN cache_write_input_tokens; \
-         ALTER TABLE prices DROP COLUMN cache_write_price; PRAGMA user_version = 2;",
-    )
-    .unwrap();
+         ALTER TABLE prices DROP COLUMN cache_write_price;",
+    );
     for (k, v) in LEGACY_BLOBS {
         c.execute("INSERT INTO kv (key, value) VALUES (?1, ?2)", [k, v])
             .unwrap();
@@ -747,29 +772,16 @@ async fn sqlite_imports_guard_blobs_once_and_reads_unknown_states_fail_closed() 
     assert_eq!(store.owner_reports(None).await.unwrap().len(), 2);
 
     store.insert_organization(org("odd", None)).await.unwrap();
-    c.execute_batch(
-        "UPDATE owner_reviews SET state = 'paused' WHERE org_id = 'org_a'; \
-         UPDATE organizations SET state = 'frozen' WHERE id = 'odd';",
-    )
-    .unwrap();
-    let reviews = store.owner_reviews(Some("org_a")).await.unwrap();
-    assert_eq!(reviews[0].state, OwnerReviewState::Terminated);
-    assert_eq!(
-        store.organization("odd").await.unwrap().unwrap().state,
-        AccountState::Terminated
-    );
+    c.execute_batch(UNKNOWN_STATES).unwrap();
+    unknown_states_read_as_terminated(&store).await;
 
     // A blob that cannot be read stops the migration, naming its key.
     let bad = dir.path().join("bad.db");
     let bad = bad.to_str().unwrap();
-    drop(Store::open(bad).unwrap());
-    let c = rusqlite::Connection::open(bad).unwrap();
-    c.execute_batch(
-        "DROP TABLE owner_keys; DROP TABLE owner_reports; DROP TABLE owner_reviews; \
-         DROP TABLE guard_exemptions; DROP TABLE guard_actions; PRAGMA user_version = 2; \
-         INSERT INTO kv (key, value) VALUES ('guard.owner_reviews', '{oops');",
-    )
-    .unwrap();
+    sqlite_before_guard_tables(
+        bad,
+        "INSERT INTO kv (key, value) VALUES ('guard.owner_reviews', '{oops');",
+    );
     let err = Store::open(bad).err().unwrap().to_string();
     assert!(err.contains("guard.owner_reviews"), "{err}");
 }
@@ -973,17 +985,6 @@ async fn postgres_imports_guard_blobs_once_and_reads_unknown_states_fail_closed(
     assert_eq!(store.owner_reports(None).await.unwrap().len(), 2);
 
     store.insert_organization(org("odd", None)).await.unwrap();
-    client
-        .batch_execute(
-            "UPDATE owner_reviews SET state = 'paused' WHERE org_id = 'org_a'; \
-             UPDATE organizations SET state = 'frozen' WHERE id = 'odd';",
-        )
-        .await
-        .unwrap();
-    let reviews = store.owner_reviews(Some("org_a")).await.unwrap();
-    assert_eq!(reviews[0].state, OwnerReviewState::Terminated);
-    assert_eq!(
-        store.organization("odd").await.unwrap().unwrap().state,
-        AccountState::Terminated
-    );
+    client.batch_execute(UNKNOWN_STATES).await.unwrap();
+    unknown_states_read_as_terminated(&store).await;
 }

@@ -8,7 +8,9 @@
 //! Failures here are test-setup failures, so they are reported with `Result<_, String>` and the
 //! tests unwrap them with a message naming the missing piece.
 
+pub mod catalogue;
 pub mod fuzz;
+pub mod sse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use tollgate_testkit::catalogue::NORTHWIND_MODEL;
 use tollgate_testkit::{Postgres, Redis, free_port};
 
 mod common;
@@ -544,17 +545,14 @@ async fn budget_holds_across_instances() {
 }
 
 /// A model owned by `northwind` (the tables after the base config of [`start`]).
-const NORTHWIND: &str = r#"||
+fn northwind() -> String {
+    format!(
+        r#"||
 [[owners]]
 name = "northwind"
-revenue_share_percent = "30"
-[[models]]
-name = "northwind-7b"
-provider = "sim"
-input_price = "0.10"
-output_price = "0.40"
-owner = "northwind"
-"#;
+revenue_share_percent = "30"{NORTHWIND_MODEL}"#
+    )
+}
 
 /// Polls `GET url` with `auth` until it answers `want`; returns the last body.
 async fn until_get(http: &Http, url: &str, auth: &str, want: u16) -> Value {
@@ -598,8 +596,8 @@ async fn guard_state_is_shared_by_instances() {
     let pg = Postgres::start().unwrap();
     let url = pg.database("guard").unwrap();
     let http = http();
-    let a = start(&http, &url, None, NORTHWIND).await;
-    let b = start(&http, &url, None, NORTHWIND).await;
+    let a = start(&http, &url, None, &northwind()).await;
+    let b = start(&http, &url, None, &northwind()).await;
     let (org, _, key) = tenant(&http, &a.base, json!({})).await;
     until_status(&http, &b.base, &key, 200).await;
 

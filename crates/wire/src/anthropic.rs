@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::out::{
-    chat_usage_json, json_text, push_data_event, push_done, push_named_event, str_of,
+    ChunkStream, chat_usage_json, choices, json_text, nonempty_str, push_data_event, push_done,
+    push_named_event, str_of,
 };
 use crate::request::RequestError;
 use crate::usage::Usage;
@@ -837,45 +838,40 @@ enum Block {
 #[derive(Debug)]
 pub struct ChatToMessagesStream {
     ctx: MessageContext,
-    started: bool,
-    finished: bool,
+    stream: ChunkStream,
     /// The open block and its index.
     block: Option<(usize, Block)>,
     next_block: usize,
     /// Stop reason and stop sequence, once the upstream's finish chunk arrived.
     stop: Option<(Value, Value)>,
-    usage: Option<Usage>,
 }
 
 impl ChatToMessagesStream {
     pub fn new(ctx: MessageContext) -> Self {
         ChatToMessagesStream {
             ctx,
-            started: false,
-            finished: false,
+            stream: ChunkStream::default(),
             block: None,
             next_block: 0,
             stop: None,
-            usage: None,
         }
     }
 
     /// The upstream's usage, once its usage chunk has arrived.
     pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.stream.usage
     }
 
     /// Whether `message_stop` has been written.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.stream.is_finished()
     }
 
     /// Writes `message_start` and a `ping` (once).
     pub fn start(&mut self, out: &mut Vec<u8>) {
-        if self.started {
+        if !self.stream.begin() {
             return;
         }
-        self.started = true;
         let usage = self
             .ctx
             .start_usage
@@ -927,25 +923,14 @@ impl ChatToMessagesStream {
     /// Feeds one chat chunk's `data` (not `[DONE]`); appends the client's events to `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.start(out);
-        let Some(chunk) = crate::out::chat_chunk(data, &mut self.usage) else {
+        let Some(chunk) = self.stream.chunk(data) else {
             return;
         };
-        if self.finished {
-            return;
-        }
-        let Some(choice) = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first())
-        else {
+        let Some(choice) = choices(&chunk).first() else {
             return;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = nonempty_str(delta, "content") {
             let index = self.open_block(out, Block::Text, json!({"type": "text", "text": ""}));
             push_named_event(
                 out,
@@ -963,11 +948,7 @@ impl ChatToMessagesStream {
             let f = call.get("function").unwrap_or(&Value::Null);
             let start = json!({"type": "tool_use", "id": str_of(call, "id"), "name": str_of(f, "name"), "input": {}});
             let index = self.open_block(out, Block::Tool(chat_index), start);
-            if let Some(args) = f
-                .get("arguments")
-                .and_then(Value::as_str)
-                .filter(|a| !a.is_empty())
-            {
+            if let Some(args) = nonempty_str(f, "arguments") {
                 push_named_event(
                     out,
                     "content_block_delta",
@@ -985,10 +966,9 @@ impl ChatToMessagesStream {
     /// message already finished).
     pub fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         self.start(out);
-        if self.finished {
+        if !self.stream.end() {
             return;
         }
-        self.finished = true;
         push_named_event(
             out,
             "error",
@@ -1000,16 +980,16 @@ impl ChatToMessagesStream {
     /// reason and the upstream's usage, all four counts) and `message_stop`.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.start(out);
-        if self.finished {
+        if !self.stream.end() {
             return;
         }
-        self.finished = true;
         self.close_block(out);
         let (stop_reason, stop_sequence) = self
             .stop
             .clone()
             .unwrap_or((json!("end_turn"), Value::Null));
         let usage = self
+            .stream
             .usage
             .or(self.ctx.start_usage)
             .map(|u| AnthropicUsage::from_usage(&u))

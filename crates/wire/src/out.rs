@@ -71,7 +71,7 @@ pub(crate) fn json_text(v: &Value) -> String {
 
 /// A chat stream chunk's JSON (`None` when the data is not JSON), its `usage` (when given)
 /// stored in `usage`: the first step of every translator fed chat chunks.
-pub(crate) fn chat_chunk(data: &[u8], usage: &mut Option<Usage>) -> Option<Value> {
+fn chat_chunk(data: &[u8], usage: &mut Option<Usage>) -> Option<Value> {
     let chunk = serde_json::from_slice::<Value>(data).ok()?;
     if let Some(u) = chunk.get("usage").filter(|u| !u.is_null())
         && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
@@ -79,6 +79,51 @@ pub(crate) fn chat_chunk(data: &[u8], usage: &mut Option<Usage>) -> Option<Value
         *usage = Some(u);
     }
     Some(chunk)
+}
+
+/// What every translator fed chat chunks keeps: whether its opening events and its end have been
+/// written, and the upstream's usage once a chunk carried it.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkStream {
+    started: bool,
+    finished: bool,
+    pub usage: Option<Usage>,
+}
+
+impl ChunkStream {
+    /// True the first time only: the caller writes its opening events.
+    pub fn begin(&mut self) -> bool {
+        !std::mem::replace(&mut self.started, true)
+    }
+
+    /// True the first time only: the caller writes its last events.
+    pub fn end(&mut self) -> bool {
+        !std::mem::replace(&mut self.finished, true)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// One chunk's JSON ([`chat_chunk`], which keeps its usage), unless the stream has ended.
+    pub fn chunk(&mut self, data: &[u8]) -> Option<Value> {
+        let chunk = chat_chunk(data, &mut self.usage)?;
+        (!self.finished).then_some(chunk)
+    }
+}
+
+/// The choices of a chat chunk (none when it has no `choices` array).
+pub(crate) fn choices(chunk: &Value) -> &[Value] {
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// A string field of a JSON object when it is there and not empty (the text or the arguments a
+/// chunk's delta adds).
+pub(crate) fn nonempty_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 /// The parts of a plain chat completion the translators read.

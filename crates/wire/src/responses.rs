@@ -14,7 +14,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::out::{json_text, push_named_event, responses_usage_json, str_of};
+use crate::out::{
+    ChunkStream, choices, json_text, nonempty_str, push_named_event, responses_usage_json, str_of,
+};
 use crate::request::RequestError;
 use crate::usage::Usage;
 
@@ -506,8 +508,7 @@ struct OpenCall {
 pub struct ChatToResponsesStream {
     ctx: ResponseContext,
     sequence: u64,
-    started: bool,
-    finished: bool,
+    stream: ChunkStream,
     /// Finished output items, in order.
     output: Vec<Value>,
     /// The text message being streamed: its output index, id and text so far.
@@ -516,7 +517,6 @@ pub struct ChatToResponsesStream {
     calls: Vec<(u64, OpenCall)>,
     messages_made: usize,
     finish_reason: Option<String>,
-    usage: Option<Usage>,
 }
 
 impl ChatToResponsesStream {
@@ -524,25 +524,23 @@ impl ChatToResponsesStream {
         ChatToResponsesStream {
             ctx,
             sequence: 0,
-            started: false,
-            finished: false,
+            stream: ChunkStream::default(),
             output: Vec::new(),
             message: None,
             calls: Vec::new(),
             messages_made: 0,
             finish_reason: None,
-            usage: None,
         }
     }
 
     /// The upstream's usage, once its usage chunk has arrived.
     pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.stream.usage
     }
 
     /// Whether `response.completed` (or `response.incomplete`) has been written.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.stream.is_finished()
     }
 
     fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut data: Value) {
@@ -558,10 +556,9 @@ impl ChatToResponsesStream {
 
     /// Writes `response.created` and `response.in_progress` (once).
     pub fn start(&mut self, out: &mut Vec<u8>) {
-        if self.started {
+        if !self.stream.begin() {
             return;
         }
-        self.started = true;
         let response = self.ctx.object("in_progress", Vec::new(), None, None);
         self.emit(out, "response.created", json!({ "response": response }));
         let response = self.ctx.object("in_progress", Vec::new(), None, None);
@@ -649,28 +646,17 @@ impl ChatToResponsesStream {
     /// Data that is not a chat chunk is ignored.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.start(out);
-        let Some(chunk) = crate::out::chat_chunk(data, &mut self.usage) else {
+        let Some(chunk) = self.stream.chunk(data) else {
             return;
         };
-        if self.finished {
-            return;
-        }
-        let Some(choice) = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| {
-                c.iter()
-                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-            })
+        let Some(choice) = choices(&chunk)
+            .iter()
+            .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
         else {
             return;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = nonempty_str(delta, "content") {
             if !self.calls.is_empty() {
                 self.close_calls(out);
             }
@@ -712,10 +698,7 @@ impl ChatToResponsesStream {
                         },
                     ));
                 }
-                if let Some(args) = f
-                    .get("arguments")
-                    .and_then(Value::as_str)
-                    .filter(|a| !a.is_empty())
+                if let Some(args) = nonempty_str(f, "arguments")
                     && let Some((_, open)) = self.calls.iter_mut().find(|(i, _)| *i == chat_index)
                 {
                     open.arguments.push_str(args);
@@ -739,13 +722,15 @@ impl ChatToResponsesStream {
     /// and the error (once, unless the response already finished).
     pub fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         self.start(out);
-        if self.finished {
+        if !self.stream.end() {
             return;
         }
-        self.finished = true;
-        let mut response =
-            self.ctx
-                .object("failed", self.output.clone(), None, self.usage.as_ref());
+        let mut response = self.ctx.object(
+            "failed",
+            self.output.clone(),
+            None,
+            self.stream.usage.as_ref(),
+        );
         response["error"] = json!({"code": "server_error", "message": message});
         self.emit(out, "response.failed", json!({ "response": response }));
     }
@@ -755,7 +740,7 @@ impl ChatToResponsesStream {
     /// the upstream's usage.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.start(out);
-        if self.finished {
+        if !self.stream.end() {
             return;
         }
         self.close_message(out);
@@ -765,14 +750,13 @@ impl ChatToResponsesStream {
             self.open_message(out);
             self.close_message(out);
         }
-        self.finished = true;
         let finish = self.finish_reason.clone();
         let status = status_of(finish.as_deref());
         let response = self.ctx.object(
             status,
             self.output.clone(),
             finish.as_deref(),
-            self.usage.as_ref(),
+            self.stream.usage.as_ref(),
         );
         let kind = if status == "completed" {
             "response.completed"

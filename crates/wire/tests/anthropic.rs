@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::chunk;
+use common::{chunk, events, text_chunks, tool_chunk};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tollgate_wire::SseSplitter;
+use tollgate_testkit::sse::assert_names;
 use tollgate_wire::anthropic::{
     AnthropicUsage, ChatContext, ChatToMessagesStream, MessageContext, MessagesToChatStream,
     StreamUsage, error_body, error_from_openai, finish_reason_of, from_chat_completion,
@@ -46,33 +46,6 @@ fn from_chat(req: Value) -> Value {
         &from_chat_request(&serde_json::to_vec(&req).unwrap(), "claude-up").unwrap(),
     )
     .unwrap()
-}
-
-/// SSE bytes as (event name or "", data) pairs.
-fn events(bytes: &[u8]) -> Vec<(String, Value)> {
-    let mut s = SseSplitter::new();
-    s.push(bytes);
-    let mut out = Vec::new();
-    while let Some(e) = s.next_event() {
-        let raw = String::from_utf8(e.raw.to_vec()).unwrap();
-        let name = raw
-            .lines()
-            .find_map(|l| l.strip_prefix("event: "))
-            .unwrap_or("")
-            .to_owned();
-        let data = e.data.unwrap();
-        let data: Value = if &data[..] == b"[DONE]" {
-            json!("[DONE]")
-        } else {
-            serde_json::from_slice(&data).unwrap()
-        };
-        if !name.is_empty() {
-            assert_eq!(data["type"], name.as_str());
-        }
-        out.push((name, data));
-    }
-    assert_eq!(s.pending(), 0);
-    out
 }
 
 #[test]
@@ -317,43 +290,20 @@ fn chat_stream_to_anthropic_events() {
     ctx.start_usage = Some(Usage::new(12, 0, 0, 0, 0));
     let mut t = ChatToMessagesStream::new(ctx);
     let mut out = Vec::new();
-    t.push(
-        &chunk(json!({"role": "assistant", "content": ""}), None),
-        &mut out,
-    );
-    t.push(&chunk(json!({"content": "Hel"}), None), &mut out);
-    t.push(&chunk(json!({"content": "lo"}), None), &mut out);
-    t.push(&chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]}), None), &mut out);
-    t.push(
-        &chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
-            None,
-        ),
-        &mut out,
-    );
+    for c in text_chunks(&["Hel", "lo"]) {
+        t.push(&c, &mut out);
+    }
+    t.push(&tool_chunk(0, Some(("call_1", "f")), "{\"a\""), &mut out);
+    t.push(&tool_chunk(0, None, ":1}"), &mut out);
     t.push(&chunk(json!({}), Some("tool_calls")), &mut out);
     t.push(br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":6,"prompt_tokens_details":{"cached_tokens":2}}}"#, &mut out);
     t.finish(&mut out);
     t.finish(&mut out);
     assert!(t.is_finished());
     let ev = events(&out);
-    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "message_start",
-            "ping",
-            "content_block_start",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_stop",
-            "content_block_start",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_stop",
-            "message_delta",
-            "message_stop"
-        ]
+    assert_names(
+        &ev,
+        "message_start ping content_block_start content_block_delta content_block_delta content_block_stop content_block_start content_block_delta content_block_delta content_block_stop message_delta message_stop",
     );
     assert_eq!(
         ev[0].1["message"],

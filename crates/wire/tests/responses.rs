@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::chunk;
+use common::{chunk, named_events as events, text_chunks, tool_chunk};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tollgate_wire::SseSplitter;
+use tollgate_testkit::sse::{assert_names, assert_responses_events};
 use tollgate_wire::responses::{
     ChatToResponsesStream, ResponseContext, from_chat_completion, output_text_of_object,
     parse_head, text_of_event, to_chat_request, usage_of_event, usage_of_object,
@@ -27,26 +27,6 @@ fn ctx(request: Value) -> ResponseContext {
 fn chat_of(request: Value) -> Value {
     let (_, v) = parse_head(&serde_json::to_vec(&request).unwrap()).unwrap();
     serde_json::from_slice(&to_chat_request(&v, "up-model").unwrap()).unwrap()
-}
-
-/// Splits SSE bytes into (event name, data JSON) pairs, checking each event has both lines.
-fn events(bytes: &[u8]) -> Vec<(String, Value)> {
-    let mut s = SseSplitter::new();
-    s.push(bytes);
-    let mut out = Vec::new();
-    while let Some(e) = s.next_event() {
-        let raw = String::from_utf8(e.raw.to_vec()).unwrap();
-        let name = raw
-            .lines()
-            .find_map(|l| l.strip_prefix("event: "))
-            .expect("named event")
-            .to_owned();
-        let data: Value = serde_json::from_slice(&e.data.unwrap()).unwrap();
-        assert_eq!(data["type"], name.as_str(), "event name equals data.type");
-        out.push((name, data));
-    }
-    assert_eq!(s.pending(), 0);
-    out
 }
 
 fn usage_chunk(prompt: u64, cached: u64, completion: u64, reasoning: u64) -> Vec<u8> {
@@ -237,37 +217,19 @@ fn truncated_and_tool_completions() {
 fn text_stream_emits_the_typed_events_in_order() {
     let mut t = ChatToResponsesStream::new(ctx(json!({})));
     let mut out = Vec::new();
-    t.push(
-        &chunk(json!({"role": "assistant", "content": ""}), None),
-        &mut out,
-    );
-    t.push(&chunk(json!({"content": "Hel"}), None), &mut out);
-    t.push(&chunk(json!({"content": "lo"}), None), &mut out);
+    for c in text_chunks(&["Hel", "lo"]) {
+        t.push(&c, &mut out);
+    }
     t.push(&chunk(json!({}), Some("stop")), &mut out);
     assert!(!t.is_finished(), "waits for the usage chunk");
     t.push(&usage_chunk(10, 3, 2, 0), &mut out);
     t.finish(&mut out);
     t.finish(&mut out);
     let ev = events(&out);
-    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "response.created",
-            "response.in_progress",
-            "response.output_item.added",
-            "response.content_part.added",
-            "response.output_text.delta",
-            "response.output_text.delta",
-            "response.output_text.done",
-            "response.content_part.done",
-            "response.output_item.done",
-            "response.completed"
-        ]
+    assert_responses_events(
+        &ev,
+        "response.created response.in_progress response.output_item.added response.content_part.added response.output_text.delta response.output_text.delta response.output_text.done response.content_part.done response.output_item.done response.completed",
     );
-    for (i, (_, d)) in ev.iter().enumerate() {
-        assert_eq!(d["sequence_number"], i as u64);
-    }
     assert_eq!(ev[0].1["response"]["status"], "in_progress");
     assert_eq!(ev[0].1["response"]["output"], json!([]));
     assert_eq!(ev[2].1["item"]["status"], "in_progress");
@@ -311,46 +273,15 @@ fn tool_call_stream_and_length_cut() {
     let mut t = ChatToResponsesStream::new(ctx(json!({})));
     let mut out = Vec::new();
     t.push(&chunk(json!({"content": "Let me check."}), None), &mut out);
-    t.push(
-        &chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}), None),
-        &mut out,
-    );
-    t.push(
-        &chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
-            None,
-        ),
-        &mut out,
-    );
-    t.push(
-        &chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
-            None,
-        ),
-        &mut out,
-    );
+    t.push(&tool_chunk(0, Some(("call_1", "f")), ""), &mut out);
+    t.push(&tool_chunk(0, None, "{\"a\":"), &mut out);
+    t.push(&tool_chunk(0, None, "1}"), &mut out);
     t.push(&chunk(json!({}), Some("tool_calls")), &mut out);
     t.finish(&mut out);
     let ev = events(&out);
-    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "response.created",
-            "response.in_progress",
-            "response.output_item.added",
-            "response.content_part.added",
-            "response.output_text.delta",
-            "response.output_text.done",
-            "response.content_part.done",
-            "response.output_item.done",
-            "response.output_item.added",
-            "response.function_call_arguments.delta",
-            "response.function_call_arguments.delta",
-            "response.function_call_arguments.done",
-            "response.output_item.done",
-            "response.completed"
-        ]
+    assert_names(
+        &ev,
+        "response.created response.in_progress response.output_item.added response.content_part.added response.output_text.delta response.output_text.done response.content_part.done response.output_item.done response.output_item.added response.function_call_arguments.delta response.function_call_arguments.delta response.function_call_arguments.done response.output_item.done response.completed",
     );
     assert_eq!(ev[8].1["output_index"], 1);
     assert_eq!(ev[8].1["item"]["call_id"], "call_1");

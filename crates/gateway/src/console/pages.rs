@@ -3,12 +3,14 @@
 //! API endpoint an HTTP client would, and redirect (or show a one-time secret).
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,13 +57,40 @@ fn finish(session: &Session, result: Result<Response, PageError>) -> Response {
     }
 }
 
-macro_rules! session_or_return {
-    ($app:expr, $headers:expr, $uri:expr) => {
-        match signed_in(&$app, &$headers, &$uri) {
+/// A visit to a console page: the app, and the request's headers and URI (to find the
+/// session, or to come back here after signing in).
+pub struct Visit {
+    app: Arc<App>,
+    headers: HeaderMap,
+    uri: Uri,
+}
+
+impl FromRequestParts<Arc<App>> for Visit {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Infallible> {
+        Ok(Visit {
+            app: app.clone(),
+            headers: parts.headers.clone(),
+            uri: parts.uri.clone(),
+        })
+    }
+}
+
+impl Visit {
+    /// Shows what `page` makes for the signed-in session ([`finish`]), or redirects to sign in.
+    async fn render<F, P>(self, page: F) -> Response
+    where
+        F: FnOnce(Arc<App>, Arc<Session>) -> P,
+        P: Future<Output = Result<Response, PageError>>,
+    {
+        let s = match signed_in(&self.app, &self.headers, &self.uri) {
             Ok(s) => s,
             Err(r) => return r.into_response(),
-        }
-    };
+        };
+        let r = page(self.app, s.clone()).await;
+        finish(&s, r)
+    }
 }
 
 fn this_month() -> Result<Month, PageError> {
@@ -142,6 +171,26 @@ fn csrf_field(session: &Session) -> String {
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(&session.csrf)
     )
+}
+
+/// A store error as the page shows it.
+fn store_failed<E>(_: E) -> PageError {
+    PageError::Status(StatusCode::SERVICE_UNAVAILABLE, "The store failed.".into())
+}
+
+/// A download: `body` as `content_type`, saved as `filename`.
+fn attachment(content_type: String, filename: &str, body: impl IntoResponse) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn data(v: &Value) -> Vec<Value> {
@@ -272,14 +321,16 @@ async fn month_usage(
     Ok((requests, tokens))
 }
 
-pub async fn overview(State(app): AppState, headers: HeaderMap, uri: Uri) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = match &s.who {
-        Who::Admin => admin_overview(&app, &s).await,
-        Who::Reader { organization } => reader_overview(&app, &s, organization).await,
-        Who::Owner { .. } => Ok(Redirect::to("/console/reviews").into_response()),
-    };
-    finish(&s, r)
+pub async fn overview(visit: Visit) -> Response {
+    visit
+        .render(|app, s| async move {
+            match &s.who {
+                Who::Admin => admin_overview(&app, &s).await,
+                Who::Reader { organization } => reader_overview(&app, &s, organization).await,
+                Who::Owner { .. } => Ok(Redirect::to("/console/reviews").into_response()),
+            }
+        })
+        .await
 }
 
 async fn admin_overview(app: &Arc<App>, s: &Session) -> Result<Response, PageError> {
@@ -447,33 +498,32 @@ fn tree(app: &App, ids: &[String], root_parent: Option<&str>) -> String {
     out
 }
 
-pub async fn organizations(State(app): AppState, headers: HeaderMap, uri: Uri) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
-        let ids: Vec<String> = match &s.who {
-            Who::Admin => data(&get_json(&app, &s, "/admin/v1/organizations").await?)
-                .iter()
-                .filter_map(|o| o["id"].as_str().map(str::to_owned))
-                .collect(),
-            Who::Reader { organization } => {
-                app.store.subtree(organization).await.map_err(|_| {
-                    PageError::Status(StatusCode::SERVICE_UNAVAILABLE, "The store failed.".into())
-                })?
-            }
-            Who::Owner { .. } => return Err(PageError::forbidden()),
-        };
-        let body = if ids.is_empty() {
-            "<p class=\"empty\">No organizations yet.</p>".to_owned()
-        } else {
-            format!(
-                "<section class=\"card\" id=\"org-tree\">{}</section>",
-                tree(&app, &ids, None)
-            )
-        };
-        Ok(page(&s, "organizations", "Organizations", &body))
-    }
-    .await;
-    finish(&s, r)
+pub async fn organizations(visit: Visit) -> Response {
+    visit
+        .render(|app, s| async move {
+            let ids: Vec<String> = match &s.who {
+                Who::Admin => data(&get_json(&app, &s, "/admin/v1/organizations").await?)
+                    .iter()
+                    .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                    .collect(),
+                Who::Reader { organization } => app
+                    .store
+                    .subtree(organization)
+                    .await
+                    .map_err(store_failed)?,
+                Who::Owner { .. } => return Err(PageError::forbidden()),
+            };
+            let body = if ids.is_empty() {
+                "<p class=\"empty\">No organizations yet.</p>".to_owned()
+            } else {
+                format!(
+                    "<section class=\"card\" id=\"org-tree\">{}</section>",
+                    tree(&app, &ids, None)
+                )
+            };
+            Ok(page(&s, "organizations", "Organizations", &body))
+        })
+        .await
 }
 
 #[derive(Deserialize)]
@@ -481,16 +531,13 @@ pub struct MonthQuery {
     month: Option<String>,
 }
 
-pub async fn organization(
-    State(app): AppState,
-    Path(org): Path<String>,
-    Query(q): Query<MonthQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = organization_page(&app, &s, &org, q.month.as_deref(), None).await;
-    finish(&s, r)
+pub async fn organization(visit: Visit, org: Path<String>, q: Query<MonthQuery>) -> Response {
+    let (Path(org), Query(q)) = (org, q);
+    visit
+        .render(|app, s| async move {
+            organization_page(&app, &s, &org, q.month.as_deref(), None).await
+        })
+        .await
 }
 
 async fn organization_page(
@@ -518,9 +565,7 @@ async fn organization_page(
         esc(org),
         badge(entry.state.as_str()),
     );
-    let subtree = app.store.subtree(org).await.map_err(|_| {
-        PageError::Status(StatusCode::SERVICE_UNAVAILABLE, "The store failed.".into())
-    })?;
+    let subtree = app.store.subtree(org).await.map_err(store_failed)?;
     if subtree.len() > 1 {
         let _ = write!(
             body,
@@ -740,9 +785,7 @@ async fn budget_section(app: &Arc<App>, s: &Session, org: &str) -> Result<String
 }
 
 async fn contract_section(app: &App, org: &str) -> Result<String, PageError> {
-    let rows = app.store.contracts(Some(org)).await.map_err(|_| {
-        PageError::Status(StatusCode::SERVICE_UNAVAILABLE, "The store failed.".into())
-    })?;
+    let rows = app.store.contracts(Some(org)).await.map_err(store_failed)?;
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|c| {
@@ -778,15 +821,9 @@ pub struct KeyForm {
     models: Option<String>,
 }
 
-pub async fn create_key(
-    State(app): AppState,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<KeyForm>,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
+pub async fn create_key(visit: Visit, org: Path<String>, f: Form<KeyForm>) -> Response {
+    let (Path(org), Form(f)) = (org, f);
+    visit.render(|app, s| async move {
         admin_only(&s)?;
         if !super::csrf_ok(&s, f.csrf.as_deref()) {
             return Err(PageError::Status(
@@ -822,35 +859,28 @@ pub async fn create_key(
             esc(&text(&key["key"]))
         );
         organization_page(&app, &s, &org, None, Some(notice)).await
-    }
-    .await;
-    finish(&s, r)
+    })
+    .await
 }
 
-pub async fn revoke_key(
-    State(app): AppState,
-    Path((org, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
-        admin_form(&s, f.csrf.as_deref())?;
-        let reply = api(
-            &app,
-            &s,
-            Method::DELETE,
-            &format!("/admin/v1/keys/{}", enc(&key)),
-            None,
-            None,
-        )
-        .await?;
-        reply.json()?;
-        Ok(Redirect::to(&format!("/console/organizations/{}", enc(&org))).into_response())
-    }
-    .await;
-    finish(&s, r)
+pub async fn revoke_key(visit: Visit, path: Path<(String, String)>, f: Form<CsrfForm>) -> Response {
+    let (Path((org, key)), Form(f)) = (path, f);
+    visit
+        .render(|app, s| async move {
+            admin_form(&s, f.csrf.as_deref())?;
+            let reply = api(
+                &app,
+                &s,
+                Method::DELETE,
+                &format!("/admin/v1/keys/{}", enc(&key)),
+                None,
+                None,
+            )
+            .await?;
+            reply.json()?;
+            Ok(Redirect::to(&format!("/console/organizations/{}", enc(&org))).into_response())
+        })
+        .await
 }
 
 // ----- invoices -----
@@ -861,14 +891,12 @@ pub struct FormatQuery {
 }
 
 pub async fn invoice(
-    State(app): AppState,
-    Path((org, month)): Path<(String, String)>,
-    Query(q): Query<FormatQuery>,
-    headers: HeaderMap,
-    uri: Uri,
+    visit: Visit,
+    path: Path<(String, String)>,
+    q: Query<FormatQuery>,
 ) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
+    let (Path((org, month)), Query(q)) = (path, q);
+    visit.render(|app, s| async move {
         if !may_see(&app, &s, &org) {
             return Err(PageError::not_found(format!("No organization '{org}'.")));
         }
@@ -878,22 +906,11 @@ pub async fn invoice(
             if !reply.status.is_success() {
                 return Err(reply.error());
             }
-            return Ok((
-                [
-                    (
-                        header::CONTENT_TYPE,
-                        reply
-                            .content_type
-                            .unwrap_or_else(|| "text/csv; charset=utf-8".into()),
-                    ),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"invoice-{org}-{month}.csv\""),
-                    ),
-                ],
-                reply.body,
-            )
-                .into_response());
+            let content_type = reply
+                .content_type
+                .unwrap_or_else(|| "text/csv; charset=utf-8".into());
+            let filename = format!("invoice-{org}-{month}.csv");
+            return Ok(attachment(content_type, &filename, reply.body));
         }
         let inv = get_json(&app, &s, &path).await?;
         let lines: Vec<Vec<String>> = inv["lines"]
@@ -974,9 +991,8 @@ pub async fn invoice(
             &format!("Invoice {} · {}", org_name(&app, &org), month),
             &body,
         ))
-    }
-    .await;
-    finish(&s, r)
+    })
+    .await
 }
 
 // ----- reviews -----
@@ -1027,22 +1043,19 @@ pub struct OrgQuery {
     org: Option<String>,
 }
 
-pub async fn reviews(
-    State(app): AppState,
-    Query(q): Query<OrgQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    if let Some(org) = q.org.as_deref().map(str::trim).filter(|o| !o.is_empty()) {
-        return Redirect::to(&format!("/console/reviews/{}", enc(org))).into_response();
-    }
-    let r = match &s.who {
-        Who::Admin => admin_reviews(&app, &s).await,
-        Who::Owner { owner } => owner_reviews(&app, &s, owner).await,
-        Who::Reader { .. } => Err(PageError::forbidden()),
-    };
-    finish(&s, r)
+pub async fn reviews(visit: Visit, Query(q): Query<OrgQuery>) -> Response {
+    visit
+        .render(|app, s| async move {
+            if let Some(org) = q.org.as_deref().map(str::trim).filter(|o| !o.is_empty()) {
+                return Ok(Redirect::to(&format!("/console/reviews/{}", enc(org))).into_response());
+            }
+            match &s.who {
+                Who::Admin => admin_reviews(&app, &s).await,
+                Who::Owner { owner } => owner_reviews(&app, &s, owner).await,
+                Who::Reader { .. } => Err(PageError::forbidden()),
+            }
+        })
+        .await
 }
 
 async fn admin_reviews(app: &Arc<App>, s: &Session) -> Result<Response, PageError> {
@@ -1140,15 +1153,9 @@ async fn owner_reviews(app: &Arc<App>, s: &Session, owner: &str) -> Result<Respo
     Ok(page(s, "reviews", "Reviews", &body))
 }
 
-pub async fn evidence(
-    State(app): AppState,
-    Path(org): Path<String>,
-    Query(q): Query<FormatQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
+pub async fn evidence(visit: Visit, org: Path<String>, q: Query<FormatQuery>) -> Response {
+    let (Path(org), Query(q)) = (org, q);
+    visit.render(|app, s| async move {
         let path = match &s.who {
             Who::Admin => format!("/admin/v1/organizations/{}/evidence", enc(&org)),
             Who::Owner { owner } => {
@@ -1158,17 +1165,12 @@ pub async fn evidence(
         };
         let ev = get_json(&app, &s, &path).await?;
         if q.format.as_deref() == Some("json") {
-            return Ok((
-                [
-                    (header::CONTENT_TYPE, "application/json".to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"evidence-{org}.json\""),
-                    ),
-                ],
-                serde_json::to_string_pretty(&ev).unwrap_or_default(),
-            )
-                .into_response());
+            let json = serde_json::to_string_pretty(&ev).unwrap_or_default();
+            return Ok(attachment(
+                "application/json".to_owned(),
+                &format!("evidence-{org}.json"),
+                json,
+            ));
         }
         let arr = |k: &str| ev[k].as_array().cloned().unwrap_or_default();
         let mut body = String::new();
@@ -1266,9 +1268,8 @@ pub async fn evidence(
             &format!("Evidence · {}", org_name(&app, &org)),
             &body,
         ))
-    }
-    .await;
-    finish(&s, r)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1277,33 +1278,27 @@ pub struct DecisionForm {
     reason: String,
 }
 
-pub async fn decide(
-    State(app): AppState,
-    Path((org, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<DecisionForm>,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
-        admin_form(&s, f.csrf.as_deref())?;
-        if !matches!(action.as_str(), "reinstate" | "terminate") {
-            return Err(PageError::not_found(format!("No action '{action}'.")));
-        }
-        api(
-            &app,
-            &s,
-            Method::POST,
-            &format!("/admin/v1/organizations/{}/{action}", enc(&org)),
-            Some(&json!({"reason": f.reason})),
-            None,
-        )
-        .await?
-        .json()?;
-        Ok(Redirect::to("/console/reviews").into_response())
-    }
-    .await;
-    finish(&s, r)
+pub async fn decide(visit: Visit, path: Path<(String, String)>, f: Form<DecisionForm>) -> Response {
+    let (Path((org, action)), Form(f)) = (path, f);
+    visit
+        .render(|app, s| async move {
+            admin_form(&s, f.csrf.as_deref())?;
+            if !matches!(action.as_str(), "reinstate" | "terminate") {
+                return Err(PageError::not_found(format!("No action '{action}'.")));
+            }
+            api(
+                &app,
+                &s,
+                Method::POST,
+                &format!("/admin/v1/organizations/{}/{action}", enc(&org)),
+                Some(&json!({"reason": f.reason})),
+                None,
+            )
+            .await?
+            .json()?;
+            Ok(Redirect::to("/console/reviews").into_response())
+        })
+        .await
 }
 
 // ----- audit -----
@@ -1313,14 +1308,8 @@ pub struct AuditQuery {
     organization: Option<String>,
 }
 
-pub async fn audit(
-    State(app): AppState,
-    Query(q): Query<AuditQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
+pub async fn audit(visit: Visit, Query(q): Query<AuditQuery>) -> Response {
+    visit.render(|app, s| async move {
         admin_only(&s)?;
         let path = match &q.organization {
             Some(o) if !o.is_empty() => format!("/admin/v1/audit?organization={}", enc(o)),
@@ -1352,16 +1341,14 @@ pub async fn audit(
             )
         );
         Ok(page(&s, "audit", "Audit log", &body))
-    }
-    .await;
-    finish(&s, r)
+    })
+    .await
 }
 
 // ----- providers -----
 
-pub async fn providers(State(app): AppState, headers: HeaderMap, uri: Uri) -> Response {
-    let s = session_or_return!(app, headers, uri);
-    let r = async {
+pub async fn providers(visit: Visit) -> Response {
+    visit.render(|app, s| async move {
         admin_only(&s)?;
         let since = OffsetDateTime::now_utc() - Duration::hours(24);
         let orgs: Vec<String> = data(&get_json(&app, &s, "/admin/v1/organizations").await?)
@@ -1380,9 +1367,7 @@ pub async fn providers(State(app): AppState, headers: HeaderMap, uri: Uri) -> Re
                 200_000,
             )
             .await
-            .map_err(|_| {
-                PageError::Status(StatusCode::SERVICE_UNAVAILABLE, "The store failed.".into())
-            })?;
+            .map_err(store_failed)?;
         let mut per: HashMap<(String, String), (u64, u64)> = HashMap::new();
         for r in &records {
             let e = per
@@ -1448,9 +1433,8 @@ pub async fn providers(State(app): AppState, headers: HeaderMap, uri: Uri) -> Re
             )
         );
         Ok(page(&s, "providers", "Providers", &body))
-    }
-    .await;
-    finish(&s, r)
+    })
+    .await
 }
 
 #[cfg(test)]

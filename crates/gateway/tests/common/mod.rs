@@ -17,6 +17,26 @@ use tollgate_gateway::App;
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// A simulated provider, the model owner "openai" and its model "gpt-4o-mini" on it.
+pub const OPENAI_OWNED_MODEL: &str = r#"
+[[providers]]
+name = "sim"
+kind = "simulated"
+ttft_ms = 0
+
+[[owners]]
+name = "openai"
+revenue_share_percent = "20"
+policy = "No training of competing models."
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "sim"
+input_price = "0.15"
+output_price = "0.60"
+owner = "openai"
+"#;
+
 pub struct Gateway {
     pub base: String,
     pub app: Arc<App>,
@@ -140,6 +160,22 @@ impl Gateway {
         }
     }
 
+    /// POSTs a JSON `body` to `path` with the `authorization` header `auth`, then `extra` headers.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        auth: &str,
+        extra: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut headers = vec![
+            ("authorization", auth),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        self.call(Method::POST, path, &headers, body).await
+    }
+
     pub async fn admin(&self, method: Method, path: &str, body: Value) -> Reply {
         let bytes = if body.is_null() {
             Bytes::new()
@@ -157,6 +193,19 @@ impl Gateway {
             bytes,
         )
         .await
+    }
+
+    /// An admin call that must answer 200: its JSON body.
+    pub async fn admin_ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let r = self.admin(method, path, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()
+    }
+
+    /// `PUT /admin/v1/organizations/{org}/budget`.
+    pub async fn put_budget(&self, org: &str, body: Value) -> Reply {
+        let path = format!("/admin/v1/organizations/{org}/budget");
+        self.admin(Method::PUT, &path, body).await
     }
 
     /// Creates an organization, a project and a key; returns (org, project, key id, secret).
@@ -206,16 +255,8 @@ impl Gateway {
 
     pub async fn chat(&self, key: &str, body: Value) -> Reply {
         let auth = format!("Bearer {key}");
-        self.call(
-            Method::POST,
-            "/v1/chat/completions",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.to_string(),
-        )
-        .await
+        self.post_as("/v1/chat/completions", &auth, &[], body.to_string())
+            .await
     }
 
     pub async fn usage(&self, org: &str) -> Value {
