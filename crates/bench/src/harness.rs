@@ -589,8 +589,8 @@ fn nginx_binary() -> Option<PathBuf> {
 }
 
 async fn start_nginx(dir: &Path, mocks: &Mocks) -> anyhow::Result<Proc> {
-    let bin = nginx_binary()
-        .ok_or_else(|| anyhow!("nginx not found (Debian: apt-get install nginx)"))?;
+    let bin =
+        nginx_binary().ok_or_else(|| anyhow!("nginx not found (Debian: apt-get install nginx)"))?;
     let dir = dir.join("nginx");
     std::fs::create_dir_all(&dir)?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
