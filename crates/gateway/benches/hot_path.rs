@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     });
 
     // What one dispatched request adds to the metrics: the overhead and upstream histograms, then
-    // its record (request counter looked up by labels, duration histogram, four token lanes).
+    // its record (request counter in its route's cell, duration histogram, four token lanes).
     let metrics = Metrics::new();
     let model = metrics.model("gpt-4o-mini");
     let provider: std::sync::Arc<str> = "openai".into();
@@ -133,7 +133,7 @@ fn bench(c: &mut Criterion) {
             metrics.completed(
                 "/v1/chat/completions",
                 &model,
-                Some(&provider),
+                Some(&route),
                 black_box(200),
                 black_box([310, 128, 0, 200]),
                 std::time::Duration::from_millis(480),
