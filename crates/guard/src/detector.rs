@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -555,7 +554,7 @@ impl Detector {
                     ip.to_string().as_bytes(),
                     &|| format!("same client IP {ip}"),
                 );
-                let net = network(ip);
+                let net = crate::segment::network(ip);
                 self.link(
                     acc,
                     obs.organization,
@@ -1216,17 +1215,4 @@ fn acc_skeleton(templates: &[crate::account::Template], sim: u64) -> String {
         .find(|t| t.simhash == sim)
         .map(|t| t.skeleton.clone())
         .unwrap_or_default()
-}
-
-fn network(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
-        }
-    }
 }
