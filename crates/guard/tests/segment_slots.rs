@@ -29,8 +29,14 @@ fn question(i: usize) -> String {
     set[(i * 37) % set.len()].clone()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn send(d: &Detector, t: time::OffsetDateTime, key: &str, ip: &str, body: serde_json::Value, out: u64) {
+fn send(
+    d: &Detector,
+    t: time::OffsetDateTime,
+    key: &str,
+    ip: &str,
+    body: serde_json::Value,
+    out: u64,
+) {
     let body = serde_json::to_vec(&body).unwrap();
     d.observe(&Observation {
         time: t,
@@ -78,7 +84,14 @@ fn a_fourth_key_harvesting_a_fifth_of_a_chat_app_is_scored_and_named() {
             let body = serde_json::json!({"model": "m", "max_tokens": 2048, "messages": [
                 {"role": "system", "content": "You are Juniper, the assistant in our app."},
                 {"role": "user", "content": q}]});
-            send(&d, t + Duration::seconds(20), "app-internal-eval", backends[0], body, 900);
+            send(
+                &d,
+                t + Duration::seconds(20),
+                "app-internal-eval",
+                backends[0],
+                body,
+                900,
+            );
             n_harvest += 1;
         }
     }
