@@ -161,6 +161,11 @@ def main():
                   f"score {r.get('score')}, cluster {r.get('cluster')}, first flagged {r.get('first_flagged_at')}")
             for s in sigs[:6]:
                 print(f"  - {s['name']}: {s['explanation']}")
+            if r.get("segment"):
+                print(f"  judged on segment {r['segment']}:")
+                seg = sorted(r.get("segment_signals", []), key=lambda s: -abs(contribution(s)))
+                for s in seg[:6]:
+                    print(f"    - {s['name']}: {s['explanation']}")
 
 
 if __name__ == "__main__":

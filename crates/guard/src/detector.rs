@@ -50,6 +50,9 @@ pub struct Assessment {
     /// segment scored higher than the account's traffic as a whole.
     pub segment: Option<String>,
     pub signals: Vec<Signal>,
+    /// The signals of `segment` (empty when the account is judged on its whole traffic): the
+    /// account's `signals` are those of all its traffic, in which the segment is diluted.
+    pub segment_signals: Vec<Signal>,
     /// The distribution test's request profile (windowed mean of hashed request features).
     #[serde(skip)]
     pub profile: Vec<f32>,
@@ -876,6 +879,17 @@ impl Detector {
     }
 
     fn assess(&self, organization: &str, acc: &Account) -> Assessment {
+        let segment = (acc.segment_score > acc.whole_score)
+            .then(|| acc.worst_segment.clone())
+            .flatten();
+        let segment_signals = segment
+            .as_ref()
+            .and_then(|label| acc.segments.list.iter().find(|s| &s.label() == label))
+            .map(|sg| {
+                acc.segment_values(sg, self.settings.template_narrow_entropy)
+                    .explain(&self.settings.weights)
+            })
+            .unwrap_or_default();
         Assessment {
             organization: organization.to_owned(),
             score: acc.score,
@@ -886,10 +900,9 @@ impl Detector {
             requests: acc.counters.requests,
             cluster: acc.cluster.clone(),
             cluster_score: acc.cluster.as_ref().map(|_| acc.cluster_score),
-            segment: (acc.segment_score > acc.whole_score)
-                .then(|| acc.worst_segment.clone())
-                .flatten(),
+            segment,
             signals: acc.values().explain(&self.settings.weights),
+            segment_signals,
             profile: acc.profile.clone(),
         }
     }

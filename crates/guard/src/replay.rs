@@ -50,6 +50,12 @@ pub struct OrgReport {
     pub requests_until_flagged: Option<u64>,
     pub cluster: Option<String>,
     pub signals: Vec<Signal>,
+    /// The segment (key, client IP, network or end user) the organization is judged on, when
+    /// one scored higher than its traffic as a whole, and that segment's signals.
+    #[serde(default)]
+    pub segment: Option<String>,
+    #[serde(default)]
+    pub segment_signals: Vec<Signal>,
 }
 
 /// Replay result, sorted by organization.
@@ -148,6 +154,8 @@ pub fn report(detector: &Detector) -> ReplayReport {
             requests_until_flagged: a.requests_until_flagged,
             cluster: a.cluster,
             signals: a.signals,
+            segment: a.segment,
+            segment_signals: a.segment_signals,
         })
         .collect();
     ReplayReport { organizations }

@@ -4,8 +4,12 @@
 //! diluted by the product's traffic. The account is judged on its worst segment (see
 //! [`crate::account::Account::own_score`]) and the evidence names it.
 //!
-//! Bounded: at most [`PER_DIM`] segments per dimension, replaced by the least-used one when full
-//! (a replaced segment starts from zero). Template use is counted per account template slot, so
+//! Bounded: at most [`SegDim::capacity`] segments per dimension ([`TOTAL`] in all). When a
+//! dimension is full, a new segment takes the slot of the one with the lowest rank and starts
+//! its counters from zero; its rank starts from the replaced segment's (space-saving), so the
+//! next newcomer replaces another slot instead of it. Before, a new segment started at rank 0
+//! and was the next one replaced: two keys sharing the last slot evicted each other on every
+//! switch and neither was ever scored. Template use is counted per account template slot, so
 //! whether a segment's traffic is explained by a narrow product template (or lies in a broad,
 //! long-form one) is decided with the account's templates at scoring time, retroactively, as for
 //! the account itself.
@@ -18,8 +22,8 @@ use crate::account::{Counters, MAX_NAME_BYTES, MAX_SHAPES, MAX_TEMPLATES};
 use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
 use crate::sketch::{SmallHll, combine, hash_bytes};
 
-/// Segments kept per dimension.
-pub const PER_DIM: usize = 3;
+/// Segments kept per account, over all dimensions (see [`SegDim::capacity`]).
+pub const TOTAL: usize = 12;
 
 /// The counters a segment needs for its score (a slim [`Counters`]: no tokens, timing or
 /// descriptive histograms).
@@ -97,6 +101,20 @@ pub enum SegDim {
 }
 
 impl SegDim {
+    /// Segments kept in this dimension. Keys and backend addresses get four each: a product
+    /// commonly has web, iOS and Android keys (or three or four backends), and a fourth key or
+    /// address, the one a harvest confined to one key or backend uses, needs a slot of its own
+    /// (with three, it shared the last slot with the product's smallest key and was never
+    /// scored). Networks and end users get two: an account's traffic rarely spans more than
+    /// two /24s, and end users churn (a chat app has hundreds), so only the heaviest can hold
+    /// a slot whatever its size.
+    pub const fn capacity(self) -> usize {
+        match self {
+            SegDim::Key | SegDim::ClientIp => 4,
+            SegDim::Network | SegDim::User => 2,
+        }
+    }
+
     fn word(self) -> &'static str {
         match self {
             SegDim::Key => "key",
@@ -136,6 +154,10 @@ pub struct Segment {
     /// sketches ([`NOVELTY_UNSET`] until then), or after the word hashes changed.
     #[serde(default = "novelty_unset")]
     pub novelty_base: u32,
+    /// Requests counted plus the rank inherited from the segment it replaced (space-saving):
+    /// the slot with the lowest rank is replaced next. Older snapshots: 0, then the requests.
+    #[serde(default)]
+    pub rank: u32,
 }
 
 /// `novelty_base` of a segment read from a snapshot without segment sketches, replaced by its
@@ -255,9 +277,10 @@ impl Segments {
                     score: 0.0,
                     distinct: SmallHll::default(),
                     novelty_base: 0,
+                    rank: 0,
                 };
                 let same = self.list.iter().filter(|s| s.dim == dim).count();
-                if same < PER_DIM {
+                if same < dim.capacity() {
                     self.list.push(fresh);
                     self.list.len() - 1
                 } else {
@@ -266,11 +289,15 @@ impl Segments {
                         .iter()
                         .enumerate()
                         .filter(|(_, s)| s.dim == dim)
-                        .min_by_key(|(_, s)| s.counters.requests)
+                        .min_by_key(|(_, s)| s.rank.max(s.counters.requests))
                     else {
                         return;
                     };
-                    self.list[i] = fresh;
+                    let inherited = self.list[i].rank.max(self.list[i].counters.requests);
+                    self.list[i] = Segment {
+                        rank: inherited,
+                        ..fresh
+                    };
                     i
                 }
             }
@@ -279,6 +306,7 @@ impl Segments {
             return;
         };
         let f = r.f;
+        s.rank = s.rank.max(s.counters.requests).saturating_add(1);
         let c = &mut s.counters;
         let add = |x: &mut u32, v: bool| *x = x.saturating_add(u32::from(v));
         add(&mut c.requests, true);
@@ -368,6 +396,14 @@ impl Segments {
     /// name.
     pub fn memory_bound() -> usize {
         use std::mem::size_of;
-        4 * PER_DIM * (size_of::<Segment>() + MAX_NAME_BYTES)
+        TOTAL * (size_of::<Segment>() + MAX_NAME_BYTES)
     }
 }
+
+const _: () = assert!(
+    SegDim::Key.capacity()
+        + SegDim::ClientIp.capacity()
+        + SegDim::Network.capacity()
+        + SegDim::User.capacity()
+        == TOTAL
+);

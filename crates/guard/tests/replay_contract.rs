@@ -47,6 +47,8 @@ fn replay_report_has_the_exact_contract_shape() {
             "organization",
             "requests_until_flagged",
             "score",
+            "segment",
+            "segment_signals",
             "signals",
         ];
         want.sort();

@@ -47,6 +47,8 @@ fn replay_json_prints_the_contract_shape() {
                 "organization",
                 "requests_until_flagged",
                 "score",
+                "segment",
+                "segment_signals",
                 "signals"
             ]
         );
