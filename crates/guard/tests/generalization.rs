@@ -10,24 +10,10 @@ use time::{Duration, OffsetDateTime, macros::datetime};
 use tollgate_guard::families::{FAMILIES, FamilyConfig};
 use tollgate_guard::{Detector, DetectorSettings, Endpoint, Observation, lofo};
 
-const TOPICS: &[&str] = &[
-    "photosynthesis",
-    "the fall of the Roman Empire",
-    "compound interest",
-    "quantum tunneling",
-    "sourdough fermentation",
-    "contract consideration",
-    "plate tectonics",
-    "jazz improvisation",
-    "marathon pacing",
-    "unreliable narrators",
-    "garbage collection",
-    "antibiotic resistance",
-    "the circle of fifths",
-    "glacial erosion",
-    "the offside rule",
-    "habeas corpus",
-];
+#[path = "common/topics.rs"]
+mod topics;
+use topics::TOPICS;
+
 const FORMS: &[&str] = &["poem", "essay", "short story", "lesson plan", "dialogue"];
 const READERS: &[&str] = &["child", "graduate student", "retiree", "engineer"];
 

@@ -12,16 +12,9 @@ use std::net::IpAddr;
 use time::{Duration, macros::datetime};
 use tollgate_guard::{Detector, DetectorSettings, Endpoint, Observation};
 
-const TOPICS: &[&str] = &[
-    "photosynthesis",
-    "the fall of the Roman Empire",
-    "compound interest",
-    "quantum tunneling",
-    "sourdough fermentation",
-    "plate tectonics",
-    "jazz improvisation",
-    "antibiotic resistance",
-];
+#[path = "common/topics.rs"]
+mod topics;
+use topics::TOPICS;
 
 fn question(i: usize) -> String {
     static SET: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
