@@ -609,6 +609,39 @@ async fn start_nginx(dir: &Path, mocks: &Mocks) -> anyhow::Result<Proc> {
     .await
 }
 
+/// Adds a started proxy (LiteLLM, nginx) as a target, its CPU counted over its process tree
+/// (workers included), or notes why it was skipped.
+fn add_proxy(
+    started: anyhow::Result<Proc>,
+    name: &'static str,
+    (key, invalid_key): (&str, &str),
+    plain_only: bool,
+    targets: &mut Vec<Target>,
+    servers: &mut Vec<Proc>,
+    notes: &mut Vec<String>,
+) {
+    match started {
+        Ok(proc) => {
+            say(format!("{name} ready on {}", proc.addr));
+            let pid = proc.pid();
+            targets.push(Target {
+                name,
+                addr: proc.addr,
+                key: key.into(),
+                invalid_key: invalid_key.into(),
+                proc_pids: Box::new(move || procs::process_tree(pid)),
+                plain_only,
+            });
+            servers.push(proc);
+        }
+        Err(e) => {
+            let msg = format!("{name} skipped: {e:#}");
+            say(&msg);
+            notes.push(msg);
+        }
+    }
+}
+
 /// A prompt of about `bytes` bytes of words.
 fn prompt(bytes: usize) -> String {
     const WORDS: [&str; 8] = [
@@ -842,48 +875,30 @@ pub async fn run(opts: &Options) -> anyhow::Result<Document> {
         }
     }
     if opts.litellm {
-        match start_litellm(opts, dir.path(), &mocks).await {
-            Ok(proc) => {
-                say(format!("litellm ready on {}", proc.addr));
-                let pid = proc.pid();
-                targets.push(Target {
-                    name: "litellm",
-                    addr: proc.addr,
-                    key: "sk-bench-master".into(),
-                    invalid_key: "sk-invalid".into(),
-                    proc_pids: Box::new(move || procs::process_tree(pid)),
-                    plain_only: false,
-                });
-                servers.push(proc);
-            }
-            Err(e) => {
-                let msg = format!("litellm skipped: {e:#}");
-                say(&msg);
-                notes.push(msg);
-            }
-        }
+        let started = start_litellm(opts, dir.path(), &mocks).await;
+        let keys = ("sk-bench-master", "sk-invalid");
+        add_proxy(
+            started,
+            "litellm",
+            keys,
+            false,
+            &mut targets,
+            &mut servers,
+            &mut notes,
+        );
     }
     if opts.nginx {
-        match start_nginx(dir.path(), &mocks).await {
-            Ok(proc) => {
-                say(format!("nginx ready on {}", proc.addr));
-                let pid = proc.pid();
-                targets.push(Target {
-                    name: "nginx",
-                    addr: proc.addr,
-                    key: "sk-upstream".into(),
-                    invalid_key: "sk-upstream".into(),
-                    proc_pids: Box::new(move || procs::process_tree(pid)),
-                    plain_only: true,
-                });
-                servers.push(proc);
-            }
-            Err(e) => {
-                let msg = format!("nginx skipped: {e:#}");
-                say(&msg);
-                notes.push(msg);
-            }
-        }
+        let started = start_nginx(dir.path(), &mocks).await;
+        let keys = ("sk-upstream", "sk-upstream");
+        add_proxy(
+            started,
+            "nginx",
+            keys,
+            true,
+            &mut targets,
+            &mut servers,
+            &mut notes,
+        );
     }
 
     let mut runs: Vec<Run> = Vec::new();
