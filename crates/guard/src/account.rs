@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::features::{NO_TOPIC, RequestFeatures, TOPICS};
-use crate::score::{SignalValues, entropy};
+use crate::score::{Contrast, SignalValues, entropy};
 use crate::segment::{SegRequest, Segment, Segments};
 use crate::sketch::{Hll, hamming};
 
@@ -253,16 +253,7 @@ impl Counters {
         } else {
             0.0
         };
-        let hours_total: u32 = self.hours.iter().sum();
-        let diurnal = if self.active_hours >= 24 && hours_total > 0 {
-            let trough = (0..24)
-                .map(|s| (0..6).map(|k| self.hours[(s + k) % 24]).sum::<u32>())
-                .min()
-                .unwrap_or(0);
-            (1.0 - f64::from(trough) / f64::from(hours_total) / 0.25).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let diurnal = diurnal(&self.hours, self.active_hours);
         let cv = if self.gap_n >= 10 && self.gap_mean > 0.0 {
             (self.gap_m2 / self.gap_n as f64).sqrt() / self.gap_mean
         } else {
@@ -323,7 +314,82 @@ impl Counters {
             active_hours: self.active_hours,
             linked_accounts: 0,
             synchronized_accounts: 0,
+            contrast: Contrast::default(),
         }
+    }
+}
+
+/// Strength (0..1) of a human day/night rhythm in an hour-of-day histogram: 1 when the
+/// quietest six hours hold nothing, 0 when they hold a quarter of the traffic (as flat traffic
+/// does). 0 below 24 active hours, too few to tell.
+fn diurnal(hours: &[u32; 24], active_hours: u64) -> f64 {
+    let total: u32 = hours.iter().sum();
+    if active_hours < 24 || total == 0 {
+        return 0.0;
+    }
+    let trough = (0..24)
+        .map(|s| (0..6).map(|k| hours[(s + k) % 24]).sum::<u32>())
+        .min()
+        .unwrap_or(0);
+    (1.0 - f64::from(trough) / f64::from(total) / 0.25).clamp(0.0, 1.0)
+}
+
+/// The rest of an account needs this many requests (and a tenth as many completions) before a
+/// segment is contrasted with it.
+pub const CONTRAST_MIN_REST: u64 = 200;
+/// A segment's single-turn share this much above the rest's counts fully …
+pub const CONTRAST_TURN: f64 = 0.5;
+/// … its day/night rhythm this much weaker than the rest's …
+pub const CONTRAST_RHYTHM: f64 = 0.4;
+/// … and answers this many doublings longer than the rest's (1: twice as long).
+pub const CONTRAST_LENGTH: f64 = 1.0;
+
+/// Contrast of a segment (`seg`, its counters with the account's templates applied) with the
+/// rest of its account (`account` minus `seg`): harvesting run from one key or one backend of a
+/// genuine product turns that segment single-turn, machine-paced and long-answered while the
+/// product's own traffic stays conversational, diurnal and brief. Each departure is measured
+/// against the rest of the same account, not against a population, so a product whose every
+/// key looks alike contrasts with nothing, and only traffic no narrow product template explains
+/// counts (a product's batch key filling its own template is explained). The three must hold
+/// together (a product: the value is their product): a batch key that is single-turn and runs
+/// at night but answers briefly (labelling, summaries) has no answer-length departure.
+pub fn contrast(seg: &Counters, account: &Counters) -> Contrast {
+    let rest_n = account.requests.saturating_sub(seg.requests);
+    let rest_done = account.completions.saturating_sub(seg.completions);
+    if rest_n < CONTRAST_MIN_REST
+        || rest_done < CONTRAST_MIN_REST / 10
+        || seg.requests == 0
+        || seg.completions < 10
+    {
+        return Contrast::default();
+    }
+    let single_turn = seg.single_turn as f64 / seg.requests as f64;
+    let rest_single_turn =
+        account.single_turn.saturating_sub(seg.single_turn) as f64 / rest_n as f64;
+    let mut rest_hours = [0u32; 24];
+    for (r, (a, s)) in rest_hours
+        .iter_mut()
+        .zip(account.hours.iter().zip(&seg.hours))
+    {
+        *r = a.saturating_sub(*s);
+    }
+    let rhythm = diurnal(&seg.hours, seg.active_hours);
+    let rest_rhythm = diurnal(&rest_hours, account.active_hours);
+    let seg_len = seg.output_tokens as f64 / seg.completions as f64;
+    let rest_len =
+        account.output_tokens.saturating_sub(seg.output_tokens) as f64 / rest_done as f64;
+    let answer_ratio = seg_len / rest_len.max(1.0);
+    let unexplained = seg.requests.saturating_sub(seg.explained) as f64 / seg.requests as f64;
+    let turn = ((single_turn - rest_single_turn) / CONTRAST_TURN).clamp(0.0, 1.0);
+    let time = ((rest_rhythm - rhythm) / CONTRAST_RHYTHM).clamp(0.0, 1.0);
+    let length = (answer_ratio.max(1.0).log2() / CONTRAST_LENGTH).clamp(0.0, 1.0);
+    Contrast {
+        value: turn * time * length * unexplained,
+        single_turn,
+        rest_single_turn,
+        rhythm,
+        rest_rhythm,
+        answer_ratio,
     }
 }
 
@@ -1099,6 +1165,7 @@ impl Account {
             }
             None => (false, None, None, [None, None]),
         };
+        self.segments.complete(key, output_tokens);
         for i in shapes.into_iter().flatten() {
             if let Some(s) = self.shapes.get_mut(usize::from(i)) {
                 s.out_tokens += output_tokens;
@@ -1298,7 +1365,8 @@ impl Account {
             .map(|s| {
                 let n = u64::from(s.counters.requests);
                 (n >= min_requests.max(1) && n < total).then(|| {
-                    segment_novelty(self.segment_counters(s, narrow_entropy), s).score(weights)
+                    self.segment_signal_values(s, narrow_entropy, false)
+                        .score(weights)
                 })
             })
             .collect();
@@ -1316,10 +1384,24 @@ impl Account {
 
     /// Signal values of one segment (for the evidence).
     pub fn segment_values(&self, seg: &Segment, narrow_entropy: f64) -> SignalValues {
+        self.segment_signal_values(seg, narrow_entropy, true)
+    }
+
+    /// Signal values of one segment: its counters with the account's templates applied, its
+    /// own novelty, and its contrast with the rest of the account (`descriptive` as in
+    /// [`Counters::values`]).
+    fn segment_signal_values(
+        &self,
+        seg: &Segment,
+        narrow_entropy: f64,
+        descriptive: bool,
+    ) -> SignalValues {
         let (distinct, since) = seg.novelty_counts();
         let mut c = self.segment_counters(seg, narrow_entropy);
         c.novelty_base = c.requests.saturating_sub(u64::from(since));
-        c.values(distinct)
+        let mut v = c.signal_values(distinct, descriptive);
+        v.contrast = contrast(&c, &self.counters);
+        v
     }
 
     /// Fold one request into the distribution test's profile: a windowed mean of hashed
@@ -1428,12 +1510,6 @@ fn add_day(
 }
 
 /// Scored signal values of a segment's counters with its own novelty.
-fn segment_novelty(mut c: Counters, seg: &Segment) -> SignalValues {
-    let (distinct, since) = seg.novelty_counts();
-    c.novelty_base = c.requests.saturating_sub(u64::from(since));
-    c.scored_values(distinct)
-}
-
 /// Upper bound, in bytes, of the memory one organization can hold (excluding allocator
 /// overhead), computed from the sketch sizes above; `sample_size` is the configured prompt sample
 /// (0 unless flagged).

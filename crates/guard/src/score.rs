@@ -49,6 +49,13 @@ pub struct Weights {
     pub one_off_benchmark: f64,
     /// Topic drift against the account's own history (a product account turning to harvesting).
     pub topic_drift: f64,
+    /// A segment (one key, address or network) that departs from the rest of its own account
+    /// toward machine harvesting: single-turn where the rest converses, machine-paced where the
+    /// rest follows a day, answers at least twice as long, in traffic no narrow template
+    /// explains (see [`crate::account::contrast`]). Harvesting hidden in one key or backend
+    /// of a genuine product needs none of the other tells; at full strength it flags on its
+    /// own, as `broad_template` does. 0 for an account as a whole.
+    pub segment_contrast: f64,
 }
 
 impl Default for Weights {
@@ -70,6 +77,7 @@ impl Default for Weights {
             cancellations: -2.0,
             one_off_benchmark: -5.0,
             topic_drift: 1.0,
+            segment_contrast: 7.0,
         }
     }
 }
@@ -117,6 +125,21 @@ pub struct SignalValues {
     /// Accounts linked by synchronized activity (descriptive; part of `linked_accounts` only when
     /// they also share an address).
     pub synchronized_accounts: usize,
+    /// A segment's departure from the rest of its account (0 for an account or a cluster).
+    pub contrast: Contrast,
+}
+
+/// How a segment departs from the rest of its account (see [`crate::account::contrast`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Contrast {
+    /// 0..1: the product of the three departures and the segment's unexplained share.
+    pub value: f64,
+    pub single_turn: f64,
+    pub rest_single_turn: f64,
+    pub rhythm: f64,
+    pub rest_rhythm: f64,
+    /// Mean answer length of the segment over the rest's.
+    pub answer_ratio: f64,
 }
 
 /// Logistic function.
@@ -130,7 +153,7 @@ fn pct(x: f64) -> String {
 
 impl SignalValues {
     /// (name, value, weight) of every term of the logistic combination.
-    fn terms(&self, w: &Weights) -> [(&'static str, f64, f64); 15] {
+    fn terms(&self, w: &Weights) -> [(&'static str, f64, f64); 16] {
         [
             (
                 "unexplained_harvest",
@@ -167,6 +190,7 @@ impl SignalValues {
                 w.one_off_benchmark,
             ),
             ("topic_drift", self.topic_drift, w.topic_drift),
+            ("segment_contrast", self.contrast.value, w.segment_contrast),
         ]
     }
 
@@ -275,6 +299,18 @@ impl SignalValues {
                 "recent topics differ from the account's history by {:.2} (total variation)",
                 self.topic_drift
             ),
+            "segment_contrast" => {
+                let c = &self.contrast;
+                format!(
+                    "departure from the rest of the account {:.2}: {} single-turn against {}, day/night rhythm {:.2} against {:.2}, answers {:.1}× as long",
+                    c.value,
+                    pct(c.single_turn),
+                    pct(c.rest_single_turn),
+                    c.rhythm,
+                    c.rest_rhythm,
+                    c.answer_ratio
+                )
+            }
             "topic_breadth" => format!(
                 "all prompts spread over topics with normalized entropy {:.2}",
                 self.topic_breadth

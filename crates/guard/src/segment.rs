@@ -45,6 +45,12 @@ pub struct SegCounters {
     pub harvest_topics: [u16; TOPICS],
     #[serde(deserialize_with = "fixed")]
     pub hours: [u16; 24],
+    /// Output tokens and completions of the segment's requests (for the answer length the
+    /// segment gets against the rest of its account; 0 in older snapshots).
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub completions: u32,
 }
 
 impl SegCounters {
@@ -63,6 +69,8 @@ impl SegCounters {
             harvest: u64::from(self.harvest),
             active_hours: u64::from(self.active_hours),
             temps: self.temps,
+            output_tokens: self.output_tokens,
+            completions: u64::from(self.completions),
             ..Default::default()
         };
         for (d, s) in c.harvest_topics.iter_mut().zip(&self.harvest_topics) {
@@ -158,7 +166,14 @@ pub struct Segment {
     /// the slot with the lowest rank is replaced next. Older snapshots: 0, then the requests.
     #[serde(default)]
     pub rank: u32,
+    /// Of a key's segment: the slots of the client IP and network segments of the key's latest
+    /// request ([`NO_SLOT`] for none), which its completion is attributed to as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_addr: Option<[u8; 2]>,
 }
+
+/// No segment slot (see [`Segment::last_addr`]).
+pub const NO_SLOT: u8 = u8::MAX;
 
 /// `novelty_base` of a segment read from a snapshot without segment sketches, replaced by its
 /// request count when restored ([`Segments::start_novelty`]).
@@ -216,6 +231,23 @@ pub fn network(ip: IpAddr) -> String {
     }
 }
 
+/// The identity of the segment of `value` in dimension `dim`.
+fn seg_id(dim: SegDim, value: &[u8]) -> u64 {
+    combine(dim as u64 + 101, hash_bytes(value))
+}
+
+/// An address's bytes (4 for IPv4, 16 for IPv6) and their count.
+fn ip_bytes(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut buf = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            buf[..4].copy_from_slice(&v4.octets());
+            (buf, 4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), 16),
+    }
+}
+
 /// What one request contributes to its segments.
 pub struct SegRequest<'a> {
     pub f: &'a RequestFeatures,
@@ -232,22 +264,17 @@ pub struct SegRequest<'a> {
 impl Segments {
     /// Count one request in the segments of its key, address, network and end user.
     pub fn observe(&mut self, key: &str, ip: Option<IpAddr>, user: Option<&[u8]>, r: &SegRequest) {
-        self.bump(SegDim::Key, key.as_bytes(), &|| key.to_owned(), r);
+        let key_slot = self.bump(SegDim::Key, key.as_bytes(), &|| key.to_owned(), r);
+        let mut addr = [NO_SLOT; 2];
         if let Some(ip) = ip {
-            let mut buf = [0u8; 16];
-            let bytes: &[u8] = match ip {
-                IpAddr::V4(v4) => {
-                    buf[..4].copy_from_slice(&v4.octets());
-                    &buf[..4]
-                }
-                IpAddr::V6(v6) => {
-                    buf.copy_from_slice(&v6.octets());
-                    &buf[..]
-                }
-            };
-            self.bump(SegDim::ClientIp, bytes, &|| ip.to_string(), r);
-            let net_len = if ip.is_ipv4() { 3 } else { 6 };
-            self.bump(SegDim::Network, &bytes[..net_len], &|| network(ip), r);
+            let (buf, len) = ip_bytes(ip);
+            let net = if ip.is_ipv4() { 3 } else { 6 };
+            let slot = |i: Option<usize>| i.and_then(|i| u8::try_from(i).ok()).unwrap_or(NO_SLOT);
+            addr[0] = slot(self.bump(SegDim::ClientIp, &buf[..len], &|| ip.to_string(), r));
+            addr[1] = slot(self.bump(SegDim::Network, &buf[..net], &|| network(ip), r));
+        }
+        if let Some(s) = key_slot.and_then(|i| self.list.get_mut(i)) {
+            s.last_addr = Some(addr);
         }
         if let Some(u) = user.filter(|u| !u.is_empty()) {
             self.bump(
@@ -259,8 +286,35 @@ impl Segments {
         }
     }
 
-    fn bump(&mut self, dim: SegDim, value: &[u8], name: &dyn Fn() -> String, r: &SegRequest) {
-        let id = combine(dim as u64 + 101, hash_bytes(value));
+    /// Count a completion of `key`'s latest request in the segments of that key and of the
+    /// address and network it came from (end users are not known at completion and get none).
+    pub fn complete(&mut self, key: &str, output_tokens: u64) {
+        let id = seg_id(SegDim::Key, key.as_bytes());
+        let Some(i) = self.list.iter().position(|s| s.id == id) else {
+            return;
+        };
+        let addr = self.list[i].last_addr.unwrap_or([NO_SLOT; 2]);
+        for (j, want) in [
+            (i, SegDim::Key),
+            (usize::from(addr[0]), SegDim::ClientIp),
+            (usize::from(addr[1]), SegDim::Network),
+        ] {
+            if let Some(s) = self.list.get_mut(j).filter(|s| s.dim == want) {
+                let c = &mut s.counters;
+                c.output_tokens = c.output_tokens.saturating_add(output_tokens);
+                c.completions = c.completions.saturating_add(1);
+            }
+        }
+    }
+
+    fn bump(
+        &mut self,
+        dim: SegDim,
+        value: &[u8],
+        name: &dyn Fn() -> String,
+        r: &SegRequest,
+    ) -> Option<usize> {
+        let id = seg_id(dim, value);
         let i = match self.list.iter().position(|s| s.id == id) {
             Some(i) => i,
             None => {
@@ -278,21 +332,19 @@ impl Segments {
                     distinct: SmallHll::default(),
                     novelty_base: 0,
                     rank: 0,
+                    last_addr: None,
                 };
                 let same = self.list.iter().filter(|s| s.dim == dim).count();
                 if same < dim.capacity() {
                     self.list.push(fresh);
                     self.list.len() - 1
                 } else {
-                    let Some((i, _)) = self
+                    let (i, _) = self
                         .list
                         .iter()
                         .enumerate()
                         .filter(|(_, s)| s.dim == dim)
-                        .min_by_key(|(_, s)| s.rank.max(s.counters.requests))
-                    else {
-                        return;
-                    };
+                        .min_by_key(|(_, s)| s.rank.max(s.counters.requests))?;
                     let inherited = self.list[i].rank.max(self.list[i].counters.requests);
                     self.list[i] = Segment {
                         rank: inherited,
@@ -302,9 +354,7 @@ impl Segments {
                 }
             }
         };
-        let Some(s) = self.list.get_mut(i) else {
-            return;
-        };
+        let s = self.list.get_mut(i)?;
         let f = r.f;
         s.rank = s.rank.max(s.counters.requests).saturating_add(1);
         let c = &mut s.counters;
@@ -354,6 +404,7 @@ impl Segments {
             bump(&mut s.tpl, t, true);
             bump(&mut s.tpl_harvest, t, r.harvesting);
         }
+        Some(i)
     }
 
     /// Start every segment's distinct-prompt count afresh from here (the word hashes changed)
