@@ -20,9 +20,9 @@ import urllib.request
 
 import embedded
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -113,7 +113,18 @@ class Browser:
     def click(self, element):
         """Clicks a link or submit button and waits for the next page to load."""
         element.click()
-        WebDriverWait(self.d, 30).until(expected_conditions.staleness_of(element))
+
+        def gone(_driver):
+            # Stale once the old page is replaced. While Chrome swaps documents the old node
+            # can also answer "Node with given id does not belong to the document" (a plain
+            # WebDriverException rather than StaleElementReferenceException): gone as well.
+            try:
+                element.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
+        WebDriverWait(self.d, 30).until(gone)
         WebDriverWait(self.d, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
         self.check_log()
