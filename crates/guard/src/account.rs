@@ -1509,7 +1509,6 @@ fn add_day(
     }
 }
 
-/// Scored signal values of a segment's counters with its own novelty.
 /// Upper bound, in bytes, of the memory one organization can hold (excluding allocator
 /// overhead), computed from the sketch sizes above; `sample_size` is the configured prompt sample
 /// (0 unless flagged).

@@ -9,10 +9,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::net::IpAddr;
-
 use time::{Duration, macros::datetime};
-use tollgate_guard::{Assessment, Detector, DetectorSettings, Endpoint, Observation};
+use tollgate_guard::{Assessment, Detector, DetectorSettings};
+
+#[path = "common/app.rs"]
+mod app;
+use app::send;
 
 /// Content words over unrelated domains: the app's users ask about anything, so its traffic is
 /// not one narrow product template (which would explain it).
@@ -72,27 +74,6 @@ fn topic(i: usize) -> String {
     let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let w = |shift: u32| WORDS[((h >> shift) % WORDS.len() as u64) as usize];
     format!("{} {} {}", w(11), w(27), w(43))
-}
-
-fn send(
-    d: &Detector,
-    t: time::OffsetDateTime,
-    key: &str,
-    ip: &str,
-    body: serde_json::Value,
-    out: u64,
-) {
-    let body = serde_json::to_vec(&body).unwrap();
-    d.observe(&Observation {
-        time: t,
-        organization: "app",
-        key,
-        client_ip: Some(ip.parse::<IpAddr>().unwrap()),
-        endpoint: Endpoint::Chat,
-        body: &body,
-        model_owner: None,
-    });
-    d.record_completion("app", key, t, out, false);
 }
 
 /// How the fourth key behaves.

@@ -7,10 +7,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::net::IpAddr;
-
 use time::{Duration, macros::datetime};
-use tollgate_guard::{Detector, DetectorSettings, Endpoint, Observation};
+use tollgate_guard::{Detector, DetectorSettings};
+
+#[path = "common/app.rs"]
+mod app;
+use app::send;
 
 #[path = "common/topics.rs"]
 mod topics;
@@ -20,27 +22,6 @@ fn question(i: usize) -> String {
     static SET: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let set = SET.get_or_init(tollgate_guard::corpus::public_prompts);
     set[(i * 37) % set.len()].clone()
-}
-
-fn send(
-    d: &Detector,
-    t: time::OffsetDateTime,
-    key: &str,
-    ip: &str,
-    body: serde_json::Value,
-    out: u64,
-) {
-    let body = serde_json::to_vec(&body).unwrap();
-    d.observe(&Observation {
-        time: t,
-        organization: "app",
-        key,
-        client_ip: Some(ip.parse::<IpAddr>().unwrap()),
-        endpoint: Endpoint::Chat,
-        body: &body,
-        model_owner: None,
-    });
-    d.record_completion("app", key, t, out, false);
 }
 
 #[test]
