@@ -3,12 +3,16 @@
 //! false-positive rate, false positives on benign accounts, requests until detection and cluster
 //! recall for coordinated campaigns.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 
 use serde::Serialize;
 
 use crate::corpus::{Kind, campaign_of};
+use crate::figures::{
+    Table, group, kind_cells, largest_cluster, median, name_list, or_dash, percent, percent_note,
+    share, threshold_at_fpr,
+};
 use crate::replay::{ReplayLine, observe_line};
 use crate::{Detector, GuardError};
 
@@ -123,49 +127,26 @@ pub fn evaluate<R: BufRead>(
             })
         })
         .collect();
-    let mut benign_scores: Vec<f64> = accounts
-        .iter()
-        .filter(|a| !a.harvesting)
-        .map(|a| a.score)
-        .collect();
-    benign_scores.sort_by(|a, b| b.total_cmp(a));
-    let allowed = (fixed_fpr * benign_scores.len() as f64).floor() as usize;
-    let threshold = benign_scores.get(allowed).copied().unwrap_or(0.0);
+    let threshold = threshold_at_fpr(
+        accounts
+            .iter()
+            .filter(|a| !a.harvesting)
+            .map(|a| a.score)
+            .collect(),
+        fixed_fpr,
+    );
     let detected = |a: &AccountResult| a.score > threshold;
 
-    let mut by_kind: BTreeMap<Kind, Vec<&AccountResult>> = BTreeMap::new();
-    for a in &accounts {
-        if let Some(k) = Kind::from_org(&a.organization) {
-            by_kind.entry(k).or_default().push(a);
-        }
-    }
-    let kinds = by_kind
+    let kinds = group(&accounts, |a| Kind::from_org(&a.organization))
         .iter()
         .map(|(k, list)| {
             let flagged = list.iter().filter(|a| a.flagged).count();
-            let mut until: Vec<u64> = list
-                .iter()
-                .filter_map(|a| a.requests_until_flagged)
-                .collect();
-            until.sort_unstable();
             let cluster_recall = k.campaign().then(|| {
-                let mut camps: HashMap<String, Vec<&AccountResult>> = HashMap::new();
-                for a in list {
-                    if let Some(c) = campaign_of(&a.organization) {
-                        camps.entry(c).or_default().push(a);
-                    }
-                }
-                let mut hit = 0usize;
-                for members in camps.values() {
-                    let mut ids: HashMap<&str, usize> = HashMap::new();
-                    for m in members {
-                        if let Some(c) = &m.cluster {
-                            *ids.entry(c.as_str()).or_default() += 1;
-                        }
-                    }
-                    hit += ids.values().copied().max().unwrap_or(0);
-                }
-                hit as f64 / list.len().max(1) as f64
+                let hit: usize = group(list, |a| campaign_of(&a.organization))
+                    .values()
+                    .map(|members| largest_cluster(members.iter().map(|m| m.cluster.as_deref())))
+                    .sum();
+                share(hit, list.len())
             });
             KindSummary {
                 kind: k.name().to_owned(),
@@ -173,10 +154,14 @@ pub fn evaluate<R: BufRead>(
                 accounts: list.len(),
                 requests: list.iter().map(|a| a.requests).sum(),
                 flagged,
-                flagged_rate: flagged as f64 / list.len().max(1) as f64,
-                detected_at_fixed_fpr: list.iter().filter(|a| detected(a)).count() as f64
-                    / list.len().max(1) as f64,
-                median_requests_until_flagged: until.get(until.len() / 2).copied(),
+                flagged_rate: share(flagged, list.len()),
+                detected_at_fixed_fpr: share(
+                    list.iter().filter(|a| detected(a)).count(),
+                    list.len(),
+                ),
+                median_requests_until_flagged: median(
+                    list.iter().map(|a| a.requests_until_flagged),
+                ),
                 cluster_recall,
                 synchronized: list
                     .iter()
@@ -199,14 +184,15 @@ pub fn evaluate<R: BufRead>(
         harvesting_accounts: harvest.len(),
         flag_threshold: settings.flag_threshold,
         min_requests: settings.min_requests,
-        false_positive_rate: false_positives.len() as f64 / benign.len().max(1) as f64,
+        false_positive_rate: share(false_positives.len(), benign.len()),
         false_positives,
-        harvesting_flagged_rate: harvest.iter().filter(|a| a.flagged).count() as f64
-            / harvest.len().max(1) as f64,
+        harvesting_flagged_rate: share(harvest.iter().filter(|a| a.flagged).count(), harvest.len()),
         fixed_fpr,
         threshold_at_fixed_fpr: threshold,
-        harvesting_detected_at_fixed_fpr: harvest.iter().filter(|a| detected(a)).count() as f64
-            / harvest.len().max(1) as f64,
+        harvesting_detected_at_fixed_fpr: share(
+            harvest.iter().filter(|a| detected(a)).count(),
+            harvest.len(),
+        ),
         kinds,
         sync_links,
         accounts_detail: accounts,
@@ -227,50 +213,38 @@ pub fn render(report: &EvalReport) -> String {
         report.flag_threshold,
         report.min_requests
     );
-    let _ = writeln!(
-        out,
-        "{:<18} {:>4} {:>9} {:>8} {:>8} {:>12} {:>14} {:>8} {:>5}",
-        "kind",
-        "harv",
-        "accounts",
-        "requests",
-        "flagged",
-        "flag rate",
-        "det@fpr",
-        "req→flag",
-        "sync"
+    let table = Table {
+        titles: &[
+            "kind",
+            "harv",
+            "accounts",
+            "requests",
+            "flagged",
+            "flag rate",
+            "det@fpr",
+            "req→flag",
+            "sync",
+        ],
+        widths: &[18, 4, 9, 8, 8, 12, 14, 8, 5],
+    };
+    table.write(
+        &mut out,
+        report.kinds.iter().map(|k| {
+            let counts = (k.accounts, k.requests, k.flagged);
+            let mut cells = kind_cells(&k.kind, k.harvesting, counts, k.flagged_rate);
+            cells.push(percent(k.detected_at_fixed_fpr));
+            cells.push(or_dash(k.median_requests_until_flagged));
+            cells.push(k.synchronized.to_string());
+            (cells, percent_note("cluster recall", k.cluster_recall))
+        }),
     );
-    for k in &report.kinds {
-        let _ = writeln!(
-            out,
-            "{:<18} {:>4} {:>9} {:>8} {:>8} {:>11.0}% {:>13.0}% {:>8} {:>5}{}",
-            k.kind,
-            if k.harvesting { "yes" } else { "no" },
-            k.accounts,
-            k.requests,
-            k.flagged,
-            k.flagged_rate * 100.0,
-            k.detected_at_fixed_fpr * 100.0,
-            k.median_requests_until_flagged
-                .map_or("-".into(), |n| n.to_string()),
-            k.synchronized,
-            k.cluster_recall.map_or(String::new(), |r| format!(
-                "  cluster recall {:.0}%",
-                r * 100.0
-            )),
-        );
-    }
     let _ = writeln!(
         out,
         "false positives at threshold: {} of {} benign ({:.1}%){}",
         report.false_positives.len(),
         report.benign_accounts,
         report.false_positive_rate * 100.0,
-        if report.false_positives.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", report.false_positives.join(", "))
-        }
+        name_list(&report.false_positives, ": ", "")
     );
     let _ = writeln!(
         out,

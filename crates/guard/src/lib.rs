@@ -10,6 +10,7 @@ mod detector;
 pub mod eval;
 pub mod families;
 pub mod features;
+mod figures;
 pub mod human;
 pub mod lofo;
 pub mod pool;

@@ -14,11 +14,13 @@
 //! different families (a false merge across families would show up as a benign account
 //! flagged with a cluster).
 
-use std::collections::{BTreeMap, HashMap};
-
 use serde::Serialize;
 
 use crate::families::{FAMILIES, FamKind, FamilyConfig, generate, label};
+use crate::figures::{
+    Table, group, kind_cells, largest_cluster, median, name_list, or_dash, percent_note, share,
+    threshold_at_fpr,
+};
 use crate::{Detector, DetectorSettings, GuardError};
 
 /// Candidate flag thresholds.
@@ -176,11 +178,7 @@ fn fpr_recall(accts: &[&AccountOutcome]) -> (f64, f64, usize) {
     let fp = benign.iter().filter(|a| a.flagged).count();
     let heavy = benign.iter().filter(|a| a.flagged && a.heavy).count();
     let tp = harvest.iter().filter(|a| a.flagged).count();
-    (
-        fp as f64 / benign.len().max(1) as f64,
-        tp as f64 / harvest.len().max(1) as f64,
-        heavy,
-    )
+    (share(fp, benign.len()), share(tp, harvest.len()), heavy)
 }
 
 /// Squared distance between two profiles (the MMD² of a linear kernel over the hashed
@@ -222,13 +220,6 @@ fn family_null(refs: &[&AccountOutcome]) -> Vec<f64> {
         .collect()
 }
 
-/// Threshold on the distribution statistic that keeps the benign positives at or below `fpr`.
-fn quantile_threshold(mut benign: Vec<f64>, fpr: f64) -> f64 {
-    benign.sort_by(|a, b| b.total_cmp(a));
-    let allowed = (fpr * benign.len() as f64).floor() as usize;
-    benign.get(allowed).copied().unwrap_or(0.0)
-}
-
 /// A new family's benign positive rate at the threshold fitted for `fpr` times `margin`,
 /// estimated on the training null alone: each training family in turn is measured against the
 /// threshold fitted on the other training families' null values (the mean over them). The
@@ -249,27 +240,25 @@ fn new_family_fpr(refs: &[&AccountOutcome], null: &[f64], fpr: f64, margin: f64)
             .filter(|(a, _)| a.family != j)
             .map(|(_, v)| *v)
             .collect();
-        let t = quantile_threshold(others, fpr) * margin;
+        let t = threshold_at_fpr(others, fpr) * margin;
         let own: Vec<f64> = refs
             .iter()
             .zip(null)
             .filter(|(a, _)| a.family == j)
             .map(|(_, v)| *v)
             .collect();
-        sum += own.iter().filter(|v| **v > t).count() as f64 / own.len().max(1) as f64;
+        sum += share(own.iter().filter(|v| **v > t).count(), own.len());
     }
     sum / families.len() as f64
 }
 
 /// Largest cluster's flagged members over the campaign's size.
 fn cluster_recall(members: &[&AccountOutcome]) -> f64 {
-    let mut ids: HashMap<&str, usize> = HashMap::new();
-    for m in members.iter().filter(|m| m.flagged) {
-        if let Some(c) = &m.cluster {
-            *ids.entry(c.as_str()).or_default() += 1;
-        }
-    }
-    ids.values().copied().max().unwrap_or(0) as f64 / members.len().max(1) as f64
+    let flagged = members.iter().filter(|m| m.flagged);
+    share(
+        largest_cluster(flagged.map(|m| m.cluster.as_deref())),
+        members.len(),
+    )
 }
 
 /// Run the leave-one-family-out evaluation.
@@ -314,7 +303,7 @@ pub fn evaluate(
             .collect();
         let ref_profiles: Vec<&[f32]> = refs.iter().map(|a| a.profile.as_slice()).collect();
         let null = family_null(&refs);
-        let dist_threshold = quantile_threshold(null.clone(), distribution_fpr);
+        let dist_threshold = threshold_at_fpr(null.clone(), distribution_fpr);
         let estimate = |m: f64| new_family_fpr(&refs, &null, distribution_fpr, m);
         let (margin, margin_fpr) = FAMILY_MARGINS
             .iter()
@@ -343,21 +332,10 @@ pub fn evaluate(
             a
         }));
     }
-    let mut by_kind: BTreeMap<FamKind, Vec<&AccountOutcome>> = BTreeMap::new();
-    for a in &held {
-        if let Some(l) = label(&a.organization) {
-            by_kind.entry(l.kind).or_default().push(a);
-        }
-    }
     let mut kinds = Vec::new();
     let mut kinds_caught = 0;
-    for (k, list) in &by_kind {
+    for (k, list) in &group(&held, |a| label(&a.organization).map(|l| l.kind)) {
         let flagged = list.iter().filter(|a| a.flagged).count();
-        let mut until: Vec<u64> = list
-            .iter()
-            .filter_map(|a| a.requests_until_flagged)
-            .collect();
-        until.sort_unstable();
         let mut caught = 0;
         let mut recall_sum = 0.0;
         for f in 0..FAMILIES {
@@ -384,9 +362,9 @@ pub fn evaluate(
             accounts: list.len(),
             requests: list.iter().map(|a| a.requests).sum(),
             flagged,
-            flag_rate: flagged as f64 / list.len().max(1) as f64,
+            flag_rate: share(flagged, list.len()),
             families_caught: caught,
-            median_requests_until_flagged: until.get(until.len() / 2).copied(),
+            median_requests_until_flagged: median(list.iter().map(|a| a.requests_until_flagged)),
             cluster_recall: (*k == FamKind::Hydra).then(|| recall_sum / f64::from(FAMILIES)),
             distribution_positive: list.iter().filter(|a| a.distribution_positive).count(),
             distribution_positive_margin: list
@@ -401,12 +379,9 @@ pub fn evaluate(
         .filter(|a| a.flagged)
         .map(|a| a.organization.clone())
         .collect();
-    let mut blatant: Vec<u64> = held
+    let blatant = held
         .iter()
-        .filter(|a| label(&a.organization).is_some_and(|l| l.kind.blatant()))
-        .filter_map(|a| a.requests_until_flagged)
-        .collect();
-    blatant.sort_unstable();
+        .filter(|a| label(&a.organization).is_some_and(|l| l.kind.blatant()));
     let by_attacker_share = (0..FAMILIES)
         .map(|f| {
             let fam: Vec<&AccountOutcome> = held
@@ -436,20 +411,24 @@ pub fn evaluate(
         benign_accounts: benign.len(),
         heavy_accounts: benign.iter().filter(|a| a.heavy).count(),
         folds,
-        benign_fpr: benign_flagged.len() as f64 / benign.len().max(1) as f64,
+        benign_fpr: share(benign_flagged.len(), benign.len()),
         heavy_flagged: benign.iter().filter(|a| a.heavy && a.flagged).count(),
         benign_flagged,
         kinds_caught,
         harvesting_kinds: FamKind::ALL.iter().filter(|k| k.harvesting()).count(),
-        blatant_median_requests_to_flag: blatant.get(blatant.len() / 2).copied(),
+        blatant_median_requests_to_flag: median(blatant.map(|a| a.requests_until_flagged)),
         distribution_fpr_target: distribution_fpr,
-        distribution_benign_fpr: benign.iter().filter(|a| a.distribution_positive).count() as f64
-            / benign.len().max(1) as f64,
-        distribution_benign_fpr_margin: benign
-            .iter()
-            .filter(|a| a.distribution_positive_margin)
-            .count() as f64
-            / benign.len().max(1) as f64,
+        distribution_benign_fpr: share(
+            benign.iter().filter(|a| a.distribution_positive).count(),
+            benign.len(),
+        ),
+        distribution_benign_fpr_margin: share(
+            benign
+                .iter()
+                .filter(|a| a.distribution_positive_margin)
+                .count(),
+            benign.len(),
+        ),
         kinds,
         accounts_detail: held,
     })
@@ -478,53 +457,40 @@ pub fn render(r: &LofoReport) -> String {
             f.distribution_margin_new_family_fpr * 100.0
         );
     }
-    let _ = writeln!(
-        out,
-        "{:<21} {:>4} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>6} {:>6}",
-        "kind (held out)",
-        "harv",
-        "accounts",
-        "requests",
-        "flagged",
-        "rate",
-        "fam≥80%",
-        "req→flag",
-        "dist+",
-        "dist+m"
+    let table = Table {
+        titles: &[
+            "kind (held out)",
+            "harv",
+            "accounts",
+            "requests",
+            "flagged",
+            "rate",
+            "fam≥80%",
+            "req→flag",
+            "dist+",
+            "dist+m",
+        ],
+        widths: &[21, 4, 8, 8, 7, 6, 8, 8, 6, 6],
+    };
+    table.write(
+        &mut out,
+        r.kinds.iter().map(|k| {
+            let counts = (k.accounts, k.requests, k.flagged);
+            let mut cells = kind_cells(&k.kind, k.harvesting, counts, k.flag_rate);
+            cells.push(format!("{}/{FAMILIES}", k.families_caught));
+            cells.push(or_dash(k.median_requests_until_flagged));
+            cells.push(k.distribution_positive.to_string());
+            cells.push(k.distribution_positive_margin.to_string());
+            (cells, percent_note("flagged+clustered", k.cluster_recall))
+        }),
     );
-    for k in &r.kinds {
-        let _ = writeln!(
-            out,
-            "{:<21} {:>4} {:>8} {:>8} {:>7} {:>5.0}% {:>6}/{} {:>8} {:>6} {:>6}{}",
-            k.kind,
-            if k.harvesting { "yes" } else { "no" },
-            k.accounts,
-            k.requests,
-            k.flagged,
-            k.flag_rate * 100.0,
-            k.families_caught,
-            FAMILIES,
-            k.median_requests_until_flagged
-                .map_or("-".into(), |n| n.to_string()),
-            k.distribution_positive,
-            k.distribution_positive_margin,
-            k.cluster_recall.map_or(String::new(), |c| format!(
-                "  flagged+clustered {:.0}%",
-                c * 100.0
-            ))
-        );
-    }
     let _ = writeln!(
         out,
         "benign flagged: {} of {} ({:.1}%){}; heavy customers flagged: {} of {}",
         r.benign_flagged.len(),
         r.benign_accounts,
         r.benign_fpr * 100.0,
-        if r.benign_flagged.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", r.benign_flagged.join(", "))
-        },
+        name_list(&r.benign_flagged, " [", "]"),
         r.heavy_flagged,
         r.heavy_accounts
     );
@@ -536,8 +502,7 @@ pub fn render(r: &LofoReport) -> String {
     let _ = writeln!(
         out,
         "median requests to flag a blatant harvester (public replay, CoT/rubric, logprobs): {}",
-        r.blatant_median_requests_to_flag
-            .map_or("-".into(), |n| n.to_string())
+        or_dash(r.blatant_median_requests_to_flag)
     );
     let _ = writeln!(
         out,
