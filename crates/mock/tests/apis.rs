@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{HttpClient, client, request};
+use common::{HttpClient, client, request, start};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate_mock::{MockConfig, MockUpstream, UsageMode};
@@ -66,14 +66,13 @@ fn responses_body(stream: bool) -> Value {
 
 #[tokio::test]
 async fn plain_response_with_cached_usage_is_stored() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 4,
         cached_tokens: 3,
         reasoning_tokens: 2,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let base = mock.base_url();
     let (status, ct, body) = send(
@@ -136,14 +135,13 @@ async fn plain_response_with_cached_usage_is_stored() {
 
 #[tokio::test]
 async fn streamed_response_has_the_typed_events() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 5,
         stream_chunks: Some(2),
         cached_tokens: 1,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let (status, ct, body) = post(&mock, "/responses", &responses_body(true)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "text/event-stream");
@@ -175,12 +173,11 @@ async fn streamed_response_has_the_typed_events() {
 
 #[tokio::test]
 async fn azure_responses_paths_and_usage_never() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         usage: UsageMode::Never,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     for path in [
         "/openai/responses?api-version=2025-04-01-preview",
@@ -214,14 +211,13 @@ fn messages_body(stream: bool) -> Value {
 
 #[tokio::test]
 async fn plain_message_with_cache_usage() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 3,
         cached_tokens: 5,
         cache_write_tokens: 4,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let (status, _, body) = post(&mock, "/messages", &messages_body(false)).await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&body).unwrap();
@@ -257,14 +253,13 @@ async fn plain_message_with_cache_usage() {
 
 #[tokio::test]
 async fn streamed_message_has_anthropic_events() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 4,
         stream_chunks: Some(2),
         cached_tokens: 2,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let mut b = messages_body(true);
     b["max_tokens"] = json!(3);
     let (status, ct, body) = post(&mock, "/messages", &b).await;
@@ -292,13 +287,12 @@ async fn streamed_message_has_anthropic_events() {
 
 #[tokio::test]
 async fn errors_on_messages_routes_have_anthropic_shape() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         fail_first: 1,
         fail_status: 529,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let url = format!("{}/messages", mock.base_url());
     let (status, _, body) = send(&c, Method::POST, &url, Some(&messages_body(false))).await;

@@ -6,12 +6,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Answer, HttpClient, client, request};
+use common::{Answer, HttpClient, client, request, start};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_mock::{Behavior, MockConfig, MockUpstream, UsageMode, count_prompt_tokens};
+use tollgate_mock::{Behavior, MockConfig, UsageMode, count_prompt_tokens};
 
 impl Answer {
     /// SSE `data:` payloads in order (comments skipped).
@@ -94,13 +94,12 @@ fn concat_content(chunks: &[Value]) -> String {
 
 #[tokio::test]
 async fn plain_chat_has_the_openai_shape_and_consistent_usage() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         cached_tokens: 2,
         reasoning_tokens: 3,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let body = chat_body(false, false);
     let a = post(&c, &format!("{}/chat/completions", mock.base_url()), &body).await;
@@ -145,12 +144,11 @@ async fn plain_chat_has_the_openai_shape_and_consistent_usage() {
 
 #[tokio::test]
 async fn plain_chat_with_n_choices() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 4,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let mut body = chat_body(false, false);
     body["n"] = json!(3);
     let v = post(
@@ -171,7 +169,7 @@ async fn plain_chat_with_n_choices() {
 
 #[tokio::test]
 async fn stream_without_include_usage_has_no_usage_chunk() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = start(MockConfig::default()).await;
     let a = post(
         &client(),
         &format!("{}/chat/completions", mock.base_url()),
@@ -208,12 +206,11 @@ async fn stream_without_include_usage_has_no_usage_chunk() {
 
 #[tokio::test]
 async fn stream_with_include_usage_ends_with_a_usage_chunk() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 5,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let body = chat_body(true, true);
     let a = post(
         &client(),
@@ -241,12 +238,11 @@ async fn stream_with_include_usage_ends_with_a_usage_chunk() {
 
 #[tokio::test]
 async fn usage_never_omits_usage_everywhere() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         usage: UsageMode::Never,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let url = format!("{}/chat/completions", mock.base_url());
     let v = post(&c, &url, &chat_body(false, false)).await.json();
@@ -267,15 +263,14 @@ async fn usage_never_omits_usage_everywhere() {
 
 #[tokio::test]
 async fn usage_every_chunk_is_cumulative() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         usage: UsageMode::EveryChunk,
         response_tokens: 6,
         stream_chunks: Some(3),
         reasoning_tokens: 1,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let body = chat_body(true, false);
     let chunks = post(
         &client(),
@@ -301,13 +296,12 @@ async fn usage_every_chunk_is_cumulative() {
 
 #[tokio::test]
 async fn stream_chunks_spread_tokens() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 10,
         stream_chunks: Some(4),
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let chunks = post(
         &client(),
         &format!("{}/chat/completions", mock.base_url()),
@@ -327,12 +321,11 @@ async fn stream_chunks_spread_tokens() {
 
 #[tokio::test]
 async fn legacy_completions_plain_and_stream() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         response_tokens: 3,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let url = format!("{}/completions", mock.base_url());
     let v = post(
@@ -381,7 +374,7 @@ async fn legacy_completions_plain_and_stream() {
 
 #[tokio::test]
 async fn embeddings_one_vector_per_input() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = start(MockConfig::default()).await;
     let c = client();
     let url = format!("{}/embeddings", mock.base_url());
     let v = post(
@@ -418,12 +411,11 @@ async fn embeddings_one_vector_per_input() {
 
 #[tokio::test]
 async fn models_lists_configured_models() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         models: vec!["m-one".into(), "m-two".into()],
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let a = send(
         &client(),
         Method::GET,
@@ -448,7 +440,7 @@ async fn models_lists_configured_models() {
 
 #[tokio::test]
 async fn azure_paths_use_the_deployment_and_keep_the_query() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = start(MockConfig::default()).await;
     let c = client();
     let url = format!(
         "{}/openai/deployments/my-dep/chat/completions?api-version=2024-10-21",
@@ -483,7 +475,7 @@ async fn azure_paths_use_the_deployment_and_keep_the_query() {
 
 #[tokio::test]
 async fn errors_for_bad_requests_routes_and_methods() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = start(MockConfig::default()).await;
     let c = client();
     let a = send(
         &c,
@@ -517,13 +509,12 @@ async fn errors_for_bad_requests_routes_and_methods() {
 
 #[tokio::test]
 async fn fail_first_then_recover_and_set_config_restarts_the_count() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         fail_first: 2,
         fail_status: 503,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let url = format!("{}/chat/completions", mock.base_url());
     for _ in 0..2 {
@@ -556,12 +547,11 @@ async fn fail_first_then_recover_and_set_config_restarts_the_count() {
 
 #[tokio::test]
 async fn status_behavior_always_fails() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         behavior: Behavior::Status(429),
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     for _ in 0..3 {
         let a = post(
@@ -578,12 +568,11 @@ async fn status_behavior_always_fails() {
 
 #[tokio::test]
 async fn hang_never_answers_until_the_mock_is_dropped() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         behavior: Behavior::Hang,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let url = format!("{}/chat/completions", mock.base_url());
     let c = client();
     let pending = tokio::spawn(async move {
@@ -629,13 +618,12 @@ async fn read_until_error(resp: hyper::Response<hyper::body::Incoming>) -> (Vec<
 
 #[tokio::test]
 async fn close_mid_stream_drops_the_connection_half_way() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         behavior: Behavior::CloseMidStream,
         response_tokens: 8,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let c = client();
     let url = format!("{}/chat/completions", mock.base_url());
     let req = Request::post(&url)
@@ -671,7 +659,7 @@ async fn split_writes_and_keepalive_comments_reassemble_to_the_same_stream() {
         response_tokens: 7,
         ..MockConfig::default()
     };
-    let mock = MockUpstream::start(plain_cfg.clone()).await.unwrap();
+    let mock = start(plain_cfg.clone()).await;
     let c = client();
     let url = format!("{}/chat/completions", mock.base_url());
     let reference = post(&c, &url, &chat_body(true, true)).await;
@@ -696,7 +684,7 @@ async fn split_writes_and_keepalive_comments_reassemble_to_the_same_stream() {
 
 #[tokio::test]
 async fn records_requests_and_keeps_the_connection_alive() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = start(MockConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(mock.addr()).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -733,7 +721,7 @@ async fn records_requests_and_keeps_the_connection_alive() {
 
 #[tokio::test]
 async fn keeps_only_the_last_thousand_requests() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = start(MockConfig::default()).await;
     let c = client();
     for i in 0..1005 {
         let a = send(
@@ -754,12 +742,11 @@ async fn keeps_only_the_last_thousand_requests() {
 
 #[tokio::test]
 async fn recording_can_be_turned_off() {
-    let mock = MockUpstream::start(MockConfig {
+    let mock = start(MockConfig {
         record_requests: false,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let a = send(
         &client(),
         Method::GET,

@@ -1,4 +1,5 @@
-//! Helpers shared by the mock's tests: a loopback HTTP client and one JSON request through it.
+//! Helpers shared by the mock's tests: a started mock, a loopback HTTP client and one JSON request
+//! through it.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -9,8 +10,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tollgate_mock::{MockConfig, MockUpstream};
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Starts a mock on `cfg` on a loopback port.
+pub async fn start(cfg: MockConfig) -> MockUpstream {
+    MockUpstream::start(cfg).await.unwrap()
+}
 
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
