@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -418,7 +420,7 @@ async fn revenue_report_shares_growth_and_owner_payouts() {
 
 #[tokio::test]
 async fn hard_budgets_hold_under_concurrent_load() {
-    let gw = start(CATALOGUE).await;
+    let gw = Arc::new(start(CATALOGUE).await);
     let (acme, _, _, key) = gw.tenant("acme", json!({})).await;
     // Each request: 10 output tokens at $1000/M = $0.01 exactly; max_tokens makes the estimate exact.
     gw.admin_ok(
@@ -429,23 +431,17 @@ async fn hard_budgets_hold_under_concurrent_load() {
     .await;
     let mut tasks = Vec::new();
     for _ in 0..40 {
-        let gw_base = gw.base.clone();
-        let client = gw.client.clone();
+        let gw = gw.clone();
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let body =
                 json!({"model": "metered", "max_tokens": 10, "messages": user("x")}).to_string();
-            let req = http::Request::post(format!("{gw_base}/v1/chat/completions"))
-                .header("authorization", format!("Bearer {key}"))
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .unwrap();
-            let res = client.request(req).await.unwrap();
-            let status = res.status();
-            let body = http_body_util::BodyExt::collect(res.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (status, body)
+            let auth = format!("Bearer {key}");
+            let headers = [("authorization", auth.as_str())];
+            let r = gw
+                .call(Method::POST, "/v1/chat/completions", &headers, body)
+                .await;
+            (r.status, r.body)
         }));
     }
     let mut ok = 0;

@@ -6,23 +6,9 @@
 
 mod common;
 
-use common::{ADMIN, Gateway, Reply, start};
+use common::{ADMIN, Gateway, Reply, simulated, start};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const SIM: &str = r#"
-[[providers]]
-name = "sim"
-kind = "simulated"
-ttft_ms = 0
-tokens_per_second = 0
-
-[[models]]
-name = "gpt-4o-mini"
-provider = "sim"
-input_price = "0.15"
-output_price = "0.60"
-"#;
 
 async fn form(gw: &Gateway, path: &str, cookie: Option<&str>, body: &str) -> Reply {
     let cookie = cookie.map(|c| format!("tollgate_console={c}"));
@@ -74,7 +60,11 @@ fn month() -> String {
 
 #[tokio::test]
 async fn console_signs_in_shows_the_api_numbers_and_acts_through_the_api() {
-    let gw = start(SIM).await;
+    let sim = simulated(
+        "ttft_ms = 0\ntokens_per_second = 0",
+        &[("gpt-4o-mini", "0.15", "0.60", "")],
+    );
+    let gw = start(&sim).await;
     let (acme, _, _, key) = gw.tenant("acme", json!({})).await;
     let (rival, _, _, _) = gw.tenant("rival", json!({})).await;
     for _ in 0..3 {

@@ -6,35 +6,23 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const SIM: &str = r#"
-[[providers]]
-name = "sim"
-kind = "simulated"
-ttft_ms = 1
-tokens_per_second = 100000
-
-[[models]]
-name = "open-window"
-provider = "sim"
-input_price = "1"
-output_price = "1"
-
-[[models]]
-name = "small-window"
-provider = "sim"
-input_price = "1"
-output_price = "1"
-context_window = 1000
-"#;
-
+/// Two models on a fast simulated provider, one with a context window of 1000 tokens.
 async fn gateway() -> Gateway {
-    let gw = start(SIM).await;
+    let gw = start(&simulated(
+        "ttft_ms = 1\ntokens_per_second = 100000",
+        &[
+            ("open-window", "1", "1", ""),
+            ("small-window", "1", "1", "context_window = 1000"),
+        ],
+    ))
+    .await;
     // One serving thread: a stalled thread would stall every other connection.
     restart_with(gw, |c| {
         c.server.threads = 1;
@@ -45,29 +33,20 @@ async fn gateway() -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_character_repeated_a_million_times_is_answered_and_never_stalls_the_thread() {
-    let gw = gateway().await;
+    let gw = Arc::new(gateway().await);
     let (org, _, _, key) = gw.tenant("acme", json!({"tpm": 100_000_000})).await;
     let b = gw.put_budget(&org, json!({"monthly_limit": "100"})).await;
     assert!(b.status.is_success(), "{}", b.text());
     let prompt = "a".repeat(1_500_000);
-    let base = gw.base.clone();
-    let client = gw.client.clone();
     let auth = format!("Bearer {key}");
     let body =
         json!({"model": "open-window", "messages": user(&prompt), "max_tokens": 5}).to_string();
-    let big = tokio::spawn(async move {
-        let req = http::Request::post(format!("{base}/v1/chat/completions"))
-            .header("authorization", auth)
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .unwrap();
-        let res = client.request(req).await.unwrap();
-        let status = res.status();
-        let body = http_body_util::BodyExt::collect(res.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        (status, body)
+    let big = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            let r = gw.post_as("/v1/chat/completions", &auth, &[], body).await;
+            (r.status, r.body)
+        }
     });
     // While the big prompt is counted, the same serving thread keeps answering.
     let mut slowest = Duration::ZERO;

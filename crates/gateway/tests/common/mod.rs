@@ -131,6 +131,20 @@ pub fn openai_models(bases: &[String]) -> String {
     s
 }
 
+/// A simulated provider "sim" (`settings`: more TOML lines of its section) and, on it, one model
+/// per `(name, input price, output price, more TOML lines)`.
+pub fn simulated(settings: &str, models: &[(&str, &str, &str, &str)]) -> String {
+    let models: String = models
+        .iter()
+        .map(|(name, input, output, more)| {
+            format!(
+                "\n[[models]]\nname = \"{name}\"\nprovider = \"sim\"\ninput_price = \"{input}\"\noutput_price = \"{output}\"\n{more}\n"
+            )
+        })
+        .collect();
+    format!("\n[[providers]]\nname = \"sim\"\nkind = \"simulated\"\n{settings}\n{models}")
+}
+
 impl Gateway {
     pub async fn call(
         &self,
