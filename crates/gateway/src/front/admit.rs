@@ -54,11 +54,27 @@ impl Counts {
 /// Status of the record of a request whose client left before its answer was complete.
 pub const CLIENT_LEFT: u16 = 499;
 
-/// A new time-ordered request id (`req_` + microseconds + randomness).
+/// A new time-ordered request id: `req_`, the microseconds since the epoch in at least 14 hex
+/// digits, then 8 random hex digits. (Written by hand: `format!` costs a tenth of a microsecond
+/// on every request.)
 pub fn new_request_id(now: OffsetDateTime) -> String {
     let micros = (now.unix_timestamp_nanos() / 1000) as u64;
     let r: u32 = rand::random();
-    format!("req_{micros:014x}{r:08x}")
+    let mut id = String::with_capacity(4 + 16 + 8);
+    id.push_str("req_");
+    push_hex(&mut id, micros, 14);
+    push_hex(&mut id, u64::from(r), 8);
+    id
+}
+
+/// Appends `v` in lowercase hex, zero-padded to at least `width` digits.
+fn push_hex(out: &mut String, v: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let needed = (64 - v.leading_zeros() as usize).div_ceil(4).max(1);
+    for i in (0..needed.max(width)).rev() {
+        let nibble = if i < 16 { (v >> (4 * i)) & 0xf } else { 0 };
+        out.push(char::from(DIGITS[nibble as usize]));
+    }
 }
 
 /// An admitted request: its reservations and, once dispatched, the usage record it owes.
@@ -386,5 +402,44 @@ impl Owed {
                 )
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_digits_match_format() {
+        let values = [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xabc,
+            u64::from(u32::MAX),
+            1 << 55,
+            1 << 56,
+            u64::MAX,
+        ];
+        for v in values {
+            for width in [0, 8, 14, 20] {
+                let mut s = String::new();
+                push_hex(&mut s, v, width);
+                assert_eq!(s, format!("{v:0width$x}"), "{v} at width {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn request_ids_are_time_ordered() {
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let a = new_request_id(t);
+        let b = new_request_id(t + time::Duration::microseconds(1));
+        assert_eq!(a.len(), 4 + 14 + 8);
+        assert!(
+            a.starts_with("req_06651728988000") && a[4..].bytes().all(|c| c.is_ascii_hexdigit())
+        );
+        assert!(a < b);
     }
 }
