@@ -254,7 +254,8 @@ struct Statements<'c> {
     begin: Statement<'c>,
     commit: Statement<'c>,
     insert: Statement<'c>,
-    rollup: Statement<'c>,
+    rollup_add: Statement<'c>,
+    rollup_new: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -263,7 +264,8 @@ impl<'c> Statements<'c> {
             begin: conn.prepare("BEGIN")?,
             commit: conn.prepare("COMMIT")?,
             insert: conn.prepare(INSERT_SQL)?,
-            rollup: conn.prepare(ROLLUP_SQL)?,
+            rollup_add: conn.prepare(ROLLUP_ADD_SQL)?,
+            rollup_new: conn.prepare(ROLLUP_NEW_SQL)?,
         })
     }
 }
@@ -440,9 +442,8 @@ fn write_rows(
                 Command::Flush(_) => results.push(BatchResult::None),
             }
         }
-        let upsert = &mut statements.rollup;
         for ((org, project, model, hour), s) in &rollup {
-            upsert.execute(params![
+            let row = params![
                 org,
                 project,
                 model,
@@ -453,7 +454,12 @@ fn write_rows(
                 s.output,
                 s.reasoning,
                 s.cache_write
-            ])?;
+            ];
+            // The hour's row usually exists: one keyed update, and an insert only for the first
+            // records of an hour (an upsert tries the insert first, every time).
+            if statements.rollup_add.execute(row)? == 0 {
+                statements.rollup_new.execute(row)?;
+            }
         }
     }
     Ok(results)
@@ -461,9 +467,13 @@ fn write_rows(
 
 const INSERT_SQL: &str = "INSERT OR IGNORE INTO usage (id, time, org_id, project_id, key_id, model, provider, upstream_model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, status, latency_ms, streamed, estimated, source, cache_write_input_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
-/// Rollup upsert; token sums saturate at `i64::MAX` instead of overflowing (SQLite would turn an
-/// overflowing sum into a REAL that no later read accepts).
-const ROLLUP_SQL: &str = "INSERT INTO usage_hourly (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cache_write_input_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (org_id, hour, project_id, model) DO UPDATE SET requests = requests + excluded.requests, input_tokens = MIN(input_tokens, 9223372036854775807 - excluded.input_tokens) + excluded.input_tokens, cached_input_tokens = MIN(cached_input_tokens, 9223372036854775807 - excluded.cached_input_tokens) + excluded.cached_input_tokens, output_tokens = MIN(output_tokens, 9223372036854775807 - excluded.output_tokens) + excluded.output_tokens, reasoning_tokens = MIN(reasoning_tokens, 9223372036854775807 - excluded.reasoning_tokens) + excluded.reasoning_tokens, cache_write_input_tokens = MIN(cache_write_input_tokens, 9223372036854775807 - excluded.cache_write_input_tokens) + excluded.cache_write_input_tokens";
+/// Adds a batch's sums to an existing hourly rollup row; token sums saturate at `i64::MAX`
+/// instead of overflowing (SQLite would turn an overflowing sum into a REAL that no later read
+/// accepts). Parameters as in [`ROLLUP_NEW_SQL`].
+const ROLLUP_ADD_SQL: &str = "UPDATE usage_hourly SET requests = requests + ?5, input_tokens = MIN(input_tokens, 9223372036854775807 - ?6) + ?6, cached_input_tokens = MIN(cached_input_tokens, 9223372036854775807 - ?7) + ?7, output_tokens = MIN(output_tokens, 9223372036854775807 - ?8) + ?8, reasoning_tokens = MIN(reasoning_tokens, 9223372036854775807 - ?9) + ?9, cache_write_input_tokens = MIN(cache_write_input_tokens, 9223372036854775807 - ?10) + ?10 WHERE org_id = ?1 AND hour = ?4 AND project_id = ?2 AND model = ?3";
+
+/// The first sums of an hour (no row yet, see [`ROLLUP_ADD_SQL`]).
+const ROLLUP_NEW_SQL: &str = "INSERT INTO usage_hourly (org_id, project_id, model, hour, requests, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cache_write_input_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 fn sat(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
