@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use time::OffsetDateTime;
 use tollgate_wire::anthropic::{self, MessageContext};
@@ -78,15 +78,7 @@ async fn request_path(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    crate::front::inference(
-        State(app),
-        None,
-        ConnectInfo(peer),
-        Uri::from_static(path),
-        headers,
-        Body::from(body),
-    )
-    .await
+    crate::front::serve(app, None, peer, path, headers, Body::from(body)).await
 }
 
 async fn chat_path(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, chat: Vec<u8>) -> Response {

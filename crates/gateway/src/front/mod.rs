@@ -85,11 +85,24 @@ pub async fn inference(
     State(app): AppState,
     deployment: Option<Path<String>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: http::Uri,
+    request: axum::extract::Request,
+) -> Response {
+    // The request is taken whole: its headers move into the request path instead of being
+    // copied out of it, as a `HeaderMap` extractor would.
+    let (parts, body) = request.into_parts();
+    let deployment = deployment.map(|Path(d)| d);
+    serve(app, deployment, peer, parts.uri.path(), parts.headers, body).await
+}
+
+/// The request path for a request to `path` (its endpoint), with `deployment` from an Azure URL.
+pub async fn serve(
+    app: Arc<App>,
+    deployment: Option<String>,
+    peer: SocketAddr,
+    path: &str,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = uri.path();
     let endpoint = if path.ends_with("/chat/completions") {
         Endpoint::ChatCompletions
     } else if path.ends_with("/responses") {
@@ -104,7 +117,7 @@ pub async fn inference(
     };
     let front = Front {
         endpoint,
-        deployment: deployment.map(|Path(d)| d),
+        deployment,
     };
     let client = Client::default();
     // The request's future is large (every phase's state): it goes into its box once, and the
