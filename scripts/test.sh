@@ -42,8 +42,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== official OpenAI and Anthropic Python SDKs against the embedded default"
 cargo build -p tollgate --locked
-python3 -m venv target/sdk-venv
-target/sdk-venv/bin/pip install -q --disable-pip-version-check openai anthropic selenium
+# A venv records its own absolute path: one left by a moved or copied checkout is made anew.
+if ! target/sdk-venv/bin/python -c 'import openai, anthropic, selenium' 2>/dev/null; then
+    python3 -m venv --clear target/sdk-venv
+    target/sdk-venv/bin/pip install -q --disable-pip-version-check openai anthropic selenium
+fi
 target/sdk-venv/bin/python scripts/sdk_check.py "$TARGET_DIR/debug/tollgate"
 
 echo "== web console in a real browser (screenshots in $TARGET_DIR/console-shots)"
