@@ -715,8 +715,8 @@ impl Sample {
 }
 
 /// The order of `n` targets in round `round`: the baseline (first) always first, the others
-/// rotated one place per round. The run right after the baseline measured worse tails (p99 several
-/// times higher at a fixed rate, whichever build ran there), so no target keeps that place.
+/// rotated one place per round, so no target always runs in the same place after the baseline
+/// (e.g. right after the baseline's load, or just before the next round's).
 fn round_order(n: usize, round: u32) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     if n > 2 {
