@@ -10,11 +10,11 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use time::{Duration, macros::datetime};
-use tollgate_guard::{Assessment, Detector, DetectorSettings};
+use tollgate_guard::{Assessment, Detector};
 
 #[path = "common/app.rs"]
 mod app;
-use app::send;
+use app::{BACKENDS, KEYS, detector, send};
 
 /// Content words over unrelated domains: the app's users ask about anything, so its traffic is
 /// not one narrow product template (which would explain it).
@@ -92,14 +92,10 @@ const SYSTEM: &str = "You are Juniper, the assistant in our app. Be brief and ki
 /// the users' waking hours, 07:00–23:00 UTC, brief answers) and a fourth key on one backend
 /// sending about a fifth of the traffic as `fourth` says.
 fn run(fourth: &Fourth) -> (Assessment, Detector) {
-    let d = Detector::new(DetectorSettings {
-        cluster_interval: 0,
-        ..Default::default()
-    })
-    .unwrap();
+    let d = detector();
     let t0 = datetime!(2025-03-03 00:00 UTC);
-    let keys = ["app-web", "app-ios", "app-android"];
-    let backends = ["10.1.2.11", "10.1.2.12", "10.1.2.13", "10.1.2.14"];
+    let keys = KEYS;
+    let backends = BACKENDS;
     let question =
         |i: usize, who: &str| format!("{who} wonders: {}, what is that? ({i})", topic(i));
     for minute in (0..4 * 24 * 60i64).step_by(4) {

@@ -8,11 +8,10 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use time::{Duration, macros::datetime};
-use tollgate_guard::{Detector, DetectorSettings};
 
 #[path = "common/app.rs"]
 mod app;
-use app::send;
+use app::{BACKENDS, KEYS, detector, send};
 
 #[path = "common/topics.rs"]
 mod topics;
@@ -26,14 +25,10 @@ fn question(i: usize) -> String {
 
 #[test]
 fn a_fourth_key_harvesting_a_fifth_of_a_chat_app_is_scored_and_named() {
-    let d = Detector::new(DetectorSettings {
-        cluster_interval: 0,
-        ..Default::default()
-    })
-    .unwrap();
+    let d = detector();
     let t0 = datetime!(2025-03-03 08:00 UTC);
-    let keys = ["app-web", "app-ios", "app-android"];
-    let backends = ["10.1.2.11", "10.1.2.12", "10.1.2.13", "10.1.2.14"];
+    let keys = KEYS;
+    let backends = BACKENDS;
     let mut n_product = 0u32;
     let mut n_harvest = 0u32;
     for i in 0..1200usize {
