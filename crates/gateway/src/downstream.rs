@@ -48,6 +48,9 @@ use tower::ServiceExt;
 
 use tollgate_config::ServerConfig;
 
+use crate::app::App;
+use crate::front;
+
 /// The timeouts and the request cap of every client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -73,19 +76,27 @@ impl Limits {
     }
 }
 
+/// What answers a connection's requests: the inference routes of OpenAI's shape straight
+/// through the request path ([`front::direct`]), everything else through the router.
+#[derive(Clone)]
+pub struct Handlers {
+    pub app: Arc<App>,
+    pub router: Router,
+}
+
 /// Serves one accepted connection until it closes, or, once `stop` turns true, until its
 /// request in flight is answered.
 pub async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    handlers: Handlers,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let state = Arc::new(ConnState::default());
     let io = TokioIo::new(Watched::new(tcp, state.clone(), limits));
     let service = ConnService {
-        router,
+        handlers,
         peer,
         state,
         limits,
@@ -143,11 +154,11 @@ impl Drop for Busy {
     }
 }
 
-/// The per-connection service: the router, with the peer address, the body deadline, the
+/// The per-connection service: the handlers, with the peer address, the body deadline, the
 /// request cap, and the final shaping of the response.
 #[derive(Clone)]
 struct ConnService {
-    router: Router,
+    handlers: Handlers,
     peer: SocketAddr,
     state: Arc<ConnState>,
     limits: Limits,
@@ -165,16 +176,32 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let n = self.state.requests.fetch_add(1, Ordering::AcqRel) + 1;
         let last = self.limits.max_requests != 0 && n >= self.limits.max_requests;
         let (mut parts, incoming) = req.into_parts();
-        parts.extensions.insert(ConnectInfo(self.peer));
         let method = parts.method.clone();
         let uri = parts.uri.clone();
         let body = Body::new(TimedBody::new(incoming, self.limits.body_read));
-        let call = self
-            .router
-            .clone()
-            .oneshot(Request::from_parts(parts, body));
+        let peer = self.peer;
+        let handlers = self.handlers.clone();
         Box::pin(async move {
-            let Ok(res) = call.await;
+            let res = if front::direct(&parts.method, parts.uri.path()) {
+                // The hot path: the handler the router has for these routes, without the
+                // routing, its extensions and its boxed futures.
+                front::serve(
+                    handlers.app,
+                    None,
+                    peer,
+                    parts.uri.path(),
+                    parts.headers,
+                    body,
+                )
+                .await
+            } else {
+                parts.extensions.insert(ConnectInfo(peer));
+                let Ok(res) = handlers
+                    .router
+                    .oneshot(Request::from_parts(parts, body))
+                    .await;
+                res
+            };
             let mut res = crate::shape::finish(&method, &uri, res).await;
             if last {
                 res.headers_mut()

@@ -23,13 +23,12 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::app::App;
-use crate::downstream::{self, Limits};
+use crate::downstream::{self, Handlers, Limits};
 use crate::routes::router;
 
 /// Binds the configured address (see [`listen`]).
@@ -227,11 +226,14 @@ fn serving_thread(
             }
         };
         let limits = Limits::of(&app.config.server);
-        let router = router(app);
+        let handlers = Handlers {
+            router: router(app.clone()),
+            app,
+        };
         let mut connections = JoinSet::new();
         let mut until_closing = phase.clone();
         let closing = tokio::select! {
-            () = accept_until_draining(listener, router, limits, open, phase.clone(), &mut connections) => false,
+            () = accept_until_draining(listener, handlers, limits, open, phase.clone(), &mut connections) => false,
             _ = until_closing.wait_for(|p| matches!(p, Phase::Closing | Phase::Done)) => true,
         };
         if closing {
@@ -249,7 +251,7 @@ fn serving_thread(
 /// finish its request in flight and waits for them all.
 async fn accept_until_draining(
     listener: TcpListener,
-    router: Router,
+    handlers: Handlers,
     limits: Limits,
     open: Arc<OpenConnections>,
     mut phase: watch::Receiver<Phase>,
@@ -277,11 +279,11 @@ async fn accept_until_draining(
                 if let Err(error) = tcp.set_nodelay(true) {
                     tracing::debug!(%error, "Could not set TCP_NODELAY.");
                 }
-                let router = router.clone();
+                let handlers = handlers.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
                     let _slot = slot;
-                    downstream::serve_connection(tcp, peer, router, limits, stop).await;
+                    downstream::serve_connection(tcp, peer, handlers, limits, stop).await;
                 });
             }
             Err(error) if is_connection_error(&error) => {}

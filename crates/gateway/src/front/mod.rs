@@ -29,7 +29,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -77,6 +77,17 @@ impl Parsed<'_> {
 pub struct Front {
     pub endpoint: Endpoint,
     pub deployment: Option<String>,
+}
+
+/// Whether a request goes straight to [`serve`], past the router: `POST` to one of OpenAI's
+/// inference paths (the gateway's hot path). The router has the same routes, for the other
+/// methods' 405 and for Azure's paths.
+pub fn direct(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && matches!(
+            path,
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings"
+        )
 }
 
 /// Every inference route, OpenAI's (`/v1/…`) and Azure's (`/openai/deployments/{deployment}/…`):
@@ -482,4 +493,31 @@ pub async fn ready(State(app): AppState) -> Response {
 /// Any other path.
 pub async fn not_found(uri: http::Uri) -> Response {
     ApiError::not_found(format!("Invalid URL ({})", uri.path())).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_posts_to_openais_inference_paths_skip_the_router() {
+        for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+            assert!(direct(&Method::POST, path), "{path}");
+            // Other methods get the router's 405.
+            assert!(!direct(&Method::GET, path), "{path}");
+            assert!(!direct(&Method::PUT, path), "{path}");
+        }
+        for path in [
+            "/v1/chat/completions/",
+            "/v1/chat/completion",
+            "/V1/chat/completions",
+            "/openai/deployments/gpt/chat/completions",
+            "/v1/responses",
+            "/v1/messages",
+            "/v1/models",
+            "",
+        ] {
+            assert!(!direct(&Method::POST, path), "{path}");
+        }
+    }
 }
