@@ -219,36 +219,95 @@ pub fn format_reset(d: Duration) -> String {
 }
 
 impl Snapshot {
-    /// The `x-ratelimit-*` headers for this snapshot.
-    pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
-        let mut out = Vec::with_capacity(6);
-        if let Some(limit) = self.limit_requests {
-            out.push(("x-ratelimit-limit-requests", HeaderValue::from(limit)));
-            out.push((
+    /// The `x-ratelimit-*` headers for this snapshot (made on the stack: a request without
+    /// limits allocates nothing for them).
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, HeaderValue)> + use<> {
+        fn lane(
+            [limit_name, remaining_name, reset_name]: [&'static str; 3],
+            limit: Option<u64>,
+            remaining: u64,
+            reset: Duration,
+        ) -> Option<[Option<(&'static str, HeaderValue)>; 3]> {
+            let limit = limit?;
+            Some([
+                Some((limit_name, HeaderValue::from(limit))),
+                Some((remaining_name, HeaderValue::from(remaining))),
+                HeaderValue::from_str(&format_reset(reset))
+                    .ok()
+                    .map(|v| (reset_name, v)),
+            ])
+        }
+        let requests = lane(
+            [
+                "x-ratelimit-limit-requests",
                 "x-ratelimit-remaining-requests",
-                HeaderValue::from(self.remaining_requests),
-            ));
-            if let Ok(v) = HeaderValue::from_str(&format_reset(self.reset_requests)) {
-                out.push(("x-ratelimit-reset-requests", v));
-            }
-        }
-        if let Some(limit) = self.limit_tokens {
-            out.push(("x-ratelimit-limit-tokens", HeaderValue::from(limit)));
-            out.push((
+                "x-ratelimit-reset-requests",
+            ],
+            self.limit_requests,
+            self.remaining_requests,
+            self.reset_requests,
+        );
+        let tokens = lane(
+            [
+                "x-ratelimit-limit-tokens",
                 "x-ratelimit-remaining-tokens",
-                HeaderValue::from(self.remaining_tokens),
-            ));
-            if let Ok(v) = HeaderValue::from_str(&format_reset(self.reset_tokens)) {
-                out.push(("x-ratelimit-reset-tokens", v));
-            }
-        }
-        out
+                "x-ratelimit-reset-tokens",
+            ],
+            self.limit_tokens,
+            self.remaining_tokens,
+            self.reset_tokens,
+        );
+        requests.into_iter().chain(tokens).flatten().flatten()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_name_each_configured_limit_in_openais_order() {
+        let mut s = Snapshot {
+            limit_requests: None,
+            remaining_requests: 0,
+            reset_requests: Duration::ZERO,
+            limit_tokens: None,
+            remaining_tokens: 0,
+            reset_tokens: Duration::ZERO,
+        };
+        assert_eq!(s.headers().count(), 0);
+        s.limit_tokens = Some(1000);
+        s.remaining_tokens = 250;
+        s.reset_tokens = Duration::from_millis(45_000);
+        let tokens: Vec<_> = s.headers().collect();
+        assert_eq!(
+            tokens,
+            [
+                ("x-ratelimit-limit-tokens", HeaderValue::from(1000u64)),
+                ("x-ratelimit-remaining-tokens", HeaderValue::from(250u64)),
+                ("x-ratelimit-reset-tokens", HeaderValue::from_static("45s")),
+            ]
+        );
+        s.limit_requests = Some(60);
+        s.remaining_requests = 59;
+        s.reset_requests = Duration::from_millis(20);
+        let names: Vec<_> = s.headers().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ]
+        );
+        assert_eq!(
+            s.headers().nth(2).map(|(_, v)| v),
+            Some(HeaderValue::from_static("20ms"))
+        );
+    }
 
     #[test]
     fn admits_up_to_rpm_then_refuses_with_retry_after() {
