@@ -180,20 +180,21 @@ impl Tenancy {
     /// suspends its customers too.
     pub fn effective_state(&self, id: &str) -> AccountState {
         let mut state = AccountState::Active;
-        let mut cur: Option<Arc<str>> = Some(id.into());
-        let mut hops = 0;
-        while let Some(c) = cur {
-            let Some(e) = self.orgs.get(&*c) else { break };
+        // The organization is looked up by the borrowed id; only its ancestors' ids are held.
+        let mut parent: Option<Arc<str>> = None;
+        for hop in 0..=64 {
+            let entry = match &parent {
+                None if hop == 0 => self.orgs.get(id),
+                None => break,
+                Some(p) => self.orgs.get(&**p),
+            };
+            let Some(e) = entry else { break };
             match e.state {
                 AccountState::Terminated => return AccountState::Terminated,
                 AccountState::UnderReview => state = AccountState::UnderReview,
                 AccountState::Active => {}
             }
-            cur = e.parent.clone();
-            hops += 1;
-            if hops > 64 {
-                break;
-            }
+            parent = e.parent.clone();
         }
         state
     }
@@ -276,5 +277,24 @@ mod tests {
         t.set_state("b", AccountState::Terminated);
         assert_eq!(t.effective_state("b"), AccountState::Terminated);
         assert_eq!(t.top_level("b"), "a");
+
+        // A grandparent's state reaches its grandchildren; a parent loop ends.
+        let t = Tenancy::default();
+        t.load(
+            vec![
+                org("top", None),
+                org("mid", Some("top")),
+                org("leaf", Some("mid")),
+                org("x", Some("y")),
+                org("y", Some("x")),
+            ],
+            vec![],
+            vec![],
+        );
+        t.set_state("top", AccountState::Terminated);
+        assert_eq!(t.effective_state("leaf"), AccountState::Terminated);
+        assert_eq!(t.effective_state("x"), AccountState::Active);
+        t.set_state("y", AccountState::UnderReview);
+        assert_eq!(t.effective_state("x"), AccountState::UnderReview);
     }
 }
