@@ -76,7 +76,7 @@ impl Limits {
     }
 }
 
-/// What answers a connection's requests: the inference routes of OpenAI's shape straight
+/// What answers a connection's requests: the inference routes (OpenAI's and Azure's) straight
 /// through the request path ([`front::direct`]), everything else through the router.
 #[derive(Clone)]
 pub struct Handlers {
@@ -182,12 +182,13 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let peer = self.peer;
         let handlers = self.handlers.clone();
         Box::pin(async move {
-            let res = if front::direct(&parts.method, parts.uri.path()) {
+            let res = if let Some(direct) = front::direct(&parts.method, parts.uri.path()) {
                 // The hot path: the handler the router has for these routes, without the
                 // routing, its extensions and its boxed futures.
+                let deployment = direct.deployment.map(str::to_owned);
                 front::serve(
                     handlers.app,
-                    None,
+                    deployment,
                     peer,
                     parts.uri.path(),
                     parts.headers,

@@ -726,9 +726,41 @@ async fn azure_front_door_and_azure_upstream() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    // A percent-encoded deployment takes the router, whose extractor decodes it: the same model.
+    let api_key = [
+        ("api-key", key.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = gw
+        .call(
+            Method::POST,
+            "/openai/deployments/gpt%2D4o/chat/completions?api-version=2024-10-21",
+            &api_key,
+            json!({"messages": user("a b")}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // An unknown deployment gets the same answer either way.
+    for path in [
+        "/openai/deployments/nope/chat/completions",
+        "/openai/deployments/n%6Fpe/chat/completions",
+    ] {
+        let r = gw
+            .call(
+                Method::POST,
+                path,
+                &api_key,
+                json!({"messages": user("a b")}).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "model_not_found", "{path}");
+        assert!(r.text().contains("nope"), "{path}: {}", r.text());
+    }
     let recs = gw.records().await;
-    assert_eq!(recs.len(), 2);
+    assert_eq!(recs.len(), 3);
     assert_eq!(recs[1].input_tokens, 4);
+    assert!(recs.iter().all(|r| r.model == "gpt-4o"));
 }
 
 #[tokio::test]
