@@ -49,7 +49,7 @@ use tower::ServiceExt;
 use tollgate_config::ServerConfig;
 
 use crate::app::App;
-use crate::front;
+use crate::routes;
 
 /// The timeouts and the request cap of every client connection.
 #[derive(Debug, Clone, Copy)]
@@ -76,8 +76,8 @@ impl Limits {
     }
 }
 
-/// What answers a connection's requests: the inference routes (OpenAI's and Azure's) straight
-/// through the request path ([`front::direct`]), everything else through the router.
+/// What answers a connection's requests: the front doors' requests straight through their
+/// handlers ([`routes::direct`]), everything else through the router.
 #[derive(Clone)]
 pub struct Handlers {
     pub app: Arc<App>,
@@ -182,13 +182,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let peer = self.peer;
         let handlers = self.handlers.clone();
         Box::pin(async move {
-            let res = if let Some(direct) = front::direct(&parts.method, parts.uri.path()) {
+            let res = if let Some(direct) = routes::direct(&parts.method, parts.uri.path()) {
                 // The hot path: the handler the router has for these routes, without the
                 // routing, its extensions and its boxed futures.
-                let deployment = direct.deployment.map(str::to_owned);
-                front::serve(
+                routes::serve_direct(
                     handlers.app,
-                    deployment,
+                    direct,
                     peer,
                     parts.uri.path(),
                     parts.headers,

@@ -1,13 +1,82 @@
 //! Every route of the server: the front doors (OpenAI, Azure, Responses, Messages), the admin
-//! API, the console, health and metrics.
+//! API, the console, health and metrics; and the front doors' requests that are served without
+//! the router ([`direct`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
+use http::{HeaderMap, Method};
 
 use crate::app::App;
-use crate::{admin, billing_admin, front};
+use crate::{admin, apis, billing_admin, front};
+
+/// A front-door request served straight by its handler, past the router (the gateway's hot
+/// path: no route match, no request extensions, no boxed handler future). The router has the
+/// same routes, for the other methods' 405 and for what [`direct`] leaves to it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// `POST` to an inference path: OpenAI's `/v1/{chat/completions,completions,embeddings}`,
+    /// or Azure's `/openai/deployments/{deployment}/` with the same endpoints. A deployment that
+    /// is percent-encoded is left to the router, whose extractor decodes it.
+    Inference { deployment: Option<String> },
+    /// `POST /v1/responses` (and Azure's `/openai/responses`, `/openai/v1/responses`).
+    Responses,
+    /// `POST /v1/messages`.
+    Messages,
+}
+
+/// Whether the request is served without the router (see [`Direct`]).
+pub fn direct(method: &Method, path: &str) -> Option<Direct> {
+    const ENDPOINTS: [&str; 3] = ["/chat/completions", "/completions", "/embeddings"];
+    if method != Method::POST {
+        return None;
+    }
+    match path {
+        "/v1/responses" | "/openai/responses" | "/openai/v1/responses" => {
+            return Some(Direct::Responses);
+        }
+        "/v1/messages" => return Some(Direct::Messages),
+        _ => {}
+    }
+    if let Some(endpoint) = path.strip_prefix("/v1") {
+        return ENDPOINTS
+            .contains(&endpoint)
+            .then_some(Direct::Inference { deployment: None });
+    }
+    let rest = path.strip_prefix("/openai/deployments/")?;
+    let (deployment, endpoint) = rest.split_at(rest.find('/')?);
+    let plain = !deployment.is_empty() && !deployment.contains('%');
+    (plain && ENDPOINTS.contains(&endpoint)).then(|| Direct::Inference {
+        deployment: Some(deployment.to_owned()),
+    })
+}
+
+/// Serves a [`Direct`] request with the handler its route has.
+pub async fn serve_direct(
+    app: Arc<App>,
+    direct: Direct,
+    peer: SocketAddr,
+    path: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match direct {
+        Direct::Inference { deployment } => {
+            front::serve(app, deployment, peer, path, headers, body).await
+        }
+        Direct::Responses => {
+            apis::create_response(State(app), ConnectInfo(peer), headers, body).await
+        }
+        Direct::Messages => {
+            apis::create_message(State(app), ConnectInfo(peer), headers, body).await
+        }
+    }
+}
 
 /// The full router: front door, Azure shape, admin API, health.
 pub fn router(app: Arc<App>) -> Router {
@@ -138,4 +207,65 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::console::routes())
         .fallback(front::not_found)
         .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_posts_to_the_front_doors_skip_the_router() {
+        let openai = Some(Direct::Inference { deployment: None });
+        for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+            assert_eq!(direct(&Method::POST, path), openai, "{path}");
+            // Other methods get the router's 405.
+            assert_eq!(direct(&Method::GET, path), None, "{path}");
+            assert_eq!(direct(&Method::PUT, path), None, "{path}");
+        }
+        for path in [
+            "/openai/deployments/gpt-4o/chat/completions",
+            "/openai/deployments/gpt-4o/completions",
+            "/openai/deployments/gpt-4o/embeddings",
+        ] {
+            let azure = Some(Direct::Inference {
+                deployment: Some("gpt-4o".into()),
+            });
+            assert_eq!(direct(&Method::POST, path), azure, "{path}");
+            assert_eq!(direct(&Method::GET, path), None, "{path}");
+        }
+        for path in ["/v1/responses", "/openai/responses", "/openai/v1/responses"] {
+            assert_eq!(
+                direct(&Method::POST, path),
+                Some(Direct::Responses),
+                "{path}"
+            );
+            // Stored responses are read through the router.
+            assert_eq!(direct(&Method::GET, path), None, "{path}");
+        }
+        assert_eq!(
+            direct(&Method::POST, "/v1/messages"),
+            Some(Direct::Messages)
+        );
+        for path in [
+            "/v1/chat/completions/",
+            "/v1/chat/completion",
+            "/V1/chat/completions",
+            "/v1",
+            "/v1/responses/resp_1",
+            "/v1/responses/",
+            "/v1/messages/count_tokens",
+            "/v1/models",
+            // Percent-encoded deployments are decoded by the router's extractor.
+            "/openai/deployments/gpt%2D4o/chat/completions",
+            "/openai/deployments//chat/completions",
+            "/openai/deployments/gpt-4o",
+            "/openai/deployments/gpt-4o/",
+            "/openai/deployments/gpt-4o/chat/completions/",
+            "/openai/deployments/a/b/chat/completions",
+            "/openai/deployments/gpt-4o/responses",
+            "",
+        ] {
+            assert_eq!(direct(&Method::POST, path), None, "{path}");
+        }
+    }
 }

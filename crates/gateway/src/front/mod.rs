@@ -29,7 +29,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -77,36 +77,6 @@ impl Parsed<'_> {
 pub struct Front {
     pub endpoint: Endpoint,
     pub deployment: Option<String>,
-}
-
-/// A request that goes straight to [`serve`], past the router: a `POST` to an inference path,
-/// OpenAI's (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) or Azure's
-/// (`/openai/deployments/{deployment}/…` with the same endpoints). The router has the same
-/// routes, for the other methods' 405, and takes an Azure deployment that is percent-encoded
-/// (its extractor decodes it).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Direct<'a> {
-    /// Azure's deployment, as the path spells it.
-    pub deployment: Option<&'a str>,
-}
-
-/// Whether the request goes straight to [`serve`] (see [`Direct`]).
-pub fn direct<'a>(method: &Method, path: &'a str) -> Option<Direct<'a>> {
-    const ENDPOINTS: [&str; 3] = ["/chat/completions", "/completions", "/embeddings"];
-    if method != Method::POST {
-        return None;
-    }
-    if let Some(endpoint) = path.strip_prefix("/v1") {
-        return ENDPOINTS
-            .contains(&endpoint)
-            .then_some(Direct { deployment: None });
-    }
-    let rest = path.strip_prefix("/openai/deployments/")?;
-    let (deployment, endpoint) = rest.split_at(rest.find('/')?);
-    (!deployment.is_empty() && !deployment.contains('%') && ENDPOINTS.contains(&endpoint))
-        .then_some(Direct {
-            deployment: Some(deployment),
-        })
 }
 
 /// Every inference route, OpenAI's (`/v1/…`) and Azure's (`/openai/deployments/{deployment}/…`):
@@ -512,55 +482,4 @@ pub async fn ready(State(app): AppState) -> Response {
 /// Any other path.
 pub async fn not_found(uri: http::Uri) -> Response {
     ApiError::not_found(format!("Invalid URL ({})", uri.path())).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_posts_to_the_inference_paths_skip_the_router() {
-        let openai = Some(Direct { deployment: None });
-        for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
-            assert_eq!(direct(&Method::POST, path), openai, "{path}");
-            // Other methods get the router's 405.
-            assert_eq!(direct(&Method::GET, path), None, "{path}");
-            assert_eq!(direct(&Method::PUT, path), None, "{path}");
-        }
-        for path in [
-            "/openai/deployments/gpt-4o/chat/completions",
-            "/openai/deployments/gpt-4o/completions",
-            "/openai/deployments/gpt-4o/embeddings",
-        ] {
-            assert_eq!(
-                direct(&Method::POST, path),
-                Some(Direct {
-                    deployment: Some("gpt-4o")
-                }),
-                "{path}"
-            );
-            assert_eq!(direct(&Method::GET, path), None, "{path}");
-        }
-        for path in [
-            "/v1/chat/completions/",
-            "/v1/chat/completion",
-            "/V1/chat/completions",
-            "/v1",
-            "/v1/responses",
-            "/v1/messages",
-            "/v1/models",
-            // Percent-encoded deployments are decoded by the router's extractor.
-            "/openai/deployments/gpt%2D4o/chat/completions",
-            "/openai/deployments//chat/completions",
-            "/openai/deployments/gpt-4o",
-            "/openai/deployments/gpt-4o/",
-            "/openai/deployments/gpt-4o/chat/completions/",
-            "/openai/deployments/a/b/chat/completions",
-            "/openai/deployments/gpt-4o/responses",
-            "/openai/v1/responses",
-            "",
-        ] {
-            assert_eq!(direct(&Method::POST, path), None, "{path}");
-        }
-    }
 }
